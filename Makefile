@@ -1,0 +1,38 @@
+# dbmazz — every target bootstraps what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test test-all demo bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dbmazz needs Python >= 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The quick suite (what CI runs): every test but the large `slow` workloads.
+test: venv
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python -m dbmazz_pipelines.demo
+
+bench: venv
+	@for script in bench/*.py; do \
+		case $$script in bench/_*) continue;; esac; \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+lint: venv
+	$(BIN)/ruff check dbmazz_connectors dbmazz_pipelines infra tests bench
+
+clean:
+	rm -rf $(VENV) .dbmazz .pytest_cache

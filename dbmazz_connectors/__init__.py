@@ -1,0 +1,1 @@
+"""dbmazz connector library: sources, sinks, the change log and the plain-Python engine (no Dagster here)."""

@@ -1,0 +1,304 @@
+"""Reading and writing change-log batches through ``pyarrow.fs``.
+
+Layout under the root::
+
+    <pipeline>/<table>/<batch>/part-00000.parquet   row chunks, in source order
+    <pipeline>/_batches/<batch>.json                the manifest, written last
+
+Durability contract: ``BatchWriter.commit`` returns only after every part and then the manifest
+are written (and, on a local filesystem, fsynced); a batch without a manifest does not exist and
+its leftover parts are removed when the batch is written again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..core.batch import ChangeBatch, ChangeEvent, Heartbeat, Rows, SchemaChange, TableEvent, Truncate, op_counts
+from ..core.errors import ChangeLogError
+from ..core.positions import BinlogPosition, Lsn
+from ..core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, TableSchema
+from .manifest import BatchManifest, TableEntry
+
+__all__ = ["ChangeLog", "BatchWriter"]
+
+_MANIFESTS = "_batches"
+
+
+def _segment(name: str) -> str:
+    return quote(name, safe=".-_")
+
+
+class ChangeLog:
+    """The change log of every pipeline under one root (a local folder or a filesystem URI)."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        part_rows: int = 500_000,
+        part_bytes: int = 128 * 1024 * 1024,
+        compression: str = "zstd",
+    ) -> None:
+        if "://" in root:
+            self.fs, self.root = pafs.FileSystem.from_uri(root)
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(root)
+        self.part_rows = part_rows
+        self.part_bytes = part_bytes
+        self.compression = compression
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"ChangeLog({self.root!r})"
+
+    # paths
+    def _pipeline_dir(self, pipeline: str) -> str:
+        return f"{self.root}/{_segment(pipeline)}"
+
+    def manifest_path(self, pipeline: str, batch_id: str) -> str:
+        return f"{self._pipeline_dir(pipeline)}/{_MANIFESTS}/{_segment(batch_id)}.json"
+
+    def part_dir(self, pipeline: str, table: str, batch_id: str) -> str:
+        return f"{self._pipeline_dir(pipeline)}/{_segment(table)}/{_segment(batch_id)}"
+
+    # reading
+    def manifest(self, pipeline: str, batch_id: str) -> BatchManifest | None:
+        """The batch's manifest, or None when the batch was never completed."""
+        path = self.manifest_path(pipeline, batch_id)
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                return BatchManifest.from_dict(json.loads(stream.read()))
+        except FileNotFoundError:
+            return None
+
+    def batches(self, pipeline: str) -> list[BatchManifest]:
+        """Every complete batch of the pipeline, ordered by position."""
+        selector = pafs.FileSelector(f"{self._pipeline_dir(pipeline)}/{_MANIFESTS}", allow_not_found=True)
+        manifests = []
+        for info in self.fs.get_file_info(selector):
+            if info.is_file and info.path.endswith(".json"):
+                with self.fs.open_input_stream(info.path) as stream:
+                    manifests.append(BatchManifest.from_dict(json.loads(stream.read())))
+        return sorted(manifests, key=lambda m: (m.end.version, m.start.version))
+
+    def read_batch(self, pipeline: str, batch_id: str, table: str) -> ChangeBatch:
+        """One table's changes of a complete batch (an empty batch if the table had none)."""
+        manifest = self.manifest(pipeline, batch_id)
+        if manifest is None:
+            raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is not in the change log {self.root}")
+        entry = manifest.tables.get(table)
+        if entry is None:
+            raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} has no entry for table {table}")
+        return ChangeBatch(table, entry.schema, list(self._events(pipeline, batch_id, table, entry)))
+
+    def _events(self, pipeline: str, batch_id: str, table: str, entry: TableEntry) -> Iterable[TableEvent]:
+        schema = entry.schema
+        folder = self.part_dir(pipeline, table, batch_id)
+        for item in entry.entries:
+            if item["kind"] == "rows":
+                data = pq.read_table(f"{folder}/{item['file']}", filesystem=self.fs)
+                yield Rows(schema, data.cast(schema.arrow_schema()))
+            elif item["kind"] == "truncate":
+                yield Truncate(table, int(item["version"]), int(item["commit_ts_us"]))
+            elif item["kind"] == "schema":
+                schema = TableSchema.from_dict(item["schema"])
+                yield SchemaChange(schema, int(item["version"]), item.get("ddl"))
+            else:
+                raise ChangeLogError(f"unknown change-log entry kind {item['kind']!r} in batch {batch_id}")
+
+    # writing
+    def writer(self, pipeline: str, batch_id: str, start: Lsn | BinlogPosition) -> BatchWriter:
+        """A writer for a new batch; leftovers of an earlier, uncompleted attempt are removed."""
+        if self.manifest(pipeline, batch_id) is not None:
+            raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is already complete")
+        self._remove_parts(pipeline, batch_id)
+        return BatchWriter(self, pipeline, batch_id, start)
+
+    def delete_batch(self, pipeline: str, batch_id: str) -> None:
+        """Remove a batch: the manifest first (so it stops existing at once), then its parts."""
+        try:
+            self.fs.delete_file(self.manifest_path(pipeline, batch_id))
+        except FileNotFoundError:
+            pass
+        self._remove_parts(pipeline, batch_id)
+
+    def _remove_parts(self, pipeline: str, batch_id: str) -> None:
+        selector = pafs.FileSelector(self._pipeline_dir(pipeline), allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            if info.type == pafs.FileType.Directory and not info.path.endswith(_MANIFESTS):
+                folder = f"{info.path}/{_segment(batch_id)}"
+                if self.fs.get_file_info(folder).type == pafs.FileType.Directory:
+                    self.fs.delete_dir(folder)
+
+    def _write_bytes_atomically(self, path: str, payload: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        if not self.is_local:
+            with self.fs.open_output_stream(path) as out:  # an object PUT is atomic
+                out.write(payload)
+            return
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(parent)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _TableState:
+    __slots__ = ("start_schema", "schema", "pending", "pending_bytes", "entries", "ops", "bytes",
+                 "max_version", "max_commit_ts_us")
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.start_schema = schema
+        self.schema = schema
+        self.pending: list[pa.Table] = []
+        self.pending_bytes = 0
+        self.entries: list[dict[str, Any]] = []
+        self.ops = {"insert": 0, "update": 0, "delete": 0}
+        self.bytes = 0
+        self.max_version: int | None = None
+        self.max_commit_ts_us: int | None = None
+
+
+class BatchWriter:
+    """Stages one batch's events into Parquet parts, then commits the manifest.
+
+    Row chunks of a table are buffered up to the change log's ``part_rows``/``part_bytes`` and
+    written as one part, so memory stays bounded however large the batch.
+    """
+
+    def __init__(self, log: ChangeLog, pipeline: str, batch_id: str, start: Lsn | BinlogPosition) -> None:
+        self.log = log
+        self.pipeline = pipeline
+        self.batch_id = batch_id
+        self.start = start
+        self.tables: dict[str, _TableState] = {}
+        self.end: Lsn | BinlogPosition | None = None
+        self._written_files: list[str] = []
+
+    def add(self, event: ChangeEvent) -> None:
+        if isinstance(event, Heartbeat):
+            self.end = event.position  # type: ignore[assignment]
+            return
+        if isinstance(event, Rows):
+            state = self._state(event.table, event.schema)
+            if event.schema != state.schema:  # a schema change the source did not announce
+                self._flush(event.table, state)
+                state.schema = event.schema
+                state.entries.append({"kind": "schema", "schema": event.schema.to_dict(), "version": None})
+            if event.data.num_rows:
+                state.pending.append(event.data)
+                state.pending_bytes += event.data.nbytes
+                if sum(t.num_rows for t in state.pending) >= self.log.part_rows or (
+                    state.pending_bytes >= self.log.part_bytes
+                ):
+                    self._flush(event.table, state)
+            return
+        if isinstance(event, Truncate):
+            state = self._state(event.table, None)
+            self._flush(event.table, state)
+            state.entries.append({"kind": "truncate", "version": event.version, "commit_ts_us": event.commit_ts_us})
+            _raise_max(state, event.version, event.commit_ts_us)
+            return
+        if isinstance(event, SchemaChange):
+            state = self._state(event.table, event.schema)
+            self._flush(event.table, state)
+            state.schema = event.schema
+            state.entries.append(
+                {"kind": "schema", "schema": event.schema.to_dict(), "version": event.version, "ddl": event.ddl}
+            )
+            return
+        raise TypeError(f"expected a change event, got {type(event).__name__}")
+
+    def declare_table(self, schema: TableSchema) -> None:
+        """Record a table with no changes, so sinks see an (empty) batch for it."""
+        self._state(schema.qualified_name, schema)
+
+    def _state(self, table: str, schema: TableSchema | None) -> _TableState:
+        state = self.tables.get(table)
+        if state is None:
+            if schema is None:
+                raise ChangeLogError(f"a truncate of {table} arrived before its schema")
+            state = self.tables[table] = _TableState(schema)
+        return state
+
+    def _flush(self, table: str, state: _TableState) -> None:
+        if not state.pending:
+            return
+        data = pa.concat_tables(state.pending)
+        state.pending, state.pending_bytes = [], 0
+        name = f"part-{len([e for e in state.entries if e['kind'] == 'rows']):05d}.parquet"
+        folder = self.log.part_dir(self.pipeline, table, self.batch_id)
+        self.log.fs.create_dir(folder, recursive=True)
+        path = f"{folder}/{name}"
+        pq.write_table(data, path, filesystem=self.log.fs, compression=self.log.compression)
+        self._written_files.append(path)
+        size = self.log.fs.get_file_info(path).size or 0
+        counts = op_counts(data)
+        versions = data.column(VERSION_COLUMN)
+        commit_ts = data.column(COMMIT_TS_COLUMN)
+        max_version = pc.max(versions).as_py()
+        max_ts = pc.max(commit_ts.cast(pa.int64())).as_py()
+        state.entries.append({"kind": "rows", "file": name, "rows": data.num_rows, "bytes": size, "ops": counts,
+                              "min_version": pc.min(versions).as_py(), "max_version": max_version})
+        for op, n in counts.items():
+            state.ops[op] += n
+        state.bytes += size
+        _raise_max(state, max_version, max_ts)
+
+    def commit(self, stats: dict[str, Any] | None = None) -> BatchManifest:
+        """Write the remaining parts, then the manifest; the batch is durable when this returns."""
+        if self.end is None:
+            raise ChangeLogError(f"batch {self.batch_id}: the source stream ended without its final position")
+        for table, state in self.tables.items():
+            self._flush(table, state)
+        if self.log.is_local:
+            for path in self._written_files:
+                with open(path, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            for folder in {p.rsplit("/", 1)[0] for p in self._written_files}:
+                _fsync_dir(folder)
+        manifest = BatchManifest(
+            pipeline=self.pipeline,
+            batch_id=self.batch_id,
+            start=self.start,
+            end=self.end,
+            tables={
+                table: TableEntry(s.start_schema, tuple(s.entries), s.ops, s.bytes, s.max_version, s.max_commit_ts_us)
+                for table, s in self.tables.items()
+            },
+            created_at=datetime.now(UTC).isoformat(),
+            stats=dict(stats or {}),
+        )
+        payload = json.dumps(manifest.to_dict(), indent=1, sort_keys=True).encode()
+        self.log._write_bytes_atomically(self.log.manifest_path(self.pipeline, self.batch_id), payload)
+        return manifest
+
+
+def _raise_max(state: _TableState, version: int | None, commit_ts_us: int | None) -> None:
+    if version is not None and (state.max_version is None or version > state.max_version):
+        state.max_version = version
+    if commit_ts_us is not None and (state.max_commit_ts_us is None or commit_ts_us > state.max_commit_ts_us):
+        state.max_commit_ts_us = commit_ts_us

@@ -1,0 +1,171 @@
+"""One error hierarchy for dbmazz; every error keeps its inputs as attributes and never carries a password."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "DbmazzError",
+    "ConfigError",
+    "PreflightError",
+    "Problem",
+    "SourceError",
+    "SlotInvalidatedError",
+    "LogPurgedError",
+    "MissingPrimaryKeyError",
+    "UnmappableTypeError",
+    "UnrepresentableValueError",
+    "SchemaChangeError",
+    "SinkError",
+    "ChangeLogError",
+    "UnknownConnectorError",
+    "TransientError",
+    "redact",
+]
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)@", re.I)
+_KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*[=:]\s*)(?P<secret>'[^']*'|\"[^\"]*\"|\S+)", re.I)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with passwords in URLs and ``password=...`` pairs replaced by ``***``."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _KV_PASSWORD.sub(lambda m: f"{m.group('key')}***", text)
+
+
+class DbmazzError(Exception):
+    """Root of every error dbmazz raises on purpose.
+
+    ``transient`` tells an orchestrator whether retrying the same step may succeed
+    (a lost connection) or not (a missing primary key): only transient errors are retried.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = redact(message)
+        self.hint = redact(hint) if hint else None
+        super().__init__(self.message if not self.hint else f"{self.message}; fix: {self.hint}")
+
+
+class TransientError(DbmazzError):
+    """A failure a retry of the same step may cure (connection lost, server restarting)."""
+
+    transient = True
+
+
+class ConfigError(DbmazzError):
+    """The configuration is invalid; nothing was changed."""
+
+
+class Problem:
+    """One failed preflight check: what is wrong and the statement that fixes it."""
+
+    __slots__ = ("check", "message", "fix")
+
+    def __init__(self, check: str, message: str, fix: str | None = None) -> None:
+        self.check = check
+        self.message = redact(message)
+        self.fix = redact(fix) if fix else None
+
+    def __repr__(self) -> str:
+        return f"Problem({self.check!r}, {self.message!r}, fix={self.fix!r})"
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.message}" + (f"\n    fix: {self.fix}" if self.fix else "")
+
+
+class PreflightError(DbmazzError):
+    """One or more preflight checks failed; ``problems`` lists each with its fix."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(str(p) for p in self.problems)
+        super().__init__(f"preflight found {len(self.problems)} problem(s):\n{lines}")
+
+
+class SourceError(DbmazzError):
+    """The source failed in a way that is not a user error."""
+
+
+class SlotInvalidatedError(SourceError):
+    """PostgreSQL invalidated the replication slot; changes since the checkpoint are gone."""
+
+    def __init__(self, slot: str, reason: str) -> None:
+        self.slot = slot
+        self.reason = reason
+        super().__init__(
+            f"replication slot {slot!r} was invalidated by the server ({reason}); "
+            "changes since the last checkpoint can no longer be read",
+            hint=f"drop the slot (SELECT pg_drop_replication_slot('{slot}')), run setup again "
+            "and re-snapshot the pipeline's tables; raise max_slot_wal_keep_size to prevent it",
+        )
+
+
+class LogPurgedError(SourceError):
+    """The source's log no longer holds the checkpoint (a purged binlog file)."""
+
+    def __init__(self, position: str, oldest: str) -> None:
+        self.position = position
+        self.oldest = oldest
+        super().__init__(
+            f"the checkpoint {position} is no longer in the server's log (oldest available: {oldest})",
+            hint="re-snapshot the pipeline's tables; raise binlog_expire_logs_seconds to prevent it",
+        )
+
+
+class MissingPrimaryKeyError(DbmazzError):
+    """A replicated table has no primary key."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__(
+            f"expected a primary key on {table}, found none",
+            hint=f"add one (ALTER TABLE {table} ADD PRIMARY KEY (...)) or remove the table from the pipeline",
+        )
+
+
+class UnmappableTypeError(DbmazzError):
+    """A column's type has no logical type (source side) or no native type (sink side)."""
+
+    def __init__(self, table: str, column: str, type_name: str, connector: str) -> None:
+        self.table = table
+        self.column = column
+        self.type_name = type_name
+        self.connector = connector
+        super().__init__(
+            f"{connector}: cannot map column {table}.{column} of type {type_name}",
+            hint="cast the column to a supported type or exclude the table; see docs/types.md",
+        )
+
+
+class UnrepresentableValueError(DbmazzError):
+    """A value cannot be held by the target type (out of range, too precise)."""
+
+    def __init__(self, table: str, column: str, detail: str) -> None:
+        self.table = table
+        self.column = column
+        self.detail = detail
+        super().__init__(f"a value of {table}.{column} cannot be written: {detail}")
+
+
+class SchemaChangeError(DbmazzError):
+    """A schema change the target cannot follow; raised before any data of the batch is written."""
+
+
+class SinkError(DbmazzError):
+    """The sink rejected a write or is unreachable."""
+
+
+class ChangeLogError(DbmazzError):
+    """The change log is missing or inconsistent."""
+
+
+class UnknownConnectorError(ConfigError):
+    """No source or sink is registered under the requested name."""
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown {kind} {name!r}; expected one of {', '.join(sorted(known))}")

@@ -1,0 +1,124 @@
+"""The contracts between the engine and connectors: Source, Sink and what a sink can do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+from .batch import ChangeBatch, ChangeEvent
+from .errors import Problem
+from .positions import SourcePosition
+from .schema import TableSchema
+
+__all__ = ["Source", "Sink", "SinkCapabilities", "LoadingModel", "BatchRef", "WriteResult"]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A database whose changes dbmazz captures. A source never knows where its rows go.
+
+    Lifecycle: ``connect`` -> ``preflight`` -> ``setup`` -> (``current_position`` ->
+    ``read_changes`` -> ``checkpoint``)* -> ``disconnect``.
+    """
+
+    name: str
+
+    def connect(self) -> None:
+        """Open connections; raise ``ConfigError``/``TransientError`` with a redacted message."""
+
+    def preflight(self) -> list[Problem]:
+        """Check every requirement without changing anything; an empty list means ready."""
+
+    def setup(self) -> None:
+        """Create what capture needs (publication, slot, ...). Must be idempotent."""
+
+    def table_schemas(self) -> Mapping[str, TableSchema]:
+        """The configured tables' current schemas, by qualified name."""
+
+    def current_position(self) -> SourcePosition:
+        """The end of the server's log now (an upper bound for the next range)."""
+
+    def checkpoint_position(self) -> SourcePosition | None:
+        """The position the source has acknowledged (nothing at or before it will be read again)."""
+
+    def read_changes(self, start: SourcePosition, end: SourcePosition) -> Iterator[ChangeEvent]:
+        """Yield the changes of the range (start, end] in source order, bounded in memory.
+
+        The range is extended to the next transaction boundary at or after ``end``; the last
+        item is a ``Heartbeat`` carrying the position actually reached. Reading the same range
+        again before ``checkpoint`` yields the same events (must be repeatable). Reading never
+        acknowledges anything.
+        """
+
+    def checkpoint(self, position: SourcePosition) -> None:
+        """Acknowledge everything up to ``position``; called only once it is durable elsewhere.
+
+        Must be idempotent; acknowledging a position at or before the current one is a no-op.
+        """
+
+    def disconnect(self) -> None: ...
+
+
+class LoadingModel(str, Enum):
+    STREAMING = "streaming"  # row/columnar inserts over a connection
+    STAGED_BATCH = "staged_batch"  # a staged file or stream load per batch
+    TRANSACTIONAL = "transactional"  # staged rows merged inside one transaction
+
+
+@dataclass(frozen=True)
+class SinkCapabilities:
+    loading_model: LoadingModel
+    supports_upsert: bool
+    supports_delete: bool
+    supports_schema_evolution: bool
+    supports_transactions: bool
+    max_batch_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """Identifies one batch of one pipeline; sinks key their idempotency on it."""
+
+    pipeline: str
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    table: str
+    rows_written: int  # rows after compaction; 0 when already applied
+    already_applied: bool
+    high_water_version: int | None
+    details: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """An analytical store dbmazz writes to. A sink never knows where its rows came from."""
+
+    name: str
+
+    def connect(self) -> None: ...
+
+    def preflight(self) -> list[Problem]:
+        """Reachability and DDL rights; an empty list means ready."""
+
+    def capabilities(self) -> SinkCapabilities: ...
+
+    def create_table(self, schema: TableSchema) -> None:
+        """Create the target table for ``schema`` if it does not exist. Must be idempotent."""
+
+    def write_batch(self, batch: ChangeBatch, ref: BatchRef) -> WriteResult:
+        """Apply one table's batch exactly once.
+
+        Idempotent per (``ref``, table): applying it again, or after a crash at any point, leaves
+        the sink as if applied once. Per key the row with the highest ``_dbmazz_version`` wins,
+        whatever order batches and snapshot chunks arrive in.
+        """
+
+    def high_water_version(self, table: str) -> int | None:
+        """The highest ``_dbmazz_version`` applied to ``table``, or None."""
+
+    def disconnect(self) -> None: ...

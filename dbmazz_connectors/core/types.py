@@ -1,0 +1,199 @@
+"""The closed set of logical types, their text form and their Arrow representation.
+
+Every source maps its native types onto these; every sink maps these onto its own.
+The Arrow representation is what travels in ChangeBatches and in the change log:
+
+==================  =====================================================================
+logical type        Arrow type
+==================  =====================================================================
+bool                bool
+int8..int64         int8..int64
+uint64              uint64
+float32, float64    float32, float64 (NaN and +-inf kept)
+decimal(p,s)        decimal128(p,s) for p <= 38, decimal256(p,s) for p <= 76
+decimal             string: exact text of an unbounded numeric, including 'NaN', 'Infinity'
+string, json, uuid  string (json as its text, uuid in canonical lowercase form)
+enum                string (the label); the type keeps the labels where the source knows them
+binary              binary
+date                date32 (+-infinity as int32 max / -max, as DuckDB reads them)
+time                time64[us]
+timestamp           timestamp[us] (+-infinity as int64 max / -max, as DuckDB reads them)
+timestamptz         timestamp[us, UTC]
+interval            struct<months: int32, days: int32, micros: int64>
+array<T>            list<T>
+==================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import pyarrow as pa
+
+__all__ = [
+    "Kind",
+    "LogicalType",
+    "INTERVAL_ARROW",
+    "TIMESTAMP_POS_INFINITY",
+    "TIMESTAMP_NEG_INFINITY",
+    "DATE_POS_INFINITY",
+    "DATE_NEG_INFINITY",
+]
+
+# +-infinity timestamps/dates are stored as these extremes (DuckDB's own encoding of infinity).
+TIMESTAMP_POS_INFINITY = 2**63 - 1
+TIMESTAMP_NEG_INFINITY = -(2**63 - 1)
+DATE_POS_INFINITY = 2**31 - 1
+DATE_NEG_INFINITY = -(2**31 - 1)
+
+INTERVAL_ARROW = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("micros", pa.int64())])
+
+
+class Kind(str, Enum):
+    BOOL = "bool"
+    INT8 = "int8"
+    INT16 = "int16"
+    INT32 = "int32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    DECIMAL = "decimal"
+    STRING = "string"
+    BINARY = "binary"
+    JSON = "json"
+    UUID = "uuid"
+    DATE = "date"
+    TIME = "time"
+    TIMESTAMP = "timestamp"
+    TIMESTAMPTZ = "timestamptz"
+    INTERVAL = "interval"
+    ENUM = "enum"
+    ARRAY = "array"
+
+
+_SIMPLE_ARROW: dict[Kind, pa.DataType] = {
+    Kind.BOOL: pa.bool_(),
+    Kind.INT8: pa.int8(),
+    Kind.INT16: pa.int16(),
+    Kind.INT32: pa.int32(),
+    Kind.INT64: pa.int64(),
+    Kind.UINT64: pa.uint64(),
+    Kind.FLOAT32: pa.float32(),
+    Kind.FLOAT64: pa.float64(),
+    Kind.STRING: pa.string(),
+    Kind.BINARY: pa.binary(),
+    Kind.JSON: pa.string(),
+    Kind.UUID: pa.string(),
+    Kind.ENUM: pa.string(),
+    Kind.DATE: pa.date32(),
+    Kind.TIME: pa.time64("us"),
+    Kind.TIMESTAMP: pa.timestamp("us"),
+    Kind.TIMESTAMPTZ: pa.timestamp("us", tz="UTC"),
+    Kind.INTERVAL: INTERVAL_ARROW,
+}
+
+_DECIMAL_RE = re.compile(r"^decimal\((\d+),(\d+)\)$")
+_ENUM_RE = re.compile(r"^enum\((.*)\)$")
+
+
+@dataclass(frozen=True)
+class LogicalType:
+    """One logical type. Build them with the class methods (``LogicalType.decimal(12, 2)``).
+
+    ``precision``/``scale`` are set for bounded decimals only; ``element`` for arrays;
+    ``labels`` for enums whose labels the source reports (may be empty).
+    """
+
+    kind: Kind
+    precision: int | None = None
+    scale: int | None = None
+    element: LogicalType | None = None
+    labels: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, kind: Kind | str) -> LogicalType:
+        kind = Kind(kind)
+        if kind in (Kind.ARRAY,):
+            raise ValueError("expected LogicalType.array(element) for arrays")
+        return cls(kind)
+
+    @classmethod
+    def decimal(cls, precision: int | None = None, scale: int | None = None) -> LogicalType:
+        """``decimal(p,s)``; without precision, the unbounded decimal (carried as exact text)."""
+        if precision is None:
+            return cls(Kind.DECIMAL)
+        scale = scale or 0
+        if not 1 <= precision <= 76 or not 0 <= scale <= precision:
+            raise ValueError(f"expected 1 <= precision <= 76 and 0 <= scale <= precision, got ({precision},{scale})")
+        return cls(Kind.DECIMAL, precision, scale)
+
+    @classmethod
+    def array(cls, element: LogicalType) -> LogicalType:
+        return cls(Kind.ARRAY, element=element)
+
+    @classmethod
+    def enum(cls, labels: tuple[str, ...] | list[str] = ()) -> LogicalType:
+        return cls(Kind.ENUM, labels=tuple(labels))
+
+    @property
+    def is_unbounded_decimal(self) -> bool:
+        return self.kind is Kind.DECIMAL and self.precision is None
+
+    def to_arrow(self) -> pa.DataType:
+        if self.kind is Kind.DECIMAL:
+            if self.precision is None:
+                return pa.string()
+            if self.precision <= 38:
+                return pa.decimal128(self.precision, self.scale or 0)
+            return pa.decimal256(self.precision, self.scale or 0)
+        if self.kind is Kind.ARRAY:
+            assert self.element is not None
+            return pa.list_(self.element.to_arrow())
+        return _SIMPLE_ARROW[self.kind]
+
+    def __str__(self) -> str:
+        if self.kind is Kind.DECIMAL and self.precision is not None:
+            return f"decimal({self.precision},{self.scale})"
+        if self.kind is Kind.ARRAY:
+            return f"array<{self.element}>"
+        if self.kind is Kind.ENUM and self.labels:
+            return "enum(" + ",".join(_quote_label(label) for label in self.labels) + ")"
+        return self.kind.value
+
+    @classmethod
+    def parse(cls, text: str) -> LogicalType:
+        """Inverse of ``str()``."""
+        text = text.strip()
+        if text.startswith("array<") and text.endswith(">"):
+            return cls.array(cls.parse(text[6:-1]))
+        if match := _DECIMAL_RE.match(text):
+            return cls.decimal(int(match.group(1)), int(match.group(2)))
+        if match := _ENUM_RE.match(text):
+            return cls.enum(_split_labels(match.group(1)))
+        return cls.of(text)
+
+
+def _quote_label(label: str) -> str:
+    return "'" + label.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _split_labels(body: str) -> list[str]:
+    labels: list[str] = []
+    i = 0
+    while i < len(body):
+        if body[i] != "'":
+            i += 1
+            continue
+        i += 1
+        buf = []
+        while body[i] != "'":
+            if body[i] == "\\":
+                i += 1
+            buf.append(body[i])
+            i += 1
+        labels.append("".join(buf))
+        i += 1
+    return labels

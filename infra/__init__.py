@@ -1,0 +1,1 @@
+"""Throw-away servers for tests, benchmarks and the demo (PostgreSQL, MariaDB, ClickHouse)."""

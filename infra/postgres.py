@@ -1,0 +1,150 @@
+"""A throw-away PostgreSQL (15+, wal_level=logical) on a free loopback port in a temporary directory.
+
+    python -m infra.postgres            # start, print the superuser URL, stop on Ctrl-C
+
+From Python: ``with PostgresServer() as pg: pg.url()``. Password authentication is on for TCP
+(scram-sha-256), so wrong-password paths behave as in production; the superuser is ``postgres``
+with a random password (``pg.password``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from urllib.parse import quote
+
+from ._common import InfraError, apt_install, chown_tree, free_port, is_root, serve_forever, service_user_prefix
+
+__all__ = ["PostgresServer", "find_bin_dir"]
+
+MIN_MAJOR = 15
+
+DEFAULT_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_replication_slots": "32",
+    "max_wal_senders": "32",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "logical_decoding_work_mem": "64MB",
+    "fsync": "off",  # throw-away: durability of the test server itself does not matter
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_wal_size": "4GB",
+    "timezone": "UTC",
+}
+
+
+def find_bin_dir(install: bool = True) -> str:
+    """The newest installed PostgreSQL >= 15 bin directory; installs Debian's package if none."""
+    candidates = sorted(
+        (d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.path.exists(f"{d}/postgres")),
+        key=lambda d: int(d.split("/")[-2]),
+    )
+    candidates = [d for d in candidates if int(d.split("/")[-2]) >= MIN_MAJOR]
+    if candidates:
+        return candidates[-1]
+    if os.environ.get("DBMAZZ_PG_BIN"):
+        return os.environ["DBMAZZ_PG_BIN"]
+    if not install:
+        raise InfraError("PostgreSQL >= 15 server binaries not found: apt-get install postgresql")
+    apt_install(["postgresql", "postgresql-contrib"], "PostgreSQL server binaries not found")
+    return find_bin_dir(install=False)
+
+
+class PostgresServer:
+    """Start/stop one throw-away cluster. ``settings`` override ``DEFAULT_SETTINGS``."""
+
+    user = "postgres"
+
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.password = secrets.token_hex(12)
+        self.port: int | None = None
+        self.base: str | None = None
+        self._bin: str | None = None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def url(self, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
+        user = user or self.user
+        password = self.password if user == self.user and password is None else password
+        auth = quote(user) + (f":{quote(password)}" if password else "")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}"
+
+    def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([*service_user_prefix("postgres"), *args], check=True, capture_output=True, text=True, **kw)
+
+    def start(self) -> PostgresServer:
+        self._bin = find_bin_dir()
+        self.base = tempfile.mkdtemp(prefix="dbmazz-pg-")
+        os.chmod(self.base, 0o755)
+        data = f"{self.base}/data"
+        pwfile = f"{self.base}/pw"
+        with open(pwfile, "w") as fh:
+            fh.write(self.password)
+        chown_tree(self.base, "postgres") if is_root() else None
+        try:
+            self._run([f"{self._bin}/initdb", "-D", data, "-U", self.user, "--pwfile", pwfile,
+                       "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+        except subprocess.CalledProcessError as exc:
+            raise InfraError(f"initdb failed: {exc.stderr}") from exc
+        os.remove(pwfile)
+        self.port = free_port()
+        conf = dict(self.settings, port=str(self.port), listen_addresses="'127.0.0.1'",
+                    unix_socket_directories=f"'{self.base}'")
+        with open(f"{data}/postgresql.auto.conf", "a") as fh:
+            for key, value in conf.items():
+                fh.write(f"{key} = {value}\n")
+        with open(f"{data}/pg_hba.conf", "a") as fh:
+            fh.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+        try:
+            self._run([f"{self._bin}/pg_ctl", "-D", data, "-l", f"{self.base}/server.log", "-w", "-t", "60", "start"])
+        except subprocess.CalledProcessError as exc:
+            log = open(f"{self.base}/server.log").read()[-3000:] if os.path.exists(f"{self.base}/server.log") else ""
+            raise InfraError(f"PostgreSQL did not start: {exc.stderr}\n{log}") from exc
+        atexit.register(self.stop)
+        return self
+
+    def restart(self, settings: dict[str, str] | None = None) -> None:
+        """Restart with extra settings (for tests of settings that need a restart, like wal_level)."""
+        assert self.base and self._bin
+        data = f"{self.base}/data"
+        if settings:
+            with open(f"{data}/postgresql.auto.conf", "a") as fh:
+                for key, value in settings.items():
+                    fh.write(f"{key} = {value}\n")
+        self._run([f"{self._bin}/pg_ctl", "-D", data, "-l", f"{self.base}/server.log", "-w", "-t", "60", "restart",
+                   "-m", "fast"])
+
+    def stop(self) -> None:
+        if self.base is None:
+            return
+        base, self.base = self.base, None
+        if self._bin and os.path.exists(f"{base}/data/postmaster.pid"):
+            subprocess.run([*service_user_prefix("postgres"), f"{self._bin}/pg_ctl", "-D", f"{base}/data", "-m",
+                            "immediate", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    server = PostgresServer()
+    serve_forever(server.start, server.stop,
+                  lambda: json.dumps({"url": server.url(), "port": server.port, "password": server.password}))
+
+
+if __name__ == "__main__":
+    main()

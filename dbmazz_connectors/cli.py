@@ -1,0 +1,59 @@
+"""The ``dbmazz`` command: ``dbmazz check pipelines.yaml`` runs every preflight check without changing anything."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import PipelineConfig, load_pipelines
+from .core.errors import DbmazzError, Problem
+from .core.registry import create_sink, create_source
+
+
+def check_pipeline(pipeline: PipelineConfig) -> list[tuple[str, Problem]]:
+    """Preflight of the pipeline's source and every sink; returns (component, problem) pairs."""
+    found: list[tuple[str, Problem]] = []
+    components = [("source", lambda: create_source(pipeline.source_config()))]
+    components += [(f"sink {name}", lambda name=name: create_sink(pipeline.sink_config(name))) for name in pipeline.sinks]
+    for label, build in components:
+        try:
+            connector = build()
+            connector.connect()
+            try:
+                found += [(label, p) for p in connector.preflight()]
+            finally:
+                connector.disconnect()
+        except DbmazzError as exc:
+            found.append((label, Problem("connect", exc.message, exc.hint)))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dbmazz", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="run preflight checks for the pipelines in a config file")
+    check.add_argument("config", help="pipelines.yaml")
+    check.add_argument("--pipeline", help="check only this pipeline")
+    args = parser.parse_args(argv)
+    try:
+        pipelines = load_pipelines(args.config)
+    except DbmazzError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.pipeline:
+        if args.pipeline not in pipelines:
+            print(f"error: no pipeline {args.pipeline!r} in {args.config}", file=sys.stderr)
+            return 2
+        pipelines = {args.pipeline: pipelines[args.pipeline]}
+    failed = False
+    for name, pipeline in pipelines.items():
+        problems = check_pipeline(pipeline)
+        failed |= bool(problems)
+        print(f"{name}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        for label, problem in problems:
+            print(f"  {label}: {problem}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

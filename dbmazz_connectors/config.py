@@ -1,0 +1,165 @@
+"""Pipeline configuration: ``pipelines.yaml`` or environment variables -> validated ``PipelineConfig``.
+
+This is the only layer that reads the environment. Secrets are referenced, never written in the
+file: ``password_env: SHOP_PG_PASSWORD`` (or ``${VAR}`` inside a URL) is resolved here.
+
+    pipelines:
+      shop:
+        source:
+          url: postgresql://dbmazz@127.0.0.1:5432/shop
+          password_env: SHOP_PG_PASSWORD
+        tables: [public.orders, public.customers]
+        sinks:
+          duckdb: {url: "duckdb:///.dbmazz/shop.duckdb"}
+          clickhouse: {url: "http://127.0.0.1:8123", database: shop}
+        changelog: ./.dbmazz/changelog      # or any pyarrow filesystem URI (s3://bucket/prefix)
+        poll_interval_seconds: 5
+
+Connector mappings go to the registry as they are, plus ``pipeline`` and ``tables`` for sources,
+``pipeline`` for sinks; each connector validates its own keys in ``from_config``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .core.errors import ConfigError
+
+__all__ = ["PipelineConfig", "load_pipelines", "pipeline_from_env", "resolve_secrets"]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DEFAULT_CHANGELOG = "./.dbmazz/changelog"
+
+
+class PipelineConfig(BaseModel):
+    """One pipeline: one source, its tables, one or more sinks fed from one capture."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="pipeline name: letters, digits, underscores")
+    source: dict[str, Any] = Field(description="source connector config: type or url, plus its options")
+    tables: list[str] = Field(min_length=1, description="qualified source tables, schema.table")
+    sinks: dict[str, dict[str, Any]] = Field(min_length=1, description="sink name -> sink connector config")
+    changelog: str = Field(DEFAULT_CHANGELOG, description="change-log root: a folder or a filesystem URI")
+    poll_interval_seconds: int = Field(5, ge=1, description="how often the capture sensor polls the source")
+    retention_batches: int = Field(2000, ge=10, description="applied batches kept in the change log")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"expected letters, digits and underscores, got {value!r}")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, value: list[str]) -> list[str]:
+        for table in value:
+            if table.count(".") != 1 or not all(table.split(".")):
+                raise ValueError(f"expected tables as schema.table, got {table!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("expected each table once")
+        return value
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"expected sink names of letters, digits and underscores, got {name!r}")
+        return value
+
+    def source_config(self) -> dict[str, Any]:
+        """The mapping for ``create_source``: secrets resolved, pipeline and tables added."""
+        return {**resolve_secrets(self.source), "pipeline": self.name, "tables": list(self.tables)}
+
+    def sink_config(self, sink: str) -> dict[str, Any]:
+        """The mapping for ``create_sink``: secrets resolved, pipeline added; the sink name is the type by default."""
+        config = resolve_secrets(self.sinks[sink])
+        if "type" not in config and "url" not in config:
+            config["type"] = sink
+        return {**config, "pipeline": self.name}
+
+
+def resolve_secrets(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Replace ``<key>_env: VAR`` by ``<key>: $VAR`` and ``${VAR}`` inside strings; a missing variable is an error."""
+    environ = os.environ if environ is None else environ
+    resolved: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.endswith("_env") and isinstance(value, str):
+            if value not in environ:
+                raise ConfigError(f"expected environment variable {value} (for {key[:-4]}) to be set, it is not")
+            resolved[key[:-4]] = environ[value]
+        elif isinstance(value, str):
+            resolved[key] = _ENV_REF.sub(lambda m: _env(m.group(1), environ), value)
+        else:
+            resolved[key] = value
+    return resolved
+
+
+def _env(name: str, environ: Mapping[str, str]) -> str:
+    if name not in environ:
+        raise ConfigError(f"expected environment variable {name} to be set, it is not")
+    return environ[name]
+
+
+def _validate(name: str, body: Mapping[str, Any]) -> PipelineConfig:
+    try:
+        return PipelineConfig(name=name, **body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"pipeline {name!r} is invalid: {problems}") from None
+    except TypeError as exc:
+        raise ConfigError(f"pipeline {name!r} is invalid: {exc}") from None
+
+
+def load_pipelines(path: str) -> dict[str, PipelineConfig]:
+    """Read and validate ``pipelines.yaml``."""
+    try:
+        with open(path) as fh:
+            document = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"pipeline file {path} is not valid YAML: {exc}") from None
+    pipelines = document.get("pipelines") if isinstance(document, dict) else None
+    if not isinstance(pipelines, dict) or not pipelines:
+        raise ConfigError(f"expected a 'pipelines:' mapping in {path}, found none")
+    return {name: _validate(name, body or {}) for name, body in pipelines.items()}
+
+
+def pipeline_from_env(environ: Mapping[str, str] | None = None) -> PipelineConfig | None:
+    """A single pipeline from ``SOURCE_URL``, ``SINK_URL`` (comma-separated ``name=url`` or urls) and ``TABLES``.
+
+    Optional: ``PIPELINE_NAME`` (default ``main``), ``CHANGELOG_ROOT``, ``POLL_INTERVAL_SECONDS``.
+    Returns None when ``SOURCE_URL`` is not set.
+    """
+    environ = os.environ if environ is None else environ
+    if not environ.get("SOURCE_URL"):
+        return None
+    missing = [v for v in ("SINK_URL", "TABLES") if not environ.get(v)]
+    if missing:
+        raise ConfigError(f"SOURCE_URL is set, so {' and '.join(missing)} must be too")
+    sinks: dict[str, dict[str, Any]] = {}
+    for item in environ["SINK_URL"].split(","):
+        name, sep, url = item.strip().partition("=")
+        if not sep:
+            url, name = name, name.split(":", 1)[0]
+        sinks[name.strip()] = {"url": url.strip()}
+    body: dict[str, Any] = {
+        "source": {"url": environ["SOURCE_URL"]},
+        "tables": [t.strip() for t in environ["TABLES"].split(",") if t.strip()],
+        "sinks": sinks,
+    }
+    if environ.get("CHANGELOG_ROOT"):
+        body["changelog"] = environ["CHANGELOG_ROOT"]
+    if environ.get("POLL_INTERVAL_SECONDS"):
+        body["poll_interval_seconds"] = int(environ["POLL_INTERVAL_SECONDS"])
+    return _validate(environ.get("PIPELINE_NAME", "main"), body)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ..core.batch import ChangeBatch, ChangeEvent, Heartbeat, Rows, SchemaChange, TableEvent, Truncate, op_counts
 from ..core.errors import ChangeLogError
-from ..core.positions import BinlogPosition, Lsn
+from ..core.positions import BinlogPosition, Lsn, position_from_dict
 from ..core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, TableSchema
 from .manifest import BatchManifest, TableEntry
 
@@ -118,6 +118,44 @@ class ChangeLog:
             else:
                 raise ChangeLogError(f"unknown change-log entry kind {item['kind']!r} in batch {batch_id}")
 
+    # planned ranges and the idle checkpoint (small JSON records beside the manifests)
+    def _record_path(self, pipeline: str, kind: str, name: str) -> str:
+        return f"{self._pipeline_dir(pipeline)}/{kind}/{_segment(name)}.json"
+
+    def _read_record(self, path: str) -> dict[str, Any] | None:
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                return json.loads(stream.read())
+        except FileNotFoundError:
+            return None
+
+    def write_plan(self, pipeline: str, batch_id: str, start: Lsn | BinlogPosition, end: Lsn | BinlogPosition) -> None:
+        """Record the range a planned batch covers, so any later run of it reads exactly that range."""
+        payload = json.dumps({"start": start.to_dict(), "end": end.to_dict()}).encode()
+        self._write_bytes_atomically(self._record_path(pipeline, "_plans", batch_id), payload)
+
+    def plan(self, pipeline: str, batch_id: str) -> tuple[Lsn | BinlogPosition, Lsn | BinlogPosition] | None:
+        record = self._read_record(self._record_path(pipeline, "_plans", batch_id))
+        if record is None:
+            return None
+        return position_from_dict(record["start"]), position_from_dict(record["end"])
+
+    def record_idle_checkpoint(self, pipeline: str, position: Lsn | BinlogPosition) -> None:
+        """Record that the source was acknowledged to ``position`` with nothing to capture before it."""
+        payload = json.dumps({"position": position.to_dict(), "at": datetime.now(UTC).isoformat()}).encode()
+        self._write_bytes_atomically(self._record_path(pipeline, "_state", "idle_checkpoint"), payload)
+
+    def checkpoint(self, pipeline: str) -> Lsn | BinlogPosition | None:
+        """The position everything before which is captured: the newest batch end or idle checkpoint."""
+        candidates = []
+        latest = self.batches(pipeline)
+        if latest:
+            candidates.append(latest[-1].end)
+        record = self._read_record(self._record_path(pipeline, "_state", "idle_checkpoint"))
+        if record is not None:
+            candidates.append(position_from_dict(record["position"]))
+        return max(candidates, key=lambda p: p.version) if candidates else None
+
     # writing
     def writer(self, pipeline: str, batch_id: str, start: Lsn | BinlogPosition) -> BatchWriter:
         """A writer for a new batch; leftovers of an earlier, uncompleted attempt are removed."""
@@ -127,17 +165,18 @@ class ChangeLog:
         return BatchWriter(self, pipeline, batch_id, start)
 
     def delete_batch(self, pipeline: str, batch_id: str) -> None:
-        """Remove a batch: the manifest first (so it stops existing at once), then its parts."""
-        try:
-            self.fs.delete_file(self.manifest_path(pipeline, batch_id))
-        except FileNotFoundError:
-            pass
+        """Remove a batch: the manifest first (so it stops existing at once), then its parts and plan."""
+        for path in (self.manifest_path(pipeline, batch_id), self._record_path(pipeline, "_plans", batch_id)):
+            try:
+                self.fs.delete_file(path)
+            except FileNotFoundError:
+                pass
         self._remove_parts(pipeline, batch_id)
 
     def _remove_parts(self, pipeline: str, batch_id: str) -> None:
         selector = pafs.FileSelector(self._pipeline_dir(pipeline), allow_not_found=True)
         for info in self.fs.get_file_info(selector):
-            if info.type == pafs.FileType.Directory and not info.path.endswith(_MANIFESTS):
+            if info.type == pafs.FileType.Directory and info.base_name not in (_MANIFESTS, "_plans", "_state"):
                 folder = f"{info.path}/{_segment(batch_id)}"
                 if self.fs.get_file_info(folder).type == pafs.FileType.Directory:
                     self.fs.delete_dir(folder)

@@ -57,3 +57,16 @@ def test_commit_without_final_position_is_refused(tmp_path):
     writer = ChangeLog(str(tmp_path)).writer("p", "b1", Lsn(1))
     with pytest.raises(ChangeLogError, match="without its final position"):
         writer.commit()
+
+
+def test_checkpoint_is_the_newest_batch_end_or_idle_record(tmp_path):
+    log = ChangeLog(str(tmp_path))
+    assert log.checkpoint("p") is None
+    _write(log)
+    assert log.checkpoint("p") == Lsn(400)
+    log.record_idle_checkpoint("p", Lsn(900))
+    assert log.checkpoint("p") == Lsn(900)
+    log.write_plan("p", "b2", Lsn(900), Lsn(1000))
+    assert log.plan("p", "b2") == (Lsn(900), Lsn(1000))
+    log.delete_batch("p", "b2")
+    assert log.plan("p", "b2") is None

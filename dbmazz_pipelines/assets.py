@@ -1,0 +1,172 @@
+"""A pipeline's assets: source tables (external), ``<pipeline>/changes`` (capture), one per sink table (apply)."""
+
+
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from dbmazz_connectors.changelog import BatchManifest, ChangeLog
+from dbmazz_connectors.config import PipelineConfig
+from dbmazz_connectors.core import ChangeLogError, position_from_dict
+from dbmazz_connectors.engine import apply_batch, capture_range
+
+from .naming import batch_partitions, changes_key, resource_key, sink_key, sink_kind, source_key, source_kind
+
+__all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata"]
+
+
+def build_source_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
+    kind = source_kind(pipeline)
+    return [
+        dg.AssetSpec(
+            source_key(pipeline.name, table),
+            description=f"source table {table} ({kind})",
+            kinds={kind},
+            group_name=pipeline.name,
+            metadata={"dbmazz/table": table},
+        )
+        for table in pipeline.tables
+    ]
+
+
+def _planned_range(context: dg.AssetExecutionContext, changelog: ChangeLog, pipeline: str, batch_id: str):
+    plan = changelog.plan(pipeline, batch_id)
+    if plan is not None:
+        return plan
+    manifest = changelog.manifest(pipeline, batch_id)
+    if manifest is not None:
+        return manifest.start, manifest.end
+    raise ChangeLogError(
+        f"batch {batch_id} of pipeline {pipeline} has no planned range in the change log {changelog.root}; "
+        "batches are planned by the capture sensor and cannot be invented from the UI"
+    )
+
+
+def capture_metadata(manifest: BatchManifest, lag_bytes: int | None, seconds: float) -> dict[str, object]:
+    """The checkpoint a capture records, as materialization metadata (see docs/operations.md)."""
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    newest = max((t.max_commit_ts_us or 0 for t in manifest.tables.values()), default=0)
+    by_table = {name: dict(entry.ops) for name, entry in manifest.tables.items()}
+    rows_md = "\n".join(f"| {n} | {o['insert']} | {o['update']} | {o['delete']} |" for n, o in sorted(by_table.items()))
+    return {
+        "dbmazz/batch": manifest.batch_id,
+        "dbmazz/from": str(manifest.start),
+        "dbmazz/to": str(manifest.end),
+        "dbmazz/from_position": dg.MetadataValue.json(manifest.start.to_dict()),
+        "dbmazz/to_position": dg.MetadataValue.json(manifest.end.to_dict()),
+        "rows": manifest.rows,
+        "rows_by_table": dg.MetadataValue.json(by_table),
+        "rows_table": dg.MetadataValue.md("| table | insert | update | delete |\n|---|---|---|---|\n" + rows_md),
+        "bytes_staged": manifest.bytes,
+        "source_lag_bytes": lag_bytes if lag_bytes is not None else -1,
+        "source_lag_seconds": round((now_us - newest) / 1e6, 3) if newest else 0.0,
+        "duration_seconds": round(seconds, 3),
+    }
+
+
+def build_changes_asset(pipeline: PipelineConfig) -> dg.AssetsDefinition:
+    key = resource_key(pipeline.name)
+
+    @dg.asset(
+        key=changes_key(pipeline.name),
+        partitions_def=batch_partitions(pipeline.name),
+        deps=[source_key(pipeline.name, t) for t in pipeline.tables],
+        kinds={"dbmazz", "parquet"},
+        group_name=pipeline.name,
+        required_resource_keys={key},
+        description=f"captured change batches of pipeline {pipeline.name}, staged in the change log",
+    )
+    def changes(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        resource = getattr(context.resources, key)
+        changelog = resource.changelog()
+        batch_id = context.partition_key
+        start, end = _planned_range(context, changelog, pipeline.name, batch_id)
+        began = time.monotonic()
+        source = resource.source()
+        try:
+            schemas = source.table_schemas()
+            manifest = capture_range(
+                source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values()
+            )
+            current = source.current_position()
+            lag = current.version - manifest.end.version if type(current) is type(manifest.end) else None
+        finally:
+            source.disconnect()
+        context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")
+        return dg.MaterializeResult(metadata=capture_metadata(manifest, lag, time.monotonic() - began))
+
+    return changes
+
+
+def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinition:
+    key = resource_key(pipeline.name)
+    kind = sink_kind(pipeline, sink)
+    specs = [
+        dg.AssetSpec(
+            sink_key(pipeline.name, sink, table),
+            deps=[changes_key(pipeline.name)],
+            kinds={kind},
+            group_name=pipeline.name,
+            description=f"{table} replicated into sink {sink} ({kind})",
+            partitions_def=batch_partitions(pipeline.name),
+            skippable=True,
+        )
+        for table in pipeline.tables
+    ]
+
+    @dg.multi_asset(
+        name=f"{pipeline.name}__{sink}__apply",
+        specs=specs,
+        can_subset=True,
+        partitions_def=batch_partitions(pipeline.name),
+        required_resource_keys={key},
+    )
+    def apply(context: dg.AssetExecutionContext):
+        resource = getattr(context.resources, key)
+        changelog = resource.changelog()
+        batch_id = context.partition_key
+        manifest = changelog.manifest(pipeline.name, batch_id)
+        if manifest is None:
+            raise ChangeLogError(
+                f"batch {batch_id} is not in the change log (never captured, or pruned by retention); "
+                f"re-sync the table instead of re-applying this batch"
+            )
+        target = resource.sink(sink)
+        try:
+            for asset_key in sorted(context.selected_asset_keys, key=lambda k: k.path[-1]):
+                table = asset_key.path[-1]
+                if table not in manifest.tables:
+                    yield dg.MaterializeResult(asset_key=asset_key, metadata={"dbmazz/batch": batch_id, "rows_written": 0})
+                    continue
+                result = apply_batch(changelog, target, pipeline.name, batch_id, tables=[table])[table]
+                entry = manifest.tables[table]
+                yield dg.MaterializeResult(asset_key=asset_key, metadata=_apply_metadata(batch_id, result, entry))
+        finally:
+            target.disconnect()
+
+    return apply
+
+
+def _apply_metadata(batch_id: str, result, entry) -> dict[str, object]:
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    metadata: dict[str, object] = {
+        "dbmazz/batch": batch_id,
+        "rows_written": result.rows_written,
+        "already_applied": result.already_applied,
+        "high_water_version": result.high_water_version if result.high_water_version is not None else -1,
+        "changes_in_batch": entry.rows,
+    }
+    if entry.max_commit_ts_us:
+        metadata["newest_source_commit"] = datetime.fromtimestamp(entry.max_commit_ts_us / 1e6, UTC).isoformat()
+        metadata["commit_to_visible_seconds"] = round((now_us - entry.max_commit_ts_us) / 1e6, 3)
+    metadata.update({f"details/{k}": v for k, v in result.details.items()})
+    return metadata
+
+
+def position_of(metadata: dict) -> object | None:
+    """The ``dbmazz/to`` position recorded in a capture materialization's metadata."""
+    value = metadata.get("dbmazz/to_position")
+    if value is None:
+        return None
+    return position_from_dict(value.value if hasattr(value, "value") else value)

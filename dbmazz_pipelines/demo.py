@@ -1,0 +1,131 @@
+"""``make demo``: throw-away servers, a sample shop, a steady workload and ``dagster dev`` on http://127.0.0.1:3000.
+
+One pipeline (``shop``) captures PostgreSQL's ``public.customers`` and ``public.orders`` and feeds two sinks from
+the same capture: DuckDB (the embedded default) and a throw-away ClickHouse. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from infra.postgres import PostgresServer
+from infra.shop import SHOP_TABLES, ShopWorkload, create_replication_role, create_shop
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".dbmazz"
+
+
+def _clickhouse():
+    from infra.clickhouse import ClickHouseServer
+
+    return ClickHouseServer()
+
+
+def _write_pipelines(path: Path, pg: PostgresServer, ch, changelog: Path, duckdb_path: Path) -> None:
+    sinks: dict = {"duckdb": {"url": f"duckdb:///{duckdb_path}"}}
+    if ch is not None:
+        sinks["clickhouse"] = ch.sink_config(database="shop")
+    document = {
+        "pipelines": {
+            "shop": {
+                "source": {
+                    "url": f"postgresql://dbmazz@127.0.0.1:{pg.port}/shop",
+                    "password_env": "SHOP_PG_PASSWORD",
+                    "slot": "dbmazz_shop",
+                    "publication": "dbmazz_shop",
+                },
+                "tables": SHOP_TABLES,
+                "sinks": sinks,
+                "changelog": str(changelog),
+                "poll_interval_seconds": 5,
+            }
+        }
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def prepare(pg: PostgresServer, workdir: Path, ch=None) -> dict[str, str]:
+    """Create the shop, the capture role and the config; returns the environment for Dagster."""
+    import psycopg
+
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'").fetchone():
+            conn.execute("CREATE DATABASE shop")
+    create_shop(pg.url("shop"))
+    password = secrets.token_hex(12)
+    create_replication_role(pg.url("shop"), "dbmazz", password, "dbmazz_shop", SHOP_TABLES)
+    workdir.mkdir(parents=True, exist_ok=True)
+    home = workdir / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "infra" / "dagster" / "dagster.local.yaml", home / "dagster.yaml")
+    pipelines = workdir / "pipelines.yaml"
+    _write_pipelines(pipelines, pg, ch, workdir / "changelog", workdir / "shop.duckdb")
+    return {"DAGSTER_HOME": str(home), "DBMAZZ_PIPELINES": str(pipelines), "SHOP_PG_PASSWORD": password}
+
+
+def start_dagster(env: dict[str, str], port: int = 3000, log_path: Path | None = None) -> subprocess.Popen:
+    """``dagster dev`` (webserver + daemon) on 127.0.0.1:port, in its own process group."""
+    out = open(log_path, "w") if log_path else None
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env={**os.environ, **env}, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None,
+    )
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=50.0, help="workload changes per second")
+    parser.add_argument("--no-clickhouse", action="store_true")
+    args = parser.parse_args()
+    workdir = STATE / "demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    started: list = []
+    dagster = None
+    try:
+        pg = PostgresServer().start()
+        started.append(pg)
+        ch = None
+        if not args.no_clickhouse:
+            ch = _clickhouse().start()
+            started.append(ch)
+        env = prepare(pg, workdir, ch)
+        workload = ShopWorkload(pg.url("shop"), rate=args.rate).start()
+        started.append(workload)
+        dagster = start_dagster(env, args.port)
+        print(f"\n  dbmazz demo: http://127.0.0.1:{args.port}  (Ctrl-C stops everything)\n"
+              f"  source: {pg.url('shop').replace(pg.password, '***')}\n  config: {env['DBMAZZ_PIPELINES']}\n", flush=True)
+        while dagster.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if dagster is not None:
+            stop_process_group(dagster)
+        for thing in reversed(started):
+            thing.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The capture sensor plans exactly one batch per new range and nothing while idle or in flight."""
+
+import dagster as dg
+import psycopg
+from dagster._core.test_utils import create_run_for_test
+
+from dbmazz_pipelines.naming import job_name
+
+from ._harness import make_shop_pipeline
+
+
+def _write_orders(url: str, n: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO orders (customer_id, quantity, amount, status) "
+            "SELECT g % 100 + 1, g % 7, g * 1.25, 'new' FROM generate_series(1, %s) g", (n,))
+
+
+def test_idle_source_requests_nothing_and_a_new_range_exactly_one_run(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance:
+        first = shop.tick(defs, instance)  # sets the source up; nothing committed since
+        assert isinstance(first, dg.SkipReason), first
+        assert isinstance(shop.tick(defs, instance), dg.SkipReason)
+        assert shop.partitions(instance) == []
+
+        _write_orders(pg_db.url, 10)
+        result = shop.tick(defs, instance)
+        assert isinstance(result, dg.SensorResult)
+        assert len(result.run_requests) == 1
+        request = result.run_requests[0]
+        assert request.run_key == request.partition_key == shop.partitions(instance)[0]
+
+        # the planned batch has not run: the next tick plans nothing newer
+        _write_orders(pg_db.url, 5)
+        assert isinstance(shop.tick(defs, instance), dg.SkipReason)
+
+
+def test_nothing_is_requested_while_a_batch_run_is_in_flight(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance:
+        shop.tick(defs, instance)
+        _write_orders(pg_db.url, 3)
+        create_run_for_test(instance, job_name=job_name(shop.name), status=dg.DagsterRunStatus.STARTED)
+        skipped = shop.tick(defs, instance)
+        assert isinstance(skipped, dg.SkipReason) and "in flight" in skipped.skip_message

@@ -1,9 +1,10 @@
 """Batches run through Dagster keep the sink equal to the source, survive failures and a new instance."""
 
 import random
+import subprocess
+import sys
 
 import dagster as dg
-import duckdb
 import psycopg
 
 from dbmazz_pipelines.naming import changes_key, sink_key
@@ -26,6 +27,13 @@ def _churn(url: str, seed: int, n: int = 40) -> None:
                 conn.execute("DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)")
             else:
                 conn.execute("UPDATE customers SET email = %s WHERE id = %s", (f"x{roll}@example.com", r.randint(1, 100)))
+
+
+def _hold_duckdb_lock(path) -> subprocess.Popen:
+    code = f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('locked', flush=True); time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
 
 
 def _capture_and_apply(shop, defs, instance, raise_on_error=True):
@@ -62,12 +70,13 @@ def test_a_failed_apply_rerun_converges(pg_db, tmp_path, monkeypatch):
         _churn(pg_db.url, 1)
         _capture_and_apply(shop, defs, instance)
         _churn(pg_db.url, 2)
-        blocker = duckdb.connect(str(shop.duckdb_path))  # another process holding the file: the apply fails
+        blocker = _hold_duckdb_lock(shop.duckdb_path)  # another process holds the file: the apply fails
         try:
             key, run = _capture_and_apply(shop, defs, instance, raise_on_error=False)
             assert not run.success
         finally:
-            blocker.close()
+            blocker.kill()
+            blocker.wait()
         # capture succeeded, so the source is acknowledged and the next batch is planned anyway
         assert instance.get_latest_materialization_event(changes_key(shop.name)).partition == key
         failed_key = key

@@ -17,7 +17,10 @@ from ..core.errors import SchemaChangeError
 from ..core.schema import Column, TableSchema
 from ..core.types import Kind, LogicalType
 
-__all__ = ["RowsStep", "SchemaStep", "TruncateStep", "Step", "plan_batch", "SchemaDiff", "diff_schemas", "is_widening"]
+__all__ = [
+    "RowsStep", "SchemaStep", "TruncateStep", "Step", "plan_batch", "SchemaDiff", "diff_schemas", "is_widening",
+    "ColumnPlan", "reconcile_columns",
+]
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,56 @@ def _schema_step(table: str, old: TableSchema, new: TableSchema) -> SchemaStep:
             hint="re-snapshot the table into a new sink table",
         )
     return SchemaStep(old, new, diff)
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """What a sink table needs to hold rows of ``incoming``, given it holds ``current``.
+
+    ``schema`` is the sink's logical schema afterwards: ``current``'s columns (dropped ones kept,
+    types widened) plus the added columns at the end; non-key columns are nullable.
+    """
+
+    schema: TableSchema
+    added: tuple[Column, ...]
+    widened: tuple[tuple[Column, Column], ...]  # (current, new)
+
+
+def reconcile_columns(current: TableSchema, incoming: TableSchema, *, sink: str,
+                      same_native=lambda a, b: False) -> ColumnPlan:
+    """Plan the sink-side change for rows of ``incoming``; raise SchemaChangeError if none exists.
+
+    A column narrower than the sink's (an older batch replayed after a widening) needs nothing.
+    ``same_native(a, b)`` tells whether two logical types share the sink's native type, so a
+    change between them needs no DDL (enum labels, enum -> string where both are text).
+    """
+    if current.primary_key != incoming.primary_key:
+        raise SchemaChangeError(
+            f"{sink}: the primary key of {incoming.qualified_name} is {list(current.primary_key)} in the sink, "
+            f"the batch has {list(incoming.primary_key)}",
+            hint="re-snapshot the table into a new sink table",
+        )
+    columns = {c.name: c for c in current.columns}
+    added: list[Column] = []
+    widened: list[tuple[Column, Column]] = []
+    for col in incoming.columns:
+        old = columns.get(col.name)
+        if old is None:
+            new = Column(col.name, col.type, col.name in incoming.primary_key, col.source_type)
+            added.append(new)
+            columns[col.name] = new
+        elif old.type == col.type or is_widening(col.type, old.type):
+            continue
+        elif is_widening(old.type, col.type) or same_native(old.type, col.type):
+            new = Column(old.name, col.type, old.nullable, col.source_type)
+            if not same_native(old.type, col.type):
+                widened.append((old, new))
+            columns[col.name] = new
+        else:
+            raise SchemaChangeError(
+                f"{sink}: column {incoming.qualified_name}.{col.name} changed from {old.type} to {col.type}, "
+                "which the sink cannot follow in place",
+                hint="re-snapshot the table into a new sink table, or keep the column's type in the source",
+            )
+    schema = TableSchema(current.schema, current.name, tuple(columns.values()), current.primary_key)
+    return ColumnPlan(schema, tuple(added), tuple(widened))

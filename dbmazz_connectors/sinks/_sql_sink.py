@@ -1,0 +1,358 @@
+"""The exactly-once apply shared by the transactional SQL sinks (DuckDB, PostgreSQL).
+
+Layout in the sink database:
+
+* the target table ``<schema>.<table>``: the source columns, ``_dbmazz_version``,
+  ``_dbmazz_commit_ts``; primary key as in the source; only live rows;
+* ``_dbmazz.tables``: per source table its target, tombstone table, logical schema (JSON) and the
+  highest truncate version applied;
+* ``_dbmazz.applied_batches``: one row per applied (pipeline, batch, table), written in the
+  same transaction as the data, so a batch is applied exactly once;
+* ``_dbmazz."<table>__<hash>"``: tombstones (key + version of the delete), so an older change
+  applied later (a snapshot chunk, a replay) cannot resurrect a deleted row.
+
+Per key the change with the highest version wins; on equal versions the later-applied one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..core.batch import ChangeBatch
+from ..core.errors import DbmazzError, SchemaChangeError, UnmappableTypeError
+from ..core.protocols import BatchRef, WriteResult
+from ..core.schema import COMMIT_TS_COLUMN, OP_COLUMN, OP_DELETE, UNKNOWN_COLUMN, VERSION_COLUMN, TableSchema
+from ..core.types import LogicalType
+from ._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
+
+__all__ = ["SqlSink", "TableState", "META_SCHEMA", "UNKNOWN_KEY"]
+
+META_SCHEMA = "_dbmazz"
+UNKNOWN_KEY = "_dbmazz_unknown"  # staged: the unknown column names joined by \x1f, null when all known
+_SEP = "\x1f"
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What the sink knows about one source table."""
+
+    table: str
+    target_schema: str
+    target_name: str
+    tombstones: str
+    schema: TableSchema
+    truncated_version: int
+
+
+class SqlSink(ABC):
+    """Shared algorithm; a subclass provides the connection, quoting, staging and type table."""
+
+    name: str
+    types: Any  # a class with native(), same_native(), VERSION
+
+    def __init__(self, pipeline: str, schema: str | None) -> None:
+        self.pipeline = pipeline
+        self.schema_override = schema
+        self._states: dict[str, TableState] = {}
+
+    # ---- dialect hooks
+    @abstractmethod
+    def q(self, *parts: str) -> str:
+        """Quote an identifier (dotted parts joined)."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the affected row count where known."""
+
+    @abstractmethod
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+
+    @abstractmethod
+    def begin(self) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...
+
+    @abstractmethod
+    def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
+        """Load ``rows`` into a temporary table of native values (plus the meta columns); return its name."""
+
+    @abstractmethod
+    def translate_error(self, exc: Exception, table: str) -> DbmazzError: ...
+
+    def lock_table_state(self, table: str) -> None:
+        """Serialise writers of one table inside the transaction (PostgreSQL: a row lock)."""
+        return None
+
+    def alter_type_sql(self, target: str, column: str, native: str) -> str:
+        return f"ALTER TABLE {target} ALTER COLUMN {self.q(column)} TYPE {native}"
+
+    def check_widening(self, plan: ColumnPlan, table: str) -> None:
+        """Refuse widenings the sink cannot run in place (before anything is written)."""
+        return None
+
+    # ---- metadata
+    def ensure_meta(self) -> None:
+        v = self.types.VERSION
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(META_SCHEMA)}")
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.q(META_SCHEMA, 'tables')} (table_name VARCHAR PRIMARY KEY, "
+            "target_schema VARCHAR NOT NULL, target_name VARCHAR NOT NULL, tombstones VARCHAR NOT NULL, "
+            f"schema_json VARCHAR NOT NULL, truncated_version {v} NOT NULL)"
+        )
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.q(META_SCHEMA, 'applied_batches')} (pipeline VARCHAR NOT NULL, "
+            "batch_id VARCHAR NOT NULL, table_name VARCHAR NOT NULL, rows_written BIGINT NOT NULL, "
+            f"high_water_version {v}, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (pipeline, batch_id, table_name))"
+        )
+
+    def table_state(self, table: str) -> TableState | None:
+        if table in self._states:
+            return self._states[table]
+        rows = self.fetchall(
+            f"SELECT target_schema, target_name, tombstones, schema_json, truncated_version "
+            f"FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s", (table,))
+        if not rows:
+            return None
+        ts, tn, tomb, schema_json, truncated = rows[0]
+        state = TableState(table, ts, tn, tomb, TableSchema.from_dict(json.loads(schema_json)), int(truncated))
+        self._states[table] = state
+        return state
+
+    def target(self, state: TableState) -> str:
+        return self.q(state.target_schema, state.target_name)
+
+    def tomb(self, state: TableState) -> str:
+        return self.q(META_SCHEMA, state.tombstones)
+
+    # ---- create
+    def create_table(self, schema: TableSchema) -> None:
+        """Create the target and tombstone tables and the table's metadata row. Idempotent."""
+        schema.require_primary_key()
+        if self.table_state(schema.qualified_name) is not None:
+            return
+        for col in schema.columns:
+            self._native(schema.qualified_name, col.name, col.type)
+        schema = TableSchema(schema.schema, schema.name, tuple(
+            c if c.nullable or c.name in schema.primary_key else type(c)(c.name, c.type, True, c.source_type)
+            for c in schema.columns), schema.primary_key)
+        state = TableState(schema.qualified_name, self.schema_override or schema.schema, schema.name,
+                           _tombstone_name(schema.qualified_name), schema, 0)
+        self.begin()
+        try:
+            self._create_objects(state)
+            self.commit()
+        except BaseException as exc:
+            self._states.pop(schema.qualified_name, None)
+            self.rollback()
+            raise self._wrap(exc, schema.qualified_name) from exc
+
+    def _create_objects(self, state: TableState) -> None:
+        schema, key = state.schema, state.schema.primary_key
+        cols = [f"{self.q(c.name)} {self.types.native(c.type)}{' NOT NULL' if c.name in key else ''}"
+                for c in schema.columns]
+        pk = ", ".join(self.q(k) for k in key)
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(state.target_schema)}")
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.target(state)} ({', '.join(cols)}, "
+            f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, {self.q(COMMIT_TS_COLUMN)} TIMESTAMPTZ NOT NULL, "
+            f"PRIMARY KEY ({pk}))"
+        )
+        key_cols = [f"{self.q(k)} {self.types.native(schema.column(k).type)} NOT NULL" for k in key]
+        self.execute(f"CREATE TABLE IF NOT EXISTS {self.tomb(state)} ({', '.join(key_cols)}, "
+                     f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, PRIMARY KEY ({pk}))")
+        self.execute(
+            f"INSERT INTO {self.q(META_SCHEMA, 'tables')} VALUES (%s, %s, %s, %s, %s, 0) ON CONFLICT DO NOTHING",
+            (state.table, state.target_schema, state.target_name, state.tombstones, json.dumps(schema.to_dict())),
+        )
+
+    def _native(self, table: str, column: str, logical: LogicalType) -> str:
+        try:
+            return self.types.native(logical)
+        except KeyError:
+            raise UnmappableTypeError(table, column, str(logical), self.name) from None
+
+    # ---- write
+    def write_batch(self, batch: ChangeBatch, ref: BatchRef) -> WriteResult:
+        """Apply one table's batch exactly once (see the module docstring)."""
+        table = batch.table
+        if self.table_state(table) is None:
+            self.create_table(batch.schema)
+        if self._applied(ref, table):
+            return WriteResult(table, 0, True, self.high_water_version(table))
+        state = self.table_state(table)
+        assert state is not None
+        planned = self._validate(state, batch)
+        self.begin()
+        try:
+            self.lock_table_state(table)
+            if self._applied(ref, table):
+                self.rollback()
+                return WriteResult(table, 0, True, self.high_water_version(table))
+            details, rows, state = self._run(state, planned)
+            high_water = _batch_high_water(batch)
+            self.execute(f"INSERT INTO {self.q(META_SCHEMA, 'applied_batches')} (pipeline, batch_id, table_name, "
+                         "rows_written, high_water_version) VALUES (%s, %s, %s, %s, %s)",
+                         (ref.pipeline, ref.batch_id, table, rows, high_water))
+            self.commit()
+        except BaseException as exc:
+            self._states.pop(table, None)
+            self.rollback()
+            raise self._wrap(exc, table) from exc
+        self._states[table] = state
+        return WriteResult(table, rows, False, self.high_water_version(table), details)
+
+    def _wrap(self, exc: BaseException, table: str) -> BaseException:
+        if isinstance(exc, DbmazzError) or not isinstance(exc, Exception):
+            return exc
+        return self.translate_error(exc, table)
+
+    def _applied(self, ref: BatchRef, table: str) -> bool:
+        return bool(self.fetchall(
+            f"SELECT 1 FROM {self.q(META_SCHEMA, 'applied_batches')} "
+            "WHERE pipeline = %s AND batch_id = %s AND table_name = %s", (ref.pipeline, ref.batch_id, table)))
+
+    def _validate(self, state: TableState, batch: ChangeBatch) -> list[tuple[ColumnPlan | None, Step | None]]:
+        """Every schema change of the batch, checked against the sink before anything is written."""
+        planned: list[tuple[ColumnPlan | None, Step | None]] = []
+        current = state.schema
+        for step in [None, *plan_batch(batch)]:
+            incoming = batch.schema if step is None else (
+                step.new if isinstance(step, SchemaStep) else step.schema if isinstance(step, RowsStep) else None)
+            plan = None
+            if incoming is not None:
+                for col in incoming.columns:
+                    self._native(batch.table, col.name, col.type)
+                plan = reconcile_columns(current, incoming, sink=self.name, same_native=self.types.same_native)
+                self.check_widening(plan, batch.table)
+                current = plan.schema
+            planned.append((plan, step))
+        return planned
+
+    def _run(self, state: TableState, planned) -> tuple[dict[str, int], int, TableState]:
+        details = {"upserted": 0, "deleted": 0, "stale": 0, "unknown_values_missing": 0, "truncates": 0,
+                   "columns_added": 0, "columns_widened": 0}
+        rows = 0
+        for plan, step in planned:
+            if plan is not None and (plan.added or plan.widened or plan.schema != state.schema):
+                state = self._alter(state, plan, details)
+            if isinstance(step, TruncateStep):
+                state = self._truncate(state, step.version)
+                details["truncates"] += 1
+            elif isinstance(step, RowsStep) and step.rows.num_rows:
+                rows += step.rows.num_rows
+                self._apply_rows(state, step, details)
+        return details, rows, state
+
+    def _alter(self, state: TableState, plan: ColumnPlan, details: dict[str, int]) -> TableState:
+        for col in plan.added:
+            self.execute(f"ALTER TABLE {self.target(state)} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
+                         f"{self.types.native(col.type)}")
+            details["columns_added"] += 1
+        for _old, new in plan.widened:
+            native = self.types.native(new.type)
+            self.execute(self.alter_type_sql(self.target(state), new.name, native))
+            if new.name in state.schema.primary_key:
+                self.execute(self.alter_type_sql(self.tomb(state), new.name, native))
+            details["columns_widened"] += 1
+        self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET schema_json = %s WHERE table_name = %s",
+                     (json.dumps(plan.schema.to_dict()), state.table))
+        return TableState(state.table, state.target_schema, state.target_name, state.tombstones, plan.schema,
+                          state.truncated_version)
+
+    def _truncate(self, state: TableState, version: int) -> TableState:
+        self.execute(f"DELETE FROM {self.target(state)} WHERE {self.q(VERSION_COLUMN)} <= %s", (version,))
+        self.execute(f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} <= %s", (version,))
+        truncated = max(state.truncated_version, version)
+        self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET truncated_version = %s WHERE table_name = %s",
+                     (truncated, state.table))
+        return TableState(state.table, state.target_schema, state.target_name, state.tombstones, state.schema,
+                          truncated)
+
+    def _apply_rows(self, state: TableState, step: RowsStep, details: dict[str, int]) -> None:
+        staged = self.stage(_with_unknown_key(step.rows), step.schema, state.table)
+        key = step.schema.primary_key
+        on_key = " AND ".join(f"x.{self.q(k)} = w.{self.q(k)}" for k in key)
+        v = self.q(VERSION_COLUMN)
+        details["stale"] += self.execute(
+            f"DELETE FROM {staged} w WHERE w.{v} < %s "
+            f"OR EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key} AND x.{v} > w.{v}) "
+            f"OR EXISTS (SELECT 1 FROM {self.tomb(state)} x WHERE {on_key} AND x.{v} > w.{v})",
+            (state.truncated_version,))
+        op = self.q(OP_COLUMN)
+        details["deleted"] += self.execute(
+            f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} AND w.{op} = {OP_DELETE}")
+        keys = ", ".join(self.q(k) for k in key)
+        self.execute(f"INSERT INTO {self.tomb(state)} ({keys}, {v}) SELECT {keys}, {v} FROM {staged} "
+                     f"WHERE {op} = {OP_DELETE} ON CONFLICT ({keys}) DO UPDATE SET {v} = excluded.{v}")
+        self.execute(f"DELETE FROM {self.tomb(state)} x USING {staged} w WHERE {on_key} AND w.{op} <> {OP_DELETE}")
+        names = step.schema.column_names
+        details["upserted"] += self._upsert(state, staged, names, f"{self.q(UNKNOWN_KEY)} IS NULL")
+        for (group,) in self.fetchall(f"SELECT DISTINCT {self.q(UNKNOWN_KEY)} FROM {staged} "
+                                      f"WHERE {self.q(UNKNOWN_KEY)} IS NOT NULL AND {op} <> {OP_DELETE}"):
+            unknown = set(group.split(_SEP))
+            where = f"{self.q(UNKNOWN_KEY)} = %s"
+            details["unknown_values_missing"] += self.fetchall(
+                f"SELECT count(*) FROM {staged} w WHERE w.{where} AND w.{op} <> {OP_DELETE} AND NOT EXISTS "
+                f"(SELECT 1 FROM {self.target(state)} x WHERE {on_key})", (group,))[0][0]
+            details["upserted"] += self._upsert(state, staged, [n for n in names if n not in unknown], where, (group,))
+        self.execute(f"DROP TABLE {staged}")
+
+    def _upsert(self, state: TableState, staged: str, names: list[str], where: str, params: Sequence = ()) -> int:
+        key = state.schema.primary_key
+        cols = [*names, VERSION_COLUMN, COMMIT_TS_COLUMN]
+        collist = ", ".join(self.q(c) for c in cols)
+        updates = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in cols if c not in key)
+        return self.execute(
+            f"INSERT INTO {self.target(state)} ({collist}) SELECT {collist} FROM {staged} "
+            f"WHERE {self.q(OP_COLUMN)} <> {OP_DELETE} AND {where} "
+            f"ON CONFLICT ({', '.join(self.q(k) for k in key)}) DO UPDATE SET {updates}", params)
+
+    # ---- reads
+    def high_water_version(self, table: str) -> int | None:
+        rows = self.fetchall(f"SELECT max(high_water_version) FROM {self.q(META_SCHEMA, 'applied_batches')} "
+                             "WHERE table_name = %s", (table,))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def refuse(self, table: str, message: str, hint: str | None = None) -> SchemaChangeError:
+        return SchemaChangeError(f"{self.name}: {table}: {message}", hint=hint)
+
+
+def _tombstone_name(table: str) -> str:
+    digest = hashlib.sha1(table.encode()).hexdigest()[:8]
+    return f"{table[:40]}__{digest}"
+
+
+def _with_unknown_key(rows: pa.Table) -> pa.Table:
+    """Replace the unknown-columns list by a sortable text key (null when every value is known)."""
+    index = rows.column_names.index(UNKNOWN_COLUMN)
+    unknown = rows.column(UNKNOWN_COLUMN)
+    if unknown.null_count == len(unknown):
+        key = pa.nulls(len(unknown), pa.string())
+    else:
+        key = pc.binary_join(unknown, _SEP)
+        key = pc.if_else(pc.equal(pc.utf8_length(key), 0), pa.scalar(None, pa.string()), key)
+    return rows.set_column(index, UNKNOWN_KEY, key)
+
+
+def _batch_high_water(batch: ChangeBatch) -> int | None:
+    versions: list[int] = []
+    for event in batch.events:
+        data = getattr(event, "data", None)
+        if data is not None and data.num_rows:
+            versions.append(int(pc.max(data.column(VERSION_COLUMN)).as_py()))
+        elif getattr(event, "version", None) is not None:
+            versions.append(int(event.version))
+    return max(versions) if versions else None

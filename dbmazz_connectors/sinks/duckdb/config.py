@@ -1,0 +1,44 @@
+"""DuckDB sink configuration: a database file (``duckdb:///path/to/file.duckdb`` or ``path``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...core.errors import ConfigError
+
+__all__ = ["DuckDbConfig"]
+
+_KEYS = {"url", "path", "schema", "pipeline", "type", "threads", "memory_limit"}
+
+
+@dataclass(frozen=True)
+class DuckDbConfig:
+    """``path``: the database file (created if missing; ``:memory:`` for a throw-away one).
+    ``schema``: put every table in this schema instead of its source schema's name."""
+
+    path: str
+    pipeline: str = "main"
+    schema: str | None = None
+    threads: int | None = None
+    memory_limit: str | None = None
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> DuckDbConfig:
+        unknown = sorted(set(config) - _KEYS)
+        if unknown:
+            raise ConfigError(f"duckdb sink: unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(_KEYS))}")
+        path = config.get("path")
+        url = config.get("url")
+        if url and not path:
+            parts = urlsplit(str(url))
+            if parts.scheme != "duckdb":
+                raise ConfigError(f"duckdb sink: expected a url like duckdb:///path/to/file.duckdb, got {url!r}")
+            path = (parts.netloc + parts.path) if parts.netloc else parts.path
+            path = path[1:] if path.startswith("/:memory:") else path
+        if not path:
+            raise ConfigError("duckdb sink: expected 'url' (duckdb:///path/file.duckdb) or 'path', got neither")
+        return cls(path=str(path), pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
+                   threads=config.get("threads"), memory_limit=config.get("memory_limit"))

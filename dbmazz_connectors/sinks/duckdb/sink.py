@@ -1,0 +1,175 @@
+"""The DuckDB sink: a local database file, nothing to start; exactly-once by transaction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from ...core.errors import (
+    ConfigError,
+    DbmazzError,
+    Problem,
+    SinkError,
+    TransientError,
+    UnrepresentableValueError,
+)
+from ...core.protocols import LoadingModel, SinkCapabilities
+from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, VERSION_COLUMN, TableSchema
+from .._plan import ColumnPlan
+from .._sql_sink import UNKNOWN_KEY, SqlSink
+from .config import DuckDbConfig
+from .types import DuckDbTypes
+
+__all__ = ["DuckDbSink"]
+
+_STAGE = "__dbmazz_stage"
+_WORK = "__dbmazz_work"
+
+
+def _quote(part: str) -> str:
+    # DuckDB's Python API has no identifier-quoting helper; this is SQL's own rule, as DuckDB applies it.
+    return '"' + part.replace('"', '""') + '"'
+
+
+class DuckDbSink(SqlSink):
+    """Writes change batches into a DuckDB file.
+
+    The table ``<schema>.<table>`` holds only live rows; see ``dbmazz_connectors.sinks._sql_sink``
+    for the hidden ``_dbmazz`` tables (tombstones, applied batches). One process writes a DuckDB
+    file at a time (DuckDB's own rule); readers can open it read-only between applies.
+    """
+
+    name = "duckdb"
+    types = DuckDbTypes
+
+    def __init__(self, config: DuckDbConfig) -> None:
+        super().__init__(config.pipeline, config.schema)
+        self.config = config
+        self.con: Any = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DuckDbSink:
+        return cls(DuckDbConfig.from_mapping(config))
+
+    # ---- lifecycle
+    def connect(self) -> None:
+        import duckdb
+
+        path = self.config.path
+        if path != ":memory:":
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise ConfigError(f"duckdb sink: expected the folder {folder} to exist, it does not",
+                                  hint=f"mkdir -p {folder}")
+        try:
+            self.con = duckdb.connect(path)
+        except duckdb.IOException as exc:
+            raise ConfigError(f"duckdb sink: cannot open {path}: {exc}",
+                              hint="check the file permissions and that no other process writes the file") from None
+        if self.config.threads:
+            self.con.execute(f"SET threads = {int(self.config.threads)}")
+        if self.config.memory_limit:
+            self.con.execute("SET memory_limit = ?", [self.config.memory_limit])
+        self.ensure_meta()
+
+    def disconnect(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+        self._states.clear()
+
+    def preflight(self) -> list[Problem]:
+        try:
+            if self.con is None:
+                self.connect()
+            self.execute(f"CREATE TEMP TABLE {_quote('__dbmazz_preflight')} (x INTEGER)")
+            self.execute(f"DROP TABLE {_quote('__dbmazz_preflight')}")
+        except DbmazzError as exc:
+            return [Problem("duckdb.open", exc.message, exc.hint)]
+        except Exception as exc:  # noqa: BLE001 - reported as a problem, not raised
+            return [Problem("duckdb.write", f"cannot write to {self.config.path}: {exc}")]
+        return []
+
+    def capabilities(self) -> SinkCapabilities:
+        return SinkCapabilities(LoadingModel.TRANSACTIONAL, True, True, True, True)
+
+    # ---- dialect hooks
+    def q(self, *parts: str) -> str:
+        return ".".join(_quote(p) for p in parts)
+
+    def _require(self) -> Any:
+        if self.con is None:
+            raise SinkError("duckdb sink: not connected", hint="call connect() first")
+        return self.con
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self._require().execute(sql.replace("%s", "?"), list(params))
+        if sql.lstrip().upper().startswith(("INSERT", "DELETE", "UPDATE")):
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+        return 0
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._require().execute(sql.replace("%s", "?"), list(params)).fetchall()
+
+    def begin(self) -> None:
+        self._require().begin()
+
+    def commit(self) -> None:
+        self._require().commit()
+
+    def rollback(self) -> None:
+        if self.con is not None:
+            try:
+                self.con.rollback()
+            except Exception:  # noqa: BLE001 - no transaction open
+                pass
+
+    def check_widening(self, plan: ColumnPlan, table: str) -> None:
+        for old, new in plan.widened:
+            if new.name in plan.schema.primary_key:
+                raise self.refuse(table, f"primary-key column {new.name} changed from {old.type} to {new.type}; "
+                                  "DuckDB cannot change the type of a key column in place",
+                                  hint="re-snapshot the table into a new sink table")
+
+    def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
+        """Register the Arrow rows and copy them, converted to native values, into a temp table."""
+        con = self._require()
+        prepared = pa.table({name: DuckDbTypes.prepare(rows.column(name), schema.column(name).type)
+                             if name in schema.column_index else rows.column(name) for name in rows.column_names})
+        exprs = [f"{DuckDbTypes.select_expr(_quote(c.name), c.type)} AS {_quote(c.name)}" for c in schema.columns]
+        exprs += [_quote(n) for n in (OP_COLUMN, VERSION_COLUMN, COMMIT_TS_COLUMN, UNKNOWN_KEY)]
+        con.register(_STAGE, prepared)
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_WORK} AS SELECT {', '.join(exprs)} FROM {_STAGE}")
+        except Exception as exc:
+            raise self._conversion_error(schema, table, exc) from None
+        finally:
+            con.unregister(_STAGE)
+        return _WORK
+
+    def _conversion_error(self, schema: TableSchema, table: str, exc: Exception) -> DbmazzError:
+        """Name the column whose values DuckDB refused (checked one converted column at a time)."""
+        for col in schema.columns:
+            expr = DuckDbTypes.select_expr(_quote(col.name), col.type)
+            if expr == _quote(col.name):
+                continue
+            try:
+                self.con.execute(f"SELECT {expr} FROM {_STAGE}").fetchall()
+            except Exception as col_exc:  # noqa: BLE001
+                return UnrepresentableValueError(table, col.name, f"duckdb refused it as {DuckDbTypes.native(col.type)}: "
+                                                 f"{str(col_exc).splitlines()[0]}")
+        return self.translate_error(exc, table)
+
+    def translate_error(self, exc: Exception, table: str) -> DbmazzError:
+        import duckdb
+
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, duckdb.ConversionException | duckdb.OutOfRangeException):
+            return UnrepresentableValueError(table, "?", text)
+        if isinstance(exc, duckdb.IOException):
+            return TransientError(f"duckdb sink: i/o error writing {table}: {text}")
+        return SinkError(f"duckdb sink: writing {table} failed: {text}")

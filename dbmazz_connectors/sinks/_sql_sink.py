@@ -95,6 +95,9 @@ class SqlSink(ABC):
         """Serialise writers of one table inside the transaction (PostgreSQL: a row lock)."""
         return None
 
+    def ensure_schema(self, name: str) -> None:
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(name)}")
+
     def alter_type_sql(self, target: str, column: str, native: str) -> str:
         return f"ALTER TABLE {target} ALTER COLUMN {self.q(column)} TYPE {native}"
 
@@ -105,7 +108,7 @@ class SqlSink(ABC):
     # ---- metadata
     def ensure_meta(self) -> None:
         v = self.types.VERSION
-        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(META_SCHEMA)}")
+        self.ensure_schema(META_SCHEMA)
         self.execute(
             f"CREATE TABLE IF NOT EXISTS {self.q(META_SCHEMA, 'tables')} (table_name VARCHAR PRIMARY KEY, "
             "target_schema VARCHAR NOT NULL, target_name VARCHAR NOT NULL, tombstones VARCHAR NOT NULL, "
@@ -164,7 +167,7 @@ class SqlSink(ABC):
         cols = [f"{self.q(c.name)} {self.types.native(c.type)}{' NOT NULL' if c.name in key else ''}"
                 for c in schema.columns]
         pk = ", ".join(self.q(k) for k in key)
-        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(state.target_schema)}")
+        self.ensure_schema(state.target_schema)
         self.execute(
             f"CREATE TABLE IF NOT EXISTS {self.target(state)} ({', '.join(cols)}, "
             f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, {self.q(COMMIT_TS_COLUMN)} TIMESTAMPTZ NOT NULL, "

@@ -1,0 +1,65 @@
+"""PostgreSQL sink configuration: a ``postgresql://`` URL or host/port/user/password/dbname keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ...core.errors import ConfigError
+
+__all__ = ["PostgresSinkConfig"]
+
+_KEYS = {"url", "host", "port", "user", "password", "dbname", "schema", "pipeline", "type", "connect_timeout",
+         "sslmode"}
+
+
+@dataclass(frozen=True)
+class PostgresSinkConfig:
+    """Where to write. ``password`` is kept out of ``repr``; ``schema`` puts every table in one schema
+    instead of its source schema's name."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str | None = field(default=None, repr=False)
+    pipeline: str = "main"
+    schema: str | None = None
+    connect_timeout: int = 10
+    sslmode: str | None = None
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> PostgresSinkConfig:
+        unknown = sorted(set(config) - _KEYS)
+        if unknown:
+            raise ConfigError(f"postgres sink: unknown option(s) {', '.join(unknown)}; "
+                              f"expected {', '.join(sorted(_KEYS))}")
+        values: dict[str, Any] = {}
+        if config.get("url"):
+            parts = urlsplit(str(config["url"]))
+            if parts.scheme not in ("postgres", "postgresql"):
+                raise ConfigError(f"postgres sink: expected a postgresql:// url, got scheme {parts.scheme!r}")
+            values = {"host": parts.hostname, "port": parts.port, "user": unquote(parts.username or "") or None,
+                      "password": unquote(parts.password) if parts.password is not None else None,
+                      "dbname": unquote(parts.path.lstrip("/")) or None}
+        for key in ("host", "port", "user", "password", "dbname"):
+            if config.get(key) is not None:
+                values[key] = config[key]
+        missing = [k for k in ("host", "user", "dbname") if not values.get(k)]
+        if missing:
+            raise ConfigError(f"postgres sink: expected {', '.join(missing)} (in the url or as keys), got none")
+        return cls(host=str(values["host"]), port=int(values.get("port") or 5432), user=str(values["user"]),
+                   dbname=str(values["dbname"]), password=values.get("password"),
+                   pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
+                   connect_timeout=int(config.get("connect_timeout", 10)), sslmode=config.get("sslmode"))
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
+                                  "connect_timeout": self.connect_timeout, "application_name": "dbmazz-sink"}
+        if self.password is not None:
+            kwargs["password"] = self.password
+        if self.sslmode:
+            kwargs["sslmode"] = self.sslmode
+        return kwargs

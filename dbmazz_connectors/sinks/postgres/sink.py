@@ -1,0 +1,188 @@
+"""The PostgreSQL sink: CSV COPY of Arrow rows into a temp table, then a version-ordered merge in one transaction."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ...core.errors import (
+    ConfigError,
+    DbmazzError,
+    Problem,
+    SinkError,
+    TransientError,
+    UnrepresentableValueError,
+    redact,
+)
+from ...core.protocols import LoadingModel, SinkCapabilities
+from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, VERSION_COLUMN, TableSchema
+from .._sql_sink import UNKNOWN_KEY, SqlSink
+from .config import PostgresSinkConfig
+from .types import PostgresTypes, StagedColumn
+
+__all__ = ["PostgresSink"]
+
+_STAGE = "__dbmazz_stage"
+_WORK = "__dbmazz_work"
+_COPY_ROWS = 100_000
+_CONTEXT_COLUMN = re.compile(r"column (\S+?):")
+
+
+class PostgresSink(SqlSink):
+    """Writes change batches into PostgreSQL tables holding only live rows (see ``_sql_sink``)."""
+
+    name = "postgres"
+    types = PostgresTypes
+
+    def __init__(self, config: PostgresSinkConfig) -> None:
+        super().__init__(config.pipeline, config.schema)
+        self.config = config
+        self.conn: Any = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PostgresSink:
+        return cls(PostgresSinkConfig.from_mapping(config))
+
+    @property
+    def where(self) -> str:
+        return f"{self.config.user}@{self.config.host}:{self.config.port}/{self.config.dbname}"
+
+    # ---- lifecycle
+    def connect(self) -> None:
+        import psycopg
+
+        try:
+            self.conn = psycopg.connect(**self.config.connect_kwargs(), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise self._connect_error(exc) from None
+        self.conn.execute("SET TIME ZONE 'UTC'")
+        try:
+            self.ensure_meta()
+        except Exception as exc:
+            raise self.translate_error(exc, "_dbmazz") from None
+
+    def _connect_error(self, exc: Exception) -> DbmazzError:
+        text = redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        if "password authentication failed" in text or "no password supplied" in text:
+            return ConfigError(f"postgres sink: the server refused the login of {self.where}: {text}",
+                               hint="check the user and password (the password is not shown here)")
+        if "does not exist" in text:
+            return ConfigError(f"postgres sink: {text} on {self.config.host}:{self.config.port}",
+                               hint=f"create it first (CREATE DATABASE {self.config.dbname})")
+        return TransientError(f"postgres sink: cannot reach {self.config.host}:{self.config.port}: {text}",
+                              hint="check host and port, and that the server is running and accepts TCP")
+
+    def disconnect(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self._states.clear()
+
+    def preflight(self) -> list[Problem]:
+        try:
+            if self.conn is None:
+                self.connect()
+        except DbmazzError as exc:
+            return [Problem("postgres.connect", exc.message, exc.hint)]
+        return []
+
+    def capabilities(self) -> SinkCapabilities:
+        return SinkCapabilities(LoadingModel.TRANSACTIONAL, True, True, True, True)
+
+    # ---- dialect hooks
+    def q(self, *parts: str) -> str:
+        from psycopg import sql
+
+        return sql.Identifier(*parts).as_string(self._require())
+
+    def _require(self) -> Any:
+        if self.conn is None:
+            raise SinkError("postgres sink: not connected", hint="call connect() first")
+        return self.conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self._require().execute(sql.encode(), list(params) or None)
+        return max(cur.rowcount, 0)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._require().execute(sql.encode(), list(params) or None).fetchall()
+
+    def begin(self) -> None:
+        self.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the connection is gone; nothing to roll back
+                pass
+
+    def ensure_schema(self, name: str) -> None:
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists
+        if not self.fetchall("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,)):
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(name)}")
+
+    def lock_table_state(self, table: str) -> None:
+        self.fetchall(f"SELECT 1 FROM {self.q('_dbmazz', 'tables')} WHERE table_name = %s FOR UPDATE", (table,))
+
+    def alter_type_sql(self, target: str, column: str, native: str) -> str:
+        col = self.q(column)
+        return f"ALTER TABLE {target} ALTER COLUMN {col} TYPE {native} USING {col}::{native}"
+
+    # ---- staging
+    def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
+        """COPY the rows as CSV into a temp table, converting in SQL only where CSV text cannot carry the value."""
+        staged: dict[str, StagedColumn] = {
+            c.name: PostgresTypes.stage(rows.column(c.name), c.type, table, c.name) for c in schema.columns}
+        staged[OP_COLUMN] = StagedColumn(rows.column(OP_COLUMN), "smallint")
+        staged[VERSION_COLUMN] = StagedColumn(rows.column(VERSION_COLUMN), PostgresTypes.VERSION)
+        staged[COMMIT_TS_COLUMN] = PostgresTypes.stage(rows.column(COMMIT_TS_COLUMN),
+                                                      _TIMESTAMPTZ, table, COMMIT_TS_COLUMN)
+        staged[UNKNOWN_KEY] = StagedColumn(rows.column(UNKNOWN_KEY), "text")
+        direct = all(s.expr == "{}" for s in staged.values())
+        target = _WORK if direct else _STAGE
+        cols = ", ".join(f"{self.q(n)} {s.staging_type}" for n, s in staged.items())
+        self.execute(f"CREATE TEMP TABLE {target} ({cols}) ON COMMIT DROP")
+        self._copy(target, pa.table({n: s.array for n, s in staged.items()}), table)
+        if not direct:
+            exprs = ", ".join(f"{s.expr.format(self.q(n))} AS {self.q(n)}" for n, s in staged.items())
+            self.execute(f"CREATE TEMP TABLE {_WORK} ON COMMIT DROP AS SELECT {exprs} FROM {_STAGE}")
+            self.execute(f"DROP TABLE {_STAGE}")
+        return _WORK
+
+    def _copy(self, target: str, data: pa.Table, table: str) -> None:
+        options = pacsv.WriteOptions(include_header=False, batch_size=_COPY_ROWS)
+        with self._require().cursor() as cur, cur.copy(f"COPY {target} FROM STDIN (FORMAT csv)".encode()) as copy:
+            for start in range(0, data.num_rows, _COPY_ROWS):
+                buffer = io.BytesIO()
+                pacsv.write_csv(data.slice(start, _COPY_ROWS), buffer, options)
+                copy.write(buffer.getbuffer())
+
+    def translate_error(self, exc: Exception, table: str) -> DbmazzError:
+        import psycopg
+        from psycopg import errors
+
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        if isinstance(exc, errors.InsufficientPrivilege):
+            return ConfigError(f"postgres sink: {self.config.user} lacks a privilege writing {table}: {text}",
+                               hint=f"GRANT CREATE ON DATABASE {self.config.dbname} TO {self.config.user}; "
+                               "and CREATE on the target schema (or create the schemas and tables as their owner)")
+        if isinstance(exc, errors.DataException):
+            context = getattr(exc.diag, "context", None) or ""
+            match = _CONTEXT_COLUMN.search(context)
+            return UnrepresentableValueError(table, match.group(1) if match else "?", text)
+        if isinstance(exc, psycopg.OperationalError | errors.AdminShutdown):
+            return TransientError(f"postgres sink: connection to {self.config.host}:{self.config.port} lost "
+                                  f"writing {table}: {text}")
+        return SinkError(f"postgres sink: writing {table} failed: {text}")
+
+
+_TIMESTAMPTZ = PostgresTypes.LOGICAL["timestamptz"]

@@ -1,0 +1,120 @@
+"""Configuration of the PostgreSQL source: validated at the boundary (pydantic), then a frozen dataclass."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ...core.errors import ConfigError
+
+__all__ = ["PostgresSourceConfig"]
+
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+class _Input(BaseModel):
+    """What a user may write under ``source:`` for PostgreSQL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="postgresql://user[:password]@host:port/database")
+    password: str | None = Field(None, description="password, if not in the url")
+    pipeline: str = Field(description="pipeline name (the slot and publication are named after it)")
+    tables: list[str] = Field(min_length=1, description="qualified tables, schema.table")
+    slot: str | None = Field(None, description="replication slot name; default dbmazz_<pipeline>")
+    publication: str | None = Field(None, description="publication name; default dbmazz_<pipeline>")
+    replica_identity_full: bool | list[str] = Field(
+        False, description="tables that setup() switches to REPLICA IDENTITY FULL (true: all)")
+    read_block_rows: int = Field(100_000, ge=1_000, description="messages decoded together (bounds memory)")
+    read_block_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024, le=1024**3,
+                                  description="bytes of messages decoded together (bounds memory)")
+    connect_timeout: int = Field(10, ge=1, description="seconds")
+    flush_wait_seconds: float = Field(2.0, ge=0, description="how long a read waits for the WAL to be flushed")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+            raise ValueError("expected postgresql://user@host:port/database")
+        return value
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, value: list[str]) -> list[str]:
+        for table in value:
+            if table.count(".") != 1 or not all(table.split(".")):
+                raise ValueError(f"expected tables as schema.table, got {table!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class PostgresSourceConfig:
+    """A validated PostgreSQL source configuration. ``password`` never appears in ``repr``."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str | None = field(repr=False)
+    pipeline: str
+    tables: tuple[str, ...]
+    slot: str
+    publication: str
+    replica_identity_full: tuple[str, ...]
+    read_block_rows: int = 100_000
+    read_block_bytes: int = 64 * 1024 * 1024
+    connect_timeout: int = 10
+    flush_wait_seconds: float = 2.0
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> PostgresSourceConfig:
+        """Validate a user mapping; raises ``ConfigError`` naming each bad key."""
+        try:
+            raw = _Input(**dict(mapping))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"postgres source config is invalid: {problems}") from None
+        parts = urlsplit(raw.url)
+        default_name = f"dbmazz_{raw.pipeline}".lower()
+        slot = raw.slot or default_name
+        if not _SLOT_NAME.match(slot):
+            raise ConfigError(f"expected a slot name of lowercase letters, digits and underscores (<= 63), got {slot!r}",
+                              hint="set 'slot' explicitly")
+        full = raw.replica_identity_full
+        if full is True:
+            full_tables = tuple(raw.tables)
+        else:
+            full_tables = tuple(full or ())
+            unknown = sorted(set(full_tables) - set(raw.tables))
+            if unknown:
+                raise ConfigError(f"replica_identity_full names tables that are not replicated: {', '.join(unknown)}")
+        return cls(
+            host=parts.hostname or "localhost",
+            port=parts.port or 5432,
+            dbname=unquote(parts.path.lstrip("/")) or "postgres",
+            user=unquote(parts.username or "postgres"),
+            password=raw.password if raw.password is not None else (unquote(parts.password) if parts.password else None),
+            pipeline=raw.pipeline,
+            tables=tuple(raw.tables),
+            slot=slot,
+            publication=raw.publication or default_name,
+            replica_identity_full=full_tables,
+            read_block_rows=raw.read_block_rows,
+            read_block_bytes=raw.read_block_bytes,
+            connect_timeout=raw.connect_timeout,
+            flush_wait_seconds=raw.flush_wait_seconds,
+        )
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` (the password kept out of any conninfo string)."""
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
+                                  "connect_timeout": self.connect_timeout, "application_name": f"dbmazz_{self.pipeline}"}
+        if self.password is not None:
+            kwargs["password"] = self.password
+        return kwargs

@@ -1,0 +1,78 @@
+"""Configuration of the MySQL/MariaDB source, validated from the pipeline's source mapping."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ...core.errors import ConfigError
+
+__all__ = ["MySqlConfig", "default_server_id", "LOOKAHEAD_SERVER_ID_OFFSET"]
+
+_KEYS = {"url", "pipeline", "tables", "server_id", "catch_up_window_seconds", "chunk_rows", "password",
+         "connect_timeout_seconds"}
+LOOKAHEAD_SERVER_ID_OFFSET = 2**31  # the second reader that finds a large transaction's commit
+
+
+def default_server_id(pipeline: str) -> int:
+    """The reader's server_id when none is configured: 1,000,000,000 + crc32(pipeline) mod 10^9."""
+    return 1_000_000_000 + zlib.crc32(pipeline.encode()) % 1_000_000_000
+
+
+@dataclass(frozen=True)
+class MySqlConfig:
+    """Where the server is, which tables to capture, and how to identify the binlog reader."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+    pipeline: str
+    tables: tuple[str, ...]
+    server_id: int
+    catch_up_window_seconds: int = 86_400
+    chunk_rows: int = 100_000
+    connect_timeout_seconds: int = 10
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> MySqlConfig:
+        unknown = set(mapping) - _KEYS
+        if unknown:
+            raise ConfigError(f"unknown mysql source option(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}")
+        url = mapping.get("url")
+        if not url:
+            raise ConfigError("expected a mysql source 'url' like mysql://user:password@host:3306/db, got none")
+        parts = urlsplit(str(url))
+        if parts.scheme.split("+")[0].lower() not in ("mysql", "mariadb"):
+            raise ConfigError(f"expected a mysql:// or mariadb:// url, got scheme {parts.scheme!r}")
+        pipeline = str(mapping.get("pipeline") or "dbmazz")
+        tables = tuple(str(t) for t in mapping.get("tables") or ())
+        for table in tables:
+            if table.count(".") != 1 or not all(table.split(".")):
+                raise ConfigError(f"expected tables as database.table, got {table!r}")
+        server_id = int(mapping.get("server_id") or default_server_id(pipeline))
+        if not 1 <= server_id < LOOKAHEAD_SERVER_ID_OFFSET:
+            raise ConfigError(f"expected a server_id between 1 and {LOOKAHEAD_SERVER_ID_OFFSET - 1}, got {server_id}")
+        password = mapping.get("password") or (unquote(parts.password) if parts.password else None)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            database=parts.path.lstrip("/"),
+            pipeline=pipeline,
+            tables=tables,
+            server_id=server_id,
+            catch_up_window_seconds=int(mapping.get("catch_up_window_seconds", 86_400)),
+            chunk_rows=int(mapping.get("chunk_rows", 100_000)),
+            connect_timeout_seconds=int(mapping.get("connect_timeout_seconds", 10)),
+            password=password,
+        )
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """pymysql.connect keyword arguments (the password included: never log them)."""
+        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password or "",
+                "charset": "utf8mb4", "autocommit": True, "connect_timeout": self.connect_timeout_seconds}

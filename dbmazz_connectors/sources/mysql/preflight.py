@@ -1,0 +1,111 @@
+"""Every requirement of the binlog source, checked without changing anything; each problem has its fix."""
+
+from __future__ import annotations
+
+import pymysql
+
+from ...core.errors import MissingPrimaryKeyError, Problem, UnmappableTypeError
+from ._schema import load_table_info, schema_from_info
+from .config import MySqlConfig
+
+__all__ = ["run_preflight"]
+
+_SET = "SET GLOBAL {name} = {value}; and set {name}={value} in the server's config file ([mysqld]) so it survives"
+
+
+def _variables(conn: pymysql.Connection) -> dict[str, str]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image',"
+            " 'binlog_row_metadata', 'binlog_expire_logs_seconds', 'expire_logs_days', 'server_id', 'gtid_mode',"
+            " 'gtid_strict_mode', 'log_bin_compress', 'binlog_transaction_compression')")
+        return {name.lower(): str(value) for name, value in cur.fetchall()}
+
+
+def _binlog_settings(v: dict[str, str]) -> list[Problem]:
+    problems = []
+    if v.get("log_bin", "OFF").upper() != "ON":
+        problems.append(Problem("log_bin", "expected the binary log on, found log_bin=OFF",
+                                "start the server with log_bin=mysql-bin (needs a restart)"))
+    wanted = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+    for name, value in wanted.items():
+        found = v.get(name)
+        if found is None and name == "binlog_row_metadata":
+            continue  # older servers: names come from information_schema (see README)
+        if (found or "").upper() != value:
+            problems.append(Problem(name, f"expected {name}={value}, found {found}", _SET.format(name=name, value=f"'{value}'")))
+    for name in ("log_bin_compress", "binlog_transaction_compression"):
+        if v.get(name, "OFF").upper() == "ON":
+            problems.append(Problem(name, f"expected {name}=OFF (compressed events are not decoded), found ON",
+                                    _SET.format(name=name, value="OFF")))
+    return problems
+
+
+def _retention(v: dict[str, str], window: int) -> list[Problem]:
+    seconds = int(v.get("binlog_expire_logs_seconds") or 0)
+    if not seconds:
+        seconds = int(float(v.get("expire_logs_days") or 0) * 86_400)
+    if seconds and seconds < window:
+        return [Problem("binlog_retention",
+                        f"expected binlogs kept at least the catch-up window ({window}s), found {seconds}s: a "
+                        "pipeline stopped longer than that must re-snapshot",
+                        _SET.format(name="binlog_expire_logs_seconds", value=str(window)))]
+    return []
+
+
+def _server_id(conn: pymysql.Connection, v: dict[str, str], config: MySqlConfig) -> list[Problem]:
+    problems = []
+    if str(config.server_id) == v.get("server_id"):
+        problems.append(Problem("server_id", f"expected a reader server_id different from the server's own "
+                                f"({v.get('server_id')}), found the same", "set the source option server_id"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW SLAVE HOSTS")
+            ids = {int(r[0]) for r in cur.fetchall()}
+    except pymysql.err.MySQLError:
+        ids = set()  # needs REPLICATION MASTER ADMIN; the reader id is derived from the pipeline name anyway
+    if config.server_id in ids:
+        problems.append(Problem("server_id", f"expected a unique reader server_id, found replica {config.server_id} "
+                                "registered", "set the source option server_id to an unused number"))
+    return problems
+
+
+def _grants(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
+    with conn.cursor() as cur:
+        cur.execute("SHOW GRANTS")
+        grants = " ".join(r[0] for r in cur.fetchall()).upper()
+    if "ALL PRIVILEGES ON *.*" in grants:
+        return []
+    needed = {"REPLICATION SLAVE": ("REPLICATION SLAVE",),
+              "REPLICATION CLIENT": ("REPLICATION CLIENT", "BINLOG MONITOR", "SUPER")}
+    who = f"'{config.user}'@'%'"
+    return [Problem("privileges", f"expected the {name} privilege for {config.user}, found none",
+                    f"GRANT {name} ON *.* TO {who}") for name, names in needed.items()
+            if not any(n in grants for n in names)]
+
+
+def _tables(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
+    problems = []
+    infos = load_table_info(conn, config.tables)
+    for table in config.tables:
+        database, name = table.split(".", 1)
+        if table not in infos:
+            problems.append(Problem("tables", f"expected table {table} to exist and be readable, found none",
+                                    f"CREATE TABLE {table} ...; GRANT SELECT ON `{database}`.* TO '{config.user}'@'%'"))
+            continue
+        try:
+            schema_from_info(infos[table])
+        except (MissingPrimaryKeyError, UnmappableTypeError) as exc:
+            problems.append(Problem("tables", exc.message, exc.hint))
+    return problems
+
+
+def run_preflight(conn: pymysql.Connection, config: MySqlConfig, mariadb: bool) -> list[Problem]:
+    """Binlog settings, retention vs the catch-up window, reader server_id, privileges, tables."""
+    v = _variables(conn)
+    problems = _binlog_settings(v) + _retention(v, config.catch_up_window_seconds)
+    problems += _server_id(conn, v, config) + _grants(conn, config) + _tables(conn, config)
+    if not mariadb and v.get("gtid_mode", "OFF").upper() not in ("ON", "OFF"):
+        problems.append(Problem("gtid_mode", f"expected gtid_mode ON or OFF, found {v.get('gtid_mode')} (a transition)",
+                                "finish the GTID migration: SET GLOBAL gtid_mode = ON"))
+    return problems

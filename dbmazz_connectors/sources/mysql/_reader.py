@@ -12,7 +12,7 @@ from ...core.positions import BinlogPosition
 from ._buffer import Layout, TableBuffer, Txn
 from ._ddl import is_dml, parse_ddl
 from ._protocol import ARTIFICIAL_FLAG, ROWS_EVENTS, E, Event, dump_events, parse_table_map, read_packed_int
-from ._schema import TableInfo, resolve_layout, schema_from_layout
+from ._schema import TableInfo, resolve_layout, schema_from_info, schema_from_layout
 
 __all__ = ["RangeReader", "BinlogFormatError"]
 
@@ -204,10 +204,21 @@ class RangeReader:
                     f"table {target.table} was renamed ({query.strip()[:200]}); its changes can no longer be "
                     "followed under the configured name", hint="update the pipeline's tables and re-snapshot them")
             if target.action in ("truncate", "drop"):
+                self._announce(target.table, version)
                 self.out.append(Truncate(target.table, version, event.timestamp * 1_000_000))
             if target.action in ("alter", "drop"):
                 self.pending_ddl[target.table] = (version, query.strip())
                 self.buffers.pop(target.table, None) if target.action == "drop" else None
+
+    def _announce(self, table: str, version: int) -> None:
+        """Before a table's first event of this read that carries no schema (a truncate), say its schema."""
+        if table in self.buffers:
+            return
+        info = self.infos.get(table)
+        if info is None:
+            raise SchemaChangeError(f"table {table} was emptied or dropped and no longer exists",
+                                    hint="remove it from the pipeline's tables (and drop it in the sinks)")
+        self.out.append(SchemaChange(schema_from_info(info), version, None))
 
     def _flush(self, table: str) -> None:
         buffer = self.buffers.get(table)

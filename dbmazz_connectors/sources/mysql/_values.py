@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import numpy as np
 import pyarrow as pa
 from pymysql.charset import charset_by_id
@@ -155,10 +153,12 @@ def _decimal(col, arr, vstart, isnull, arrow_type):
         col_at += nbytes
         unscaled = unscaled * (10**ndigits) + (part.astype(object) if wide else part)
     unscaled = np.where(negative, -unscaled, unscaled)
-    if wide:
-        values = [None if isnull is not None and isnull[i] else Decimal(int(v)).scaleb(-scale)
-                  for i, v in enumerate(unscaled)]
-        return pa.array(values, arrow_type)
+    if isnull is not None:
+        unscaled[isnull] = 0  # whatever bytes a NULL's offset points at
+    if wide:  # over 18 digits: exact Python integers, written as 128/256-bit two's complement
+        width = arrow_type.byte_width
+        data = b"".join(int(v).to_bytes(width, "little", signed=True) for v in unscaled)
+        return pa.Array.from_buffers(arrow_type, len(vstart), [_validity(isnull), pa.py_buffer(data)])
     data = np.empty((len(vstart), 2), np.int64)
     data[:, 0] = unscaled
     data[:, 1] = unscaled >> 63

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Context, Decimal
+
+_EXACT = Context(prec=100)
 
 from dbmazz_connectors.changelog import ChangeLog
 from dbmazz_connectors.core.positions import BinlogPosition
@@ -20,7 +22,7 @@ def capture(source: MySqlSource, changelog: ChangeLog, start: BinlogPosition, en
 def normal(value):
     """One spelling per value on both sides (pymysql's and Arrow's)."""
     if isinstance(value, Decimal):
-        return value.normalize()
+        return value.normalize(_EXACT)
     if isinstance(value, dt.timedelta):
         return round(value.total_seconds() * 1_000_000)
     if isinstance(value, dict) and set(value) == {"months", "days", "micros"}:

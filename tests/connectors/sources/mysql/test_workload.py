@@ -4,7 +4,6 @@ decode with the columns they had): the folded change log equals the source, row 
 from __future__ import annotations
 
 import pyarrow.compute as pc
-import pytest
 
 from dbmazz_connectors.core.batch import SchemaChange, Truncate
 from dbmazz_connectors.core.schema import OP_COLUMN, VERSION_COLUMN
@@ -110,7 +109,6 @@ def test_large_transaction_in_bounded_chunks(mysql_db, make_source, changelog):
     _large_transaction(mysql_db, make_source, changelog, rows=6_000, chunk_rows=1_000)
 
 
-@pytest.mark.slow
 def test_large_transaction_of_200k_rows(mysql_db, make_source, changelog):
     _large_transaction(mysql_db, make_source, changelog, rows=200_000, chunk_rows=100_000)
 

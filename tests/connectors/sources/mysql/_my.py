@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Context, Decimal
 
-_EXACT = Context(prec=100)
-
 from dbmazz_connectors.changelog import ChangeLog
 from dbmazz_connectors.core.positions import BinlogPosition
 from dbmazz_connectors.engine import capture_range, fold_table
 from dbmazz_connectors.sources.mysql import MySqlSource
 from tests.fixtures.servers import MySqlDatabase
+
+_EXACT = Context(prec=100)
 
 
 def capture(source: MySqlSource, changelog: ChangeLog, start: BinlogPosition, end: BinlogPosition | None = None,

@@ -4,7 +4,7 @@ Layout in the sink database:
 
 * the target table ``<schema>.<table>``: the source columns, ``_dbmazz_version``,
   ``_dbmazz_commit_ts``; primary key as in the source; only live rows;
-* ``_dbmazz.tables``: per source table its target, tombstone table, logical schema (JSON) and the
+* ``_dbmazz.tables``: per target table (the metadata key is the target's ``schema.name``) its source table, tombstone table, logical schema (JSON) and the
   highest truncate version applied;
 * ``_dbmazz.applied_batches``: one row per applied (pipeline, batch, table), written in the
   same transaction as the data, so a batch is applied exactly once;
@@ -57,6 +57,7 @@ class SqlSink(ABC):
 
     name: str
     types: Any  # a class with native(), same_native(), VERSION
+    upsert_by_replace = False  # True: delete the keys, then a plain INSERT (faster than ON CONFLICT in DuckDB)
 
     def __init__(self, pipeline: str, schema: str | None) -> None:
         self.pipeline = pipeline
@@ -95,6 +96,20 @@ class SqlSink(ABC):
         """Serialise writers of one table inside the transaction (PostgreSQL: a row lock)."""
         return None
 
+    def stale_condition(self, state: TableState, on_key: str) -> str:
+        """SQL over staged rows ``w``: true where the sink already holds something newer (one parameter: the
+        truncate version)."""
+        v = self.q(VERSION_COLUMN)
+        return (f"w.{v} < %s OR EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key} AND x.{v} > w.{v}) "
+                f"OR EXISTS (SELECT 1 FROM {self.tomb(state)} x WHERE {on_key} AND x.{v} > w.{v})")
+
+    def drop_stale(self, staged: str, condition: str, params: Sequence[Any]) -> int:
+        """Remove staged rows older than what the sink holds; returns how many."""
+        return self.execute(f"DELETE FROM {staged} w WHERE {condition}", params)
+
+    def drop_staged(self, staged: str) -> None:
+        self.execute(f"DROP TABLE {staged}")
+
     def ensure_schema(self, name: str) -> None:
         self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(name)}")
 
@@ -126,13 +141,18 @@ class SqlSink(ABC):
             return self._states[table]
         rows = self.fetchall(
             f"SELECT target_schema, target_name, tombstones, schema_json, truncated_version "
-            f"FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s", (table,))
+            f"FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s", (self.target_key(table),))
         if not rows:
             return None
         ts, tn, tomb, schema_json, truncated = rows[0]
         state = TableState(table, ts, tn, tomb, TableSchema.from_dict(json.loads(schema_json)), int(truncated))
         self._states[table] = state
         return state
+
+    def target_key(self, table: str) -> str:
+        """The sink table a source table ``schema.name`` goes to, as ``schema.name`` (the metadata key)."""
+        schema, _, name = table.partition(".")
+        return f"{self.schema_override or schema}.{name}"
 
     def target(self, state: TableState) -> str:
         return self.q(state.target_schema, state.target_name)
@@ -152,7 +172,7 @@ class SqlSink(ABC):
             c if c.nullable or c.name in schema.primary_key else type(c)(c.name, c.type, True, c.source_type)
             for c in schema.columns), schema.primary_key)
         state = TableState(schema.qualified_name, self.schema_override or schema.schema, schema.name,
-                           _tombstone_name(schema.qualified_name), schema, 0)
+                           _tombstone_name(self.target_key(schema.qualified_name)), schema, 0)
         self.begin()
         try:
             self._create_objects(state)
@@ -178,7 +198,8 @@ class SqlSink(ABC):
                      f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, PRIMARY KEY ({pk}))")
         self.execute(
             f"INSERT INTO {self.q(META_SCHEMA, 'tables')} VALUES (%s, %s, %s, %s, %s, 0) ON CONFLICT DO NOTHING",
-            (state.table, state.target_schema, state.target_name, state.tombstones, json.dumps(schema.to_dict())),
+            (self.target_key(state.table), state.target_schema, state.target_name, state.tombstones,
+             json.dumps(schema.to_dict())),
         )
 
     def _native(self, table: str, column: str, logical: LogicalType) -> str:
@@ -208,7 +229,7 @@ class SqlSink(ABC):
             high_water = _batch_high_water(batch)
             self.execute(f"INSERT INTO {self.q(META_SCHEMA, 'applied_batches')} (pipeline, batch_id, table_name, "
                          "rows_written, high_water_version) VALUES (%s, %s, %s, %s, %s)",
-                         (ref.pipeline, ref.batch_id, table, rows, high_water))
+                         (ref.pipeline, ref.batch_id, self.target_key(table), rows, high_water))
             self.commit()
         except BaseException as exc:
             self._states.pop(table, None)
@@ -225,7 +246,8 @@ class SqlSink(ABC):
     def _applied(self, ref: BatchRef, table: str) -> bool:
         return bool(self.fetchall(
             f"SELECT 1 FROM {self.q(META_SCHEMA, 'applied_batches')} "
-            "WHERE pipeline = %s AND batch_id = %s AND table_name = %s", (ref.pipeline, ref.batch_id, table)))
+            "WHERE pipeline = %s AND batch_id = %s AND table_name = %s",
+            (ref.pipeline, ref.batch_id, self.target_key(table))))
 
     def _validate(self, state: TableState, batch: ChangeBatch) -> list[tuple[ColumnPlan | None, Step | None]]:
         """Every schema change of the batch, checked against the sink before anything is written."""
@@ -271,7 +293,7 @@ class SqlSink(ABC):
                 self.execute(self.alter_type_sql(self.tomb(state), new.name, native))
             details["columns_widened"] += 1
         self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET schema_json = %s WHERE table_name = %s",
-                     (json.dumps(plan.schema.to_dict()), state.table))
+                     (json.dumps(plan.schema.to_dict()), self.target_key(state.table)))
         return TableState(state.table, state.target_schema, state.target_name, state.tombstones, plan.schema,
                           state.truncated_version)
 
@@ -280,7 +302,7 @@ class SqlSink(ABC):
         self.execute(f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} <= %s", (version,))
         truncated = max(state.truncated_version, version)
         self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET truncated_version = %s WHERE table_name = %s",
-                     (truncated, state.table))
+                     (truncated, self.target_key(state.table)))
         return TableState(state.table, state.target_schema, state.target_name, state.tombstones, state.schema,
                           truncated)
 
@@ -289,11 +311,7 @@ class SqlSink(ABC):
         key = step.schema.primary_key
         on_key = " AND ".join(f"x.{self.q(k)} = w.{self.q(k)}" for k in key)
         v = self.q(VERSION_COLUMN)
-        details["stale"] += self.execute(
-            f"DELETE FROM {staged} w WHERE w.{v} < %s "
-            f"OR EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key} AND x.{v} > w.{v}) "
-            f"OR EXISTS (SELECT 1 FROM {self.tomb(state)} x WHERE {on_key} AND x.{v} > w.{v})",
-            (state.truncated_version,))
+        details["stale"] += self.drop_stale(staged, self.stale_condition(state, on_key), (state.truncated_version,))
         op = self.q(OP_COLUMN)
         details["deleted"] += self.execute(
             f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} AND w.{op} = {OP_DELETE}")
@@ -302,7 +320,13 @@ class SqlSink(ABC):
                      f"WHERE {op} = {OP_DELETE} ON CONFLICT ({keys}) DO UPDATE SET {v} = excluded.{v}")
         self.execute(f"DELETE FROM {self.tomb(state)} x USING {staged} w WHERE {on_key} AND w.{op} <> {OP_DELETE}")
         names = step.schema.column_names
-        details["upserted"] += self._upsert(state, staged, names, f"{self.q(UNKNOWN_KEY)} IS NULL")
+        full = f"{self.q(UNKNOWN_KEY)} IS NULL"
+        if self.upsert_by_replace:
+            self.execute(f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} "
+                         f"AND w.{op} <> {OP_DELETE} AND w.{full}")
+            details["upserted"] += self._insert(state, staged, names, full)
+        else:
+            details["upserted"] += self._upsert(state, staged, names, full)
         for (group,) in self.fetchall(f"SELECT DISTINCT {self.q(UNKNOWN_KEY)} FROM {staged} "
                                       f"WHERE {self.q(UNKNOWN_KEY)} IS NOT NULL AND {op} <> {OP_DELETE}"):
             unknown = set(group.split(_SEP))
@@ -311,7 +335,12 @@ class SqlSink(ABC):
                 f"SELECT count(*) FROM {staged} w WHERE w.{where} AND w.{op} <> {OP_DELETE} AND NOT EXISTS "
                 f"(SELECT 1 FROM {self.target(state)} x WHERE {on_key})", (group,))[0][0]
             details["upserted"] += self._upsert(state, staged, [n for n in names if n not in unknown], where, (group,))
-        self.execute(f"DROP TABLE {staged}")
+        self.drop_staged(staged)
+
+    def _insert(self, state: TableState, staged: str, names: list[str], where: str) -> int:
+        collist = ", ".join(self.q(c) for c in [*names, VERSION_COLUMN, COMMIT_TS_COLUMN])
+        return self.execute(f"INSERT INTO {self.target(state)} ({collist}) SELECT {collist} FROM {staged} "
+                            f"WHERE {self.q(OP_COLUMN)} <> {OP_DELETE} AND {where}")
 
     def _upsert(self, state: TableState, staged: str, names: list[str], where: str, params: Sequence = ()) -> int:
         key = state.schema.primary_key
@@ -326,7 +355,7 @@ class SqlSink(ABC):
     # ---- reads
     def high_water_version(self, table: str) -> int | None:
         rows = self.fetchall(f"SELECT max(high_water_version) FROM {self.q(META_SCHEMA, 'applied_batches')} "
-                             "WHERE table_name = %s", (table,))
+                             "WHERE table_name = %s", (self.target_key(table),))
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def refuse(self, table: str, message: str, hint: str | None = None) -> SchemaChangeError:

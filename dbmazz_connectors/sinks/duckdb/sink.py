@@ -44,6 +44,7 @@ class DuckDbSink(SqlSink):
 
     name = "duckdb"
     types = DuckDbTypes
+    upsert_by_replace = True
 
     def __init__(self, config: DuckDbConfig) -> None:
         super().__init__(config.pipeline, config.schema)
@@ -73,6 +74,8 @@ class DuckDbSink(SqlSink):
             self.con.execute(f"SET threads = {int(self.config.threads)}")
         if self.config.memory_limit:
             self.con.execute("SET memory_limit = ?", [self.config.memory_limit])
+        if self.config.checkpoint_threshold:
+            self.con.execute("SET checkpoint_threshold = ?", [self.config.checkpoint_threshold])
         self.ensure_meta()
 
     def disconnect(self) -> None:
@@ -146,12 +149,12 @@ class DuckDbSink(SqlSink):
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_WORK} AS SELECT {', '.join(exprs)} FROM {_STAGE}")
         except Exception as exc:
-            raise self._conversion_error(schema, table, exc) from None
+            raise self._conversion_error(schema, table, exc) or self.translate_error(exc, table) from None
         finally:
             con.unregister(_STAGE)
         return _WORK
 
-    def _conversion_error(self, schema: TableSchema, table: str, exc: Exception) -> DbmazzError:
+    def _conversion_error(self, schema: TableSchema, table: str, exc: Exception) -> DbmazzError | None:
         """Name the column whose values DuckDB refused (checked one converted column at a time)."""
         for col in schema.columns:
             expr = DuckDbTypes.select_expr(_quote(col.name), col.type)
@@ -162,7 +165,7 @@ class DuckDbSink(SqlSink):
             except Exception as col_exc:  # noqa: BLE001
                 return UnrepresentableValueError(table, col.name, f"duckdb refused it as {DuckDbTypes.native(col.type)}: "
                                                  f"{str(col_exc).splitlines()[0]}")
-        return self.translate_error(exc, table)
+        return None
 
     def translate_error(self, exc: Exception, table: str) -> DbmazzError:
         import duckdb

@@ -1,0 +1,37 @@
+"""Bench target for the DuckDB sink: a fresh file; raw load = INSERT of the Arrow table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pyarrow as pa
+
+from bench._sink_bench import BenchTarget
+from dbmazz_connectors.core import TableSchema
+from dbmazz_connectors.sinks.duckdb import DuckDbSink
+
+
+def _raw_load(workdir: str):
+    def load(final: pa.Table, schema: TableSchema) -> float:
+        raw = DuckDbSink.from_config({"path": f"{workdir}/raw.duckdb", "schema": "bench_raw"})
+        raw.connect()
+        raw.create_table(schema)  # the same table DDL as the sink's
+        con = raw.con
+        began = time.perf_counter()
+        con.register("final_rows", final)
+        con.execute('INSERT INTO "bench_raw"."orders" SELECT * FROM final_rows')
+        raw.disconnect()  # the checkpoint, as for the apply
+        return time.perf_counter() - began
+    return load
+
+
+def _check(sink: DuckDbSink, schema: TableSchema) -> dict:
+    rows, customers = sink.fetchall('SELECT count(*), sum(customer_id) FROM "public"."orders"')[0]
+    return {"rows": int(rows), "sum_customer_id": int(customers)}
+
+
+@contextmanager
+def target(workdir: str) -> Iterator[BenchTarget]:
+    yield BenchTarget({"url": f"duckdb:///{workdir}/sink.duckdb"}, _raw_load(workdir), _check)

@@ -1,0 +1,44 @@
+"""Bench target for the PostgreSQL sink: a throw-away server; raw load = CSV COPY of the Arrow rows."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from bench._sink_bench import BenchTarget
+from dbmazz_connectors.core import TableSchema
+from dbmazz_connectors.sinks.postgres import PostgresSink
+from infra.postgres import PostgresServer
+
+
+def _raw_load(url: str):
+    def load(final: pa.Table, schema: TableSchema) -> float:
+        raw = PostgresSink.from_config({"url": url, "schema": "bench_raw"})
+        raw.connect()
+        raw.create_table(schema)  # the same table DDL as the sink's
+        began = time.perf_counter()
+        with raw.conn.cursor() as cur, cur.copy('COPY "bench_raw"."orders" FROM STDIN (FORMAT csv)') as copy:
+            for start in range(0, final.num_rows, 100_000):
+                buffer = io.BytesIO()
+                pacsv.write_csv(final.slice(start, 100_000), buffer, pacsv.WriteOptions(include_header=False))
+                copy.write(buffer.getbuffer())
+        seconds = time.perf_counter() - began
+        raw.disconnect()
+        return seconds
+    return load
+
+
+def _check(sink: PostgresSink, schema: TableSchema) -> dict:
+    rows, customers = sink.fetchall('SELECT count(*), sum(customer_id) FROM "public"."orders"')[0]
+    return {"rows": int(rows), "sum_customer_id": int(customers)}
+
+
+@contextmanager
+def target(workdir: str) -> Iterator[BenchTarget]:
+    with PostgresServer() as server:
+        yield BenchTarget({"url": server.url()}, _raw_load(server.url()), _check)

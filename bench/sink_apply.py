@@ -1,0 +1,94 @@
+"""Apply the 1M-change orders workload from the change log into each sink, next to its raw bulk load.
+
+    python bench/sink_apply.py [--quick] [--sink duckdb] [--sink postgres]
+
+Writes ``bench/results/sink_apply_<sink>.json`` per sink (format: shared/BENCH.md): the figure is
+changes applied per second (``engine.apply_batch`` of every batch, reading the Parquet change log
+included); the reference is the sink's raw bulk load of the same final rows from one Arrow table,
+measured in the same run (DuckDB/ClickHouse: insert of the Arrow table; PostgreSQL: COPY).
+
+Sinks come from ``SINK_BENCHES``: name -> ``"module:target"``, where ``target(workdir)`` is a context
+manager yielding a ``BenchTarget`` (see ``bench/_sink_bench.py``). A new sink adds one module and
+one entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import peak_rss_mb, write_result  # noqa: E402
+from bench._sink_bench import ORDERS, orders_workload, stage_workload  # noqa: E402
+from dbmazz_connectors.changelog import ChangeLog  # noqa: E402
+from dbmazz_connectors.core import create_sink  # noqa: E402
+from dbmazz_connectors.engine import apply_batch  # noqa: E402
+
+SINK_BENCHES: dict[str, str] = {
+    "duckdb": "bench._sink_bench_duckdb:target",
+    "postgres": "bench._sink_bench_postgres:target",
+    "clickhouse": "bench._sink_bench_clickhouse:target",
+}
+
+
+def _load_target(name: str):
+    module_name, _, attr = SINK_BENCHES[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def run_sink(name: str, quick: bool) -> dict:
+    inserts = 100_000 if quick else 1_000_000
+    batch_changes = 20_000 if quick else 100_000
+    with tempfile.TemporaryDirectory(prefix="dbmazz-bench-") as workdir:
+        changes, final = orders_workload(inserts, seed=7)
+        changelog = ChangeLog(f"{workdir}/changelog")
+        batch_ids = stage_workload(changelog, "bench", changes, batch_changes)
+        with _load_target(name)(workdir) as target:
+            raw_seconds = target.raw_load(final, ORDERS)
+            sink = create_sink({**target.sink_config, "pipeline": "bench"})
+            sink.connect()
+            began = time.perf_counter()
+            for batch_id in batch_ids:
+                apply_batch(changelog, sink, "bench", batch_id)
+            apply_seconds = time.perf_counter() - began
+            check = target.check(sink, ORDERS)
+            began = time.perf_counter()
+            sink.disconnect()  # DuckDB folds its WAL into the file here: part of the apply's cost
+            apply_seconds += time.perf_counter() - began
+    if check.get("rows") != final.num_rows:
+        raise SystemExit(f"{name}: sink holds {check.get('rows')} rows, expected {final.num_rows}")
+    return write_result(
+        f"sink_apply_{name}",
+        figure="changes_per_s",
+        value=changes.num_rows / apply_seconds,
+        reference=f"raw bulk load of the final rows into {name} (rows/s)",
+        reference_value=final.num_rows / raw_seconds,
+        target_ratio=0.5,
+        peak_rss=peak_rss_mb(),
+        details={"changes": changes.num_rows, "batches": len(batch_ids), "batch_changes": batch_changes,
+                 "final_rows": final.num_rows, "apply_seconds": round(apply_seconds, 3),
+                 "raw_load_seconds": round(raw_seconds, 3), "quick": quick, **check},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k inserts instead of 1M")
+    parser.add_argument("--sink", action="append", choices=sorted(SINK_BENCHES), help="repeatable; default: all")
+    args = parser.parse_args()
+    for name in args.sink or list(SINK_BENCHES):
+        try:
+            _load_target(name)
+        except (ImportError, AttributeError) as exc:
+            print(f"skipping {name}: its bench target is not available ({exc})", file=sys.stderr)
+            continue
+        run_sink(name, args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -36,8 +36,9 @@ __all__ = [
     "ColumnLayout",
     "logical_type",
     "native_name",
-    "native_from_information_schema",
     "decimal_size",
+    "labels_from_column_type",
+    "string_max_length",
     "fixed_width",
     "length_prefix",
     "column_from_layout",
@@ -164,31 +165,6 @@ def native_name(col: ColumnLayout) -> str:
             return "json"
         return _BLOB_NAMES.get(meta, "") + ("blob" if col.is_binary else "text")
     return f"type#{code}"
-
-
-_INFO_TEMPORAL = {"datetime", "timestamp", "time"}
-_INFO_GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
-                  "multipolygon", "geometrycollection", "geomcollection"}
-
-
-def native_from_information_schema(data_type: str, column_type: str, precision: int | None, scale: int | None,
-                                   fsp: int | None, is_json: bool) -> str:
-    """``native_name`` computed from information_schema.COLUMNS (same text for the same column)."""
-    data_type = data_type.lower()
-    unsigned = " unsigned" if "unsigned" in column_type.lower() else ""
-    if data_type in ("tinyint", "smallint", "mediumint", "int", "bigint"):
-        return data_type + unsigned
-    if data_type in ("decimal", "numeric"):
-        return f"decimal({precision},{scale})"
-    if data_type == "bit":
-        return f"bit({precision})"
-    if data_type in _INFO_TEMPORAL:
-        return f"{data_type}({fsp or 0})"
-    if data_type in _INFO_GEOMETRY:
-        return "geometry"
-    if is_json or data_type == "json":
-        return "json"
-    return data_type
 
 
 _ENUM_VALUES = re.compile(r"'((?:[^']|'')*)'")

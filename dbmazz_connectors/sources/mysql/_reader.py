@@ -17,6 +17,7 @@ from ._schema import TableInfo, resolve_layout, schema_from_info, schema_from_la
 __all__ = ["RangeReader", "BinlogFormatError"]
 
 Connect = Callable[[], pymysql.Connection]
+MAX_BUFFER_BYTES = 16 * 1024 * 1024  # raw row images per table before a chunk is cut (wide rows)
 
 
 class BinlogFormatError(SourceError):
@@ -149,7 +150,7 @@ class RangeReader:
                 f"a row event of {buffer.layout.schema.qualified_name} does not carry every column",
                 hint="SET GLOBAL binlog_row_image = 'FULL' (and in the server config)")
         buffer.add(kind, body, offset + len(full), self.txn)
-        if self.in_txn and buffer.images >= self.chunk_rows:
+        if self.in_txn and self._full(buffer):
             if self.txn.version is None:
                 self.txn.version, self.txn.commit_ts_us = self.find_commit(self.file, event.log_pos)
             self._flush(buffer.layout.schema.qualified_name)
@@ -159,8 +160,11 @@ class RangeReader:
         self.txn.commit_ts_us = event.timestamp * 1_000_000
         self.in_txn, self.txn = False, Txn()
         for name, buffer in self.buffers.items():
-            if buffer.images >= self.chunk_rows:
+            if self._full(buffer):
                 self._flush(name)
+
+    def _full(self, buffer: TableBuffer) -> bool:
+        return buffer.images >= self.chunk_rows or len(buffer.buf) >= MAX_BUFFER_BYTES
 
     def _on_mariadb_gtid(self, event: Event) -> None:
         seq = int.from_bytes(event.body[:8], "little")

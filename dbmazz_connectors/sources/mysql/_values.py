@@ -169,7 +169,8 @@ def _binary_buffers(arr, vstart, lengths, isnull):
     offsets = np.zeros(len(vstart) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
-    idx = np.repeat(vstart - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
+    index_type = np.int32 if len(arr) < 2**31 else np.int64  # halves the gather's memory
+    idx = np.repeat((vstart - offsets[:-1]).astype(index_type), lengths) + np.arange(total, dtype=index_type)
     data = arr[idx]
     return pa.Array.from_buffers(
         pa.large_binary(), len(vstart), [_validity(isnull), pa.py_buffer(offsets), pa.py_buffer(data)]

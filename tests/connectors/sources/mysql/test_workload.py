@@ -118,3 +118,16 @@ def _table(changelog, manifest, table):
 
     batch = changelog.read_batch("p1", manifest.batch_id, table)
     return pa.concat_tables([r.data for r in batch.rows()])
+
+
+def test_wide_rows_are_cut_into_bounded_chunks(mysql_db, make_source, changelog):
+    conn = mysql_db.connect()
+    _run(conn, "CREATE TABLE docs (id INT PRIMARY KEY, body LONGTEXT)")
+    source = make_source(["docs"])
+    start = source.current_position()
+    _run(conn, "INSERT INTO docs SELECT seq, REPEAT(CHAR(65 + seq % 26), 200000) FROM seq_1_to_150")  # 30 MB
+    chunks = [e.data for e in source.read_changes(start, source.current_position()) if hasattr(e, "data")]
+    assert len(chunks) >= 2 and sum(c.num_rows for c in chunks) == 150
+    assert max(c.nbytes for c in chunks) < 24 * 1024 * 1024
+    capture(source, changelog, start)
+    assert_folded_equals_source(mysql_db, changelog, "docs")

@@ -123,13 +123,12 @@ class RangeReader:
         self.by_id[table_id] = buffer
 
     def _switch_layout(self, name: str, old: TableBuffer | None, layout: Layout) -> TableBuffer:
+        version, ddl = self.pending_ddl.pop(name, (self._position_version(), None))
         if old is not None:
             self._flush(name)
-            if old.layout.schema != layout.schema:
-                version, ddl = self.pending_ddl.pop(name, (self._position_version(), None))
+            if old.layout.schema != layout.schema:  # not when only the physical layout changed
                 self.out.append(SchemaChange(layout.schema, version, ddl))
-        elif name in self.pending_ddl:
-            version, ddl = self.pending_ddl.pop(name)
+        elif ddl is not None:  # re-created after a DROP, or altered before its first rows in this range
             self.out.append(SchemaChange(layout.schema, version, ddl))
         buffer = self.buffers[name] = TableBuffer(layout)
         return buffer

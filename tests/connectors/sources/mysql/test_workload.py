@@ -131,3 +131,19 @@ def test_wide_rows_are_cut_into_bounded_chunks(mysql_db, make_source, changelog)
     assert max(c.nbytes for c in chunks) < 24 * 1024 * 1024
     capture(source, changelog, start)
     assert_folded_equals_source(mysql_db, changelog, "docs")
+
+
+def test_drop_and_recreate_then_modify_column(mysql_db, make_source, changelog):
+    conn = mysql_db.connect()
+    _run(conn, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
+    source = make_source(["t"])
+    start = source.current_position()
+    _run(conn, "INSERT INTO t VALUES (1, 'a'), (2, 'b')", "DROP TABLE t",
+         "CREATE TABLE t (id INT PRIMARY KEY, w INT, v VARCHAR(10))", "INSERT INTO t VALUES (3, 30, 'c')",
+         "ALTER TABLE t MODIFY v VARCHAR(500)", "INSERT INTO t VALUES (4, 40, REPEAT('d', 400))")
+    events = list(source.read_changes(start, source.current_position()))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Rows", "Truncate", "SchemaChange", "Rows", "Rows", "Heartbeat"]
+    assert events[2].schema.column_names == ["id", "w", "v"] and "DROP TABLE" in events[2].ddl
+    capture(source, changelog, start)
+    assert_folded_equals_source(mysql_db, changelog, "t")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from bench._sink_bench import BenchTarget
 from dbmazz_connectors.core import TableSchema
 from dbmazz_connectors.sinks.postgres import PostgresSink
+from dbmazz_connectors.sinks.postgres.sink import copy_csv
 from infra.postgres import PostgresServer
 
 
@@ -22,11 +21,7 @@ def _raw_load(url: str):
         raw.connect()
         raw.create_table(schema)  # the same table DDL as the sink's
         began = time.perf_counter()
-        with raw.conn.cursor() as cur, cur.copy('COPY "bench_raw"."orders" FROM STDIN (FORMAT csv)') as copy:
-            for start in range(0, final.num_rows, 100_000):
-                buffer = io.BytesIO()
-                pacsv.write_csv(final.slice(start, 100_000), buffer, pacsv.WriteOptions(include_header=False))
-                copy.write(buffer.getbuffer())
+        copy_csv(raw.conn, 'COPY "bench_raw"."orders" FROM STDIN (FORMAT csv)', final)  # the sink's own COPY path
         seconds = time.perf_counter() - began
         raw.disconnect()
         return seconds

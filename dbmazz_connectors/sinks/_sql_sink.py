@@ -96,16 +96,20 @@ class SqlSink(ABC):
         """Serialise writers of one table inside the transaction (PostgreSQL: a row lock)."""
         return None
 
-    def stale_condition(self, state: TableState, on_key: str) -> str:
-        """SQL over staged rows ``w``: true where the sink already holds something newer (one parameter: the
-        truncate version)."""
-        v = self.q(VERSION_COLUMN)
-        return (f"w.{v} < %s OR EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key} AND x.{v} > w.{v}) "
-                f"OR EXISTS (SELECT 1 FROM {self.tomb(state)} x WHERE {on_key} AND x.{v} > w.{v})")
+    def drop_stale(self, staged: str, state: TableState, on_key: str, min_version: int) -> int:
+        """Remove staged rows older than what the sink holds (a truncate, a live row, a tombstone); returns how many.
 
-    def drop_stale(self, staged: str, condition: str, params: Sequence[Any]) -> int:
-        """Remove staged rows older than what the sink holds; returns how many."""
-        return self.execute(f"DELETE FROM {staged} w WHERE {condition}", params)
+        Every version in the sink came from an applied batch, so when the oldest staged row is at or
+        above the table's high-water version nothing can be stale (in-order CDC): the joins are skipped.
+        """
+        high_water = self.high_water_version(state.table)
+        if min_version >= max(high_water or 0, state.truncated_version):
+            return 0
+        v = self.q(VERSION_COLUMN)
+        dropped = self.execute(f"DELETE FROM {staged} w WHERE w.{v} < %s", (state.truncated_version,))
+        for table in (self.target(state), self.tomb(state)):
+            dropped += self.execute(f"DELETE FROM {staged} w USING {table} x WHERE {on_key} AND x.{v} > w.{v}")
+        return dropped
 
     def drop_staged(self, staged: str) -> None:
         self.execute(f"DROP TABLE {staged}")
@@ -307,35 +311,44 @@ class SqlSink(ABC):
                           truncated)
 
     def _apply_rows(self, state: TableState, step: RowsStep, details: dict[str, int]) -> None:
-        staged = self.stage(_with_unknown_key(step.rows), step.schema, state.table)
-        key = step.schema.primary_key
-        on_key = " AND ".join(f"x.{self.q(k)} = w.{self.q(k)}" for k in key)
-        v = self.q(VERSION_COLUMN)
-        details["stale"] += self.drop_stale(staged, self.stale_condition(state, on_key), (state.truncated_version,))
-        op = self.q(OP_COLUMN)
-        details["deleted"] += self.execute(
-            f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} AND w.{op} = {OP_DELETE}")
-        keys = ", ".join(self.q(k) for k in key)
-        self.execute(f"INSERT INTO {self.tomb(state)} ({keys}, {v}) SELECT {keys}, {v} FROM {staged} "
-                     f"WHERE {op} = {OP_DELETE} ON CONFLICT ({keys}) DO UPDATE SET {v} = excluded.{v}")
-        self.execute(f"DELETE FROM {self.tomb(state)} x USING {staged} w WHERE {on_key} AND w.{op} <> {OP_DELETE}")
+        rows = _with_unknown_key(step.rows)
+        ops = rows.column(OP_COLUMN)
+        deletes = pc.sum(pc.equal(ops, OP_DELETE)).as_py() or 0
+        unknown = rows.column(UNKNOWN_KEY)
+        groups = [] if unknown.null_count == len(unknown) else pc.unique(unknown.drop_null()).to_pylist()
+        staged = self.stage(rows, step.schema, state.table)
+        on_key = " AND ".join(f"x.{self.q(k)} = w.{self.q(k)}" for k in step.schema.primary_key)
+        min_version = int(pc.min(step.rows.column(VERSION_COLUMN)).as_py())
+        details["stale"] += self.drop_stale(staged, state, on_key, min_version)
+        self._tombstones(state, staged, on_key, deletes, details)
         names = step.schema.column_names
         full = f"{self.q(UNKNOWN_KEY)} IS NULL"
         if self.upsert_by_replace:
             self.execute(f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} "
-                         f"AND w.{op} <> {OP_DELETE} AND w.{full}")
+                         f"AND w.{self.q(OP_COLUMN)} <> {OP_DELETE} AND w.{full}")
             details["upserted"] += self._insert(state, staged, names, full)
         else:
             details["upserted"] += self._upsert(state, staged, names, full)
-        for (group,) in self.fetchall(f"SELECT DISTINCT {self.q(UNKNOWN_KEY)} FROM {staged} "
-                                      f"WHERE {self.q(UNKNOWN_KEY)} IS NOT NULL AND {op} <> {OP_DELETE}"):
-            unknown = set(group.split(_SEP))
+        for group in groups:  # rows with unknown (unchanged TOAST) values: write the known columns only
             where = f"{self.q(UNKNOWN_KEY)} = %s"
             details["unknown_values_missing"] += self.fetchall(
-                f"SELECT count(*) FROM {staged} w WHERE w.{where} AND w.{op} <> {OP_DELETE} AND NOT EXISTS "
-                f"(SELECT 1 FROM {self.target(state)} x WHERE {on_key})", (group,))[0][0]
-            details["upserted"] += self._upsert(state, staged, [n for n in names if n not in unknown], where, (group,))
+                f"SELECT count(*) FROM {staged} w WHERE w.{where} AND w.{self.q(OP_COLUMN)} <> {OP_DELETE} "
+                f"AND NOT EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key})", (group,))[0][0]
+            known = [n for n in names if n not in set(group.split(_SEP))]
+            details["upserted"] += self._upsert(state, staged, known, where, (group,))
         self.drop_staged(staged)
+
+    def _tombstones(self, state: TableState, staged: str, on_key: str, deletes: int, details: dict[str, int]) -> None:
+        """Deletes remove the live row and leave a tombstone; upserts remove the key's tombstone."""
+        v, op = self.q(VERSION_COLUMN), self.q(OP_COLUMN)
+        if deletes:
+            details["deleted"] += self.execute(
+                f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} AND w.{op} = {OP_DELETE}")
+            keys = ", ".join(self.q(k) for k in state.schema.primary_key)
+            self.execute(f"INSERT INTO {self.tomb(state)} ({keys}, {v}) SELECT {keys}, {v} FROM {staged} "
+                         f"WHERE {op} = {OP_DELETE} ON CONFLICT ({keys}) DO UPDATE SET {v} = excluded.{v}")
+        if self.fetchall(f"SELECT 1 FROM {self.tomb(state)} LIMIT 1"):
+            self.execute(f"DELETE FROM {self.tomb(state)} x USING {staged} w WHERE {on_key} AND w.{op} <> {OP_DELETE}")
 
     def _insert(self, state: TableState, staged: str, names: list[str], where: str) -> int:
         collist = ", ".join(self.q(c) for c in [*names, VERSION_COLUMN, COMMIT_TS_COLUMN])

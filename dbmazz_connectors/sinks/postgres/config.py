@@ -12,7 +12,7 @@ from ...core.errors import ConfigError
 __all__ = ["PostgresSinkConfig"]
 
 _KEYS = {"url", "host", "port", "user", "password", "dbname", "schema", "pipeline", "type", "connect_timeout",
-         "sslmode"}
+         "sslmode", "temp_buffers_mb"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class PostgresSinkConfig:
     schema: str | None = None
     connect_timeout: int = 10
     sslmode: str | None = None
+    temp_buffers_mb: int = 512
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> PostgresSinkConfig:
@@ -53,7 +54,8 @@ class PostgresSinkConfig:
         return cls(host=str(values["host"]), port=int(values.get("port") or 5432), user=str(values["user"]),
                    dbname=str(values["dbname"]), password=values.get("password"),
                    pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
-                   connect_timeout=int(config.get("connect_timeout", 10)), sslmode=config.get("sslmode"))
+                   connect_timeout=int(config.get("connect_timeout", 10)), sslmode=config.get("sslmode"),
+                   temp_buffers_mb=int(config.get("temp_buffers_mb", 512)))
 
     def connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,

@@ -58,6 +58,9 @@ class Source(Protocol):
         Must be idempotent; acknowledging a position at or before the current one is a no-op.
         """
 
+    def row_count(self, table: str) -> int:
+        """Rows in the source table now (for the row-count parity check)."""
+
     def disconnect(self) -> None: ...
 
 
@@ -120,5 +123,8 @@ class Sink(Protocol):
 
     def high_water_version(self, table: str) -> int | None:
         """The highest ``_dbmazz_version`` applied to ``table``, or None."""
+
+    def row_count(self, table: str) -> int:
+        """Live rows of the sink table for source table ``table`` (0 if it does not exist yet)."""
 
     def disconnect(self) -> None: ...

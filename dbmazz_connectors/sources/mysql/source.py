@@ -125,6 +125,12 @@ class MySqlSource:
         if self._acknowledged is None or position > self._acknowledged:
             self._acknowledged = position
 
+    def row_count(self, table: str) -> int:
+        database, name = table.split(".", 1)
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {_quote(database)}.{_quote(name)}")
+            return int(cur.fetchone()[0])
+
     def binlog_files(self) -> list[str]:
         with self.conn.cursor() as cur:
             cur.execute("SHOW BINARY LOGS")
@@ -165,6 +171,10 @@ class MySqlSource:
         finally:
             conn.close()
         raise TransientError(f"the transaction open at {file}:{offset} has no commit in the binlog yet")
+
+
+def _quote(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"
 
 
 def _is_commit(body: bytes) -> bool:

@@ -69,3 +69,12 @@ def test_config_rejects_bad_input():
     config = MySqlSource.from_config({"url": "mariadb://u:p%40ss@h:3307/db", "pipeline": "shop", "tables": ["a.b"]}).config
     assert (config.host, config.port, config.password) == ("h", 3307, "p@ss")
     assert 1_000_000_000 <= config.server_id < 2_000_000_000 and "p@ss" not in repr(config)
+
+
+def test_row_count_reports_the_source_tables_rows(mysql_db, make_source):
+    conn = mysql_db.connect()
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE counted (id INT PRIMARY KEY)")
+        cur.execute("INSERT INTO counted VALUES (1), (2), (3)")
+    source = make_source(["counted"])
+    assert source.row_count(f"{mysql_db.name}.counted") == 3

@@ -12,6 +12,7 @@ API (shared by every sink's tests)::
     batch.change_batch()                    # the ChangeBatch (engine/sink input) of one batch
     batch.batch_id                          # a sortable id; snapshot ids start with "snap-"
     write_batches(changelog, "p", wl.batches)   # stage batches in a ChangeLog -> their ids
+    source_rows_after(wl.batches[:3], tmpdir)   # (schema, rows) of the source after those batches
     assert_sink_equals(rows_from_sink, wl.expected)   # row-by-row comparison with readable diffs
 
 What the CDC batches contain, in this order (each ``Rows`` event is one source transaction):
@@ -69,6 +70,7 @@ __all__ = [
     "write_batches",
     "assert_sink_equals",
     "rows_table",
+    "source_rows_after",
 ]
 
 ORDERS = TableSchema(
@@ -308,3 +310,16 @@ def assert_sink_equals(actual: Iterable[Sequence], expected: Sequence[Sequence],
         cols = [i for i, (a, b) in enumerate(zip(got[k], want[k], strict=False)) if a != b]
         lines.append(f"  key {k}: columns {cols}: sink {[got[k][i] for i in cols]} source {[want[k][i] for i in cols]}")
     raise AssertionError("\n".join(lines))
+
+
+def source_rows_after(batches: Sequence[WorkloadBatch], root: str) -> tuple[TableSchema, list[tuple]]:
+    """The source state after ``batches`` (folded through a scratch change log under ``root``)."""
+    from dbmazz_connectors.engine import fold_table
+
+    log = ChangeLog(root)
+    write_batches(log, "state", batches)
+    schema, state = fold_table(log, "state", batches[0].table)
+    assert schema is not None
+    names = schema.column_names
+    rows = state.to_pylist() if state is not None else []
+    return schema, sorted((tuple(r[n] for n in names) for r in rows), key=lambda r: r[0])

@@ -41,6 +41,7 @@ class DuckDbConfig:
                 raise ConfigError(f"duckdb sink: expected a url like duckdb:///path/to/file.duckdb, got {url!r}")
             path = (parts.netloc + parts.path) if parts.netloc else parts.path
             path = path[1:] if path.startswith("/:memory:") else path
+            path = "/" + path.lstrip("/") if path.startswith("//") else path  # duckdb:////abs/path
         if not path:
             raise ConfigError("duckdb sink: expected 'url' (duckdb:///path/file.duckdb) or 'path', got neither")
         return cls(path=str(path), pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),

@@ -69,7 +69,7 @@ class PostgresSink(SqlSink):
             raise self.translate_error(exc, "_dbmazz") from None
 
     def _connect_error(self, exc: Exception) -> DbmazzError:
-        text = redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        text = redact(" ".join(str(exc).split()) or type(exc).__name__).removeprefix("connection failed: ")
         if "password authentication failed" in text or "no password supplied" in text:
             return ConfigError(f"postgres sink: the server refused the login of {self.where}: {text}",
                                hint="check the user and password (the password is not shown here)")

@@ -1,0 +1,62 @@
+"""Bad PostgreSQL sink settings fail with a message that says what to fix and never shows the password."""
+
+import uuid
+
+import pytest
+
+from dbmazz_connectors.core import ConfigError, DbmazzError, create_sink
+from infra._common import free_port
+
+SECRET = "s3cr3t-Pa55word"
+
+
+def _connect_error(config, secret=SECRET) -> DbmazzError:
+    sink = create_sink(config)
+    problems = sink.preflight()
+    assert len(problems) == 1 and secret not in str(problems[0])
+    with pytest.raises(DbmazzError) as info:
+        sink.connect()
+    assert secret not in str(info.value) and secret not in repr(info.value.args)
+    return info.value
+
+
+def test_unreachable_host_names_host_and_port(pg_server):
+    port = free_port()
+    error = _connect_error({"url": f"postgresql://postgres:{SECRET}@127.0.0.1:{port}/postgres", "connect_timeout": 3})
+    assert f"cannot reach 127.0.0.1:{port}" in str(error) and "check host and port" in str(error)
+    assert error.transient
+
+
+def test_wrong_password_says_the_login_was_refused(pg_db):
+    error = _connect_error({"url": pg_db.url_as("postgres", SECRET)})
+    assert isinstance(error, ConfigError) and not error.transient
+    assert "refused the login of postgres@127.0.0.1" in str(error) and "password authentication failed" in str(error)
+
+
+@pytest.fixture
+def role_without_ddl(pg_db):
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    with pg_db.connect() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'")
+    yield role
+    with pg_db.connect() as conn:
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE {role}")
+
+
+def test_role_without_create_privilege_gets_the_grant_to_run(pg_db, role_without_ddl):
+    error = _connect_error({"url": pg_db.url_as(role_without_ddl, SECRET)})
+    assert isinstance(error, ConfigError)
+    assert f"{role_without_ddl} lacks a privilege" in str(error)
+    assert f"GRANT CREATE ON DATABASE {pg_db.name} TO {role_without_ddl}" in str(error)
+
+
+def test_missing_database_is_named(pg_server):
+    error = _connect_error({"url": pg_server.url("nope_db")}, secret=pg_server.password)
+    assert isinstance(error, ConfigError)
+    assert 'database "nope_db" does not exist' in str(error) and "CREATE DATABASE nope_db" in str(error)
+
+
+def test_bad_option_is_refused_before_connecting():
+    with pytest.raises(ConfigError, match="unknown option"):
+        create_sink({"url": "postgresql://u@h/db", "shema": "x"})

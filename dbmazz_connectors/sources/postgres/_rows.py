@@ -18,7 +18,12 @@ from ...core.errors import SourceError
 from ...core.schema import TableSchema
 from ._convert import convert_column
 
-__all__ = ["RelationInfo", "decode_rows", "be_int", "PG_EPOCH_US"]
+__all__ = ["RelationInfo", "decode_rows", "be_int", "windows", "PG_EPOCH_US", "PADDING"]
+
+PADDING = b"\0" * 16
+# _INLINE_MASK[k]: the three inline words of a view keeping the first k bytes (k = 12: all)
+_INLINE_MASK = np.array(
+    [np.frombuffer(bytes([255] * k + [0] * (12 - k)), "<u4") for k in range(13)], np.uint32)  # after the last message, so fixed-width reads never run off the buffer
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 
@@ -38,11 +43,21 @@ class RelationInfo:
     key_indices: tuple[int, ...]
 
 
+def windows(b: np.ndarray, dtype: str) -> np.ndarray:
+    """``b`` read as overlapping values of ``dtype`` at every byte offset (a view, no copy).
+
+    Indexing it with byte positions gathers unaligned values; ``b`` must end with ``PADDING``.
+    """
+    size = np.dtype(dtype).itemsize
+    return np.ndarray(shape=(len(b) - size + 1,), dtype=dtype, buffer=b, strides=(1,))
+
+
 def be_int(b: np.ndarray, pos: np.ndarray, size: int, signed: bool = True) -> np.ndarray:
-    """Big-endian integers of ``size`` bytes at each of ``pos`` (vectorized)."""
-    idx = np.minimum(pos[:, None] + np.arange(size), len(b) - 1)
-    kind = ">i" if signed else ">u"
-    return b[idx].view(f"{kind}{size}").ravel().astype(np.int64 if signed or size < 8 else np.uint64)
+    """Big-endian integers of ``size`` bytes at each of ``pos`` (vectorized; ``b`` padded by >= 16 bytes)."""
+    raw = windows(b, f"<u{size}")[pos].byteswap()
+    if signed:
+        return raw.view(f"<i{size}").astype(np.int64)
+    return raw.astype(np.uint64 if size == 8 else np.int64)
 
 
 @dataclass
@@ -76,21 +91,22 @@ def _walk(b: np.ndarray, starts: np.ndarray, ncols: int, table: str) -> _Tuples:
 
 def _views(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray,
            view_type: pa.DataType) -> pa.Array:
-    """A string_view/binary_view array over ``data`` without copying the values."""
+    """A string_view/binary_view array over ``data`` without copying the values.
+
+    A view is four little-endian uint32 words: length, then either the value inline (<= 12
+    bytes, zero padded) or its 4-byte prefix, buffer index 0 and offset.
+    """
     n = len(starts)
-    lens = np.where(valid, lengths, 0).astype(np.int32)
-    idx = np.minimum(starts[:, None] + np.arange(12), len(b) - 1)
-    inline = b[idx]
-    inline[np.arange(12)[None, :] >= lens[:, None]] = 0
-    views = np.zeros((n, 16), np.uint8)
-    views[:, 0:4] = lens.astype("<i4").view(np.uint8).reshape(n, 4)
-    short = lens <= 12
-    views[short, 4:16] = inline[short]
-    long = ~short
-    views[long, 4:8] = inline[long, :4]
-    views[long, 12:16] = starts[long].astype("<i4").view(np.uint8).reshape(-1, 4)
-    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
-    null_count = int(n - valid.sum())
+    lens = np.where(valid, lengths, 0).astype(np.uint32)
+    inline = windows(b, "V12")[starts].view("<u4").reshape(n, 3)
+    views = np.empty((n, 4), np.uint32)
+    views[:, 0] = lens
+    views[:, 1:] = inline & _INLINE_MASK[np.minimum(lens, 12)]
+    long = lens > 12
+    views[long, 2] = 0
+    views[long, 3] = starts[long]
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    null_count = int(n - np.count_nonzero(valid))
     return pa.Array.from_buffers(view_type, n, [validity, pa.py_buffer(views), data], null_count=null_count)
 
 

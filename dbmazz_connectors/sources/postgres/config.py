@@ -33,6 +33,7 @@ class _Input(BaseModel):
     read_block_rows: int = Field(100_000, ge=1_000, description="messages decoded together (bounds memory)")
     read_block_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024, le=1024**3,
                                   description="bytes of messages decoded together (bounds memory)")
+    decode_threads: int = Field(2, ge=1, le=16, description="threads decoding row chunks in parallel")
     connect_timeout: int = Field(10, ge=1, description="seconds")
     flush_wait_seconds: float = Field(2.0, ge=0, description="how long a read waits for the WAL to be flushed")
 
@@ -69,6 +70,7 @@ class PostgresSourceConfig:
     replica_identity_full: tuple[str, ...]
     read_block_rows: int = 100_000
     read_block_bytes: int = 64 * 1024 * 1024
+    decode_threads: int = 2
     connect_timeout: int = 10
     flush_wait_seconds: float = 2.0
 
@@ -107,6 +109,7 @@ class PostgresSourceConfig:
             replica_identity_full=full_tables,
             read_block_rows=raw.read_block_rows,
             read_block_bytes=raw.read_block_bytes,
+            decode_threads=raw.decode_threads,
             connect_timeout=raw.connect_timeout,
             flush_wait_seconds=raw.flush_wait_seconds,
         )

@@ -10,7 +10,9 @@ between them are grouped per relation and decoded column-wise (``_rows.decode_ro
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +21,9 @@ import pyarrow as pa
 from ...core.batch import ChangeEvent, Heartbeat, Rows, SchemaChange, Truncate
 from ...core.errors import SourceError
 from ...core.positions import Lsn
-from ._rows import PG_EPOCH_US, RelationInfo, be_int, decode_rows
+from ._rows import PADDING, PG_EPOCH_US, RelationInfo, be_int, decode_rows
 
-__all__ = ["PgOutputDecoder", "RelationMessage", "COPY_SIGNATURE"]
+__all__ = ["PgOutputDecoder", "RelationMessage", "PendingRows", "in_order", "COPY_SIGNATURE"]
 
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _B, _C, _R, _T, _Y, _O, _M = (ord(c) for c in "BCRTYOM")
@@ -63,6 +65,30 @@ def parse_relation(buf: bytes, pos: int) -> RelationMessage:
     return RelationMessage(relid, namespace or "pg_catalog", name, replident, tuple(columns))
 
 
+@dataclass(frozen=True)
+class PendingRows:
+    """A row chunk being decoded on a worker thread; ``in_order`` turns it into ``Rows``."""
+
+    schema: object
+    future: Future
+
+    def result(self) -> Rows:
+        return Rows(self.schema, self.future.result())  # type: ignore[arg-type]
+
+
+def in_order(events: Iterator[ChangeEvent | PendingRows], depth: int) -> Iterator[ChangeEvent]:
+    """Resolve pending chunks in stream order, keeping at most ``depth`` in flight (bounds memory)."""
+    waiting: deque = deque()
+    for event in events:
+        waiting.append(event)
+        while len(waiting) > depth or (waiting and not isinstance(waiting[0], PendingRows)):
+            first = waiting.popleft()
+            yield first.result() if isinstance(first, PendingRows) else first
+    while waiting:
+        first = waiting.popleft()
+        yield first.result() if isinstance(first, PendingRows) else first
+
+
 class PgOutputDecoder:
     """Decodes one range (start, end]; ``feed`` blocks in stream order, then ``finish``.
 
@@ -70,8 +96,10 @@ class PgOutputDecoder:
     final Heartbeat carries max(``end``, end of the last commit seen).
     """
 
-    def __init__(self, start: Lsn, end: Lsn, resolve: Callable[[RelationMessage], RelationInfo | None]) -> None:
+    def __init__(self, start: Lsn, end: Lsn, resolve: Callable[[RelationMessage], RelationInfo | None],
+                 executor: Executor | None = None) -> None:
         self.start = start.value
+        self._executor = executor
         self.end = end.value
         self._resolve = resolve
         self._relations: dict[int, RelationInfo | None] = {}
@@ -80,19 +108,22 @@ class PgOutputDecoder:
         self._last_end = 0
         self.messages = 0
 
-    def feed(self, rows: Sequence[bytes | memoryview]) -> Iterator[ChangeEvent]:
-        """Decode a block of COPY rows (without the file header and trailer)."""
-        if not rows:
+    def feed(self, buf: bytearray, row_lengths: Sequence[int]) -> Iterator[ChangeEvent]:
+        """Decode a block of COPY rows: ``buf`` holds them back to back (no file header or trailer).
+
+        ``buf`` is padded in place and must not change afterwards (arrays may point into it).
+        """
+        if not row_lengths:
             return
-        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
-        buf = b"".join(rows)
+        lengths = np.array(row_lengths, np.int64)
+        buf += PADDING
         b = np.frombuffer(buf, np.uint8)
         starts = np.cumsum(lengths) - lengths + 6  # skip int16 field count and int32 length
         types = b[starts]
         if not np.isin(types, _KNOWN).all():
             bad = sorted({chr(t) for t in types[~np.isin(types, _KNOWN)]})
             raise SourceError(f"pgoutput: unexpected message types {bad}; expected protocol version 1")
-        self.messages += len(rows)
+        self.messages += len(row_lengths)
         txn_lsn, txn_ts = self._transactions(b, starts, types)
         commits = np.flatnonzero(types == _C)
         breaks = np.flatnonzero((types == _R) | (types == _T))
@@ -129,8 +160,11 @@ class PgOutputDecoder:
             if info is None:  # not a configured table
                 continue
             sel = relids == relid
-            table = decode_rows(b, data, starts[sel], types[sel], info, txn_lsn[sel], txn_ts[sel])
-            yield Rows(info.schema, table)
+            args = (b, data, starts[sel], types[sel], info, txn_lsn[sel], txn_ts[sel])
+            if self._executor is None:
+                yield Rows(info.schema, decode_rows(*args))
+            else:
+                yield PendingRows(info.schema, self._executor.submit(decode_rows, *args))
 
     def _control(self, buf: bytes, pos: int, kind: int, txn_lsn: int, txn_ts: int) -> Iterator[ChangeEvent]:
         skipped = txn_lsn < self.start

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from itertools import islice
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -16,8 +16,9 @@ from ...core.errors import ConfigError, Problem, SlotInvalidatedError, SourceErr
 from ...core.positions import Lsn
 from ...core.schema import TableSchema
 from ._catalog import Catalog
+from ._reader import CopyFailed, copy_blocks
 from .config import PostgresSourceConfig
-from .decoder import COPY_SIGNATURE, PgOutputDecoder
+from .decoder import PgOutputDecoder, in_order
 from .preflight import run_preflight, slot_state
 from .setup import run_setup
 
@@ -26,8 +27,6 @@ __all__ = ["PostgresSource"]
 # Output functions run in the decoding session: these make the text forms _convert.py expects.
 _SESSION = ("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
             "SET extra_float_digits = 3; SET bytea_output = 'hex'")
-_COPY_HEADER = len(COPY_SIGNATURE) + 8  # signature, int32 flags, int32 header-extension length
-_TRAILER = b"\xff\xff"
 
 
 class PostgresSource:
@@ -149,9 +148,10 @@ class PostgresSource:
         self._live_slot()
         upto = self._flushed_upto(end)
         wanted = frozenset(self.config.tables)
-        decoder = PgOutputDecoder(start, end, lambda message: self.catalog.relation(message, wanted))
-        if upto > start:
-            yield from self._decode(decoder, upto)
+        with ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="dbmazz-pg-decode") as pool:
+            decoder = PgOutputDecoder(start, end, lambda message: self.catalog.relation(message, wanted), pool)
+            if upto > start:
+                yield from in_order(self._decode(decoder, upto), depth=self.config.decode_threads)
         yield decoder.finish(upto)
 
     def _stream_conn(self) -> psycopg.Connection:
@@ -162,38 +162,24 @@ class PostgresSource:
 
     def _decode(self, decoder: PgOutputDecoder, upto: Lsn) -> Iterator[ChangeEvent]:
         c = self.config
+        conn = self._stream_conn()
         statement = sql.SQL(
             "COPY (SELECT data FROM pg_logical_slot_peek_binary_changes({}, {}::pg_lsn, NULL, 'proto_version', '1', "
             "'publication_names', {})) TO STDOUT (FORMAT binary)"
-        ).format(sql.Literal(c.slot), sql.Literal(str(upto)), sql.Literal(c.publication))
-        with self._errors(), self._stream_conn().cursor().copy(statement) as copy:
-            rows = iter(copy)
-            block: list = []
-            size = 0
-            first = True
-            while part := list(islice(rows, 4096)):
-                if first:
-                    part[0] = _strip_header(part[0])
-                    first = False
-                if len(part[-1]) == 2 and bytes(part[-1]) == _TRAILER:
-                    part.pop()
-                block += [row for row in part if len(row)]
-                size += sum(map(len, part))
-                if len(block) >= c.read_block_rows or size >= c.read_block_bytes:
-                    yield from decoder.feed(block)
-                    block, size = [], 0
-            yield from decoder.feed(block)
+        ).format(sql.Literal(c.slot), sql.Literal(str(upto)), sql.Literal(c.publication)).as_bytes(conn)
+        finished = False
+        try:
+            with self._errors():
+                for buf, lengths in copy_blocks(conn.pgconn, statement, c.read_block_rows, c.read_block_bytes):
+                    yield from decoder.feed(buf, lengths)
+            finished = True
+        finally:
+            if not finished:  # abandoned or failed mid-COPY: the connection cannot be reused
+                conn.close()
+                self._stream = None
 
     def _errors(self):
         return _translate_errors(self.config.slot)
-
-
-def _strip_header(row) -> memoryview:
-    view = memoryview(row)
-    if bytes(view[: len(COPY_SIGNATURE)]) != COPY_SIGNATURE:
-        raise SourceError("expected a binary COPY stream from postgres, got something else")
-    extension = int.from_bytes(view[len(COPY_SIGNATURE) + 4: _COPY_HEADER], "big")
-    return view[_COPY_HEADER + extension:]
 
 
 class _translate_errors:  # noqa: N801 - used as a context manager, reads like a function
@@ -206,13 +192,13 @@ class _translate_errors:  # noqa: N801 - used as a context manager, reads like a
         return None
 
     def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or not isinstance(exc, psycopg.Error):
+        if exc is None or not isinstance(exc, psycopg.Error | CopyFailed):
             return False
         text = redact(str(exc).strip())
         if "invalidated" in text:
             raise SlotInvalidatedError(self.slot, text.splitlines()[0]) from None
-        if isinstance(exc, pg_errors.UndefinedObject):
+        if isinstance(exc, pg_errors.UndefinedObject) or getattr(exc, "sqlstate", None) == "42704":
             raise SourceError(f"postgres: {text}", hint="run setup (dbmazz check shows what is missing)") from None
-        if isinstance(exc, psycopg.OperationalError):
+        if isinstance(exc, psycopg.OperationalError) or (isinstance(exc, CopyFailed) and exc.sqlstate is None):
             raise TransientError(f"postgres connection failed while capturing: {text}") from None
         raise SourceError(f"postgres failed while capturing: {text}") from None

@@ -156,6 +156,7 @@ class DuckDbSink(SqlSink):
 
     def _conversion_error(self, schema: TableSchema, table: str, exc: Exception) -> DbmazzError | None:
         """Name the column whose values DuckDB refused (checked one converted column at a time)."""
+        self.rollback()  # the failed statement aborted the transaction; nothing of the batch is kept
         for col in schema.columns:
             expr = DuckDbTypes.select_expr(_quote(col.name), col.type)
             if expr == _quote(col.name):

@@ -172,7 +172,7 @@ class PostgresSink(SqlSink):
             return ConfigError(f"postgres sink: {self.config.user} lacks a privilege writing {table}: {text}",
                                hint=f"GRANT CREATE ON DATABASE {self.config.dbname} TO {self.config.user}; "
                                "and CREATE on the target schema (or create the schemas and tables as their owner)")
-        if isinstance(exc, errors.DataException):
+        if isinstance(exc, psycopg.DataError):
             context = getattr(exc.diag, "context", None) or ""
             match = _CONTEXT_COLUMN.search(context)
             return UnrepresentableValueError(table, match.group(1) if match else "?", text)

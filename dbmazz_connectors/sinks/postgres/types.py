@@ -175,9 +175,9 @@ def _stage_timestamp(array, logical: LogicalType, table: str, column: str) -> St
     if finite.size == us.size and (not us.size or (us.min() >= _TEXT_MIN_US and us.max() <= _TEXT_MAX_US)):
         return StagedColumn(array, native)  # Arrow's own text form, which COPY reads
     epoch = "'1970-01-01 00:00:00+00'::timestamptz" if logical.kind is Kind.TIMESTAMPTZ else "'1970-01-01'::timestamp"
-    expr = (f"CASE WHEN {{}} = {TIMESTAMP_POS_INFINITY} THEN 'infinity'::{native} "
-            f"WHEN {{}} = {TIMESTAMP_NEG_INFINITY} THEN '-infinity'::{native} "
-            f"ELSE {epoch} + ({{}} / {_DAY_US}) * interval '1 day' + ({{}} % {_DAY_US}) * interval '1 microsecond' END")
+    expr = (f"CASE WHEN {{0}} = {TIMESTAMP_POS_INFINITY} THEN 'infinity'::{native} "
+            f"WHEN {{0}} = {TIMESTAMP_NEG_INFINITY} THEN '-infinity'::{native} "
+            f"ELSE {epoch} + ({{0}} / {_DAY_US}) * interval '1 day' + ({{0}} % {_DAY_US}) * interval '1 microsecond' END")
     return StagedColumn(pc.cast(array, pa.int64()), "bigint", expr)
 
 
@@ -190,8 +190,8 @@ def _stage_date(array, table: str, column: str) -> StagedColumn:
                                         "(4713-11-24 BC to 5874897-12-31)")
     if finite.size == days.size and (not days.size or (days.min() >= -719162 and days.max() <= 2932896)):
         return StagedColumn(array, "date")
-    expr = (f"CASE WHEN {{}} = {DATE_POS_INFINITY} THEN 'infinity'::date "
-            f"WHEN {{}} = {DATE_NEG_INFINITY} THEN '-infinity'::date ELSE '1970-01-01'::date + {{}} END")
+    expr = (f"CASE WHEN {{0}} = {DATE_POS_INFINITY} THEN 'infinity'::date "
+            f"WHEN {{0}} = {DATE_NEG_INFINITY} THEN '-infinity'::date ELSE '1970-01-01'::date + {{0}} END")
     return StagedColumn(pc.cast(array, pa.int32()), "integer", expr)
 
 

@@ -323,7 +323,7 @@ class SqlSink(ABC):
         self._tombstones(state, staged, on_key, deletes, details)
         names = step.schema.column_names
         full = f"{self.q(UNKNOWN_KEY)} IS NULL"
-        if self.upsert_by_replace:
+        if self.upsert_by_replace and set(state.schema.column_names) <= set(names):  # else keep the other columns
             self.execute(f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} "
                          f"AND w.{self.q(OP_COLUMN)} <> {OP_DELETE} AND w.{full}")
             details["upserted"] += self._insert(state, staged, names, full)

@@ -1,0 +1,143 @@
+"""The driver calls of the ClickHouse sink (clickhouse-connect over HTTP) and their error translation.
+
+Every call the sink makes to the server goes through ``command``, ``insert``, ``query_rows`` or
+``query_arrow``: one place turns driver errors into dbmazz errors without the password (and one
+place tests wrap to kill the process mid-write).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from ...core.errors import ConfigError, DbmazzError, Problem, SinkError, TransientError, redact
+from .config import ClickHouseConfig
+
+__all__ = ["ClickHouseClient"]
+
+# ClickHouse error codes that mean "the configuration is wrong", with the fix
+_AUTH = 516
+_UNKNOWN_DATABASE = 81
+_DENIED = {392: "allow_ddl = 0", 164: "readonly", 497: "missing grant"}
+
+
+class ClickHouseClient:
+    """A connection to one ClickHouse database; subclassed by the sink."""
+
+    def __init__(self, config: ClickHouseConfig) -> None:
+        self.config = config
+        self.client: Any = None
+
+    @staticmethod
+    def q(identifier: str) -> str:
+        from clickhouse_connect.driver.binding import quote_identifier
+
+        return quote_identifier(identifier)
+
+    def open(self) -> None:
+        import clickhouse_connect
+
+        cfg = self.config
+        try:
+            self.client = clickhouse_connect.get_client(
+                host=cfg.host, port=cfg.port, username=cfg.username, password=cfg.password, database=cfg.database,
+                secure=cfg.secure, connect_timeout=cfg.connect_timeout, send_receive_timeout=600,
+                autogenerate_session_id=False, query_retries=0,
+            )
+        except Exception as exc:  # noqa: BLE001 - every driver failure becomes a clear ConfigError
+            raise self._config_error(exc) from None
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    # ---- the driver calls
+    def command(self, sql: str, settings: Mapping[str, Any] | None = None) -> Any:
+        try:
+            return self.client.command(sql, settings=dict(settings or {}))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, sql) from None
+
+    def insert(self, table: str, data: pa.Table, token: str | None) -> None:
+        """Insert an Arrow table; with ``token`` a repeat of the same (token, table) is a no-op."""
+        settings: dict[str, Any] = {"insert_deduplicate": 1 if token else 0}
+        if token:
+            settings["insert_deduplication_token"] = token
+        try:
+            self.client.insert_arrow(table, data, settings=settings)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, f"INSERT INTO {table}") from None
+
+    def query_rows(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple]:
+        try:
+            return list(self.client.query(sql, parameters=dict(parameters or {})).result_rows)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, sql) from None
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
+        try:
+            return self.client.query_arrow(sql, parameters=dict(parameters or {}),
+                                           settings={"output_format_arrow_string_as_string": 0})
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, sql) from None
+
+    # ---- checks and errors
+    def check_access(self) -> list[Problem]:
+        """Reachability, credentials, database and DDL rights, without changing anything."""
+        try:
+            if self.client is None:
+                self.open()
+            readonly, allow_ddl = self.query_rows("SELECT getSetting('readonly'), getSetting('allow_ddl')")[0]
+        except DbmazzError as exc:
+            return [Problem("clickhouse_connect", exc.message, exc.hint)]
+        if int(readonly) or not int(allow_ddl):
+            return [Problem("clickhouse_ddl", f"expected user {self.config.username} to be allowed DDL, found "
+                            f"readonly = {readonly}, allow_ddl = {allow_ddl}",
+                            "give the user a profile with readonly = 0 and allow_ddl = 1, and GRANT CREATE TABLE, "
+                            f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.* TO {self.config.username}")]
+        return []
+
+    def _code(self, exc: Exception) -> int | None:
+        code = getattr(exc, "code", None)
+        if code is None and "Code: " in str(exc):
+            try:
+                code = int(str(exc).split("Code: ", 1)[1].split(".", 1)[0])
+            except ValueError:
+                return None
+        return code
+
+    def _config_error(self, exc: Exception) -> DbmazzError:
+        cfg, code, text = self.config, self._code(exc), redact(str(exc)).splitlines()[0][:300]
+        where = cfg.describe()
+        if code == _AUTH:
+            return ConfigError(f"clickhouse sink: the server at {cfg.host}:{cfg.port} refused user {cfg.username} "
+                               "(wrong password or unknown user)",
+                               hint="check the user and password in the sink url (the 'password' key)")
+        if code == _UNKNOWN_DATABASE:
+            return ConfigError(f"clickhouse sink: expected the database {cfg.database!r} on {cfg.host}:{cfg.port}, "
+                               "found none", hint=f"CREATE DATABASE {self.q(cfg.database)}")
+        if code is None:
+            return ConfigError(f"clickhouse sink: cannot reach {where} over HTTP{'S' if cfg.secure else ''} "
+                               f"({type(exc).__name__}: {text})",
+                               hint="check host and port (the HTTP interface, 8123 by default) and that the "
+                                    "server is running")
+        return ConfigError(f"clickhouse sink: cannot connect to {where}: {text}")
+
+    def _error(self, exc: Exception, sql: str) -> DbmazzError:
+        code, text = self._code(exc), redact(str(exc))
+        statement = redact(sql.split("(")[0].strip()[:80])
+        if code in _DENIED:
+            return ConfigError(f"clickhouse sink: user {self.config.username} may not run {statement} "
+                               f"({_DENIED[code]}): {text.splitlines()[0][:200]}",
+                               hint="give the user DDL rights: readonly = 0, allow_ddl = 1 and GRANT CREATE TABLE, "
+                                    f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.*")
+        if code in (_AUTH, _UNKNOWN_DATABASE):
+            return self._config_error(exc)
+        if code is None:
+            return TransientError(f"clickhouse sink: lost the connection to {self.config.describe()} during "
+                                  f"{statement} ({type(exc).__name__}: {text.splitlines()[0][:200]})",
+                                  hint="re-run the batch; applying it again is idempotent")
+        return SinkError(f"clickhouse sink: {statement} failed: {text[:500]}")

@@ -1,0 +1,98 @@
+"""ClickHouse sink configuration: ``clickhouse://user:password@host:8123/database`` or separate keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ...core.errors import ConfigError
+
+__all__ = ["ClickHouseConfig"]
+
+_KEYS = {
+    "url", "type", "host", "port", "username", "user", "password", "database", "secure", "pipeline",
+    "part_rows", "dedup_window", "connect_timeout",
+}
+_SCHEMES = {"clickhouse": False, "http": False, "clickhouses": True, "https": True}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ClickHouseConfig:
+    """Where and how the sink writes (HTTP interface through clickhouse-connect).
+
+    ``database``: every sink table goes into this database, named after the source table.
+    ``part_rows``: rows per insert (one insert is one block, written atomically by ClickHouse).
+    ``dedup_window``: the tables' ``non_replicated_deduplication_window`` (insert tokens kept).
+    """
+
+    host: str
+    port: int = 8123
+    username: str = "default"
+    password: str = field(default="", repr=False)
+    database: str = "default"
+    secure: bool = False
+    pipeline: str = "main"
+    part_rows: int = 1_000_000
+    dedup_window: int = 10_000
+    connect_timeout: float = 10.0
+
+    def describe(self) -> str:
+        """``user@host:port/database``, for messages (never the password)."""
+        return f"{self.username}@{self.host}:{self.port}/{self.database}"
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> ClickHouseConfig:
+        unknown = sorted(set(config) - _KEYS)
+        if unknown:
+            raise ConfigError(f"clickhouse sink: unknown option(s) {', '.join(unknown)}; "
+                              f"expected {', '.join(sorted(_KEYS))}")
+        values: dict[str, Any] = {}
+        if config.get("url"):
+            values.update(_parse_url(str(config["url"])))
+        for key in ("host", "port", "password", "database", "pipeline", "part_rows", "dedup_window",
+                    "connect_timeout"):
+            if config.get(key) is not None:
+                values[key] = config[key]
+        if config.get("username") or config.get("user"):
+            values["username"] = config.get("username") or config.get("user")
+        if config.get("secure") is not None:
+            values["secure"] = str(config["secure"]).lower() in _TRUE
+        if not values.get("host"):
+            raise ConfigError("clickhouse sink: expected 'url' (clickhouse://user:password@host:8123/database) "
+                              "or 'host', got neither")
+        try:
+            for key, kind in (("port", int), ("part_rows", int), ("dedup_window", int), ("connect_timeout", float)):
+                if key in values:
+                    values[key] = kind(values[key])
+        except ValueError as exc:
+            raise ConfigError(f"clickhouse sink: expected a number, got {exc}") from None
+        if values.get("part_rows", 1) < 1:
+            raise ConfigError(f"clickhouse sink: expected part_rows >= 1, got {values['part_rows']}")
+        return cls(**values)
+
+
+def _parse_url(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"clickhouse sink: expected a url like clickhouse://user:password@host:8123/database, "
+                          f"got the scheme {scheme!r}")
+    values: dict[str, Any] = {"host": parts.hostname, "secure": _SCHEMES[scheme]}
+    try:
+        values["port"] = parts.port or (8443 if values["secure"] else 8123)
+    except ValueError:
+        raise ConfigError("clickhouse sink: expected a numeric port in the url") from None
+    if parts.username:
+        values["username"] = unquote(parts.username)
+    if parts.password is not None:
+        values["password"] = unquote(parts.password)
+    database = parts.path.strip("/")
+    if database:
+        values["database"] = unquote(database)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if "secure" in query:
+        values["secure"] = query["secure"].lower() in _TRUE
+    return values

@@ -1,0 +1,232 @@
+"""The ClickHouse sink: ReplacingMergeTree tables, idempotent Arrow inserts, a ``<table>_current`` view.
+
+Per source table ``schema.name`` the configured database holds:
+
+* ``name``: ``ReplacingMergeTree(_dbmazz_version, _dbmazz_is_deleted)`` ordered by the primary key;
+  the source columns, ``_dbmazz_version``, ``_dbmazz_commit_ts``, ``_dbmazz_is_deleted`` (1 = a
+  tombstone: a deleted key, kept so an older change applied later cannot resurrect it);
+* ``name_current``: the view users query, ``SELECT <columns>, _dbmazz_version, _dbmazz_commit_ts
+  FROM name FINAL WHERE _dbmazz_is_deleted = 0`` (one live row per key, no merge needed).
+
+Exactly once without transactions: every insert carries a deduplication token per (pipeline,
+batch, table, step, part), the tables keep ``non_replicated_deduplication_window`` tokens, and an
+applied-batch record is written after the data; re-applying a batch after a crash at any point
+re-sends only no-op inserts and idempotent DDL. Per key the highest version wins (the engine's
+version column), on equal versions the later insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from ...core.batch import ChangeBatch
+from ...core.errors import Problem, SchemaChangeError
+from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities, WriteResult
+from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, Column, TableSchema
+from .._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
+from ._client import ClickHouseClient
+from ._meta import APPLIED, META_TABLES_DDL, TABLES, TableState, applied_row, parse_state, state_row
+from ._rows import DELETED_COLUMN, drop_stale, fill_unknown, to_block
+from .config import ClickHouseConfig
+from .types import ClickHouseTypes
+
+__all__ = ["ClickHouseSink"]
+
+_LWD = {"lightweight_deletes_sync": 2, "mutations_sync": 2}
+
+
+class ClickHouseSink(ClickHouseClient):
+    """Writes ChangeBatches into ClickHouse; see the module docstring for the layout and guarantees."""
+
+    name = "clickhouse"
+    types = ClickHouseTypes
+
+    def __init__(self, config: ClickHouseConfig) -> None:
+        super().__init__(config)
+        self._states: dict[str, TableState] = {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ClickHouseSink:
+        return cls(ClickHouseConfig.from_mapping(config))
+
+    def capabilities(self) -> SinkCapabilities:
+        return SinkCapabilities(LoadingModel.STREAMING, supports_upsert=True, supports_delete=True,
+                                supports_schema_evolution=True, supports_transactions=False,
+                                max_batch_rows=None)
+
+    def connect(self) -> None:
+        self.open()
+        for ddl in META_TABLES_DDL:
+            self.command(ddl)
+
+    def preflight(self) -> list[Problem]:
+        return self.check_access()
+
+    # ---- tables
+    def target_name(self, table: str) -> str:
+        return table.partition(".")[2] or table
+
+    def table_state(self, table: str) -> TableState | None:
+        if table in self._states:
+            return self._states[table]
+        rows = self.query_rows(
+            f"SELECT target, schema_json, truncated_version FROM {TABLES} FINAL WHERE table_name = %(t)s",
+            {"t": table})
+        if not rows:
+            return None
+        self._states[table] = parse_state(table, *rows[0])
+        return self._states[table]
+
+    def _save_state(self, state: TableState) -> None:
+        self.insert(TABLES, state_row(state), token=None)
+        self._states[state.table] = state
+
+    def create_table(self, schema: TableSchema) -> None:
+        """Create the sink table, its ``_current`` view and its state row. Idempotent."""
+        schema.require_primary_key()
+        if self.table_state(schema.qualified_name) is not None:
+            return
+        for col in schema.columns:
+            self.types.native(col.type)  # fails early on a type with no mapping
+        columns = tuple(Column(c.name, c.type, c.name not in schema.primary_key, c.source_type)
+                        for c in schema.columns)
+        schema = TableSchema(schema.schema, schema.name, columns, schema.primary_key)
+        state = TableState(schema.qualified_name, self.target_name(schema.qualified_name), schema)
+        cols = [f"{self.q(c.name)} {self.types.native(c.type, c.nullable)}" for c in schema.columns]
+        self.command(
+            f"CREATE TABLE IF NOT EXISTS {self.q(state.target)} ({', '.join(cols)}, "
+            f"{self.q(VERSION_COLUMN)} UInt64, {self.q(COMMIT_TS_COLUMN)} DateTime64(6, 'UTC'), "
+            f"{self.q(DELETED_COLUMN)} UInt8) "
+            f"ENGINE = ReplacingMergeTree({self.q(VERSION_COLUMN)}, {self.q(DELETED_COLUMN)}) "
+            f"ORDER BY ({', '.join(self.q(k) for k in schema.primary_key)}) "
+            f"SETTINGS non_replicated_deduplication_window = {int(self.config.dedup_window)}")
+        self._create_view(state)
+        self._save_state(state)
+
+    def _create_view(self, state: TableState) -> None:
+        cols = ", ".join(self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN])
+        self.command(f"CREATE OR REPLACE VIEW {self.q(state.target + '_current')} AS SELECT {cols} "
+                     f"FROM {self.q(state.target)} FINAL WHERE {self.q(DELETED_COLUMN)} = 0")
+
+    # ---- writing
+    def write_batch(self, batch: ChangeBatch, ref: BatchRef) -> WriteResult:
+        """Apply one table's batch; a batch already recorded is skipped (``already_applied``)."""
+        table = batch.table
+        if self._applied(ref, table):
+            return WriteResult(table, 0, True, self.high_water_version(table))
+        self.create_table(batch.schema)
+        state = self.table_state(table)
+        assert state is not None
+        steps = plan_batch(batch)
+        plans = self._plan_schemas(state, batch.schema, steps)  # every check before anything is written
+        details = {"stale_rows_skipped": 0, "unknown_values_missing": 0, "tombstones": 0}
+        written, high = 0, 0
+        for index, step in enumerate(steps):
+            if index in plans:
+                state = self._alter(state, plans[index])
+            if isinstance(step, TruncateStep):
+                state = self._truncate(state, step.version)
+                high = max(high, step.version)
+            elif isinstance(step, RowsStep):
+                count, top = self._write_rows(state, step, ref, index, details)
+                written, high = written + count, max(high, top)
+        high = max(high, self.high_water_version(table) or 0)
+        self.insert(APPLIED, applied_row(ref.pipeline, ref.batch_id, table, written, high), token=None)
+        return WriteResult(table, written, False, high, details)
+
+    def _applied(self, ref: BatchRef, table: str) -> bool:
+        return bool(self.query_rows(
+            f"SELECT 1 FROM {APPLIED} FINAL WHERE pipeline = %(p)s AND batch_id = %(b)s AND table_name = %(t)s",
+            {"p": ref.pipeline, "b": ref.batch_id, "t": table}))
+
+    def _plan_schemas(self, state: TableState, start: TableSchema, steps: list[Step]) -> dict[int, ColumnPlan]:
+        """The DDL each step needs (key -1: before the first), checked against what ClickHouse can do."""
+        plans: dict[int, ColumnPlan] = {}
+        current = state.schema
+        incoming = [(-1, start)] + [(i, s.new if isinstance(s, SchemaStep) else s.schema)
+                                    for i, s in enumerate(steps) if isinstance(s, SchemaStep | RowsStep)]
+        for index, schema in incoming:
+            plan = reconcile_columns(current, schema, sink="clickhouse", same_native=self.types.same_native)
+            for old, new in plan.widened:
+                if old.name in current.primary_key:
+                    raise SchemaChangeError(
+                        f"clickhouse: key column {schema.qualified_name}.{old.name} changed from {old.type} to "
+                        f"{new.type}; ClickHouse cannot alter a sorting key column",
+                        hint="re-snapshot the table into a new sink table")
+            if plan.schema != current:
+                plans[max(index, 0)] = _merge(plans.get(max(index, 0)), plan)
+                current = plan.schema
+        return plans
+
+    def _alter(self, state: TableState, plan: ColumnPlan) -> TableState:
+        target = self.q(state.target)
+        for col in plan.added:
+            self.command(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
+                         f"{self.types.native(col.type)}", settings=_LWD)
+        for _, new in plan.widened:
+            self.command(f"ALTER TABLE {target} MODIFY COLUMN {self.q(new.name)} {self.types.native(new.type)}",
+                         settings=_LWD)
+        state = TableState(state.table, state.target, plan.schema, state.truncated_version)
+        self._create_view(state)
+        self._save_state(state)
+        return state
+
+    def _truncate(self, state: TableState, version: int) -> TableState:
+        """Remove rows older than the truncate and remember it, so older replays are skipped.
+
+        Rows at exactly ``version`` stay: they were written after the truncate by the same
+        transaction (rows before it are dropped by the plan), so a re-apply keeps them.
+        """
+        state = TableState(state.table, state.target, state.schema, max(state.truncated_version, version))
+        self._save_state(state)
+        self.command(f"DELETE FROM {self.q(state.target)} WHERE {self.q(VERSION_COLUMN)} < {int(version)}",
+                     settings=_LWD)
+        return state
+
+    def _write_rows(self, state: TableState, step: RowsStep, ref: BatchRef, index: int,
+                    details: dict[str, int]) -> tuple[int, int]:
+        rows, stale = drop_stale(step.rows, state.truncated_version)
+        details["stale_rows_skipped"] += stale
+        if rows.num_rows == 0:
+            return 0, 0
+        rows, missing = fill_unknown(rows, step.schema, lambda k, c, keys: self._current_rows(state, k, c, keys))
+        details["unknown_values_missing"] += missing
+        block = to_block(rows, step.schema)
+        details["tombstones"] += int(pa.compute.sum(block.column(DELETED_COLUMN)).as_py() or 0)
+        part_rows = self.config.part_rows
+        for part, offset in enumerate(range(0, block.num_rows, part_rows)):
+            self.insert(state.target, block.slice(offset, part_rows),
+                        token=f"{ref.pipeline}/{ref.batch_id}/{state.table}/{index}/{part}")
+        return rows.num_rows, int(pa.compute.max(rows.column(VERSION_COLUMN)).as_py())
+
+    def _current_rows(self, state: TableState, key: list[str], names: list[str], keys: list[tuple]) -> pa.Table:
+        cols = [*key, *names]
+        exprs = ", ".join(
+            f"toString({self.q(c)}) AS {self.q(c)}" if state.schema.column(c).type.kind.value == "uuid" else self.q(c)
+            for c in cols)
+        return self.query_arrow(
+            f"SELECT {exprs} FROM {self.q(state.target)} FINAL WHERE ({', '.join(self.q(k) for k in key)}) "
+            f"IN %(keys)s AND {self.q(DELETED_COLUMN)} = 0", {"keys": keys})
+
+    # ---- reading
+    def high_water_version(self, table: str) -> int | None:
+        rows = self.query_rows(f"SELECT maxOrNull(high_water_version) FROM {APPLIED} FINAL WHERE table_name = %(t)s",
+                               {"t": table})
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def row_count(self, table: str) -> int:
+        state = self.table_state(table)
+        if state is None:
+            return 0
+        rows = self.query_rows(f"SELECT count() FROM {self.q(state.target)} FINAL "
+                               f"WHERE {self.q(DELETED_COLUMN)} = 0")
+        return int(rows[0][0])
+
+
+def _merge(first: ColumnPlan | None, second: ColumnPlan) -> ColumnPlan:
+    if first is None:
+        return second
+    return ColumnPlan(second.schema, first.added + second.added, first.widened + second.widened)

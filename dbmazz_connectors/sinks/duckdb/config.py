@@ -11,7 +11,8 @@ from ...core.errors import ConfigError
 
 __all__ = ["DuckDbConfig"]
 
-_KEYS = {"url", "path", "schema", "pipeline", "type", "threads", "memory_limit", "checkpoint_threshold"}
+_KEYS = {"url", "path", "schema", "pipeline", "type", "threads", "memory_limit", "checkpoint_threshold",
+         "row_group_size"}
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,10 @@ class DuckDbConfig:
     """``path``: the database file (created if missing; ``:memory:`` for a throw-away one).
     ``schema``: put every table in this schema instead of its source schema's name.
     ``checkpoint_threshold``: WAL size at which DuckDB folds the WAL into the file; DuckDB's own
-    default (16MB) makes every 100k-change batch pay a checkpoint, so it is raised to 1GB."""
+    default (16MB) makes every 100k-change batch pay a checkpoint, so it is raised to 1GB.
+    ``row_group_size``: rows per row group (DuckDB's default: 122880). DuckDB writes full row groups
+    of a transaction straight into the file instead of the WAL; smaller groups let smaller batches do so
+    (measured: no clear gain for 100k-change batches, so DuckDB's default is kept)."""
 
     path: str
     pipeline: str = "main"
@@ -27,6 +31,7 @@ class DuckDbConfig:
     threads: int | None = None
     memory_limit: str | None = None
     checkpoint_threshold: str | None = "1GB"
+    row_group_size: int | None = None
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> DuckDbConfig:
@@ -46,4 +51,5 @@ class DuckDbConfig:
             raise ConfigError("duckdb sink: expected 'url' (duckdb:///path/file.duckdb) or 'path', got neither")
         return cls(path=str(path), pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
                    threads=config.get("threads"), memory_limit=config.get("memory_limit"),
-                   checkpoint_threshold=config.get("checkpoint_threshold", "1GB"))
+                   checkpoint_threshold=config.get("checkpoint_threshold", "1GB"),
+                   row_group_size=config.get("row_group_size"))

@@ -26,6 +26,7 @@ from .types import DuckDbTypes
 __all__ = ["DuckDbSink"]
 
 _STAGE = "__dbmazz_stage"
+_CATALOG = "dbmazz_sink"
 _WORK = "__dbmazz_work"
 
 
@@ -66,8 +67,8 @@ class DuckDbSink(SqlSink):
                 raise ConfigError(f"duckdb sink: expected the folder {folder} to exist, it does not",
                                   hint=f"mkdir -p {folder}")
         try:
-            self.con = duckdb.connect(path)
-        except duckdb.IOException as exc:
+            self.con = self._open(duckdb, path)
+        except duckdb.Error as exc:
             raise ConfigError(f"duckdb sink: cannot open {path}: {exc}",
                               hint="check the file permissions and that no other process writes the file") from None
         if self.config.threads:
@@ -77,6 +78,20 @@ class DuckDbSink(SqlSink):
         if self.config.checkpoint_threshold:
             self.con.execute("SET checkpoint_threshold = ?", [self.config.checkpoint_threshold])
         self.ensure_meta()
+
+    def _open(self, duckdb: Any, path: str) -> Any:
+        """Open the file; with a row group size set, through ATTACH (the only place DuckDB takes it)."""
+        if path == ":memory:" or not self.config.row_group_size:
+            return duckdb.connect(path)
+        con = duckdb.connect()
+        literal = "'" + path.replace("'", "''") + "'"
+        try:
+            con.execute(f"ATTACH {literal} AS {_quote(_CATALOG)} (ROW_GROUP_SIZE {int(self.config.row_group_size)})")
+            con.execute(f"USE {_quote(_CATALOG)}")
+        except Exception:
+            con.close()
+            raise
+        return con
 
     def disconnect(self) -> None:
         if self.con is not None:

@@ -90,7 +90,8 @@ class ClickHouseClient:
         try:
             if self.client is None:
                 self.open()
-            readonly, allow_ddl = self.query_rows("SELECT getSetting('readonly'), getSetting('allow_ddl')")[0]
+            readonly, allow_ddl = self.query_rows(
+                "SELECT toUInt8(getSetting('readonly')), toUInt8(getSetting('allow_ddl'))")[0]
         except DbmazzError as exc:
             return [Problem("clickhouse_connect", exc.message, exc.hint)]
         if int(readonly) or not int(allow_ddl):

@@ -15,7 +15,7 @@ _KEYS = {
     "url", "type", "host", "port", "username", "user", "password", "database", "secure", "pipeline",
     "part_rows", "dedup_window", "connect_timeout",
 }
-_SCHEMES = {"clickhouse": False, "http": False, "clickhouses": True, "https": True}
+_SCHEMES = {"clickhouse": False, "clickhouse+http": False, "http": False, "clickhouse+https": True, "https": True}
 _TRUE = {"1", "true", "yes", "on"}
 
 

@@ -366,6 +366,13 @@ class SqlSink(ABC):
             f"ON CONFLICT ({', '.join(self.q(k) for k in key)}) DO UPDATE SET {updates}", params)
 
     # ---- reads
+    def row_count(self, table: str) -> int:
+        """Live rows of the sink table for source table ``table`` (0 if it does not exist yet)."""
+        state = self.table_state(table)
+        if state is None:
+            return 0
+        return int(self.fetchall(f"SELECT count(*) FROM {self.target(state)}")[0][0])
+
     def high_water_version(self, table: str) -> int | None:
         rows = self.fetchall(f"SELECT max(high_water_version) FROM {self.q(META_SCHEMA, 'applied_batches')} "
                              "WHERE table_name = %s", (self.target_key(table),))

@@ -28,6 +28,7 @@ def test_mixed_workload_from_the_change_log_equals_the_source(sink, changelog):
         assert not result.already_applied
     assert_sink_equals(_rows(sink, wl.final_schema), wl.expected)
     assert sink.high_water_version("public.orders") == wl.batches[-1].end_version
+    assert sink.row_count("public.orders") == len(wl.expected) and sink.row_count("public.nope") == 0
 
 
 def test_every_batch_applied_twice_gives_the_same_rows(sink, changelog):

@@ -11,7 +11,7 @@ from dbmazz_connectors.core import ConfigError
 
 from .assets import build_changes_asset, build_sink_assets, build_source_specs
 from .checks import build_sink_checks
-from .naming import PIPELINE_TAG, batch_partitions, changes_key, job_name, resource_key, sink_key
+from .naming import PIPELINE_TAG, changes_key, job_name, resource_key, sink_key
 from .resources import DbmazzPipelineResource
 from .sensors import build_capture_sensor
 
@@ -41,7 +41,6 @@ def _pipeline_objects(pipeline: PipelineConfig):
     job = dg.define_asset_job(
         job_name(pipeline.name),
         selection=dg.AssetSelection.assets(*keys),
-        partitions_def=batch_partitions(pipeline.name),
         executor_def=dg.in_process_executor,
         tags={PIPELINE_TAG: pipeline.name},
         description=f"capture one batch of {pipeline.name} and apply it to every sink",

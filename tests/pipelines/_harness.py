@@ -30,17 +30,20 @@ class ShopPipeline:
         return build_definitions({self.name: self.config})
 
     def tick(self, defs: dg.Definitions, instance: dg.DagsterInstance):
-        """Evaluate the capture sensor once, applying its partition requests like the daemon does."""
+        """Evaluate the capture sensor once, applying its partition requests like the daemon does.
+
+        Returns the tick data: ``run_requests`` (empty when skipped) and ``skip_message``."""
         sensor = defs.get_sensor_def(sensor_name(self.name))
-        context = dg.build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name)
-        result = sensor(context)
-        if isinstance(result, dg.SensorResult):
-            for request in result.dynamic_partitions_requests or []:
-                if isinstance(request, dg.AddDynamicPartitionsRequest):
-                    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-                else:
-                    for key in request.partition_keys:
-                        instance.delete_dynamic_partition(request.partitions_def_name, key)
+        context = dg.build_sensor_context(
+            instance_ref=instance.get_ref(), definitions=defs, sensor_name=sensor.name, resources=dict(defs.resources or {})
+        )
+        result = sensor.evaluate_tick(context)
+        for request in result.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            else:
+                for key in request.partition_keys:
+                    instance.delete_dynamic_partition(request.partitions_def_name, key)
         return result
 
     def run_batch(self, defs: dg.Definitions, instance: dg.DagsterInstance, partition_key: str, raise_on_error=True):

@@ -38,7 +38,7 @@ def _hold_duckdb_lock(path) -> subprocess.Popen:
 
 def _capture_and_apply(shop, defs, instance, raise_on_error=True):
     result = shop.tick(defs, instance)
-    assert isinstance(result, dg.SensorResult), result
+    assert len(result.run_requests) == 1, result.skip_message
     key = result.run_requests[0].partition_key
     run = shop.run_batch(defs, instance, key, raise_on_error=raise_on_error)
     return key, run

@@ -21,20 +21,20 @@ def test_idle_source_requests_nothing_and_a_new_range_exactly_one_run(pg_db, tmp
     defs = shop.definitions()
     with dg.instance_for_test() as instance:
         first = shop.tick(defs, instance)  # sets the source up; nothing committed since
-        assert isinstance(first, dg.SkipReason), first
-        assert isinstance(shop.tick(defs, instance), dg.SkipReason)
+        assert not first.run_requests and "idle" in first.skip_message, first.skip_message
+        assert not shop.tick(defs, instance).run_requests
         assert shop.partitions(instance) == []
 
         _write_orders(pg_db.url, 10)
         result = shop.tick(defs, instance)
-        assert isinstance(result, dg.SensorResult)
         assert len(result.run_requests) == 1
         request = result.run_requests[0]
         assert request.run_key == request.partition_key == shop.partitions(instance)[0]
 
         # the planned batch has not run: the next tick plans nothing newer
         _write_orders(pg_db.url, 5)
-        assert isinstance(shop.tick(defs, instance), dg.SkipReason)
+        blocked = shop.tick(defs, instance)
+        assert not blocked.run_requests and "has not been captured" in blocked.skip_message
 
 
 def test_nothing_is_requested_while_a_batch_run_is_in_flight(pg_db, tmp_path, monkeypatch):
@@ -45,4 +45,4 @@ def test_nothing_is_requested_while_a_batch_run_is_in_flight(pg_db, tmp_path, mo
         _write_orders(pg_db.url, 3)
         create_run_for_test(instance, job_name=job_name(shop.name), status=dg.DagsterRunStatus.STARTED)
         skipped = shop.tick(defs, instance)
-        assert isinstance(skipped, dg.SkipReason) and "in flight" in skipped.skip_message
+        assert not skipped.run_requests and "in flight" in skipped.skip_message

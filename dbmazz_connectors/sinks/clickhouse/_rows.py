@@ -27,34 +27,36 @@ def drop_stale(rows: pa.Table, truncated_version: int) -> tuple[pa.Table, int]:
     return kept, rows.num_rows - kept.num_rows
 
 
-def fill_unknown(rows: pa.Table, schema: TableSchema, current_rows: CurrentRows) -> tuple[pa.Table, int]:
+def fill_unknown(rows: pa.Table, schema: TableSchema, current_rows: CurrentRows,
+                 kept: tuple[str, ...] = ()) -> tuple[pa.Table, int]:
     """Give unknown values (unchanged TOAST) the sink's current value; returns rows and values left NULL.
 
-    Rare, so done row-wise on the affected rows only; the others stay untouched Arrow.
+    ``kept``: columns the sink holds but the rows' schema dropped; every upsert keeps their value
+    too (not counted as missing). Rare, so done row-wise on the affected rows only; the others
+    stay untouched Arrow.
     """
     unknown_col = rows.column(UNKNOWN_COLUMN)
-    if unknown_col.null_count == rows.num_rows:
+    if unknown_col.null_count == rows.num_rows and not kept:
         return rows, 0
     unknown = unknown_col.to_pylist()
     ops = rows.column(OP_COLUMN).to_pylist()
-    needs = [i for i, u in enumerate(unknown) if u and ops[i] != OP_DELETE]
+    needs = [i for i, u in enumerate(unknown) if (u or kept) and ops[i] != OP_DELETE]
     if not needs:
         return rows, 0
     key = list(schema.primary_key)
     affected = rows.take(pa.array(needs, pa.int64()))
-    names = sorted({name for i in needs for name in unknown[i]})
+    names = sorted({name for i in needs for name in (unknown[i] or [])} | set(kept))
     values = affected.to_pylist()
     keys = [tuple(r[k] for k in key) for r in values]
-    current = current_rows(key, names, keys)
     found = {}
-    for r in _cast_like(current, affected.schema, names).to_pylist():
+    for r in _cast_like(current_rows(key, names, keys), affected.schema).to_pylist():
         found[tuple(r[k] for k in key)] = r
     missing = 0
     for row, k in zip(values, keys, strict=True):
-        for name in row[UNKNOWN_COLUMN]:
+        for name in [*(row[UNKNOWN_COLUMN] or []), *kept]:
             if k in found:
                 row[name] = found[k][name]
-            else:
+            elif name not in kept:
                 missing += 1
         row[UNKNOWN_COLUMN] = None
     filled = pa.Table.from_pylist(values, schema=rows.schema)
@@ -62,7 +64,7 @@ def fill_unknown(rows: pa.Table, schema: TableSchema, current_rows: CurrentRows)
     return pa.concat_tables([rows.filter(others), filled]), missing
 
 
-def _cast_like(current: pa.Table, schema: pa.Schema, names: list[str]) -> pa.Table:
+def _cast_like(current: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = {}
     for name in current.column_names:
         target = schema.field(name).type

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ...core.batch import ChangeBatch
+from ...core.compaction import conform
 from ...core.errors import Problem, SchemaChangeError
 from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities, WriteResult
 from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, Column, TableSchema
@@ -122,13 +123,17 @@ class ClickHouseSink(ClickHouseClient):
         assert state is not None
         steps = plan_batch(batch)
         plans = self._plan_schemas(state, batch.schema, steps)  # every check before anything is written
-        details = {"stale_rows_skipped": 0, "unknown_values_missing": 0, "tombstones": 0}
+        details = {"stale": 0, "unknown_values_missing": 0, "tombstones": 0, "truncates": 0, "columns_added": 0,
+                   "columns_widened": 0}
         written, high = 0, 0
         for index, step in enumerate(steps):
             if index in plans:
                 state = self._alter(state, plans[index])
+                details["columns_added"] += len(plans[index].added)
+                details["columns_widened"] += len(plans[index].widened)
             if isinstance(step, TruncateStep):
                 state = self._truncate(state, step.version)
+                details["truncates"] += 1
                 high = max(high, step.version)
             elif isinstance(step, RowsStep):
                 count, top = self._write_rows(state, step, ref, index, details)
@@ -189,12 +194,14 @@ class ClickHouseSink(ClickHouseClient):
     def _write_rows(self, state: TableState, step: RowsStep, ref: BatchRef, index: int,
                     details: dict[str, int]) -> tuple[int, int]:
         rows, stale = drop_stale(step.rows, state.truncated_version)
-        details["stale_rows_skipped"] += stale
+        details["stale"] += stale
         if rows.num_rows == 0:
             return 0, 0
-        rows, missing = fill_unknown(rows, step.schema, lambda k, c, keys: self._current_rows(state, k, c, keys))
+        schema, kept = _with_kept_columns(step.schema, state.schema)
+        rows = conform(rows, schema) if kept else rows
+        rows, missing = fill_unknown(rows, schema, lambda k, c, keys: self._current_rows(state, k, c, keys), kept)
         details["unknown_values_missing"] += missing
-        block = to_block(rows, step.schema)
+        block = to_block(rows, schema)
         details["tombstones"] += int(pa.compute.sum(block.column(DELETED_COLUMN)).as_py() or 0)
         part_rows = self.config.part_rows
         for part, offset in enumerate(range(0, block.num_rows, part_rows)):
@@ -224,6 +231,15 @@ class ClickHouseSink(ClickHouseClient):
         rows = self.query_rows(f"SELECT count() FROM {self.q(state.target)} FINAL "
                                f"WHERE {self.q(DELETED_COLUMN)} = 0")
         return int(rows[0][0])
+
+
+def _with_kept_columns(rows_schema: TableSchema, sink_schema: TableSchema) -> tuple[TableSchema, tuple[str, ...]]:
+    """The rows' schema plus the columns the sink keeps after the source dropped them."""
+    kept = tuple(c for c in sink_schema.column_names if c not in rows_schema.column_index)
+    if not kept:
+        return rows_schema, ()
+    columns = rows_schema.columns + tuple(sink_schema.column(c) for c in kept)
+    return TableSchema(rows_schema.schema, rows_schema.name, columns, rows_schema.primary_key), kept
 
 
 def _merge(first: ColumnPlan | None, second: ColumnPlan) -> ColumnPlan:

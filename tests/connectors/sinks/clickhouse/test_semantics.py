@@ -1,0 +1,52 @@
+"""Schema changes, truncates and unknown values in the ClickHouse sink (scenarios in ../_scenarios.py).
+
+The shared scenarios read ``public.items`` with SQL; here that is the ``items_current`` view.
+"""
+
+import pytest
+
+from dbmazz_connectors.core import create_sink
+
+from .. import _scenarios
+
+
+class _ViewReader:
+    """The sink, with ``fetchall`` reading what a ClickHouse user queries (the ``_current`` view)."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+
+    def __getattr__(self, name):
+        return getattr(self.sink, name)
+
+    def fetchall(self, sql: str) -> list[tuple]:
+        sql = sql.replace("public.items", "items_current")
+        return [tuple(r.values()) for r in self.sink.client.query_arrow(sql).to_pylist()]
+
+
+@pytest.fixture
+def sink(ch_db):
+    sink = create_sink({"url": ch_db.url, "pipeline": "p"})
+    sink.connect()
+    yield _ViewReader(sink)
+    sink.disconnect()
+
+
+@pytest.mark.parametrize("scenario", _scenarios.__all__)
+def test_scenario(sink, scenario):
+    getattr(_scenarios, scenario)(sink)
+
+
+def test_a_sorting_key_type_change_is_refused_before_any_row(sink):
+    from dbmazz_connectors.core import OP_INSERT, SchemaChange, SchemaChangeError
+
+    from .._workload import rows_table
+
+    base = _scenarios.BASE
+    wide_key = _scenarios._with(base, id="int64")
+    narrow = _scenarios._with(base, id="int32")
+    _scenarios._apply(sink, "b1", narrow, _scenarios.Rows(narrow, rows_table(narrow, [(OP_INSERT, 10, {"id": 1}, None)])))
+    with pytest.raises(SchemaChangeError, match=r"key column public.items.id changed from int32 to int64"):
+        _scenarios._apply(sink, "b2", narrow, SchemaChange(wide_key, 20),
+                          _scenarios.Rows(wide_key, rows_table(wide_key, [(OP_INSERT, 20, {"id": 2}, None)])))
+    assert sink.fetchall("SELECT id FROM public.items") == [(1,)]

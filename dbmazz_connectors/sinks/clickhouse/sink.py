@@ -123,6 +123,9 @@ class ClickHouseSink(ClickHouseClient):
         assert state is not None
         steps = plan_batch(batch)
         plans = self._plan_schemas(state, batch.schema, steps)  # every check before anything is written
+        for step in steps:
+            if isinstance(step, RowsStep):
+                to_block(step.rows, step.schema)  # raises UnrepresentableValueError
         details = {"stale": 0, "unknown_values_missing": 0, "tombstones": 0, "truncates": 0, "columns_added": 0,
                    "columns_widened": 0}
         written, high = 0, 0

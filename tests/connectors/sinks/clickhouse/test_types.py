@@ -121,3 +121,23 @@ def test_an_array_element_outside_the_range_is_refused(sink):
     with pytest.raises(UnrepresentableValueError, match=r"public.arr.days .* found 1800-01-01"):
         sink.write_batch(ChangeBatch(schema.qualified_name, schema, [Rows(schema, rows)]), BatchRef("p", "b1"))
     assert isinstance(sink, ClickHouseSink) and sink.row_count("public.arr") == 0
+
+
+def test_unknown_values_of_every_type_keep_the_sinks_value(sink):
+    """An update that does not know a column (unchanged TOAST) keeps what the sink holds, whatever its type."""
+    columns = ["c_dec50", "c_numeric", "c_json", "c_uuid", "c_binary", "c_tstz", "c_interval", "c_text_array"]
+    first = type_batch(columns)
+    sink.write_batch(first, BatchRef("p", "b1"))
+    before = sink.query_rows(f"SELECT {', '.join(columns)} FROM types_current ORDER BY id")
+    rows = first.events[0].data
+    for name in columns:
+        index = rows.column_names.index(name)
+        rows = rows.set_column(index, name, pa.nulls(rows.num_rows, rows.schema.field(name).type))
+    rows = rows.set_column(rows.column_names.index("_dbmazz_op"), "_dbmazz_op", pa.array([1] * 4, pa.int8()))
+    rows = rows.set_column(rows.column_names.index("_dbmazz_version"), "_dbmazz_version", pa.array([20] * 4, pa.uint64()))
+    unknown = pa.array([columns] * 4, pa.list_(pa.string()))
+    rows = rows.set_column(rows.column_names.index("_dbmazz_unknown_columns"), "_dbmazz_unknown_columns", unknown)
+    result = sink.write_batch(ChangeBatch(first.table, first.schema, [Rows(first.schema, rows)]), BatchRef("p", "b2"))
+    assert result.details["unknown_values_missing"] == 0
+    assert sink.query_rows(f"SELECT {', '.join(columns)} FROM types_current ORDER BY id") == before
+    assert [r[0] for r in sink.query_rows("SELECT _dbmazz_version FROM types_current")] == [20] * 4

@@ -12,6 +12,17 @@ Users (``users.xml``, honoured by the local server): ``dbmazz`` (all rights, ran
 ``ch.password``), ``dbmazz_noddl`` (``allow_ddl = 0``, ``ch.noddl_password``) for privilege tests,
 and ``default`` without a password, because chdb's own embedded session logs in as ``default``
 and cannot be given credentials; it only accepts loopback connections.
+
+Surprises met on the way (chdb-core 26.9.0, pinned in the dev extra):
+
+* ``import chdb`` opens an embedded session at import time, reading ``config.xml`` from the working
+  directory, as user ``default``: giving ``default`` a password makes the import itself fail.
+* The HTTP interface answers in the output format of the call that opened it; it must be
+  ``TabSeparated`` (ClickHouse's HTTP default) or clickhouse-connect cannot parse its handshake.
+* The child holds ~0.5 GB RSS once started; ``max_server_memory_usage_to_ram_ratio`` is 0.5.
+  Startup takes ~0.3-1 s. Date32/DateTime64 accept years 0000..9999 in this build.
+* A SIGKILLed parent cannot remove the temporary directory (the child dies with it through
+  ``PR_SET_PDEATHSIG``; the directory under ``/tmp/dbmazz-ch-*`` stays).
 """
 
 from __future__ import annotations

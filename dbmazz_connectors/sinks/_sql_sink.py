@@ -29,7 +29,15 @@ import pyarrow.compute as pc
 from ..core.batch import ChangeBatch
 from ..core.errors import DbmazzError, SchemaChangeError, UnmappableTypeError
 from ..core.protocols import BatchRef, WriteResult
-from ..core.schema import COMMIT_TS_COLUMN, OP_COLUMN, OP_DELETE, UNKNOWN_COLUMN, VERSION_COLUMN, TableSchema
+from ..core.schema import (
+    COMMIT_TS_COLUMN,
+    OP_COLUMN,
+    OP_DELETE,
+    OP_INSERT,
+    UNKNOWN_COLUMN,
+    VERSION_COLUMN,
+    TableSchema,
+)
 from ..core.types import LogicalType
 from ._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
 
@@ -316,9 +324,12 @@ class SqlSink(ABC):
         deletes = pc.sum(pc.equal(ops, OP_DELETE)).as_py() or 0
         unknown = rows.column(UNKNOWN_KEY)
         groups = [] if unknown.null_count == len(unknown) else pc.unique(unknown.drop_null()).to_pylist()
+        min_version = int(pc.min(step.rows.column(VERSION_COLUMN)).as_py())
+        if self._append_only(state, rows, min_version) and self.direct_insert(state, step.schema, rows):
+            details["upserted"] += rows.num_rows
+            return
         staged = self.stage(rows, step.schema, state.table)
         on_key = " AND ".join(f"x.{self.q(k)} = w.{self.q(k)}" for k in step.schema.primary_key)
-        min_version = int(pc.min(step.rows.column(VERSION_COLUMN)).as_py())
         details["stale"] += self.drop_stale(staged, state, on_key, min_version)
         self._tombstones(state, staged, on_key, deletes, details)
         names = step.schema.column_names
@@ -337,6 +348,24 @@ class SqlSink(ABC):
             known = [n for n in names if n not in set(group.split(_SEP))]
             details["upserted"] += self._upsert(state, staged, known, where, (group,))
         self.drop_staged(staged)
+
+    def _append_only(self, state: TableState, rows: pa.Table, min_version: int) -> bool:
+        """Only inserts, all newer than anything applied, every value known, no tombstones, every sink
+        column in the batch: such rows can go straight into the table (if none of their keys exists)."""
+        if not pc.all(pc.equal(rows.column(OP_COLUMN), OP_INSERT)).as_py():
+            return False
+        if rows.column(UNKNOWN_KEY).null_count != rows.num_rows:
+            return False
+        if not set(state.schema.column_names) <= set(rows.column_names):
+            return False
+        if min_version < max(self.high_water_version(state.table) or 0, state.truncated_version):
+            return False
+        return not self.fetchall(f"SELECT 1 FROM {self.tomb(state)} LIMIT 1")
+
+    def direct_insert(self, state: TableState, schema: TableSchema, rows: pa.Table) -> bool:
+        """Insert append-only rows straight into the target; return False (having written nothing) if a
+        key already exists or the sink has no such path, and the staged merge runs instead."""
+        return False
 
     def _tombstones(self, state: TableState, staged: str, on_key: str, deletes: int, details: dict[str, int]) -> None:
         """Deletes remove the live row and leave a tombstone; upserts remove the key's tombstone."""

@@ -21,7 +21,7 @@ from ...core.errors import (
 )
 from ...core.protocols import LoadingModel, SinkCapabilities
 from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, VERSION_COLUMN, TableSchema
-from .._sql_sink import UNKNOWN_KEY, SqlSink
+from .._sql_sink import UNKNOWN_KEY, SqlSink, TableState
 from .config import PostgresSinkConfig
 from .types import PostgresTypes, StagedColumn
 
@@ -140,8 +140,27 @@ class PostgresSink(SqlSink):
         return f"ALTER TABLE {target} ALTER COLUMN {col} TYPE {native} USING {col}::{native}"
 
     # ---- staging
-    def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
-        """COPY the rows as CSV into a temp table, converting in SQL only where CSV text cannot carry the value."""
+    def direct_insert(self, state: TableState, schema: TableSchema, rows: pa.Table) -> bool:
+        """COPY append-only rows into the table itself, inside a savepoint: a key that already exists
+        (a unique violation) rolls the COPY back and the staged merge runs instead."""
+        import psycopg
+
+        staged = self._staged_columns(rows, schema, state.table)
+        staged.pop(OP_COLUMN), staged.pop(UNKNOWN_KEY)
+        if any(s.expr != "{}" for s in staged.values()):
+            return False
+        columns = ", ".join(self.q(n) for n in staged)
+        self.execute("SAVEPOINT dbmazz_direct")
+        try:
+            copy_csv(self._require(), f"COPY {self.target(state)} ({columns}) FROM STDIN (FORMAT csv)",
+                     pa.table({n: s.array for n, s in staged.items()}))
+        except psycopg.errors.UniqueViolation:
+            self.execute("ROLLBACK TO SAVEPOINT dbmazz_direct")
+            return False
+        self.execute("RELEASE SAVEPOINT dbmazz_direct")
+        return True
+
+    def _staged_columns(self, rows: pa.Table, schema: TableSchema, table: str) -> dict[str, StagedColumn]:
         staged: dict[str, StagedColumn] = {
             c.name: PostgresTypes.stage(rows.column(c.name), c.type, table, c.name) for c in schema.columns}
         staged[OP_COLUMN] = StagedColumn(rows.column(OP_COLUMN), "smallint")
@@ -149,6 +168,11 @@ class PostgresSink(SqlSink):
         staged[COMMIT_TS_COLUMN] = PostgresTypes.stage(rows.column(COMMIT_TS_COLUMN),
                                                       _TIMESTAMPTZ, table, COMMIT_TS_COLUMN)
         staged[UNKNOWN_KEY] = StagedColumn(rows.column(UNKNOWN_KEY), "text")
+        return staged
+
+    def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
+        """COPY the rows as CSV into a temp table, converting in SQL only where CSV text cannot carry the value."""
+        staged = self._staged_columns(rows, schema, table)
         direct = all(s.expr == "{}" for s in staged.values())
         target = _WORK if direct else _STAGE
         cols = ", ".join(f"{self.q(n)} {s.staging_type}" for n, s in staged.items())

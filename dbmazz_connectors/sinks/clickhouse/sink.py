@@ -126,7 +126,7 @@ class ClickHouseSink(ClickHouseClient):
         for step in steps:
             if isinstance(step, RowsStep):
                 to_block(step.rows, step.schema)  # raises UnrepresentableValueError
-        details = {"stale": 0, "unknown_values_missing": 0, "tombstones": 0, "truncates": 0, "columns_added": 0,
+        details = {"stale": 0, "unknown_values_missing": 0, "upserted": 0, "tombstones": 0, "truncates": 0, "columns_added": 0,
                    "columns_widened": 0}
         written, high = 0, 0
         for index, step in enumerate(steps):
@@ -205,7 +205,9 @@ class ClickHouseSink(ClickHouseClient):
         rows, missing = fill_unknown(rows, schema, lambda k, c, keys: self._current_rows(state, k, c, keys), kept)
         details["unknown_values_missing"] += missing
         block = to_block(rows, schema)
-        details["tombstones"] += int(pa.compute.sum(block.column(DELETED_COLUMN)).as_py() or 0)
+        tombstones = int(pa.compute.sum(block.column(DELETED_COLUMN)).as_py() or 0)
+        details["tombstones"] += tombstones
+        details["upserted"] += block.num_rows - tombstones
         part_rows = self.config.part_rows
         for part, offset in enumerate(range(0, block.num_rows, part_rows)):
             self.insert(state.target, block.slice(offset, part_rows),

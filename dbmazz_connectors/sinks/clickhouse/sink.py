@@ -126,8 +126,8 @@ class ClickHouseSink(ClickHouseClient):
         for step in steps:
             if isinstance(step, RowsStep):
                 to_block(step.rows, step.schema)  # raises UnrepresentableValueError
-        details = {"stale": 0, "unknown_values_missing": 0, "upserted": 0, "tombstones": 0, "truncates": 0, "columns_added": 0,
-                   "columns_widened": 0}
+        details = {"stale": 0, "unknown_values_missing": 0, "upserted": 0, "tombstones": 0, "truncates": 0,
+                   "columns_added": 0, "columns_widened": 0}
         written, high = 0, 0
         for index, step in enumerate(steps):
             if index in plans:

@@ -34,7 +34,7 @@ def _clickhouse():
 def _write_pipelines(path: Path, pg: PostgresServer, ch, changelog: Path, duckdb_path: Path) -> None:
     sinks: dict = {"duckdb": {"url": f"duckdb:///{duckdb_path}"}}
     if ch is not None:
-        sinks["clickhouse"] = ch.sink_config(database="shop")
+        sinks["clickhouse"] = {"url": f"clickhouse://{ch.user}@{ch.host}:{ch.port}/shop", "password_env": "DEMO_CH_PASSWORD"}
     document = {
         "pipelines": {
             "shop": {
@@ -70,7 +70,11 @@ def prepare(pg: PostgresServer, workdir: Path, ch=None) -> dict[str, str]:
     shutil.copy(ROOT / "infra" / "dagster" / "dagster.local.yaml", home / "dagster.yaml")
     pipelines = workdir / "pipelines.yaml"
     _write_pipelines(pipelines, pg, ch, workdir / "changelog", workdir / "shop.duckdb")
-    return {"DAGSTER_HOME": str(home), "DBMAZZ_PIPELINES": str(pipelines), "SHOP_PG_PASSWORD": password}
+    env = {"DAGSTER_HOME": str(home), "DBMAZZ_PIPELINES": str(pipelines), "SHOP_PG_PASSWORD": password}
+    if ch is not None:
+        ch.client().command("CREATE DATABASE IF NOT EXISTS shop")
+        env["DEMO_CH_PASSWORD"] = ch.password
+    return env
 
 
 def start_dagster(env: dict[str, str], port: int = 3000, log_path: Path | None = None) -> subprocess.Popen:

@@ -19,7 +19,7 @@ from ...core.errors import (
 from ...core.protocols import LoadingModel, SinkCapabilities
 from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, VERSION_COLUMN, TableSchema
 from .._plan import ColumnPlan
-from .._sql_sink import UNKNOWN_KEY, SqlSink
+from .._sql_sink import UNKNOWN_KEY, SqlSink, TableState
 from .config import DuckDbConfig
 from .types import DuckDbTypes
 
@@ -153,14 +153,38 @@ class DuckDbSink(SqlSink):
                                   "DuckDB cannot change the type of a key column in place",
                                   hint="re-snapshot the table into a new sink table")
 
+    def direct_insert(self, state: TableState, schema: TableSchema, rows: pa.Table) -> bool:
+        """INSERT append-only rows straight from Arrow when none of their keys is in the table yet."""
+        con = self._require()
+        con.register(_STAGE, self._prepare(rows, schema))
+        try:
+            on_key = " AND ".join(f"x.{_quote(k)} = {DuckDbTypes.select_expr('w.' + _quote(k), schema.column(k).type)}"
+                                  for k in schema.primary_key)
+            if self.fetchall(f"SELECT 1 FROM {self.target(state)} x JOIN {_STAGE} w ON {on_key} LIMIT 1"):
+                return False
+            names = [*schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN]
+            exprs = [DuckDbTypes.select_expr(_quote(c.name), c.type) for c in schema.columns]
+            exprs += [_quote(VERSION_COLUMN), _quote(COMMIT_TS_COLUMN)]
+            try:
+                con.execute(f"INSERT INTO {self.target(state)} ({', '.join(_quote(n) for n in names)}) "
+                            f"SELECT {', '.join(exprs)} FROM {_STAGE}")
+            except Exception as exc:
+                raise self._conversion_error(schema, state.table, exc) or self.translate_error(exc, state.table) from None
+            return True
+        finally:
+            con.unregister(_STAGE)
+
+    @staticmethod
+    def _prepare(rows: pa.Table, schema: TableSchema) -> pa.Table:
+        return pa.table({name: DuckDbTypes.prepare(rows.column(name), schema.column(name).type)
+                         if name in schema.column_index else rows.column(name) for name in rows.column_names})
+
     def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
         """Register the Arrow rows and copy them, converted to native values, into a temp table."""
         con = self._require()
-        prepared = pa.table({name: DuckDbTypes.prepare(rows.column(name), schema.column(name).type)
-                             if name in schema.column_index else rows.column(name) for name in rows.column_names})
         exprs = [f"{DuckDbTypes.select_expr(_quote(c.name), c.type)} AS {_quote(c.name)}" for c in schema.columns]
         exprs += [_quote(n) for n in (OP_COLUMN, VERSION_COLUMN, COMMIT_TS_COLUMN, UNKNOWN_KEY)]
-        con.register(_STAGE, prepared)
+        con.register(_STAGE, self._prepare(rows, schema))
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_WORK} AS SELECT {', '.join(exprs)} FROM {_STAGE}")
         except Exception as exc:

@@ -25,7 +25,8 @@ from dbmazz_connectors.core import (
 
 from ._workload import rows_table
 
-__all__ = ["widening", "refused_change", "dropped_column", "unknown_without_row", "replay_after_truncate"]
+__all__ = ["widening", "refused_change", "dropped_column", "unknown_without_row", "replay_after_truncate",
+           "inserts_over_existing_keys"]
 
 T = LogicalType.parse
 BASE = TableSchema("public", "items", (Column("id", T("int64"), False), Column("qty", T("int32")),
@@ -95,3 +96,13 @@ def replay_after_truncate(sink) -> None:
     replay = _apply(sink, "b1-replayed", BASE, old)
     assert replay.details["stale"] == 2
     assert [r[0] for r in _rows(sink)] == [3]
+
+
+def inserts_over_existing_keys(sink) -> None:
+    """Insert-only batches take the sink's append path; keys that exist already (a re-snapshot) still upsert."""
+    _apply(sink, "b1", BASE, Rows(BASE, rows_table(BASE, [(OP_INSERT, 10, {"id": 1, "qty": 1}, None),
+                                                          (OP_INSERT, 10, {"id": 2, "qty": 2}, None)])))
+    _apply(sink, "b2", BASE, Rows(BASE, rows_table(BASE, [(OP_INSERT, 20, {"id": 2, "qty": 20}, None),
+                                                                   (OP_INSERT, 20, {"id": 3, "qty": 30}, None)])))
+    assert _rows(sink, "id, qty") == [(1, 1), (2, 20), (3, 30)]
+    assert sink.high_water_version("public.items") == 20

@@ -2,7 +2,7 @@
 
     python bench/sink_apply.py [--quick] [--sink duckdb] [--sink postgres]
 
-Writes ``bench/results/sink_apply_<sink>.json`` per sink (format: shared/BENCH.md): the figure is
+Writes ``bench/results/sink_apply_<sink>.json`` (``..._quick.json`` with ``--quick``) per sink (format: shared/BENCH.md): the figure is
 changes applied per second (``engine.apply_batch`` of every batch, reading the Parquet change log
 included); the reference is the sink's raw bulk load of the same final rows from one Arrow table,
 measured in the same run (DuckDB/ClickHouse: insert of the Arrow table; PostgreSQL: COPY). The machine
@@ -76,7 +76,7 @@ def run_sink(name: str, quick: bool, repeat: int) -> dict:
     if check.get("rows") != final.num_rows:
         raise SystemExit(f"{name}: sink holds {check.get('rows')} rows, expected {final.num_rows}")
     return write_result(
-        f"sink_apply_{name}",
+        f"sink_apply_{name}" + ("_quick" if quick else ""),
         figure="changes_per_s",
         value=changes.num_rows / apply_seconds,
         reference=f"raw bulk load of the final rows into {name} (rows/s); best of {repeat} runs each",

@@ -86,12 +86,21 @@ class PostgresSink(SqlSink):
         self._states.clear()
 
     def preflight(self) -> list[Problem]:
+        """Reachability, login, the metadata schema, and the right to create target schemas and tables."""
         try:
             if self.conn is None:
                 self.connect()
         except DbmazzError as exc:
             return [Problem("postgres.connect", exc.message, exc.hint)]
-        return []
+        (can_create_schema,) = self.fetchall("SELECT has_database_privilege(current_database(), 'CREATE')")[0]
+        schema = self.schema_override
+        if can_create_schema or (schema and self.fetchall(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s AND has_schema_privilege(oid, 'CREATE')", (schema,))):
+            return []
+        where = f"schema {schema}" if schema else f"database {self.config.dbname}"
+        fix = (f"GRANT CREATE ON SCHEMA {schema} TO {self.config.user}" if schema
+               else f"GRANT CREATE ON DATABASE {self.config.dbname} TO {self.config.user}")
+        return [Problem("postgres.privileges", f"{self.config.user} may not create tables in {where}", fix)]
 
     def capabilities(self) -> SinkCapabilities:
         return SinkCapabilities(LoadingModel.TRANSACTIONAL, True, True, True, True)

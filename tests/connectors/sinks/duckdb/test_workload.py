@@ -54,3 +54,15 @@ def test_snapshot_batches_interleaved_give_the_same_rows(sink):
     for batch in wl.interleaved():
         sink.write_batch(batch.change_batch(), BatchRef("p", batch.batch_id))
     assert_sink_equals(_rows(sink, wl.final_schema), wl.expected)
+
+
+def test_schema_option_puts_tables_into_one_schema(tmp_path):
+    wl = mixed_workload(seed=15)
+    sink = create_sink({"url": f"duckdb:///{tmp_path}/s.duckdb", "schema": "analytics", "pipeline": "p"})
+    sink.connect()
+    for batch in wl.batches:
+        sink.write_batch(batch.change_batch(), BatchRef("p", batch.batch_id))
+    cols = ", ".join(f'"{c}"' for c in wl.final_schema.column_names)
+    assert_sink_equals(sink.fetchall(f'SELECT {cols} FROM "analytics"."orders"'), wl.expected)
+    assert sink.row_count("public.orders") == len(wl.expected)
+    sink.disconnect()

@@ -60,3 +60,12 @@ def test_missing_database_is_named(pg_server):
 def test_bad_option_is_refused_before_connecting():
     with pytest.raises(ConfigError, match="unknown option"):
         create_sink({"url": "postgresql://u@h/db", "shema": "x"})
+
+
+def test_preflight_names_the_missing_create_right_when_the_metadata_schema_exists(pg_db, role_without_ddl):
+    with pg_db.connect() as conn:
+        conn.execute("CREATE SCHEMA _dbmazz")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA _dbmazz TO {role_without_ddl}")
+    problems = create_sink({"url": pg_db.url_as(role_without_ddl, SECRET)}).preflight()
+    assert [p.check for p in problems] == ["postgres.privileges"]
+    assert problems[0].fix == f"GRANT CREATE ON DATABASE {pg_db.name} TO {role_without_ddl}"

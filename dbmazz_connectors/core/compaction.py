@@ -28,6 +28,8 @@ def compact(data: pa.Table, key: list[str] | tuple[str, ...]) -> pa.Table:
         data = _fill_unknown(data, list(key))
     indexed = data.append_column(_ORDER, pa.array(np.arange(data.num_rows, dtype=np.int64)))
     last = indexed.group_by(list(key), use_threads=False).aggregate([(_ORDER, "max")])
+    if last.num_rows == data.num_rows:
+        return data  # every key once: nothing to drop, no copy
     keep = np.sort(last.column(f"{_ORDER}_max").to_numpy())
     return data.take(pa.array(keep))
 

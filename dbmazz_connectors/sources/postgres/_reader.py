@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import select
 import threading
+import time
 from collections.abc import Iterator
 
 from psycopg import pq
@@ -20,6 +21,7 @@ from .decoder import COPY_SIGNATURE
 __all__ = ["copy_blocks", "CopyFailed", "Block"]
 
 QUEUE_BLOCKS = 2
+YIELD_EVERY = 255  # rows between GIL hand-overs to the decoding threads (a mask: 2^k - 1)
 _HEADER = len(COPY_SIGNATURE) + 8  # signature, int32 flags, int32 header-extension length
 _DONE = object()
 
@@ -49,36 +51,50 @@ def _strip_header(row: memoryview) -> memoryview:
     return row[_HEADER + extension:]
 
 
+def _next_row(pgconn) -> tuple[int, memoryview | None]:
+    """One COPY row, waiting on the socket (select releases the GIL); (-1, None) at the end."""
+    while True:
+        nbytes, row = pgconn.get_copy_data(1)
+        if nbytes:
+            return nbytes, row
+        select.select([pgconn.socket], [], [], 1.0)
+        pgconn.consume_input()
+
+
 def _receive(pgconn, block_rows: int, block_bytes: int, out: queue.Queue, stop: threading.Event) -> None:
-    """Drain the COPY into blocks. Rows are copied into one bytearray at once so libpq reuses its
-    buffers; the non-blocking read keeps the GIL while rows are buffered (one hand-over per block,
-    not per row) and waits on the socket with select, which releases it."""
+    """Drain the COPY into blocks.
+
+    Rows are copied into one bytearray at once so libpq reuses its buffers. The non-blocking
+    read keeps the GIL while rows are buffered; every ``YIELD_EVERY + 1`` rows the loop hands
+    the GIL over (and checks for a stop and for a full block), so decoding threads need not wait
+    for the interpreter's 5 ms switch interval. The loop is kept this small on purpose: it runs
+    once per change.
+    """
     try:
-        get, consume, sock = pgconn.get_copy_data, pgconn.consume_input, pgconn.socket
-        first = True
+        nbytes, first = _next_row(pgconn)
         buf, lengths = bytearray(), []
-        while not stop.is_set():
+        if nbytes > 0:
+            first = _strip_header(first)
+            if len(first) > 2:
+                buf += first
+                lengths.append(len(first))
+        append, get = lengths.append, pgconn.get_copy_data
+        while nbytes >= 0:
             nbytes, row = get(1)
-            if nbytes == 0:
-                select.select([sock], [], [], 1.0)
-                consume()
-                continue
-            if nbytes < 0:
-                break
-            if first:
-                row, first = _strip_header(row), False
-                nbytes = len(row)
-                if not nbytes:
-                    continue
-            if nbytes == 2:  # the trailer, b"\xff\xff": a real row has at least 7 bytes
-                continue
-            buf += row
-            lengths.append(nbytes)
-            if len(lengths) >= block_rows or len(buf) >= block_bytes:
-                _put(out, (buf, lengths), stop)
-                buf, lengths = bytearray(), []
-        if stop.is_set():  # the consumer gave up; it closes the connection
-            return
+            if nbytes > 2:  # 2 bytes is the trailer; a row has at least 7
+                buf += row
+                append(nbytes)
+                if not len(lengths) & YIELD_EVERY:
+                    if stop.is_set():
+                        return  # the consumer gave up; it closes the connection
+                    time.sleep(0)
+                    if len(lengths) >= block_rows or len(buf) >= block_bytes:
+                        _put(out, (buf, lengths), stop)
+                        buf, lengths = bytearray(), []
+                        append = lengths.append
+            elif nbytes == 0:
+                select.select([pgconn.socket], [], [], 1.0)
+                pgconn.consume_input()
         if lengths:
             _put(out, (buf, lengths), stop)
         result = pgconn.get_result()

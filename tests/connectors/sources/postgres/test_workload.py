@@ -91,3 +91,20 @@ def _assert_toast(changelog, batch_id: str) -> None:
     assert default.column(UNKNOWN_COLUMN).to_pylist() == [["body"]] * 3, "DEFAULT: body marked unknown"
     assert default.column("body").to_pylist() == [None] * 3  # unknown, not '' — never applied as a value
     assert default.column("n").to_pylist() == [1, 1, 1]
+
+
+def test_idle_slot_advances_past_unrelated_changes(pg_db, capture_role, changelog):
+    with pg_db.connect() as conn:
+        conn.execute("CREATE TABLE watched (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY)")
+    capture_role.grant(["public.watched"])
+    source = capture_role.source(["public.watched"])
+    source.setup()
+    with pg_db.connect() as conn:
+        conn.execute("INSERT INTO other SELECT generate_series(1, 1000)")  # WAL moves, nothing relevant
+    start, end = source.checkpoint_position(), source.current_position()
+    events = list(source.read_changes(start, end))
+    assert [type(e).__name__ for e in events] == ["Heartbeat"] and events[0].position >= end
+    assert list(source.read_changes(start, end)) == events  # repeatable before the checkpoint
+    manifest = capture(source, changelog)
+    assert manifest.rows == 0 and source.checkpoint_position() >= end
+    source.disconnect()

@@ -163,7 +163,7 @@ def _assemble(b, data, starts, types, info, versions, commit_ts, plan) -> pa.Tab
     fill = np.flatnonzero(~use_old & has_old[msg])
     if len(fill) and (rows.kinds[:, fill] == _UNCHANGED).any():
         old = _walk(b, old_start[msg][fill], ncols, schema.qualified_name)
-        take = (rows.kinds[:, fill] == _UNCHANGED) & (old.kinds != _UNCHANGED)
+        take = (rows.kinds[:, fill] == _UNCHANGED) & (old.kinds == _TEXT)  # a K tuple has only the key
         for arr, src in ((rows.kinds, old.kinds), (rows.starts, old.starts), (rows.lengths, old.lengths)):
             sub = arr[:, fill]
             sub[take] = src[take]

@@ -129,6 +129,28 @@ class PostgresSource:
         with self._errors():
             self.conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.config.slot, str(position)))
 
+    def pending_changes(self, start: Lsn, end: Lsn) -> bool:
+        """A bounded look: does the slot hold a change of the published tables up to ``end``?
+
+        Decodes at most up to the first transaction with output (``upto_nchanges = 1``), so an idle
+        pipeline on a busy server can be acknowledged without a capture run. Conservative: a
+        transaction at or before ``start`` still counts (the capture then just advances the slot).
+        """
+        self._live_slot()
+        query = sql.SQL(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes({}, {}::pg_lsn, 1, 'proto_version', '1', "
+            "'publication_names', {}) WHERE get_byte(data, 0) IN (73, 85, 68, 84)"  # I, U, D, T
+        ).format(sql.Literal(self.config.slot), sql.Literal(str(self._flushed_upto(end))),
+                 sql.Literal(self.config.publication))
+        with self._errors():
+            return self.conn.execute(query).fetchone()[0] > 0
+
+    def row_count(self, table: str) -> int:
+        schema, name = table.split(".", 1)
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+        with self._errors():
+            return int(self.conn.execute(query).fetchone()[0])
+
     # reading
     def _flushed_upto(self, end: Lsn) -> Lsn:
         """Wait (briefly) until the WAL is flushed to ``end``: decoding reads flushed WAL only."""

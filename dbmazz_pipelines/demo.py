@@ -19,7 +19,9 @@ from pathlib import Path
 import yaml
 
 from infra.postgres import PostgresServer
-from infra.shop import SHOP_TABLES, ShopWorkload, create_replication_role, create_shop
+from dbmazz_connectors.config import load_pipelines
+from dbmazz_connectors.core import PreflightError, create_source
+from infra.shop import SHOP_TABLES, ShopWorkload, create_replication_role, create_shop, seed_customers
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".dbmazz"
@@ -74,7 +76,23 @@ def prepare(pg: PostgresServer, workdir: Path, ch=None) -> dict[str, str]:
     if ch is not None:
         ch.client().command("CREATE DATABASE IF NOT EXISTS shop")
         env["DEMO_CH_PASSWORD"] = ch.password
+    _set_up_source(pipelines, env)
+    seed_customers(pg.url("shop"))
     return env
+
+
+def _set_up_source(pipelines: Path, env: dict[str, str]) -> None:
+    """Create the slot now, before the shop has rows: dbmazz has no initial snapshot yet (docs/operations.md)."""
+    config = load_pipelines(str(pipelines))["shop"]
+    source = create_source(config.source_config(env))
+    source.connect()
+    try:
+        problems = source.preflight()
+        if problems:
+            raise PreflightError(problems)
+        source.setup()
+    finally:
+        source.disconnect()
 
 
 def start_dagster(env: dict[str, str], port: int = 3000, log_path: Path | None = None) -> subprocess.Popen:

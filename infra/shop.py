@@ -9,7 +9,7 @@ import time
 import psycopg
 from psycopg import sql
 
-__all__ = ["SHOP_TABLES", "create_shop", "create_replication_role", "ShopWorkload"]
+__all__ = ["SHOP_TABLES", "create_shop", "seed_customers", "create_replication_role", "ShopWorkload"]
 
 SHOP_TABLES = ["public.customers", "public.orders"]
 
@@ -34,9 +34,14 @@ CREATE TABLE IF NOT EXISTS orders (
 
 
 def create_shop(admin_url: str) -> None:
-    """Create the shop tables (idempotent) with a few customers."""
+    """Create the (empty) shop tables; idempotent."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(_DDL)
+
+
+def seed_customers(admin_url: str) -> None:
+    """A hundred customers, once. Run it after the capture slot exists: dbmazz has no initial snapshot yet."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         if conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 0:
             conn.execute(
                 "INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' "

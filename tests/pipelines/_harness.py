@@ -13,7 +13,7 @@ import psycopg
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_pipelines.definitions import build_definitions
 from dbmazz_pipelines.naming import batch_partitions, job_name, sensor_name
-from infra.shop import SHOP_TABLES, create_replication_role, create_shop
+from infra.shop import SHOP_TABLES, create_replication_role, create_shop, seed_customers
 
 
 @dataclass
@@ -81,4 +81,12 @@ def make_shop_pipeline(pg_db, tmp_path: Path, monkeypatch, name: str = "shop") -
         sinks={"duckdb": {"url": f"duckdb:///{duckdb_path}"}},
         changelog=str(tmp_path / "changelog"),
     )
-    return ShopPipeline(config, pg_db.url, duckdb_path)
+    shop = ShopPipeline(config, pg_db.url, duckdb_path)
+    return shop
+
+
+def start_shop(shop: ShopPipeline, defs: dg.Definitions, instance: dg.DagsterInstance):
+    """The first sensor tick sets the source up (slot, publication check); then the shop gets its customers."""
+    first = shop.tick(defs, instance)
+    seed_customers(shop.source_url)
+    return first

@@ -9,7 +9,7 @@ import psycopg
 
 from dbmazz_pipelines.naming import changes_key, sink_key
 
-from ._harness import make_shop_pipeline
+from ._harness import make_shop_pipeline, start_shop
 
 
 def _churn(url: str, seed: int, n: int = 40) -> None:
@@ -48,7 +48,7 @@ def test_a_sequence_of_batches_keeps_sink_equal_to_source(pg_db, tmp_path, monke
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = shop.definitions()
     with dg.instance_for_test() as instance:
-        shop.tick(defs, instance)
+        start_shop(shop, defs, instance)
         for seed in range(4):
             _churn(pg_db.url, seed)
             key, _ = _capture_and_apply(shop, defs, instance)
@@ -66,7 +66,7 @@ def test_a_failed_apply_rerun_converges(pg_db, tmp_path, monkeypatch):
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = shop.definitions()
     with dg.instance_for_test() as instance:
-        shop.tick(defs, instance)
+        start_shop(shop, defs, instance)
         _churn(pg_db.url, 1)
         _capture_and_apply(shop, defs, instance)
         _churn(pg_db.url, 2)
@@ -78,7 +78,7 @@ def test_a_failed_apply_rerun_converges(pg_db, tmp_path, monkeypatch):
             blocker.kill()
             blocker.wait()
         # capture succeeded, so the source is acknowledged and the next batch is planned anyway
-        assert instance.get_latest_materialization_event(changes_key(shop.name)).partition == key
+        assert instance.get_latest_materialization_event(changes_key(shop.name)).asset_materialization.partition == key
         failed_key = key
         _churn(pg_db.url, 3)
         _capture_and_apply(shop, defs, instance)
@@ -94,7 +94,7 @@ def test_checkpoint_survives_a_fresh_dagster_instance(pg_db, tmp_path, monkeypat
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = shop.definitions()
     with dg.instance_for_test() as instance:
-        shop.tick(defs, instance)
+        start_shop(shop, defs, instance)
         _churn(pg_db.url, 5)
         first_key, _ = _capture_and_apply(shop, defs, instance)
     _churn(pg_db.url, 6)

@@ -6,14 +6,14 @@ from dagster._core.test_utils import create_run_for_test
 
 from dbmazz_pipelines.naming import job_name
 
-from ._harness import make_shop_pipeline
+from ._harness import make_shop_pipeline, start_shop
 
 
 def _write_orders(url: str, n: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO orders (customer_id, quantity, amount, status) "
-            "SELECT g % 100 + 1, g % 7, g * 1.25, 'new' FROM generate_series(1, %s) g", (n,))
+            "SELECT g %% 100 + 1, g %% 7, g * 1.25, 'new' FROM generate_series(1, %s) g", (n,))
 
 
 def test_idle_source_requests_nothing_and_a_new_range_exactly_one_run(pg_db, tmp_path, monkeypatch):
@@ -22,7 +22,7 @@ def test_idle_source_requests_nothing_and_a_new_range_exactly_one_run(pg_db, tmp
     with dg.instance_for_test() as instance:
         first = shop.tick(defs, instance)  # sets the source up; nothing committed since
         assert not first.run_requests and "idle" in first.skip_message, first.skip_message
-        assert not shop.tick(defs, instance).run_requests
+        assert not shop.tick(defs, instance).run_requests, "an idle source requests nothing"
         assert shop.partitions(instance) == []
 
         _write_orders(pg_db.url, 10)
@@ -41,7 +41,7 @@ def test_nothing_is_requested_while_a_batch_run_is_in_flight(pg_db, tmp_path, mo
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = shop.definitions()
     with dg.instance_for_test() as instance:
-        shop.tick(defs, instance)
+        start_shop(shop, defs, instance)
         _write_orders(pg_db.url, 3)
         create_run_for_test(instance, job_name=job_name(shop.name), status=dg.DagsterRunStatus.STARTED)
         skipped = shop.tick(defs, instance)

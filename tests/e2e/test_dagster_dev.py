@@ -88,6 +88,12 @@ def _check_lineage_page(port: int) -> None:
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"http://127.0.0.1:{port}/asset-groups/shop", wait_until="networkidle")
         page.get_by_text("changes").first.wait_for(timeout=30_000)
+        skip = page.get_by_role("button", name="Skip")  # the first-visit community dialog
+        if skip.count():
+            skip.first.click()
+        for name in ("public.orders", "public.customers", "DuckDB", "Postgres"):
+            page.get_by_text(name).first.wait_for(timeout=10_000)
+        page.wait_for_timeout(1000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "lineage.png"))
         browser.close()

@@ -31,7 +31,7 @@ class _Input(BaseModel):
     replica_identity_full: bool | list[str] = Field(
         False, description="tables that setup() switches to REPLICA IDENTITY FULL (true: all)")
     read_block_rows: int = Field(100_000, ge=1_000, description="messages decoded together (bounds memory)")
-    read_block_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024, le=1024**3,
+    read_block_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, le=1024**3,
                                   description="bytes of messages decoded together (bounds memory)")
     decode_threads: int = Field(2, ge=1, le=16, description="threads decoding row chunks in parallel")
     connect_timeout: int = Field(10, ge=1, description="seconds")
@@ -69,7 +69,7 @@ class PostgresSourceConfig:
     publication: str
     replica_identity_full: tuple[str, ...]
     read_block_rows: int = 100_000
-    read_block_bytes: int = 64 * 1024 * 1024
+    read_block_bytes: int = 32 * 1024 * 1024
     decode_threads: int = 2
     connect_timeout: int = 10
     flush_wait_seconds: float = 2.0

@@ -24,6 +24,10 @@ from .setup import run_setup
 
 __all__ = ["PostgresSource"]
 
+# Decoded chunks kept ahead of the consumer, per decode thread: while the change log writes a
+# Parquet part (the consumer's slow step) reading and decoding go on.
+DEPTH = 3
+
 # Output functions run in the decoding session: these make the text forms _convert.py expects.
 _SESSION = ("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
             "SET extra_float_digits = 3; SET bytea_output = 'hex'")
@@ -173,7 +177,7 @@ class PostgresSource:
         with ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="dbmazz-pg-decode") as pool:
             decoder = PgOutputDecoder(start, end, lambda message: self.catalog.relation(message, wanted), pool)
             if upto > start:
-                yield from in_order(self._decode(decoder, upto), depth=self.config.decode_threads)
+                yield from in_order(self._decode(decoder, upto), depth=self.config.decode_threads * DEPTH)
         yield decoder.finish(upto)
 
     def _stream_conn(self) -> psycopg.Connection:

@@ -72,7 +72,7 @@ def main() -> None:
             while time.monotonic() < end + 60:
                 if time.monotonic() > end and workload._thread.is_alive():
                     workload.stop()
-                current = _max_id(workdir / "demo" / "shop.duckdb")
+                current = _max_id(workdir / "shop.duckdb")
                 if current is not None:
                     visible_at.append((time.time(), current))
                 if not workload._thread.is_alive() and workload.commits and current and current >= workload.commits[-1][0]:
@@ -91,6 +91,8 @@ def main() -> None:
             break
         latencies.append(max(0.0, seen_t - committed))
     missing = len(workload.commits) - len(latencies)
+    if not latencies:
+        raise SystemExit(f"no inserted order became visible in the sink; see {workdir / 'dagster.log'}")
     p50, p95 = _percentile(latencies, 0.5), _percentile(latencies, 0.95)
     write_result(
         "freshness",

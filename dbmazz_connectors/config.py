@@ -50,6 +50,7 @@ class PipelineConfig(BaseModel):
     changelog: str = Field(DEFAULT_CHANGELOG, description="change-log root: a folder or a filesystem URI")
     poll_interval_seconds: int = Field(5, ge=1, description="how often the capture sensor polls the source")
     retention_batches: int = Field(2000, ge=10, description="applied batches kept in the change log")
+    check_interval_minutes: int = Field(15, ge=1, le=59, description="how often the sink tables' asset checks run")
 
     @field_validator("name")
     @classmethod

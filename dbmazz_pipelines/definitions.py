@@ -40,24 +40,41 @@ def _pipeline_objects(pipeline: PipelineConfig):
     keys = [changes_key(pipeline.name)] + [sink_key(pipeline.name, s, t) for s in pipeline.sinks for t in pipeline.tables]
     job = dg.define_asset_job(
         job_name(pipeline.name),
-        selection=dg.AssetSelection.assets(*keys),
+        # checks run on their own schedule: a count(*) of a large source table per batch would cost more than the batch
+        selection=dg.AssetSelection.assets(*keys).without_checks(),
         executor_def=dg.in_process_executor,
         tags={PIPELINE_TAG: pipeline.name},
         description=f"capture one batch of {pipeline.name} and apply it to every sink",
     )
-    return assets, job, build_capture_sensor(pipeline, job), build_sink_checks(pipeline)
+    sink_keys = keys[1:]
+    checks_job = dg.define_asset_job(
+        f"{pipeline.name}_checks",
+        selection=dg.AssetSelection.checks_for_assets(*sink_keys),
+        executor_def=dg.in_process_executor,
+        description=f"row-count parity and freshness of every sink table of {pipeline.name}",
+    )
+    schedule = dg.ScheduleDefinition(
+        name=f"{pipeline.name}_checks_schedule",
+        job=checks_job,
+        cron_schedule=f"*/{pipeline.check_interval_minutes} * * * *",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    return assets, [job, checks_job], schedule, build_capture_sensor(pipeline, job), build_sink_checks(pipeline)
 
 
 def build_definitions(pipelines: dict[str, PipelineConfig]) -> dg.Definitions:
-    assets, jobs, sensors, checks, resources = [], [], [], [], {}
+    assets, jobs, schedules, sensors, checks, resources = [], [], [], [], [], {}
     for pipeline in pipelines.values():
-        pipeline_assets, job, sensor, pipeline_checks = _pipeline_objects(pipeline)
+        pipeline_assets, pipeline_jobs, schedule, sensor, pipeline_checks = _pipeline_objects(pipeline)
         assets += pipeline_assets
-        jobs.append(job)
+        jobs += pipeline_jobs
+        schedules.append(schedule)
         sensors.append(sensor)
         checks += pipeline_checks
         resources[resource_key(pipeline.name)] = DbmazzPipelineResource.for_pipeline(pipeline)
-    return dg.Definitions(assets=assets, jobs=jobs, sensors=sensors, asset_checks=checks, resources=resources)
+    return dg.Definitions(
+        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, asset_checks=checks, resources=resources
+    )
 
 
 @dg.definitions

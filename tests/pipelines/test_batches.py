@@ -103,3 +103,22 @@ def test_checkpoint_survives_a_fresh_dagster_instance(pg_db, tmp_path, monkeypat
         assert key.split("-")[0] == first_key.split("-")[1], "the new batch starts where the last one ended"
         for table in ("public.orders", "public.customers"):
             assert shop.sink_rows(table) == shop.source_rows(table)
+
+
+def test_checks_report_parity_and_freshness(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance:
+        start_shop(shop, defs, instance)
+        _churn(pg_db.url, 8)
+        _capture_and_apply(shop, defs, instance)
+        result = defs.get_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
+        evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+        assert evaluations[("public.orders", "row_count_parity")].passed
+        assert evaluations[("public.orders", "freshness")].passed
+        _churn(pg_db.url, 9)  # captured nothing yet: the sink is now behind the source
+        result = defs.get_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
+        parity = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations() if e.check_name == "row_count_parity"}
+        orders = parity["public.orders"]
+        assert orders.metadata["source_rows"].value == len(shop.source_rows("public.orders"))
+        assert orders.passed == (orders.metadata["source_rows"].value == orders.metadata["sink_rows"].value)

@@ -8,7 +8,7 @@ import dagster as dg
 
 from dbmazz_connectors.changelog import BatchManifest, ChangeLog
 from dbmazz_connectors.config import PipelineConfig
-from dbmazz_connectors.core import ChangeLogError, position_from_dict
+from dbmazz_connectors.core import ChangeLogError, Lsn, position_from_dict
 from dbmazz_connectors.engine import apply_batch, capture_range
 
 from .naming import batch_partitions, changes_key, resource_key, sink_key, sink_kind, source_key, source_kind
@@ -30,7 +30,7 @@ def build_source_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
     ]
 
 
-def _planned_range(context: dg.AssetExecutionContext, changelog: ChangeLog, pipeline: str, batch_id: str):
+def _planned_range(changelog: ChangeLog, pipeline: str, batch_id: str):
     plan = changelog.plan(pipeline, batch_id)
     if plan is not None:
         return plan
@@ -81,7 +81,7 @@ def build_changes_asset(pipeline: PipelineConfig) -> dg.AssetsDefinition:
         resource = getattr(context.resources, key)
         changelog = resource.changelog()
         batch_id = context.partition_key
-        start, end = _planned_range(context, changelog, pipeline.name, batch_id)
+        start, end = _planned_range(changelog, pipeline.name, batch_id)
         began = time.monotonic()
         source = resource.source()
         try:
@@ -90,7 +90,7 @@ def build_changes_asset(pipeline: PipelineConfig) -> dg.AssetsDefinition:
                 source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values()
             )
             current = source.current_position()
-            lag = current.version - manifest.end.version if type(current) is type(manifest.end) else None
+            lag = current.version - manifest.end.version if isinstance(current, Lsn) else None  # WAL bytes
         finally:
             source.disconnect()
         context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")

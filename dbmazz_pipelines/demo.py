@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from infra.postgres import PostgresServer
 from dbmazz_connectors.config import load_pipelines
 from dbmazz_connectors.core import PreflightError, create_source
+from infra.postgres import PostgresServer
 from infra.shop import SHOP_TABLES, ShopWorkload, create_replication_role, create_shop, seed_customers
 
 ROOT = Path(__file__).resolve().parent.parent

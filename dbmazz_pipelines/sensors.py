@@ -8,7 +8,7 @@ from dbmazz_connectors.core import DbmazzError, PreflightError
 from dbmazz_connectors.engine import batch_id_for
 
 from .assets import position_of
-from .naming import PIPELINE_TAG, batch_partitions, changes_key, job_name, resource_key, sensor_name
+from .naming import PIPELINE_TAG, batch_partitions, changes_key, job_name, resource_key, sensor_name, sink_key
 
 __all__ = ["build_capture_sensor", "IN_FLIGHT"]
 
@@ -39,8 +39,6 @@ def _prune(context, pipeline: PipelineConfig, changelog, partitions: list[str]) 
     excess = len(partitions) - pipeline.retention_batches
     if excess <= 0:
         return []
-    from .naming import sink_key
-
     applied = None
     for sink in pipeline.sinks:
         for table in pipeline.tables:

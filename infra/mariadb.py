@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from urllib.parse import quote
 
 from ._common import InfraError, apt_install, free_port, port_open, serve_forever, wait_until

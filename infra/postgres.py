@@ -19,7 +19,15 @@ import subprocess
 import tempfile
 from urllib.parse import quote
 
-from ._common import InfraError, apt_install, chown_tree, free_port, is_root, serve_forever, service_user_prefix
+from ._common import (
+    InfraError,
+    apt_install,
+    chown_tree,
+    free_port,
+    is_root,
+    serve_forever,
+    service_user_prefix,
+)
 
 __all__ = ["PostgresServer", "find_bin_dir"]
 

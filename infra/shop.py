@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -116,7 +117,7 @@ class ShopWorkload:
                         "INSERT INTO orders (customer_id, quantity, amount, status, note, attributes) "
                         "VALUES (%s, %s, %s, 'new', %s, %s) RETURNING id",
                         (r.randint(1, 100), r.randint(1, 9), round(r.uniform(1, 500), 2), f"note {r.random():.6f}",
-                         '{"channel": "web", "items": %d}' % r.randint(1, 5)),
+                         json.dumps({"channel": "web", "items": r.randint(1, 5)})),
                     ).fetchone()
                     inserted.append(row[0])
                 elif roll < 0.9:

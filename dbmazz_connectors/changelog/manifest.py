@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.positions import Lsn, BinlogPosition, position_from_dict
+from ..core.positions import BinlogPosition, Lsn, position_from_dict
 from ..core.schema import TableSchema
 
 __all__ = ["BatchManifest", "TableEntry", "FORMAT_VERSION"]

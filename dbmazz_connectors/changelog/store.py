@@ -25,7 +25,16 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..core.batch import ChangeBatch, ChangeEvent, Heartbeat, Rows, SchemaChange, TableEvent, Truncate, op_counts
+from ..core.batch import (
+    ChangeBatch,
+    ChangeEvent,
+    Heartbeat,
+    Rows,
+    SchemaChange,
+    TableEvent,
+    Truncate,
+    op_counts,
+)
 from ..core.errors import ChangeLogError
 from ..core.positions import BinlogPosition, Lsn, position_from_dict
 from ..core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, TableSchema

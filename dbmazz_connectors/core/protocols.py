@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from .batch import ChangeBatch, ChangeEvent
@@ -64,7 +64,7 @@ class Source(Protocol):
     def disconnect(self) -> None: ...
 
 
-class LoadingModel(str, Enum):
+class LoadingModel(StrEnum):
     STREAMING = "streaming"  # row/columnar inserts over a connection
     STAGED_BATCH = "staged_batch"  # a staged file or stream load per batch
     TRANSACTIONAL = "transactional"  # staged rows merged inside one transaction

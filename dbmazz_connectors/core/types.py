@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import pyarrow as pa
 
@@ -51,7 +51,7 @@ DATE_NEG_INFINITY = -(2**31 - 1)
 INTERVAL_ARROW = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("micros", pa.int64())])
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     BOOL = "bool"
     INT8 = "int8"
     INT16 = "int16"

@@ -33,7 +33,7 @@ class ShopPipeline:
         """Evaluate the capture sensor once, applying its partition requests like the daemon does.
 
         Returns the tick data: ``run_requests`` (empty when skipped) and ``skip_message``."""
-        sensor = defs.get_sensor_def(sensor_name(self.name))
+        sensor = defs.resolve_sensor_def(sensor_name(self.name))
         context = dg.build_sensor_context(
             instance_ref=instance.get_ref(), definitions=defs, sensor_name=sensor.name, resources=dict(defs.resources or {})
         )
@@ -47,7 +47,7 @@ class ShopPipeline:
         return result
 
     def run_batch(self, defs: dg.Definitions, instance: dg.DagsterInstance, partition_key: str, raise_on_error=True):
-        job = defs.get_job_def(job_name(self.name))
+        job = defs.resolve_job_def(job_name(self.name))
         return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=raise_on_error)
 
     def partitions(self, instance: dg.DagsterInstance) -> list[str]:

@@ -112,12 +112,12 @@ def test_checks_report_parity_and_freshness(pg_db, tmp_path, monkeypatch):
         start_shop(shop, defs, instance)
         _churn(pg_db.url, 8)
         _capture_and_apply(shop, defs, instance)
-        result = defs.get_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
+        result = defs.resolve_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
         evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
         assert evaluations[("public.orders", "row_count_parity")].passed
         assert evaluations[("public.orders", "freshness")].passed
         _churn(pg_db.url, 9)  # captured nothing yet: the sink is now behind the source
-        result = defs.get_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
+        result = defs.resolve_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
         parity = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations() if e.check_name == "row_count_parity"}
         orders = parity["public.orders"]
         assert orders.metadata["source_rows"].value == len(shop.source_rows("public.orders"))

@@ -5,7 +5,16 @@ import json
 import pytest
 
 from dbmazz_connectors.changelog import ChangeLog
-from dbmazz_connectors.core import OP_DELETE, OP_INSERT, ChangeLogError, Heartbeat, Lsn, Rows, SchemaChange, Truncate
+from dbmazz_connectors.core import (
+    OP_DELETE,
+    OP_INSERT,
+    ChangeLogError,
+    Heartbeat,
+    Lsn,
+    Rows,
+    SchemaChange,
+    Truncate,
+)
 from dbmazz_connectors.core.schema import Column, TableSchema
 from dbmazz_connectors.core.types import LogicalType
 

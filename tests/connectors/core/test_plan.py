@@ -2,7 +2,15 @@
 
 import pytest
 
-from dbmazz_connectors.core import OP_INSERT, OP_UPDATE, ChangeBatch, Rows, SchemaChange, SchemaChangeError, Truncate
+from dbmazz_connectors.core import (
+    OP_INSERT,
+    OP_UPDATE,
+    ChangeBatch,
+    Rows,
+    SchemaChange,
+    SchemaChangeError,
+    Truncate,
+)
 from dbmazz_connectors.core.schema import Column, TableSchema
 from dbmazz_connectors.core.types import LogicalType
 from dbmazz_connectors.sinks._plan import RowsStep, SchemaStep, TruncateStep, is_widening, plan_batch

@@ -12,7 +12,7 @@ import psycopg
 
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_pipelines.definitions import build_definitions
-from dbmazz_pipelines.naming import batch_partitions, job_name, sensor_name
+from dbmazz_pipelines.naming import PIPELINE_TAG, batch_partitions, job_name, sensor_name
 from infra.shop import SHOP_TABLES, create_replication_role, create_shop, seed_customers
 
 
@@ -47,8 +47,17 @@ class ShopPipeline:
         return result
 
     def run_batch(self, defs: dg.Definitions, instance: dg.DagsterInstance, partition_key: str, raise_on_error=True):
+        """Materialize one batch partition: ``changes`` and every sink table, as the batch job does."""
         job = defs.resolve_job_def(job_name(self.name))
-        return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=raise_on_error)
+        return dg.materialize(
+            [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
+            instance=instance,
+            partition_key=partition_key,
+            resources=dict(defs.resources or {}),
+            selection=dg.AssetSelection.assets(*job.asset_layer.executable_asset_keys),
+            tags={PIPELINE_TAG: self.name},
+            raise_on_error=raise_on_error,
+        )
 
     def partitions(self, instance: dg.DagsterInstance) -> list[str]:
         return sorted(instance.get_dynamic_partitions(batch_partitions(self.name).name))

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .core.errors import ConfigError
+from .core.schema import split_qualified
 
 __all__ = ["PipelineConfig", "load_pipelines", "pipeline_from_env", "resolve_secrets"]
 
@@ -63,8 +64,7 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _tables(cls, value: list[str]) -> list[str]:
         for table in value:
-            if table.count(".") != 1 or not all(table.split(".")):
-                raise ValueError(f"expected tables as schema.table, got {table!r}")
+            split_qualified(table)
         if len(set(value)) != len(value):
             raise ValueError("expected each table once")
         return value

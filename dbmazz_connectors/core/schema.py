@@ -22,6 +22,7 @@ __all__ = [
     "UNKNOWN_COLUMN",
     "META_FIELDS",
     "TYPE_METADATA_KEY",
+    "split_qualified",
 ]
 
 OP_INSERT = 0  # also snapshot rows
@@ -44,6 +45,14 @@ META_FIELDS: tuple[pa.Field, ...] = (
 )
 
 TYPE_METADATA_KEY = b"dbmazz.type"
+
+
+def split_qualified(name: str, namespace: str = "schema") -> tuple[str, str]:
+    """``"public.orders"`` -> ``("public", "orders")``; anything but exactly one dot with two names is a ValueError."""
+    parts = name.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"expected tables as {namespace}.table, got {name!r}")
+    return parts[0], parts[1]
 
 
 @dataclass(frozen=True)

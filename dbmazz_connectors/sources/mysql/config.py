@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...core.errors import ConfigError
+from ...core.schema import split_qualified
 
 __all__ = ["MySqlConfig", "default_server_id", "LOOKAHEAD_SERVER_ID_OFFSET"]
 
@@ -52,8 +53,10 @@ class MySqlConfig:
         pipeline = str(mapping.get("pipeline") or "dbmazz")
         tables = tuple(str(t) for t in mapping.get("tables") or ())
         for table in tables:
-            if table.count(".") != 1 or not all(table.split(".")):
-                raise ConfigError(f"expected tables as database.table, got {table!r}")
+            try:
+                split_qualified(table, "database")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         server_id = int(mapping.get("server_id") or default_server_id(pipeline))
         if not 1 <= server_id < LOOKAHEAD_SERVER_ID_OFFSET:
             raise ConfigError(f"expected a server_id between 1 and {LOOKAHEAD_SERVER_ID_OFFSET - 1}, got {server_id}")

@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ...core.errors import ConfigError
+from ...core.schema import split_qualified
 
 __all__ = ["PostgresSourceConfig"]
 
@@ -49,8 +50,7 @@ class _Input(BaseModel):
     @classmethod
     def _tables(cls, value: list[str]) -> list[str]:
         for table in value:
-            if table.count(".") != 1 or not all(table.split(".")):
-                raise ValueError(f"expected tables as schema.table, got {table!r}")
+            split_qualified(table)
         return value
 
 

@@ -141,11 +141,13 @@ class PostgresSource:
         transaction at or before ``start`` still counts (the capture then just advances the slot).
         """
         self._live_slot()
+        upto = self._flushed_upto(end)
+        if upto < end:
+            return True  # WAL up to ``end`` is not flushed yet: nothing can be said about it
         query = sql.SQL(
             "SELECT count(*) FROM pg_logical_slot_peek_binary_changes({}, {}::pg_lsn, 1, 'proto_version', '1', "
             "'publication_names', {}) WHERE get_byte(data, 0) IN (73, 85, 68, 84)"  # I, U, D, T
-        ).format(sql.Literal(self.config.slot), sql.Literal(str(self._flushed_upto(end))),
-                 sql.Literal(self.config.publication))
+        ).format(sql.Literal(self.config.slot), sql.Literal(str(upto)), sql.Literal(self.config.publication))
         with self._errors():
             return self.conn.execute(query).fetchone()[0] > 0
 

@@ -105,8 +105,12 @@ def test_idle_slot_advances_past_unrelated_changes(pg_db, capture_role, changelo
     events = list(source.read_changes(start, end))
     assert [type(e).__name__ for e in events] == ["Heartbeat"] and events[0].position >= end
     assert list(source.read_changes(start, end)) == events  # repeatable before the checkpoint
+    assert not source.pending_changes(start, end), "the bounded look finds nothing of the watched table"
+    with pg_db.connect() as conn:
+        conn.execute("INSERT INTO watched VALUES (1)")
+    assert source.pending_changes(start, source.current_position())
     manifest = capture(source, changelog)
-    assert manifest.rows == 0 and source.checkpoint_position() >= end
+    assert manifest.rows == 1 and source.checkpoint_position() >= end
     source.disconnect()
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 from .changelog import BatchManifest, ChangeLog
 from .core.batch import Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
+from .core.errors import ChangeLogError
 from .core.positions import BinlogPosition, Lsn
 from .core.protocols import BatchRef, Sink, Source, WriteResult
 from .core.schema import TableSchema
@@ -77,8 +78,6 @@ def apply_batch(
     """Apply one complete batch (all its tables, or ``tables``) to a connected sink, exactly once."""
     manifest = changelog.manifest(pipeline, batch_id)
     if manifest is None:
-        from .core.errors import ChangeLogError
-
         raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is not in the change log {changelog.root}")
     ref = BatchRef(pipeline, batch_id)
     results = {}

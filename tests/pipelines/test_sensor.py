@@ -2,6 +2,7 @@
 
 import dagster as dg
 import psycopg
+import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from dbmazz_pipelines.naming import job_name
@@ -46,3 +47,17 @@ def test_nothing_is_requested_while_a_batch_run_is_in_flight(pg_db, tmp_path, mo
         create_run_for_test(instance, job_name=job_name(shop.name), status=dg.DagsterRunStatus.STARTED)
         skipped = shop.tick(defs, instance)
         assert not skipped.run_requests and "in flight" in skipped.skip_message
+
+
+def test_a_password_written_in_the_config_is_refused(tmp_path):
+    from dbmazz_connectors.config import PipelineConfig
+    from dbmazz_connectors.core import ConfigError
+    from dbmazz_pipelines.definitions import build_definitions
+
+    leaky = PipelineConfig(name="p", source={"url": "postgresql://cap:hunter2@db/shop"}, tables=["public.t"],
+                           sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}})
+    with pytest.raises(ConfigError, match="holds a password in clear") as error:
+        build_definitions({"p": leaky})
+    assert "hunter2" not in str(error.value)
+    safe = leaky.model_copy(update={"source": {"url": "postgresql://cap:${SHOP_PW}@db/shop"}})
+    assert build_definitions({"p": safe}).resolve_job_def("p_batch") is not None

@@ -140,6 +140,8 @@ def pipeline_from_env(environ: Mapping[str, str] | None = None) -> PipelineConfi
     """A single pipeline from ``SOURCE_URL``, ``SINK_URL`` (comma-separated ``name=url`` or urls) and ``TABLES``.
 
     Optional: ``PIPELINE_NAME`` (default ``main``), ``CHANGELOG_ROOT``, ``POLL_INTERVAL_SECONDS``.
+    The source URL is kept as a reference to ``SOURCE_URL`` (its password never enters the config);
+    sinks that need a password are declared in pipelines.yaml with ``password_env``.
     Returns None when ``SOURCE_URL`` is not set.
     """
     environ = os.environ if environ is None else environ
@@ -155,7 +157,7 @@ def pipeline_from_env(environ: Mapping[str, str] | None = None) -> PipelineConfi
             url, name = name, name.split(":", 1)[0]
         sinks[name.strip()] = {"url": url.strip()}
     body: dict[str, Any] = {
-        "source": {"url": environ["SOURCE_URL"]},
+        "source": {"url": "${SOURCE_URL}"},  # resolved when a connector is built: the password stays in the env
         "tables": [t.strip() for t in environ["TABLES"].split(",") if t.strip()],
         "sinks": sinks,
     }

@@ -53,6 +53,8 @@ def test_single_pipeline_from_environment_variables():
     pipeline = pipeline_from_env(env)
     assert pipeline.name == "shop" and pipeline.tables == ["shop.orders", "shop.items"]
     assert set(pipeline.sinks) == {"duckdb", "ch"}
+    assert pipeline.source == {"url": "${SOURCE_URL}"}  # the URL (and its password) stays in the environment
+    assert pipeline.source_config(env)["url"] == "mysql://repl@db/shop"
     assert pipeline_from_env({}) is None
     with pytest.raises(ConfigError, match="SINK_URL and TABLES must be too"):
         pipeline_from_env({"SOURCE_URL": "mysql://x@db/shop"})

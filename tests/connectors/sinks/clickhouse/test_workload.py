@@ -2,9 +2,10 @@
 
 import pytest
 
-from dbmazz_connectors.core import BatchRef, create_sink
+from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.engine import apply_batch
 
+from .._convergence import applied_twice, replayed_under_new_ids, snapshots_interleaved
 from .._workload import assert_sink_equals, mixed_workload, write_batches
 
 
@@ -34,24 +35,12 @@ def test_mixed_workload_from_the_change_log_equals_the_source(sink, changelog):
 
 
 def test_every_batch_applied_twice_gives_the_same_rows(sink, changelog):
-    wl = mixed_workload(seed=12)
-    for batch_id in write_batches(changelog, "p", wl.batches):
-        apply_batch(changelog, sink, "p", batch_id)
-        again = apply_batch(changelog, sink, "p", batch_id)["public.orders"]
-        assert again.already_applied and again.rows_written == 0
-    assert_sink_equals(current_rows(sink, wl.final_schema), wl.expected)
+    applied_twice(sink, changelog, current_rows, seed=12)
 
 
 def test_replays_under_new_batch_ids_converge_by_version(sink):
-    """Bypassing the applied-batch record and the tokens: the versions alone make replays harmless."""
-    wl = mixed_workload(seed=13)
-    for n, batch in enumerate(wl.batches * 2):
-        sink.write_batch(batch.change_batch(), BatchRef("p", f"replay-{n}"))
-    assert_sink_equals(current_rows(sink, wl.final_schema), wl.expected)
+    replayed_under_new_ids(sink, current_rows, seed=13)
 
 
 def test_snapshot_batches_interleaved_give_the_same_rows(sink):
-    wl = mixed_workload(seed=14)
-    for batch in wl.interleaved():
-        sink.write_batch(batch.change_batch(), BatchRef("p", batch.batch_id))
-    assert_sink_equals(current_rows(sink, wl.final_schema), wl.expected)
+    snapshots_interleaved(sink, current_rows, seed=14)

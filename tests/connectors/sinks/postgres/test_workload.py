@@ -2,9 +2,10 @@
 
 import pytest
 
-from dbmazz_connectors.core import BatchRef, create_sink
+from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.engine import apply_batch
 
+from .._convergence import applied_twice, replayed_under_new_ids, snapshots_interleaved
 from .._workload import assert_sink_equals, mixed_workload, write_batches
 
 
@@ -32,23 +33,12 @@ def test_mixed_workload_from_the_change_log_equals_the_source(sink, changelog):
 
 
 def test_every_batch_applied_twice_gives_the_same_rows(sink, changelog):
-    wl = mixed_workload(seed=22)
-    for batch_id in write_batches(changelog, "p", wl.batches):
-        apply_batch(changelog, sink, "p", batch_id)
-        again = apply_batch(changelog, sink, "p", batch_id)["public.orders"]
-        assert again.already_applied and again.rows_written == 0
-    assert_sink_equals(_rows(sink, wl.final_schema), wl.expected)
+    applied_twice(sink, changelog, _rows, seed=22)
 
 
 def test_replays_under_new_batch_ids_converge_by_version(sink):
-    wl = mixed_workload(seed=23)
-    for n, batch in enumerate(wl.batches * 2):
-        sink.write_batch(batch.change_batch(), BatchRef("p", f"replay-{n}"))
-    assert_sink_equals(_rows(sink, wl.final_schema), wl.expected)
+    replayed_under_new_ids(sink, _rows, seed=23)
 
 
 def test_snapshot_batches_interleaved_give_the_same_rows(sink):
-    wl = mixed_workload(seed=24)
-    for batch in wl.interleaved():
-        sink.write_batch(batch.change_batch(), BatchRef("p", batch.batch_id))
-    assert_sink_equals(_rows(sink, wl.final_schema), wl.expected)
+    snapshots_interleaved(sink, _rows, seed=24)

@@ -15,12 +15,24 @@ import pyarrow as pa
 from .changelog import BatchManifest, ChangeLog
 from .core.batch import Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
-from .core.errors import ChangeLogError
+from .core.errors import ChangeLogError, PreflightError
 from .core.positions import BinlogPosition, Lsn
 from .core.protocols import BatchRef, Sink, Source, WriteResult
 from .core.schema import TableSchema
 
-__all__ = ["capture_range", "apply_batch", "fold_table", "batch_id_for"]
+__all__ = ["set_up_source", "capture_range", "apply_batch", "fold_table", "batch_id_for"]
+
+
+def set_up_source(source: Source) -> None:
+    """Run every preflight check, then the (idempotent) setup; nothing changes when a check fails.
+
+    Raises:
+        PreflightError: listing each problem with the statement that fixes it.
+    """
+    problems = source.preflight()
+    if problems:
+        raise PreflightError(problems)
+    source.setup()
 
 
 def batch_id_for(start: Lsn | BinlogPosition, end: Lsn | BinlogPosition) -> str:

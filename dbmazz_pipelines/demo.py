@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from dbmazz_connectors.config import load_pipelines
-from dbmazz_connectors.core import PreflightError, create_source
+from dbmazz_connectors.core import create_source
+from dbmazz_connectors.engine import set_up_source
 from infra.postgres import PostgresServer
 from infra.shop import SHOP_TABLES, ShopWorkload, create_replication_role, create_shop, seed_customers
 
@@ -87,10 +88,7 @@ def _set_up_source(pipelines: Path, env: dict[str, str]) -> None:
     source = create_source(config.source_config(env))
     source.connect()
     try:
-        problems = source.preflight()
-        if problems:
-            raise PreflightError(problems)
-        source.setup()
+        set_up_source(source)
     finally:
         source.disconnect()
 

@@ -4,8 +4,8 @@
 import dagster as dg
 
 from dbmazz_connectors.config import PipelineConfig
-from dbmazz_connectors.core import DbmazzError, PreflightError
-from dbmazz_connectors.engine import batch_id_for
+from dbmazz_connectors.core import DbmazzError
+from dbmazz_connectors.engine import batch_id_for, set_up_source
 
 from .assets import position_of
 from .naming import PIPELINE_TAG, batch_partitions, changes_key, job_name, resource_key, sensor_name, sink_key
@@ -95,10 +95,7 @@ def _starting_checkpoint(context, pipeline: PipelineConfig, source, changelog):
         )
     acknowledged = source.checkpoint_position()
     if checkpoint is None:
-        problems = source.preflight()
-        if problems:
-            raise PreflightError(problems)
-        source.setup()
+        set_up_source(source)
         checkpoint = source.checkpoint_position() or source.current_position()
         changelog.record_idle_checkpoint(pipeline.name, checkpoint)
         context.log.info(f"{pipeline.name}: set up the source; capture starts after {checkpoint}")

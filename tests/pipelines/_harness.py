@@ -87,7 +87,7 @@ def make_shop_pipeline(pg_db, tmp_path: Path, monkeypatch, name: str = "shop") -
         source={"url": f"postgresql://cap_{pg_db.name}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
                 "password_env": "TEST_SHOP_PASSWORD", "slot": f"dbmazz_{pg_db.name}"},
         tables=SHOP_TABLES,
-        sinks={"duckdb": {"url": f"duckdb:///{duckdb_path}"}},
+        sinks={"duckdb": {"url": f"duckdb:///{duckdb_path}", "lock_wait_seconds": 2}},
         changelog=str(tmp_path / "changelog"),
     )
     shop = ShopPipeline(config, pg_db.url, duckdb_path)

@@ -12,7 +12,7 @@ from ...core.errors import ConfigError
 __all__ = ["DuckDbConfig"]
 
 _KEYS = {"url", "path", "schema", "pipeline", "type", "threads", "memory_limit", "checkpoint_threshold",
-         "row_group_size"}
+         "row_group_size", "lock_wait_seconds"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class DuckDbConfig:
     default (16MB) makes every 100k-change batch pay a checkpoint, so it is raised to 1GB.
     ``row_group_size``: rows per row group (DuckDB's default: 122880). DuckDB writes full row groups
     of a transaction straight into the file instead of the WAL; smaller groups let smaller batches do so
-    (measured: no clear gain for 100k-change batches, so DuckDB's default is kept)."""
+    (measured: no clear gain for 100k-change batches, so DuckDB's default is kept).
+    ``lock_wait_seconds``: how long to wait for the file while another process holds it (a reader between
+    applies, say) before giving up with a transient error."""
 
     path: str
     pipeline: str = "main"
@@ -32,6 +34,7 @@ class DuckDbConfig:
     memory_limit: str | None = None
     checkpoint_threshold: str | None = "1GB"
     row_group_size: int | None = None
+    lock_wait_seconds: float = 10.0
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> DuckDbConfig:
@@ -52,4 +55,5 @@ class DuckDbConfig:
         return cls(path=str(path), pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
                    threads=config.get("threads"), memory_limit=config.get("memory_limit"),
                    checkpoint_threshold=config.get("checkpoint_threshold", "1GB"),
-                   row_group_size=config.get("row_group_size"))
+                   row_group_size=config.get("row_group_size"),
+                   lock_wait_seconds=float(config.get("lock_wait_seconds", 10.0)))

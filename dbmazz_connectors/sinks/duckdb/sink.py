@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,11 +67,7 @@ class DuckDbSink(SqlSink):
             if not os.path.isdir(folder):
                 raise ConfigError(f"duckdb sink: expected the folder {folder} to exist, it does not",
                                   hint=f"mkdir -p {folder}")
-        try:
-            self.con = self._open(duckdb, path)
-        except duckdb.Error as exc:
-            raise ConfigError(f"duckdb sink: cannot open {path}: {exc}",
-                              hint="check the file permissions and that no other process writes the file") from None
+        self.con = self._open_waiting(duckdb, path)
         if self.config.threads:
             self.con.execute(f"SET threads = {int(self.config.threads)}")
         if self.config.memory_limit:
@@ -78,6 +75,30 @@ class DuckDbSink(SqlSink):
         if self.config.checkpoint_threshold:
             self.con.execute("SET checkpoint_threshold = ?", [self.config.checkpoint_threshold])
         self.ensure_meta()
+
+    def _open_waiting(self, duckdb: Any, path: str) -> Any:
+        """Open the file, waiting up to ``lock_wait_seconds`` while another process holds its lock.
+
+        DuckDB allows one process at a time on a file, so a reader opening it between applies is
+        expected: waiting briefly beats failing the batch. Still locked afterwards: a TransientError
+        (the orchestrator may retry); any other failure: a ConfigError.
+        """
+        deadline = time.monotonic() + self.config.lock_wait_seconds
+        while True:
+            try:
+                return self._open(duckdb, path)
+            except duckdb.Error as exc:
+                locked = "lock" in str(exc).lower()
+                if locked and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                if locked:
+                    raise TransientError(
+                        f"duckdb sink: {path} stayed locked by another process for {self.config.lock_wait_seconds:g}s",
+                        hint="close other connections to the file (readers can open it read-only between applies)",
+                    ) from None
+                raise ConfigError(f"duckdb sink: cannot open {path}: {exc}",
+                                  hint="check the file permissions and that no other process writes the file") from None
 
     def _open(self, duckdb: Any, path: str) -> Any:
         """Open the file; with a row group size set, through ATTACH (the only place DuckDB takes it)."""

@@ -215,14 +215,12 @@ def _fsync_dir(path: str) -> None:
 
 
 class _TableState:
-    __slots__ = ("start_schema", "schema", "pending", "pending_bytes", "entries", "ops", "bytes",
-                 "max_version", "max_commit_ts_us")
+    __slots__ = ("start_schema", "schema", "part", "entries", "ops", "bytes", "max_version", "max_commit_ts_us")
 
     def __init__(self, schema: TableSchema) -> None:
         self.start_schema = schema
         self.schema = schema
-        self.pending: list[pa.Table] = []
-        self.pending_bytes = 0
+        self.part: _Part | None = None  # the part being written
         self.entries: list[dict[str, Any]] = []
         self.ops = {"insert": 0, "update": 0, "delete": 0}
         self.bytes = 0
@@ -230,11 +228,47 @@ class _TableState:
         self.max_commit_ts_us: int | None = None
 
 
+class _Part:
+    """One Parquet part being written: each row chunk becomes a row group as it arrives."""
+
+    __slots__ = ("name", "path", "writer", "rows", "bytes", "ops", "min_version", "max_version", "max_ts")
+
+    def __init__(self, name: str, path: str, writer: pq.ParquetWriter) -> None:
+        self.name, self.path, self.writer = name, path, writer
+        self.rows = self.bytes = 0
+        self.ops = {"insert": 0, "update": 0, "delete": 0}
+        self.min_version: int | None = None
+        self.max_version: int | None = None
+        self.max_ts: int | None = None
+
+    def write(self, data: pa.Table) -> None:
+        self.writer.write_table(data, row_group_size=max(data.num_rows, 1))
+        self.rows += data.num_rows
+        self.bytes += data.nbytes
+        for op, n in op_counts(data).items():
+            self.ops[op] += n
+        low, high = pc.min_max(data.column(VERSION_COLUMN)).values()
+        latest = pc.max(data.column(COMMIT_TS_COLUMN).cast(pa.int64())).as_py()
+        self.min_version = _lower(self.min_version, low.as_py())
+        self.max_version = _higher(self.max_version, high.as_py())
+        self.max_ts = _higher(self.max_ts, latest)
+
+
+def _lower(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _higher(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 class BatchWriter:
     """Stages one batch's events into Parquet parts, then commits the manifest.
 
-    Row chunks of a table are buffered up to the change log's ``part_rows``/``part_bytes`` and
-    written as one part, so memory stays bounded however large the batch.
+    Each row chunk is written at once, as a row group of the table's current part; a part is closed
+    at the change log's ``part_rows``/``part_bytes`` (or at a truncate or schema change). Memory
+    holds no more than the chunk in hand however large the batch, and little is left to write
+    when the stream ends.
     """
 
     def __init__(self, log: ChangeLog, pipeline: str, batch_id: str, start: Lsn | BinlogPosition) -> None:
@@ -257,11 +291,9 @@ class BatchWriter:
                 state.schema = event.schema
                 state.entries.append({"kind": "schema", "schema": event.schema.to_dict(), "version": None})
             if event.data.num_rows:
-                state.pending.append(event.data)
-                state.pending_bytes += event.data.nbytes
-                if sum(t.num_rows for t in state.pending) >= self.log.part_rows or (
-                    state.pending_bytes >= self.log.part_bytes
-                ):
+                part = state.part or self._open_part(event.table, state, event.data.schema)
+                part.write(event.data)
+                if part.rows >= self.log.part_rows or part.bytes >= self.log.part_bytes:
                     self._flush(event.table, state)
             return
         if isinstance(event, Truncate):
@@ -292,29 +324,31 @@ class BatchWriter:
             state = self.tables[table] = _TableState(schema)
         return state
 
-    def _flush(self, table: str, state: _TableState) -> None:
-        if not state.pending:
-            return
-        data = pa.concat_tables(state.pending)
-        state.pending, state.pending_bytes = [], 0
-        name = f"part-{len([e for e in state.entries if e['kind'] == 'rows']):05d}.parquet"
+    def _open_part(self, table: str, state: _TableState, schema: pa.Schema) -> _Part:
+        name = f"part-{sum(1 for e in state.entries if e['kind'] == 'rows'):05d}.parquet"
         folder = self.log.part_dir(self.pipeline, table, self.batch_id)
         self.log.fs.create_dir(folder, recursive=True)
         path = f"{folder}/{name}"
-        pq.write_table(data, path, filesystem=self.log.fs, compression=self.log.compression)
+        # Dictionary pages cost more time than they save here: most text is unique, zstd takes the rest.
+        writer = pq.ParquetWriter(path, schema, filesystem=self.log.fs, compression=self.log.compression,
+                                  use_dictionary=False, write_statistics=False)
         self._written_files.append(path)
-        size = self.log.fs.get_file_info(path).size or 0
-        counts = op_counts(data)
-        versions = data.column(VERSION_COLUMN)
-        commit_ts = data.column(COMMIT_TS_COLUMN)
-        max_version = pc.max(versions).as_py()
-        max_ts = pc.max(commit_ts.cast(pa.int64())).as_py()
-        state.entries.append({"kind": "rows", "file": name, "rows": data.num_rows, "bytes": size, "ops": counts,
-                              "min_version": pc.min(versions).as_py(), "max_version": max_version})
-        for op, n in counts.items():
+        state.part = _Part(name, path, writer)
+        return state.part
+
+    def _flush(self, table: str, state: _TableState) -> None:
+        """Close the table's current part (if any) and record it."""
+        part, state.part = state.part, None
+        if part is None:
+            return
+        part.writer.close()
+        size = self.log.fs.get_file_info(part.path).size or 0
+        state.entries.append({"kind": "rows", "file": part.name, "rows": part.rows, "bytes": size, "ops": part.ops,
+                              "min_version": part.min_version, "max_version": part.max_version})
+        for op, n in part.ops.items():
             state.ops[op] += n
         state.bytes += size
-        _raise_max(state, max_version, max_ts)
+        _raise_max(state, part.max_version, part.max_ts)
 
     def commit(self, stats: dict[str, Any] | None = None) -> BatchManifest:
         """Write the remaining parts, then the manifest; the batch is durable when this returns."""

@@ -1,4 +1,4 @@
-"""A capture killed with SIGKILL around the slot advance: re-running the range loses and doubles nothing."""
+"""A capture killed with SIGKILL while staging or around the slot advance: re-running the range loses and doubles nothing."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ def checkpoint(position):
     os.kill(os.getpid(), signal.SIGKILL)
 
 source.checkpoint = checkpoint
+if spec["kill"] == "mid_part":  # after the second row group of the first part, before the part is closed
+    from dbmazz_connectors.changelog import store
+    write, calls = store._Part.write, []
+    def write_then_die(self, data):
+        write(self, data)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    store._Part.write = write_then_die
 capture_range(source, ChangeLog(spec["changelog"]), "p1", Lsn.parse(spec["start"]), Lsn.parse(spec["end"]))
 print("not killed")
 """
@@ -53,7 +62,7 @@ def _workload(pg_db, low: int) -> None:
 
 def _capture_in_child(capture_role, changelog, start, end, kill: str) -> None:
     config = {"url": capture_role.db.url_as(capture_role.name, capture_role.password), "pipeline": "p1",
-              "tables": ["public.orders"]}
+              "tables": ["public.orders"], "read_block_rows": 1000}
     spec = {"config": config, "changelog": changelog.root, "start": str(start), "end": str(end), "kill": kill}
     child = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
@@ -108,4 +117,25 @@ def test_killed_after_the_slot_advance_before_the_caller_records_it(pg_db, captu
     assert_folded_equals_source(pg_db, changelog, "public.orders")
     _workload(pg_db, 10_001)  # the next range carries on from the advanced slot
     capture(source, changelog)
+    assert_folded_equals_source(pg_db, changelog, "public.orders")
+
+
+def test_killed_mid_part_while_staging(pg_db, capture_role, changelog, orders_source):
+    """Row groups are written as they arrive: a kill leaves an unfinished part and no manifest."""
+    source = orders_source
+    _workload(pg_db, 1)
+    start, end = source.checkpoint_position(), source.current_position()
+    _capture_in_child(capture_role, changelog, start, end, kill="mid_part")
+    batch_id = batch_id_for(start, end)
+    assert changelog.manifest("p1", batch_id) is None, "no manifest: the batch does not exist"
+    folder = changelog.part_dir("p1", "public.orders", batch_id)
+    leftovers = os.listdir(folder)
+    assert leftovers == ["part-00000.parquet"]
+    with pytest.raises(Exception, match="(?i)parquet"):  # unfinished: no footer
+        pq.read_table(os.path.join(folder, leftovers[0]))
+    assert source.checkpoint_position() == start, "the slot did not move"
+    again = capture_range(source, changelog, "p1", start, end)
+    assert again.tables["public.orders"].ops == {"insert": 5001, "update": 1666, "delete": 1001}
+    assert [len(t) for t in _parts(changelog, again.batch_id)] == [7668]
+    assert source.checkpoint_position() == again.end
     assert_folded_equals_source(pg_db, changelog, "public.orders")

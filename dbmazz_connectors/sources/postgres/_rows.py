@@ -54,10 +54,8 @@ def windows(b: np.ndarray, dtype: str) -> np.ndarray:
 
 def be_int(b: np.ndarray, pos: np.ndarray, size: int, signed: bool = True) -> np.ndarray:
     """Big-endian integers of ``size`` bytes at each of ``pos`` (vectorized; ``b`` padded by >= 16 bytes)."""
-    raw = windows(b, f"<u{size}")[pos].byteswap()
-    if signed:
-        return raw.view(f"<i{size}").astype(np.int64)
-    return raw.astype(np.uint64 if size == 8 else np.int64)
+    raw = windows(b, f">{'i' if signed else 'u'}{size}")[pos]
+    return raw.astype(np.uint64 if size == 8 and not signed else np.int64)
 
 
 @dataclass
@@ -78,12 +76,13 @@ def _walk(b: np.ndarray, starts: np.ndarray, ncols: int, table: str) -> _Tuples:
     vstarts = np.empty((ncols, n), np.int64)
     vlens = np.empty((ncols, n), np.int64)
     pos = starts + 2
+    lengths = windows(b, ">i4")
     for k in range(ncols):
-        kind = b[pos]
+        kind = kinds[k] = b[pos]
         is_text = kind == _TEXT
-        length = np.where(is_text, be_int(b, pos + 1, 4), 0)
-        kinds[k], vstarts[k], vlens[k] = kind, pos + 5, length
-        pos = pos + np.where(is_text, 5 + length, 1)
+        length = vlens[k] = np.where(is_text, lengths[pos + 1], 0)
+        vstarts[k] = pos + 5
+        pos = pos + np.where(is_text, length + 5, 1)
     if n and not np.isin(kinds, (_NULL, _UNCHANGED, _TEXT)).all():
         raise SourceError(f"pgoutput: unexpected tuple value kind in {table} (binary mode is not requested)")
     return _Tuples(kinds, vstarts, vlens, pos)
@@ -97,14 +96,15 @@ def _views(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, lengths: np.ndarr
     bytes, zero padded) or its 4-byte prefix, buffer index 0 and offset.
     """
     n = len(starts)
-    lens = np.where(valid, lengths, 0).astype(np.uint32)
-    inline = windows(b, "V12")[starts].view("<u4").reshape(n, 3)
+    lens = (lengths if valid.all() else np.where(valid, lengths, 0)).astype(np.uint32)
     views = np.empty((n, 4), np.uint32)
     views[:, 0] = lens
-    views[:, 1:] = inline & _INLINE_MASK[np.minimum(lens, 12)]
-    long = lens > 12
-    views[long, 2] = 0
-    views[long, 3] = starts[long]
+    inline = windows(b, "V12")[starts].view("<u4").reshape(n, 3)
+    np.bitwise_and(inline, _INLINE_MASK.take(np.minimum(lens, 12), axis=0), out=views[:, 1:])  # take: 3x [] here
+    long = np.flatnonzero(lens > 12)
+    if len(long):
+        views[long, 2] = 0
+        views[long, 3] = starts[long]
     validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     null_count = int(n - np.count_nonzero(valid))
     return pa.Array.from_buffers(view_type, n, [validity, pa.py_buffer(views), data], null_count=null_count)

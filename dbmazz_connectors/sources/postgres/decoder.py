@@ -30,6 +30,9 @@ _B, _C, _R, _T, _Y, _O, _M = (ord(c) for c in "BCRTYOM")
 _I, _U, _D = ord("I"), ord("U"), ord("D")
 _ROW_TYPES = np.array([_I, _U, _D], np.uint8)
 _KNOWN = np.array([_B, _C, _R, _T, _Y, _O, _M, _I, _U, _D], np.uint8)
+# Messages decoded together: small enough that one chunk's messages stay in the CPU cache while
+# its columns are walked one after another (2-3 MB; a 100k-message chunk decodes ~35% slower).
+DECODE_ROWS = 16_384
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,9 @@ class PgOutputDecoder:
 
         ``buf`` is padded in place and must not change afterwards (arrays may point into it).
         """
-        if not row_lengths:
+        if len(row_lengths) == 0:
             return
-        lengths = np.array(row_lengths, np.int64)
+        lengths = np.asarray(row_lengths, np.int64)
         buf += PADDING
         b = np.frombuffer(buf, np.uint8)
         starts = np.cumsum(lengths) - lengths + 6  # skip int16 field count and int32 length
@@ -159,12 +162,14 @@ class PgOutputDecoder:
                 raise SourceError(f"pgoutput: a change of relation {relid} arrived before its Relation message")
             if info is None:  # not a configured table
                 continue
-            sel = relids == relid
-            args = (b, data, starts[sel], types[sel], info, txn_lsn[sel], txn_ts[sel])
-            if self._executor is None:
-                yield Rows(info.schema, decode_rows(*args))
-            else:
-                yield PendingRows(info.schema, self._executor.submit(decode_rows, *args))
+            which = np.flatnonzero(relids == relid)
+            for low in range(0, len(which), DECODE_ROWS):
+                sel = which[low:low + DECODE_ROWS]
+                args = (b, data, starts[sel], types[sel], info, txn_lsn[sel], txn_ts[sel])
+                if self._executor is None:
+                    yield Rows(info.schema, decode_rows(*args))
+                else:
+                    yield PendingRows(info.schema, self._executor.submit(decode_rows, *args))
 
     def _control(self, buf: bytes, pos: int, kind: int, txn_lsn: int, txn_ts: int) -> Iterator[ChangeEvent]:
         skipped = txn_lsn < self.start

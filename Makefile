@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py dbmazz_connectors/sources/postgres/_copyrecv.c
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dbmazz needs Python >= 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

@@ -1,32 +1,49 @@
 """Receive a binary COPY stream in blocks of rows, on a thread, so receiving overlaps decoding.
 
-psycopg's ``Copy`` iterator costs a few microseconds per row; pgoutput sends one row per
-change, so rows are taken straight from libpq (``PGconn.get_copy_data``, which releases the
-GIL while it waits) and handed over in blocks through a small bounded queue (memory stays
-bounded: at most ``QUEUE_BLOCKS`` blocks wait).
+pgoutput sends one COPY row per change, so the per-row cost of receiving matters. Two
+receivers fill the same blocks, handed over through a small bounded queue (memory stays
+bounded: at most ``QUEUE_BLOCKS`` blocks wait):
+
+- the native one (``_copyrecv.c``, built at install): one call per block, without the GIL, so
+  the decoding threads run meanwhile. It calls the libpq psycopg loaded, found and checked by
+  ``_libpq_functions``.
+- the Python one: rows straight from ``PGconn.get_copy_data`` (about 1 µs a row, holding the
+  GIL). Used where the extension is not built, where the libpq cannot be found, or with
+  ``DBMAZZ_PG_RECEIVER=python``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import queue
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 from psycopg import pq
 
 from .decoder import COPY_SIGNATURE
 
-__all__ = ["copy_blocks", "CopyFailed", "Block"]
+try:
+    from . import _copyrecv
+except ImportError:  # not built (no C compiler at install): the Python receiver is used
+    _copyrecv = None
+
+__all__ = ["copy_blocks", "CopyFailed", "Block", "receiver_for"]
 
 QUEUE_BLOCKS = 2
 YIELD_EVERY = 255  # rows between GIL hand-overs to the decoding threads (a mask: 2^k - 1)
 _HEADER = len(COPY_SIGNATURE) + 8  # signature, int32 flags, int32 header-extension length
 _DONE = object()
 
+POLL_MS = 1000  # the native receiver returns this often while idle, so a stop is noticed
+
 # A block: the rows concatenated (each still with its 6-byte COPY row header), and each row's length.
-Block = tuple[bytearray, list[int]]
+Block = tuple[bytearray, Sequence[int]]
 
 
 class CopyFailed(Exception):
@@ -97,12 +114,7 @@ def _receive(pgconn, block_rows: int, block_bytes: int, out: queue.Queue, stop: 
                 pgconn.consume_input()
         if lengths:
             _put(out, (buf, lengths), stop)
-        result = pgconn.get_result()
-        while pgconn.get_result() is not None:
-            pass
-        if result is not None and result.status != pq.ExecStatus.COMMAND_OK:
-            raise _error(result)
-        _put(out, _DONE, stop)
+        _finish(pgconn, out, stop)
     except BaseException as exc:  # handed to the consumer, which re-raises it
         _put(out, exc, stop)
 
@@ -116,6 +128,108 @@ def _put(out: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
+@functools.cache
+def _libpq_candidates() -> tuple[ctypes.CDLL, ...]:
+    """The libpq libraries loaded in this process (psycopg's among them)."""
+    if pq.__impl__ == "python":
+        from psycopg.pq import _pq_ctypes
+
+        return (_pq_ctypes.pq,)
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(None, 1)[-1]
+                if "/libpq" in path and ".so" in path and path not in paths:
+                    paths.append(path)
+    except OSError:
+        return ()
+    libs = []
+    for path in paths:
+        try:
+            libs.append(ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY))
+        except OSError:
+            continue
+    return tuple(libs)
+
+
+def _libpq_functions(pgconn) -> tuple[int, int, int, int] | None:
+    """Addresses of PQgetCopyData, PQfreemem, PQconsumeInput and PQsocket of the libpq that owns
+    ``pgconn``, or None. A library counts as the owner only if it reads the connection's socket,
+    backend pid and server version exactly as psycopg does."""
+    ptr = pgconn.pgconn_ptr
+    if not ptr:
+        return None
+    for lib in _libpq_candidates():
+        try:
+            socket, pid, version = lib.PQsocket, lib.PQbackendPID, lib.PQserverVersion
+            for fn in (socket, pid, version):
+                fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_int
+            if (socket(ptr), pid(ptr), version(ptr)) != (pgconn.socket, pgconn.backend_pid, pgconn.server_version):
+                continue
+            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                         for name in ("PQgetCopyData", "PQfreemem", "PQconsumeInput", "PQsocket"))
+        except (AttributeError, OSError):
+            continue
+    return None
+
+
+def receiver_for(pgconn) -> str:
+    """Which receiver ``copy_blocks`` uses on this connection: ``"native"`` or ``"python"``."""
+    if _copyrecv is None or os.environ.get("DBMAZZ_PG_RECEIVER", "").lower() == "python":
+        return "python"
+    return "native" if _libpq_functions(pgconn) is not None else "python"
+
+
+def _receive_native(pgconn, block_rows: int, block_bytes: int, out: queue.Queue, stop: threading.Event) -> None:
+    """As ``_receive``, a block per call of the C loop (which releases the GIL)."""
+    try:
+        functions = _libpq_functions(pgconn)
+        if functions is None:
+            raise CopyFailed("the libpq of this connection went away", None)
+        conn, receive = pgconn.pgconn_ptr, _copyrecv.receive
+        header_done, pending, status = False, None, 0
+        while status != 1:
+            buf = bytearray(max(block_bytes, len(pending) if pending is not None else 0))
+            lengths = np.empty(block_rows, np.int64)
+            used = nrows = 0
+            if pending is not None:  # the row that did not fit in the last block
+                buf[: len(pending)] = pending
+                used, nrows, lengths[0], pending = len(pending), 1, len(pending), None
+            while True:
+                status, used, nrows, header_done, pending = receive(
+                    conn, *functions, buf, used, lengths, nrows, header_done, POLL_MS)
+                if status != 2:
+                    break
+                if stop.is_set():
+                    return
+            if status == -2:
+                raise CopyFailed("expected a binary COPY stream from postgres, got something else", None)
+            if status == -1:
+                break
+            del buf[used:]
+            if nrows:
+                _put(out, (buf, lengths[:nrows]), stop)
+            if stop.is_set():
+                return  # the consumer gave up; it closes the connection
+        _finish(pgconn, out, stop)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        _put(out, exc, stop)
+
+
+def _finish(pgconn, out: queue.Queue, stop: threading.Event) -> None:
+    """After the last row: the COPY command's result, then the end marker (or its error)."""
+    result = pgconn.get_result()
+    while pgconn.get_result() is not None:
+        pass
+    if result is None:
+        message = (pgconn.error_message or b"").decode(errors="replace").strip()
+        raise CopyFailed(message or "the COPY ended without a result", None)
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        raise _error(result)
+    _put(out, _DONE, stop)
+
+
 def copy_blocks(pgconn, statement: bytes, block_rows: int, block_bytes: int) -> Iterator[Block]:
     """Run ``COPY (...) TO STDOUT (FORMAT binary)`` and yield its rows in blocks (header/trailer removed).
 
@@ -124,6 +238,7 @@ def copy_blocks(pgconn, statement: bytes, block_rows: int, block_bytes: int) -> 
     Raises:
         CopyFailed: the server reported an error.
     """
+    receive = _receive_native if receiver_for(pgconn) == "native" else _receive
     pgconn.send_query(statement)
     result = pgconn.get_result()
     if result is None or result.status != pq.ExecStatus.COPY_OUT:
@@ -133,7 +248,7 @@ def copy_blocks(pgconn, statement: bytes, block_rows: int, block_bytes: int) -> 
         raise error
     out: queue.Queue = queue.Queue(maxsize=QUEUE_BLOCKS)
     stop = threading.Event()
-    thread = threading.Thread(target=_receive, args=(pgconn, block_rows, block_bytes, out, stop),
+    thread = threading.Thread(target=receive, args=(pgconn, block_rows, block_bytes, out, stop),
                               name="dbmazz-pg-copy", daemon=True)
     thread.start()
     try:

@@ -210,6 +210,10 @@ class PostgresSource:
         return _translate_errors(self.config.slot)
 
 
+# admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now: a re-run can succeed
+_SHUTDOWN = frozenset({"57P01", "57P02", "57P03"})
+
+
 class _translate_errors:  # noqa: N801 - used as a context manager, reads like a function
     """Map driver errors to dbmazz errors (slot invalidated, connection lost), passwords redacted."""
 
@@ -227,6 +231,8 @@ class _translate_errors:  # noqa: N801 - used as a context manager, reads like a
             raise SlotInvalidatedError(self.slot, text.splitlines()[0]) from None
         if isinstance(exc, pg_errors.UndefinedObject) or getattr(exc, "sqlstate", None) == "42704":
             raise SourceError(f"postgres: {text}", hint="run setup (dbmazz check shows what is missing)") from None
-        if isinstance(exc, psycopg.OperationalError) or (isinstance(exc, CopyFailed) and exc.sqlstate is None):
+        sqlstate = getattr(exc, "sqlstate", None)
+        if (isinstance(exc, psycopg.OperationalError) or (isinstance(exc, CopyFailed) and sqlstate is None)
+                or (sqlstate or "").startswith("08") or sqlstate in _SHUTDOWN):
             raise TransientError(f"postgres connection failed while capturing: {text}") from None
         raise SourceError(f"postgres failed while capturing: {text}") from None

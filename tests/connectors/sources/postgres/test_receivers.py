@@ -73,3 +73,48 @@ def test_no_libpq_of_the_connection_means_the_python_receiver(pg_db, capture_rol
     source = capture_role.source(["public.items"])
     monkeypatch.setattr(_reader, "_libpq_candidates", lambda: ())
     assert _reader.receiver_for(source._stream_conn().pgconn) == "python"
+
+
+@pytest.mark.parametrize("receiver", ["native", "python"])
+def test_connection_killed_mid_copy_is_transient_and_stages_nothing(pg_db, capture_role, tmp_path, monkeypatch,
+                                                                    receiver):
+    """The server ends the session while the range streams: a TransientError, no batch, the slot unmoved;
+    the re-run reads the whole range."""
+    from dbmazz_connectors.core.errors import TransientError
+    from dbmazz_connectors.sources.postgres import decoder
+
+    if receiver == "native" and _reader._copyrecv is None:
+        pytest.skip("the _copyrecv extension is not built")
+    if receiver == "python":
+        monkeypatch.setenv("DBMAZZ_PG_RECEIVER", "python")
+    with pg_db.connect() as conn:
+        conn.execute(DDL)
+    capture_role.grant(["public.items"])
+    source = capture_role.source(["public.items"], **SMALL_BLOCKS)
+    source.setup()
+    start = source.checkpoint_position()
+    with pg_db.connect() as conn:  # ~40 MB of messages: far more than the socket and queue buffers hold
+        conn.execute("INSERT INTO items SELECT g, g % 13, repeat('x', 100) || g, NULL FROM generate_series(1, 300000) g")
+    end = source.current_position()
+    assert _reader.receiver_for(source._stream_conn().pgconn) == receiver
+
+    feed, killed = decoder.PgOutputDecoder.feed, []
+
+    def feed_then_kill(self, buf, lengths):
+        if not killed:
+            killed.append(source._stream_conn().pgconn.backend_pid)
+            with pg_db.connect() as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (killed[0],))
+        yield from feed(self, buf, lengths)
+
+    monkeypatch.setattr(decoder.PgOutputDecoder, "feed", feed_then_kill)
+    log = ChangeLog(str(tmp_path / "log"))
+    with pytest.raises(TransientError, match="connection failed while capturing"):
+        capture_range(source, log, "p1", start, end)
+    assert killed and log.batches("p1") == []
+    assert source.checkpoint_position() == start
+
+    monkeypatch.setattr(decoder.PgOutputDecoder, "feed", feed)
+    manifest = capture_range(source, log, "p1", start, end)  # a new session reads the range again
+    assert manifest.tables["public.items"].ops == {"insert": 300000, "update": 0, "delete": 0}
+    assert source.checkpoint_position() == manifest.end

@@ -34,10 +34,12 @@ class ShopPipeline:
 
         Returns the tick data: ``run_requests`` (empty when skipped) and ``skip_message``."""
         sensor = defs.resolve_sensor_def(sensor_name(self.name))
-        context = dg.build_sensor_context(
+        # As a context manager: the instance it opens from the ref (and the current-storage context
+        # variable that instance sets) is closed with it, not left for a later test to find.
+        with dg.build_sensor_context(
             instance_ref=instance.get_ref(), definitions=defs, sensor_name=sensor.name, resources=dict(defs.resources or {})
-        )
-        result = sensor.evaluate_tick(context)
+        ) as context:
+            result = sensor.evaluate_tick(context)
         for request in result.dynamic_partitions_requests or []:
             if isinstance(request, dg.AddDynamicPartitionsRequest):
                 instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

@@ -46,9 +46,12 @@ def _child(spec: dict) -> None:
     manifest = capture_range(source, ChangeLog(spec["changelog"]), "bench", Lsn.parse(spec["start"]),
                              Lsn.parse(spec["end"]))
     seconds = time.perf_counter() - began
+    from dbmazz_connectors.sources.postgres._reader import receiver_for
+
+    receiver = receiver_for(source._stream_conn().pgconn)
     source.disconnect()
     print(json.dumps({"seconds": seconds, "ops": manifest.tables["public.orders"].ops, "peak_rss_mb": peak_rss_mb(),
-                      "bytes": manifest.bytes}))
+                      "bytes": manifest.bytes, "receiver": receiver}))
 
 
 def _reference(conn, end: str) -> tuple[int, float]:
@@ -59,17 +62,18 @@ def _reference(conn, end: str) -> tuple[int, float]:
     return count, time.perf_counter() - began
 
 
-def _capture_in_child(pg, db: str, slot: str, start, end) -> dict:
+def _capture_in_child(pg, db: str, slot: str, start, end, receiver: str = "") -> dict:
     with tempfile.TemporaryDirectory(prefix="dbmazz-bench-") as folder:
         spec = {"url": pg.url(db), "slot": slot, "start": str(start), "end": str(end), "changelog": folder}
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env={**os.environ, "DBMAZZ_PG_RECEIVER": receiver})
     return json.loads(out.stdout)
 
 
-def _one_backlog(pg, rows: int, rounds: int) -> dict:
+def _one_backlog(pg, rows: int, rounds: int, python_receiver: bool = False) -> dict:
     """Workload, then ``rounds`` interleaved (reference, capture) pairs, each capture on its own slot
-    created at the same start; the best of each is kept (the machine is shared and noisy)."""
+    created at the same start; the best of each is kept (the machine is shared and noisy). With
+    ``python_receiver``, one more capture uses the pure-Python COPY receiver, for comparison."""
     import psycopg
 
     from dbmazz_connectors.sources.postgres import PostgresSource
@@ -78,7 +82,7 @@ def _one_backlog(pg, rows: int, rounds: int) -> dict:
     with psycopg.connect(pg.url(), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {db}")
     result: dict = {"rows_inserted": rows}
-    slots = [f"dbmazz_bench_{i}" for i in range(rounds)]
+    slots = [f"dbmazz_bench_{i}" for i in range(rounds + python_receiver)]
     with psycopg.connect(pg.url(db), autocommit=True) as conn:
         conn.execute(ORDERS_DDL)
         source = PostgresSource.from_config({"url": pg.url(db), "pipeline": "bench", "tables": ["public.orders"],
@@ -96,6 +100,9 @@ def _one_backlog(pg, rows: int, rounds: int) -> dict:
         conn.execute("CHECKPOINT")
         source.disconnect()
         runs = []
+        if python_receiver:
+            result["python_receiver_seconds"] = round(
+                _capture_in_child(pg, db, slots.pop(), start, end, receiver="python")["seconds"], 3)
         for slot in slots:
             count, reference_seconds = _reference(conn, str(end))
             capture = _capture_in_child(pg, db, slot, start, end)
@@ -126,7 +133,8 @@ def main() -> None:
 
     sizes = (20_000, 60_000) if args.quick else (1_000_000, 3_000_000)
     with PostgresServer() as pg:
-        runs = [_one_backlog(pg, rows, rounds=2 if i == 0 else 1) for i, rows in enumerate(sizes)]
+        runs = [_one_backlog(pg, rows, rounds=3 if i == 0 else 1, python_receiver=i == 0)
+                for i, rows in enumerate(sizes)]
     main_run = runs[0]
     assert main_run["changes"] == main_run["changes_expected"], "captured change count differs from the workload"
     write_result(
@@ -141,10 +149,12 @@ def main() -> None:
             "changes": main_run["changes"],
             "seconds": round(main_run["seconds"], 3),
             "reference_seconds": round(main_run["reference_seconds"], 3),
-            "method": "best of 2 interleaved (reference, capture) runs, each capture on its own slot created at "
+            "method": "best of 3 interleaved (reference, capture) runs, each capture on its own slot created at "
                       "the same start, in a fresh process (imports not timed), slot advance included",
             "runs": main_run["runs"],
             "reference_messages": main_run["reference_count"],
+            "receiver": main_run["receiver"],
+            "python_receiver_seconds": main_run["python_receiver_seconds"],
             "backlogs": [{k: r[k] for k in ("rows_inserted", "changes", "seconds", "reference_seconds", "peak_rss_mb",
                                             "load_seconds", "bytes")} for r in runs],
             "cpus": os.cpu_count(),

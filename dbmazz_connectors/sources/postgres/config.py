@@ -31,7 +31,7 @@ class _Input(BaseModel):
     publication: str | None = Field(None, description="publication name; default dbmazz_<pipeline>")
     replica_identity_full: bool | list[str] = Field(
         False, description="tables that setup() switches to REPLICA IDENTITY FULL (true: all)")
-    read_block_rows: int = Field(100_000, ge=1_000, description="messages decoded together (bounds memory)")
+    read_block_rows: int = Field(100_000, ge=1_000, description="messages received per block (bounds memory)")
     read_block_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, le=1024**3,
                                   description="bytes of messages decoded together (bounds memory)")
     decode_threads: int = Field(2, ge=1, le=16, description="threads decoding row chunks in parallel")

@@ -23,6 +23,18 @@ ALTER TABLE items ALTER COLUMN big SET STORAGE EXTERNAL;
 SMALL_BLOCKS = {"read_block_rows": 1000, "read_block_bytes": 1024 * 1024}
 
 
+@pytest.fixture
+def items_source(pg_db, capture_role):
+    """A source for public.items with 1000-message, 1 MiB blocks, its slot set up."""
+    with pg_db.connect() as conn:
+        conn.execute(DDL)
+    capture_role.grant(["public.items"])
+    source = capture_role.source(["public.items"], **SMALL_BLOCKS)
+    source.setup()
+    yield source
+    source.disconnect()
+
+
 def _read(source, tmp_path, name: str, start, end) -> tuple[pa.Table, object]:
     log = ChangeLog(str(tmp_path / name))
     source.checkpoint = lambda position: None  # leave the slot where it is: both receivers read the range
@@ -31,12 +43,8 @@ def _read(source, tmp_path, name: str, start, end) -> tuple[pa.Table, object]:
     return data, manifest
 
 
-def test_native_and_python_receivers_give_the_same_batch(pg_db, capture_role, tmp_path, monkeypatch):
-    with pg_db.connect() as conn:
-        conn.execute(DDL)
-    capture_role.grant(["public.items"])
-    source = capture_role.source(["public.items"], **SMALL_BLOCKS)
-    source.setup()
+def test_native_and_python_receivers_give_the_same_batch(pg_db, items_source, tmp_path, monkeypatch):
+    source = items_source
     start = source.checkpoint_position()
     with pg_db.connect() as conn:
         conn.execute("INSERT INTO items SELECT g, g % 13, 'label ' || g, NULL FROM generate_series(1, 20000) g")
@@ -76,7 +84,7 @@ def test_no_libpq_of_the_connection_means_the_python_receiver(pg_db, capture_rol
 
 
 @pytest.mark.parametrize("receiver", ["native", "python"])
-def test_connection_killed_mid_copy_is_transient_and_stages_nothing(pg_db, capture_role, tmp_path, monkeypatch,
+def test_connection_killed_mid_copy_is_transient_and_stages_nothing(pg_db, items_source, tmp_path, monkeypatch,
                                                                     receiver):
     """The server ends the session while the range streams: a TransientError, no batch, the slot unmoved;
     the re-run reads the whole range."""
@@ -87,11 +95,7 @@ def test_connection_killed_mid_copy_is_transient_and_stages_nothing(pg_db, captu
         pytest.skip("the _copyrecv extension is not built")
     if receiver == "python":
         monkeypatch.setenv("DBMAZZ_PG_RECEIVER", "python")
-    with pg_db.connect() as conn:
-        conn.execute(DDL)
-    capture_role.grant(["public.items"])
-    source = capture_role.source(["public.items"], **SMALL_BLOCKS)
-    source.setup()
+    source = items_source
     start = source.checkpoint_position()
     with pg_db.connect() as conn:  # ~40 MB of messages: far more than the socket and queue buffers hold
         conn.execute("INSERT INTO items SELECT g, g % 13, repeat('x', 100) || g, NULL FROM generate_series(1, 300000) g")

@@ -162,31 +162,35 @@ def _libpq_functions(pgconn) -> tuple[int, int, int, int] | None:
         return None
     for lib in _libpq_candidates():
         try:
-            socket, pid, version = lib.PQsocket, lib.PQbackendPID, lib.PQserverVersion
+            # lib[name] is a fresh function object: psycopg's own declarations (python impl) stay as they are
+            socket, pid, version = lib["PQsocket"], lib["PQbackendPID"], lib["PQserverVersion"]
             for fn in (socket, pid, version):
                 fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_int
             if (socket(ptr), pid(ptr), version(ptr)) != (pgconn.socket, pgconn.backend_pid, pgconn.server_version):
                 continue
-            return tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+            return tuple(ctypes.cast(lib[name], ctypes.c_void_p).value
                          for name in ("PQgetCopyData", "PQfreemem", "PQconsumeInput", "PQsocket"))
         except (AttributeError, OSError):
             continue
     return None
 
 
+def _native_functions(pgconn) -> tuple[int, int, int, int] | None:
+    """The libpq functions for the native receiver, or None where the Python receiver is used."""
+    if _copyrecv is None or os.environ.get("DBMAZZ_PG_RECEIVER", "").lower() == "python":
+        return None
+    return _libpq_functions(pgconn)
+
+
 def receiver_for(pgconn) -> str:
     """Which receiver ``copy_blocks`` uses on this connection: ``"native"`` or ``"python"``."""
-    if _copyrecv is None or os.environ.get("DBMAZZ_PG_RECEIVER", "").lower() == "python":
-        return "python"
-    return "native" if _libpq_functions(pgconn) is not None else "python"
+    return "python" if _native_functions(pgconn) is None else "native"
 
 
-def _receive_native(pgconn, block_rows: int, block_bytes: int, out: queue.Queue, stop: threading.Event) -> None:
+def _receive_native(functions: tuple[int, int, int, int], pgconn, block_rows: int, block_bytes: int,
+                    out: queue.Queue, stop: threading.Event) -> None:
     """As ``_receive``, a block per call of the C loop (which releases the GIL)."""
     try:
-        functions = _libpq_functions(pgconn)
-        if functions is None:
-            raise CopyFailed("the libpq of this connection went away", None)
         conn, receive = pgconn.pgconn_ptr, _copyrecv.receive
         header_done, pending, status = False, None, 0
         while status != 1:
@@ -238,7 +242,8 @@ def copy_blocks(pgconn, statement: bytes, block_rows: int, block_bytes: int) -> 
     Raises:
         CopyFailed: the server reported an error.
     """
-    receive = _receive_native if receiver_for(pgconn) == "native" else _receive
+    functions = _native_functions(pgconn)
+    receive = _receive if functions is None else functools.partial(_receive_native, functions)
     pgconn.send_query(statement)
     result = pgconn.get_result()
     if result is None or result.status != pq.ExecStatus.COPY_OUT:

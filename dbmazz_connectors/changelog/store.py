@@ -380,7 +380,5 @@ class BatchWriter:
 
 
 def _raise_max(state: _TableState, version: int | None, commit_ts_us: int | None) -> None:
-    if version is not None and (state.max_version is None or version > state.max_version):
-        state.max_version = version
-    if commit_ts_us is not None and (state.max_commit_ts_us is None or commit_ts_us > state.max_commit_ts_us):
-        state.max_commit_ts_us = commit_ts_us
+    state.max_version = _higher(state.max_version, version)
+    state.max_commit_ts_us = _higher(state.max_commit_ts_us, commit_ts_us)

@@ -76,11 +76,10 @@ def _walk(b: np.ndarray, starts: np.ndarray, ncols: int, table: str) -> _Tuples:
     vstarts = np.empty((ncols, n), np.int64)
     vlens = np.empty((ncols, n), np.int64)
     pos = starts + 2
-    lengths = windows(b, ">i4")
     for k in range(ncols):
         kind = kinds[k] = b[pos]
         is_text = kind == _TEXT
-        length = vlens[k] = np.where(is_text, lengths[pos + 1], 0)
+        length = vlens[k] = np.where(is_text, be_int(b, pos + 1, 4), 0)
         vstarts[k] = pos + 5
         pos = pos + np.where(is_text, length + 5, 1)
     if n and not np.isin(kinds, (_NULL, _UNCHANGED, _TEXT)).all():

@@ -76,12 +76,12 @@ def test_native_and_python_receivers_give_the_same_batch(pg_db, items_source, tm
     assert assert_folded_equals_source(pg_db, ChangeLog(str(tmp_path / "native")), "public.items") == 20001 - 2857
 
 
-def test_no_libpq_of_the_connection_means_the_python_receiver(pg_db, capture_role, monkeypatch):
+def test_no_libpq_of_the_connection_means_the_python_receiver(capture_role, monkeypatch):
     """If no loaded library answers for the connection exactly as psycopg does, the C loop is not used."""
-    capture_role.grant([], publication=None)
     source = capture_role.source(["public.items"])
     monkeypatch.setattr(_reader, "_libpq_candidates", lambda: ())
     assert _reader.receiver_for(source._stream_conn().pgconn) == "python"
+    source.disconnect()
 
 
 @pytest.mark.parametrize("receiver", ["native", "python"])

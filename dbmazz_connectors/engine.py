@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .changelog import BatchManifest, ChangeLog
 from .core.batch import Rows, SchemaChange, Truncate
@@ -18,7 +19,7 @@ from .core.compaction import conform, fold
 from .core.errors import ChangeLogError, PreflightError
 from .core.positions import BinlogPosition, Lsn
 from .core.protocols import BatchRef, Sink, Source, WriteResult
-from .core.schema import TableSchema
+from .core.schema import VERSION_COLUMN, TableSchema
 
 __all__ = ["set_up_source", "capture_range", "apply_batch", "fold_table", "batch_id_for"]
 
@@ -108,6 +109,7 @@ def fold_table(changelog: ChangeLog, pipeline: str, table: str) -> tuple[TableSc
     """
     schema: TableSchema | None = None
     state: pa.Table | None = None
+    truncated = -1  # rows at or below the highest truncate version are gone, and stale when they come later
     for manifest in changelog.batches(pipeline):
         if table not in manifest.tables:
             continue
@@ -117,10 +119,13 @@ def fold_table(changelog: ChangeLog, pipeline: str, table: str) -> tuple[TableSc
             if isinstance(event, Rows):
                 schema = event.schema
                 rows = conform(event.data, schema)
+                rows = rows.filter(pc.greater(rows.column(VERSION_COLUMN), truncated)) if truncated >= 0 else rows
                 state = fold(conform(state, schema) if state is not None else None, rows, schema.primary_key)
             elif isinstance(event, SchemaChange):
                 schema = event.schema
                 state = conform(state, schema) if state is not None else None
             elif isinstance(event, Truncate):
-                state = state.slice(0, 0) if state is not None else None
+                truncated = max(truncated, event.version)
+                if state is not None:
+                    state = state.filter(pc.greater(state.column(VERSION_COLUMN), truncated))
     return schema, state

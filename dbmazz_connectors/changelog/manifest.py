@@ -62,6 +62,14 @@ class BatchManifest:
     tables: dict[str, TableEntry]
     created_at: str
     stats: dict[str, Any] = field(default_factory=dict)
+    # "cdc": a range of the source's log; "snapshot": chunks of a snapshot (or its sweep), which
+    # never move the pipeline's checkpoint. ``snapshot`` then names the snapshot and its chunks.
+    kind: str = "cdc"
+    snapshot: dict[str, Any] | None = None
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.kind == "snapshot"
 
     @property
     def rows(self) -> int:
@@ -81,6 +89,8 @@ class BatchManifest:
             "created_at": self.created_at,
             "tables": {name: entry.to_dict() for name, entry in self.tables.items()},
             "stats": self.stats,
+            "kind": self.kind,
+            "snapshot": self.snapshot,
         }
 
     @classmethod
@@ -95,4 +105,6 @@ class BatchManifest:
             tables={name: TableEntry.from_dict(t) for name, t in data["tables"].items()},
             created_at=data["created_at"],
             stats=dict(data.get("stats", {})),
+            kind=data.get("kind", "cdc"),
+            snapshot=data.get("snapshot"),
         )

@@ -43,6 +43,7 @@ from .manifest import BatchManifest, TableEntry
 __all__ = ["ChangeLog", "BatchWriter"]
 
 _MANIFESTS = "_batches"
+_SNAPSHOTS = "_snapshots"
 
 
 def _segment(name: str) -> str:
@@ -155,9 +156,12 @@ class ChangeLog:
         self._write_bytes_atomically(self._record_path(pipeline, "_state", "idle_checkpoint"), payload)
 
     def checkpoint(self, pipeline: str) -> Lsn | BinlogPosition | None:
-        """The position everything before which is captured: the newest batch end or idle checkpoint."""
+        """The position everything before which is captured: the newest log batch's end or the idle checkpoint.
+
+        Snapshot batches never count: they read tables, not the source's log.
+        """
         candidates = []
-        latest = self.batches(pipeline)
+        latest = [m for m in self.batches(pipeline) if not m.is_snapshot]
         if latest:
             candidates.append(latest[-1].end)
         record = self._read_record(self._record_path(pipeline, "_state", "idle_checkpoint"))
@@ -165,13 +169,30 @@ class ChangeLog:
             candidates.append(position_from_dict(record["position"]))
         return max(candidates, key=lambda p: p.version) if candidates else None
 
+    # snapshot plans
+    def write_snapshot_plan(self, pipeline: str, snapshot_id: str, payload: dict[str, Any]) -> None:
+        """Record a planned snapshot (its floor, tables and chunks), before any of its batches runs."""
+        data = json.dumps(payload, indent=1, sort_keys=True).encode()
+        self._write_bytes_atomically(self._record_path(pipeline, _SNAPSHOTS, snapshot_id), data)
+
+    def snapshot_plan(self, pipeline: str, snapshot_id: str) -> dict[str, Any] | None:
+        return self._read_record(self._record_path(pipeline, _SNAPSHOTS, snapshot_id))
+
+    def snapshot_plans(self, pipeline: str) -> list[dict[str, Any]]:
+        """Every planned snapshot of the pipeline, oldest first."""
+        selector = pafs.FileSelector(f"{self._pipeline_dir(pipeline)}/{_SNAPSHOTS}", allow_not_found=True)
+        plans = [self._read_record(info.path) for info in self.fs.get_file_info(selector)
+                 if info.is_file and info.path.endswith(".json")]
+        return sorted((p for p in plans if p is not None), key=lambda p: p["snapshot_id"])
+
     # writing
-    def writer(self, pipeline: str, batch_id: str, start: Lsn | BinlogPosition) -> BatchWriter:
+    def writer(self, pipeline: str, batch_id: str, start: Lsn | BinlogPosition, *, kind: str = "cdc",
+               snapshot: dict[str, Any] | None = None) -> BatchWriter:
         """A writer for a new batch; leftovers of an earlier, uncompleted attempt are removed."""
         if self.manifest(pipeline, batch_id) is not None:
             raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is already complete")
         self._remove_parts(pipeline, batch_id)
-        return BatchWriter(self, pipeline, batch_id, start)
+        return BatchWriter(self, pipeline, batch_id, start, kind=kind, snapshot=snapshot)
 
     def delete_batch(self, pipeline: str, batch_id: str) -> None:
         """Remove a batch: the manifest first (so it stops existing at once), then its parts and plan."""
@@ -185,7 +206,7 @@ class ChangeLog:
     def _remove_parts(self, pipeline: str, batch_id: str) -> None:
         selector = pafs.FileSelector(self._pipeline_dir(pipeline), allow_not_found=True)
         for info in self.fs.get_file_info(selector):
-            if info.type == pafs.FileType.Directory and info.base_name not in (_MANIFESTS, "_plans", "_state"):
+            if info.type == pafs.FileType.Directory and info.base_name not in (_MANIFESTS, _SNAPSHOTS, "_plans", "_state"):
                 folder = f"{info.path}/{_segment(batch_id)}"
                 if self.fs.get_file_info(folder).type == pafs.FileType.Directory:
                     self.fs.delete_dir(folder)
@@ -271,8 +292,11 @@ class BatchWriter:
     when the stream ends.
     """
 
-    def __init__(self, log: ChangeLog, pipeline: str, batch_id: str, start: Lsn | BinlogPosition) -> None:
+    def __init__(self, log: ChangeLog, pipeline: str, batch_id: str, start: Lsn | BinlogPosition, *,
+                 kind: str = "cdc", snapshot: dict[str, Any] | None = None) -> None:
         self.log = log
+        self.kind = kind
+        self.snapshot = snapshot
         self.pipeline = pipeline
         self.batch_id = batch_id
         self.start = start
@@ -373,6 +397,8 @@ class BatchWriter:
             },
             created_at=datetime.now(UTC).isoformat(),
             stats=dict(stats or {}),
+            kind=self.kind,
+            snapshot=self.snapshot,
         )
         payload = json.dumps(manifest.to_dict(), indent=1, sort_keys=True).encode()
         self.log._write_bytes_atomically(self.log.manifest_path(self.pipeline, self.batch_id), payload)

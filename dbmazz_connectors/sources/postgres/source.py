@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,16 +11,18 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from ...core.batch import ChangeEvent
+from ...core.batch import ChangeEvent, Rows
 from ...core.errors import ConfigError, Problem, SlotInvalidatedError, SourceError, TransientError, redact
 from ...core.positions import Lsn
 from ...core.schema import TableSchema
+from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ._catalog import Catalog
 from ._reader import CopyFailed, copy_blocks
 from .config import PostgresSourceConfig
 from .decoder import PgOutputDecoder, in_order
 from .preflight import run_preflight, slot_state
 from .setup import run_setup
+from .snapshot import SnapshotReader, plan_chunks
 
 __all__ = ["PostgresSource"]
 
@@ -205,6 +207,30 @@ class PostgresSource:
             if not finished:  # abandoned or failed mid-COPY: the connection cannot be reused
                 conn.close()
                 self._stream = None
+
+    # snapshots (docs/architecture.md, "Snapshots")
+    def snapshot_floor(self) -> Lsn:
+        """The WAL insert position now: every snapshot slot created later has its consistent point after it."""
+        return self.current_position()
+
+    def plan_chunks(self, table: str, chunk_rows: int, key_range: KeyRange = FULL_RANGE) -> list[KeyRange]:
+        schema = self.table_schemas()[table] if table in self.config.tables else None
+        if schema is None:
+            raise SourceError(f"expected a table of this pipeline, got {table}",
+                              hint=f"the pipeline replicates {', '.join(self.config.tables)}")
+        schema.require_primary_key()
+        with self._errors():
+            return plan_chunks(self.conn, schema, chunk_rows, key_range)
+
+    def read_snapshot(self, chunks: Sequence[SnapshotChunk], parallelism: int) -> Iterator[Rows]:
+        """Read the chunks through one exported snapshot (a temporary slot's), ``parallelism`` connections at once."""
+        schemas = self.table_schemas()
+        for table in {c.table for c in chunks}:
+            schemas[table].require_primary_key()
+        reader = SnapshotReader(lambda: self._open(), _SESSION, schemas, self.config.read_block_rows,
+                                self.config.read_block_bytes, self.config.connect_kwargs())
+        with self._errors():
+            yield from reader.read(chunks, parallelism)
 
     def _errors(self):
         return _translate_errors(self.config.slot)

@@ -65,7 +65,7 @@ def folded_rows(changelog: ChangeLog, table: str, key: str = "id", json_columns:
     schema, state = fold_table(changelog, pipeline, table)
     if state is None:
         return []
-    data = state.select(schema.column_names).sort_by(key)
+    data = state.select(schema.column_names).sort_by([(k.strip(), "ascending") for k in key.split(",")])
     rows = data.to_pylist()
     for row in rows:
         for column in json_columns:

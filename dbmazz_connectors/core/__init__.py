@@ -14,6 +14,7 @@ from .errors import (
     SinkError,
     SlotInvalidatedError,
     SourceError,
+    TableChangedError,
     TransientError,
     UnknownConnectorError,
     UnmappableTypeError,
@@ -43,7 +44,7 @@ __all__ = [
     "LogicalType", "Lsn", "META_FIELDS", "MissingPrimaryKeyError", "OP_COLUMN", "OP_DELETE", "OP_INSERT",
     "OP_UPDATE", "PreflightError", "Problem", "Rows", "SINKS", "SOURCES", "SchemaChange", "SchemaChangeError",
     "Sink", "SinkCapabilities", "SinkError", "SlotInvalidatedError", "Source", "SourceError", "SourcePosition",
-    "TableEvent", "TableSchema", "TransientError", "Truncate", "UNKNOWN_COLUMN", "UnknownConnectorError",
+    "TableChangedError", "TableEvent", "TableSchema", "TransientError", "Truncate", "UNKNOWN_COLUMN", "UnknownConnectorError",
     "UnmappableTypeError", "UnrepresentableValueError", "VERSION_COLUMN", "WriteResult", "compact", "conform",
     "create_sink", "create_source", "fold", "op_counts", "position_from_dict", "redact",
 ]

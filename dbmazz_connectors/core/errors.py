@@ -169,3 +169,17 @@ class UnknownConnectorError(ConfigError):
         self.name = name
         self.known = known
         super().__init__(f"unknown {kind} {name!r}; expected one of {', '.join(sorted(known))}")
+
+
+class TableChangedError(SourceError):
+    """A replicated table was dropped, re-created, renamed or left the capture (publication); its changes
+    can no longer be followed, and capturing on would read it as silent zero rows."""
+
+    def __init__(self, table: str, detail: str, fix: str) -> None:
+        self.table = table
+        self.detail = detail
+        self.fix = fix
+        super().__init__(f"table {table} {detail}; its changes are no longer captured", hint=fix)
+
+    def __reduce__(self):
+        return (type(self), (self.table, self.detail, self.fix))

@@ -16,12 +16,14 @@ import pyarrow.compute as pc
 from .changelog import BatchManifest, ChangeLog
 from .core.batch import Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
-from .core.errors import ChangeLogError, PreflightError
+from .core.errors import ChangeLogError, PreflightError, TableChangedError
 from .core.positions import BinlogPosition, Lsn
 from .core.protocols import BatchRef, Sink, Source, WriteResult
 from .core.schema import VERSION_COLUMN, TableSchema
 
-__all__ = ["set_up_source", "capture_range", "apply_batch", "fold_table", "batch_id_for"]
+__all__ = [
+    "set_up_source", "capture_range", "apply_batch", "fold_table", "batch_id_for", "check_table_identities",
+]
 
 
 def set_up_source(source: Source) -> None:
@@ -74,6 +76,7 @@ def capture_range(
     if existing is not None:
         source.checkpoint(existing.end)
         return existing
+    check_table_identities(source, changelog, pipeline)
     began = time.monotonic()
     writer = changelog.writer(pipeline, batch_id, start)
     for schema in tables:
@@ -83,6 +86,37 @@ def capture_range(
     manifest = writer.commit({"capture_seconds": round(time.monotonic() - began, 3)})
     source.checkpoint(manifest.end)
     return manifest
+
+
+def check_table_identities(source: Source, changelog: ChangeLog, pipeline: str, *, record: Iterable[str] = ()) -> None:
+    """Refuse to capture a table that is not the one captured so far (dropped, or dropped and re-created).
+
+    Sources that can tell (``table_identities()``, e.g. PostgreSQL's relation ids) are compared with the
+    identities the change log recorded; a table seen for the first time, or named in ``record`` (a snapshot
+    of it is being planned, which re-syncs it), has its identity recorded instead.
+
+    Raises:
+        TableChangedError: naming the table and the fix (re-sync it).
+    """
+    identities = getattr(source, "table_identities", None)
+    if identities is None:
+        return
+    current = identities()
+    known = changelog.table_identities(pipeline)
+    record = set(record)
+    for table, identity in current.items():
+        if table in record:
+            continue
+        if identity is None:
+            raise TableChangedError(table, "no longer exists in the source", "re-create it, run setup again and "
+                                    "re-sync the table, or remove it from the pipeline")
+        if table in known and known[table] != identity:
+            raise TableChangedError(table, f"was dropped and re-created ({identity}, captured until now: {known[table]})",
+                                    "run setup again, then re-sync the table (it replaces the sinks' copies with the "
+                                    "new table's rows)")
+    fresh = {t: i for t, i in current.items() if i is not None and (t in record or t not in known)}
+    if fresh:
+        changelog.record_table_identities(pipeline, fresh)
 
 
 def apply_batch(

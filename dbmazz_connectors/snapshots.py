@@ -29,6 +29,7 @@ from .core.positions import SourcePosition, position_from_dict
 from .core.protocols import Source
 from .core.schema import TableSchema
 from .core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk, SnapshotSource
+from .engine import check_table_identities, set_up_source
 
 __all__ = [
     "SnapshotPlan", "SnapshotSettings", "plan_snapshot", "capture_snapshot_batch", "run_snapshot",
@@ -127,7 +128,7 @@ def plan_snapshot(
 ) -> SnapshotPlan:
     """Plan (and record in the change log) a snapshot of ``tables``; nothing is read yet.
 
-    The source must be set up already (its change stream must cover everything after the floor).
+    The source is set up first (idempotent), so its change stream covers everything after the floor.
     A snapshot of a key range has no sweep: it repairs the rows of the range but cannot know which
     sink rows are gone (a whole-table re-sync removes those).
     """
@@ -135,6 +136,8 @@ def plan_snapshot(
     tables = tuple(tables)
     if not tables:
         raise ConfigError("expected at least one table to snapshot, got none")
+    set_up_source(source)  # idempotent: e.g. a re-created table goes back into the publication before the floor
+    check_table_identities(source, changelog, pipeline, record=tables)  # a re-sync accepts a re-created table
     floor = snap.snapshot_floor()  # before any chunk is read: every chunk's version is at or after it
     chunks: list[SnapshotChunk] = []
     for table in tables:

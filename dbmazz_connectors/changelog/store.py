@@ -169,6 +169,16 @@ class ChangeLog:
             candidates.append(position_from_dict(record["position"]))
         return max(candidates, key=lambda p: p.version) if candidates else None
 
+    def table_identities(self, pipeline: str) -> dict[str, str]:
+        """The identity (e.g. relation id) each table had when it was last set up or snapshotted."""
+        record = self._read_record(self._record_path(pipeline, "_state", "table_identities"))
+        return dict(record or {})
+
+    def record_table_identities(self, pipeline: str, identities: dict[str, str]) -> None:
+        merged = {**self.table_identities(pipeline), **identities}
+        payload = json.dumps(merged, indent=1, sort_keys=True).encode()
+        self._write_bytes_atomically(self._record_path(pipeline, "_state", "table_identities"), payload)
+
     # snapshot plans
     def write_snapshot_plan(self, pipeline: str, snapshot_id: str, payload: dict[str, Any]) -> None:
         """Record a planned snapshot (its floor, tables and chunks), before any of its batches runs."""

@@ -135,8 +135,13 @@ def _publication(conn, config: PostgresSourceConfig, tables: dict[str, TableInfo
     published = {r[0] for r in conn.execute(
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s", (config.publication,))}
     missing = [t for t in config.tables if t not in published and tables.get(t) is not None]
-    if missing and not owner:
+    owns_tables = conn.execute(
+        "SELECT coalesce(bool_and(pg_has_role(current_user, c.relowner, 'USAGE')), true) FROM pg_class c "
+        "WHERE c.oid = ANY(%s)", ([tables[t].oid for t in missing],)).fetchone()[0] if missing else True
+    if missing and not (owner and owns_tables):  # setup() adds them only as the owner of both
         names = ", ".join(quote_table(conn, t) for t in missing)
         problems.append(Problem("publication", f"expected publication {config.publication} to contain "
-                                f"{', '.join(missing)}, it does not", f"ALTER PUBLICATION {pub} ADD TABLE {names};"))
+                                f"{', '.join(missing)}, it does not (a table dropped and re-created leaves it; role "
+                                f"{config.user} cannot add it: that needs ownership of the publication and the "
+                                "tables)", f"as a superuser: ALTER PUBLICATION {pub} ADD TABLE {names};"))
     return problems

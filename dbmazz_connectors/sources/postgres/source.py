@@ -12,7 +12,15 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ...core.batch import ChangeEvent, Rows
-from ...core.errors import ConfigError, Problem, SlotInvalidatedError, SourceError, TransientError, redact
+from ...core.errors import (
+    ConfigError,
+    Problem,
+    SlotInvalidatedError,
+    SourceError,
+    TableChangedError,
+    TransientError,
+    redact,
+)
 from ...core.positions import Lsn
 from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
@@ -176,6 +184,7 @@ class PostgresSource:
         whatever the size of the range or of a single transaction.
         """
         self._live_slot()
+        self._check_published()
         upto = self._flushed_upto(end)
         wanted = frozenset(self.config.tables)
         with ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="dbmazz-pg-decode") as pool:
@@ -207,6 +216,30 @@ class PostgresSource:
             if not finished:  # abandoned or failed mid-COPY: the connection cannot be reused
                 conn.close()
                 self._stream = None
+
+    # table identity (a table dropped and re-created must not be captured as silent zero rows)
+    def table_identities(self) -> dict[str, str | None]:
+        """Each configured table's relation id now (None: the table does not exist)."""
+        identities: dict[str, str | None] = {}
+        for qualified in self.config.tables:
+            info = self.catalog.table(qualified)
+            identities[qualified] = f"oid {info.oid}" if info is not None else None
+        return identities
+
+    def _check_published(self) -> None:
+        """Every configured table must be in the publication: a table dropped and re-created (or removed from
+        the publication) is not, and its changes would silently not be decoded."""
+        published = {r[0] for r in self.conn.execute(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+            (self.config.publication,))}
+        for table in self.config.tables:
+            if table not in published:
+                schema, name = table.split(".", 1)
+                add = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                    sql.Identifier(self.config.publication), sql.Identifier(schema, name)).as_string(self.conn)
+                raise TableChangedError(
+                    table, f"is not in publication {self.config.publication} (dropped and re-created, or removed "
+                    "from it)", f"run setup again (it runs: {add}), then re-sync the table")
 
     # snapshots (docs/architecture.md, "Snapshots")
     def snapshot_floor(self) -> Lsn:

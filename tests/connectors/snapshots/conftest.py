@@ -1,0 +1,43 @@
+"""The three real sinks, each reading back its live rows of a source table (``read(sink, table, columns)``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dbmazz_connectors.core import create_sink
+
+
+def _duckdb_rows(sink, table, columns):
+    target = sink.table_state(table)
+    cols = ", ".join(sink.q(c) for c in columns)
+    return [tuple(r) for r in sink.con.execute(f"SELECT {cols} FROM {sink.target(target)}").fetchall()]
+
+
+def _postgres_rows(sink, table, columns):
+    target = sink.table_state(table)
+    cols = ", ".join(sink.q(c) for c in columns)
+    return [tuple(r) for r in sink.fetchall(f"SELECT {cols} FROM {sink.target(target)}")]
+
+
+def _clickhouse_rows(sink, table, columns):
+    cols = ", ".join(sink.q(c) for c in columns)
+    data = sink.client.query_arrow(f"SELECT {cols} FROM {sink.q(sink.target_name(table) + '_current')}")
+    return [tuple(row.values()) for row in data.to_pylist()]
+
+
+@pytest.fixture
+def sinks(tmp_path, ch_db, pg_db):
+    """DuckDB, ClickHouse and PostgreSQL sinks (the last in schema ``replica`` of the test's database)."""
+    made = {
+        "duckdb": (create_sink({"url": f"duckdb:///{tmp_path}/sink.duckdb", "pipeline": "p"}), _duckdb_rows),
+        "clickhouse": (create_sink({"url": ch_db.url, "pipeline": "p"}), _clickhouse_rows),
+        "postgres": (create_sink({"url": pg_db.url, "pipeline": "p", "schema": "replica"}), _postgres_rows),
+    }
+    for sink, _ in made.values():
+        sink.connect()
+    yield made
+    for sink, _ in made.values():
+        sink.disconnect()
+
+
+from tests.connectors.sources.postgres.conftest import capture_role  # noqa: E402,F401 - the least-privilege role

@@ -16,7 +16,7 @@ SELECT g, (g %% 50000)::int, ((g %% 100000) / 100.0)::numeric(12,2), (ARRAY['new
 FROM generate_series(%s::int8, %s::int8) g
 """
 
-__all__ = ["ORDERS_DDL", "run_orders_workload"]
+__all__ = ["ORDERS_DDL", "run_orders_workload", "insert_orders"]
 
 
 def run_orders_workload(conn, rows: int, chunk: int = 100_000) -> int:
@@ -29,3 +29,10 @@ def run_orders_workload(conn, rows: int, chunk: int = 100_000) -> int:
     for low in range(1, rows + 1, chunk):
         conn.execute("DELETE FROM public.orders WHERE id BETWEEN %s AND %s AND id %% 10 = 1", (low, low + chunk - 1))
     return rows + rows // 4 + rows // 10
+
+
+def insert_orders(conn, rows: int, chunk: int = 500_000) -> None:
+    """Insert orders ``1..rows`` (in transactions of ``chunk``), then VACUUM ANALYZE: a settled table to snapshot."""
+    for low in range(1, rows + 1, chunk):
+        conn.execute(_INSERT, (low, min(low + chunk - 1, rows)))
+    conn.execute("VACUUM ANALYZE public.orders")

@@ -17,6 +17,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -25,16 +26,25 @@ import pyarrow as pa
 from psycopg import sql
 
 from ...core.batch import Rows
-from ...core.errors import SourceError
+from ...core.errors import SourceError, UnrepresentableValueError
 from ...core.positions import Lsn
-from ...core.schema import TableSchema
+from ...core.schema import Column, TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
+from ...core.types import (
+    DATE_NEG_INFINITY,
+    DATE_POS_INFINITY,
+    TIMESTAMP_NEG_INFINITY,
+    TIMESTAMP_POS_INFINITY,
+    Kind,
+)
 from ._catalog import split_table
-from ._reader import copy_blocks
-from ._rows import PADDING, _views, be_int
 from ._convert import convert_column
+from ._reader import copy_blocks
+from ._rows import PADDING, PG_EPOCH_US, _views, be_int, windows
+from .decoder import DECODE_ROWS
+from .types import STRING_LIKE
 
-__all__ = ["plan_chunks", "SnapshotReader", "decode_copy_block", "key_predicate"]
+__all__ = ["plan_chunks", "SnapshotReader", "SnapshotField", "snapshot_fields", "decode_copy_block", "key_predicate"]
 
 _DONE = object()
 
@@ -58,7 +68,9 @@ def plan_chunks(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int,
     key = schema.primary_key
     table = sql.Identifier(*split_table(schema.qualified_name))
     order = sql.SQL(", ").join(sql.Identifier(k) for k in key)
-    texts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
+    # aliased: ``ORDER BY id`` would otherwise sort by the output column ``id::text`` (text order)
+    texts = sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"_bound_{i}"))
+                               for i, k in enumerate(key))
     bounds: list[tuple[str, ...]] = []
     lower = key_range.lower
     while True:
@@ -74,32 +86,94 @@ def plan_chunks(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int,
     return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
-def decode_copy_block(buf: bytearray, lengths: Sequence[int], schema: TableSchema, version: int,
-                      commit_ts_us: int) -> pa.Table:
-    """Rows of a binary COPY of ``SELECT col::text, ...`` (one block) as snapshot inserts.
+# How a column travels in the snapshot's binary COPY. The values must equal what CDC makes of the
+# column's output text (pgoutput sends the type's output function), so:
+# - fixed-width kinds are sent in binary (cast to the canonical type) and gathered with numpy;
+_BINARY: dict[Kind, tuple[str, str]] = {  # kind -> (PostgreSQL type, big-endian wire dtype)
+    Kind.INT16: ("int2", ">i2"), Kind.INT32: ("int4", ">i4"), Kind.INT64: ("int8", ">i8"),
+    Kind.FLOAT32: ("float4", ">f4"), Kind.FLOAT64: ("float8", ">f8"), Kind.BOOL: ("bool", "u1"),
+    Kind.DATE: ("date", ">i4"), Kind.TIME: ("time", ">i8"), Kind.TIMESTAMP: ("timestamp", ">i8"),
+    Kind.TIMESTAMPTZ: ("timestamptz", ">i8"),
+}
+# - types whose binary form is their output text (jsonb: after a version byte) are sent as they are;
+_RAW_TEXT = {"text": 0, "varchar": 0, "bpchar": 0, "name": 0, "json": 0, "jsonb": 1}
+# - the rest as text: ``::text`` where that cast is PostgreSQL's I/O conversion (the output function),
+#   ``format('%s', col)`` (always the output function; NULL kept NULL) where a cast function differs from it
+#   (bool, char(n), "char", inet, cidr) or where the type is a domain of unknown base.
+_TEXT_CAST_STRINGS = (STRING_LIKE - {"inet", "cidr"}) | {"timetz"}
+_PG_DAYS_FROM_1970 = 10_957  # 2000-01-01, PostgreSQL's epoch for binary dates and timestamps
+_I32_MIN, _I32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+_I64_MIN, _I64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
-    Each row: int16 field count, then per field an int32 length (-1: NULL) and the text. The walk
-    goes column by column over all rows at once; values become string views into ``buf``.
+
+@dataclass(frozen=True)
+class SnapshotField:
+    """One column of the snapshot's COPY: its SELECT expression and how its bytes are read."""
+
+    column: Column
+    expression: sql.Composable
+    wire: str | None = None  # numpy dtype of a fixed-width binary value; None: text bytes
+    skip: int = 0  # leading bytes of a text value that are not the text (jsonb's version)
+
+
+def snapshot_fields(schema: TableSchema) -> tuple[SnapshotField, ...]:
+    """How each column of ``schema`` is selected and decoded (binary where it is cheaper, same values as CDC)."""
+    fields = []
+    for column in schema.columns:
+        name = sql.Identifier(column.name)
+        kind, source_type = column.type.kind, column.source_type or ""
+        if kind in _BINARY:
+            pg_type, wire = _BINARY[kind]
+            fields.append(SnapshotField(column, sql.SQL("{}::{}").format(name, sql.SQL(pg_type)), wire))
+        elif source_type in _RAW_TEXT:
+            fields.append(SnapshotField(column, name, skip=_RAW_TEXT[source_type]))
+        elif kind is not Kind.STRING or source_type in _TEXT_CAST_STRINGS:
+            fields.append(SnapshotField(column, sql.SQL("{}::text").format(name)))
+        else:
+            output = sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE format('%s', {}) END").format(name, name)
+            fields.append(SnapshotField(column, output))  # format('%s', NULL) is ''
+    return tuple(fields)
+
+
+def decode_copy_block(buf: bytearray, lengths: Sequence[int], schema: TableSchema,
+                      fields: Sequence[SnapshotField], version: int, commit_ts_us: int,
+                      rows_per_table: int = DECODE_ROWS) -> Iterator[pa.Table]:
+    """Rows of a binary COPY of ``SELECT <fields>`` (one block) as snapshot inserts, ``rows_per_table`` at a time.
+
+    Each row: int16 field count, then per field an int32 length (-1: NULL) and the value. The
+    walk goes column by column over a slice of rows small enough to stay in the CPU cache; text
+    values become string views into ``buf`` before their conversion.
     """
     lengths = np.asarray(lengths, np.int64)
-    n = len(lengths)
     buf += PADDING
     b = np.frombuffer(buf, np.uint8)
     data = pa.py_buffer(buf)
-    starts = np.cumsum(lengths) - lengths
-    ncols = len(schema.columns)
+    row_starts = np.cumsum(lengths) - lengths
+    for first in range(0, len(lengths), rows_per_table):
+        yield _decode_rows(b, data, row_starts[first:first + rows_per_table], schema, fields, version, commit_ts_us)
+
+
+def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, schema: TableSchema,
+                 fields: Sequence[SnapshotField], version: int, commit_ts_us: int) -> pa.Table:
+    n = len(starts)
     counts = be_int(b, starts, 2)
-    if n and not (counts == ncols).all():
-        raise SourceError(f"snapshot of {schema.qualified_name}: expected {ncols} columns, got {sorted(set(counts))}")
+    if n and not (counts == len(fields)).all():
+        raise SourceError(f"snapshot of {schema.qualified_name}: expected {len(fields)} columns, "
+                          f"got {sorted(set(counts.tolist()))}")
     pos = starts + 2
     columns = []
-    for column in schema.columns:
+    for field in fields:
         size = be_int(b, pos, 4)
         valid = size >= 0
-        size = np.maximum(size, 0)
-        text = _views(b, data, pos + 4, size, valid, pa.string_view())
-        columns.append(convert_column(text, column.type, schema.qualified_name, column.name))
-        pos = pos + 4 + size
+        if field.wire is None:
+            if field.skip and not (b[pos[valid] + 4] == 1).all():
+                raise SourceError(f"snapshot of {schema.qualified_name}: unexpected binary format version in "
+                                  f"column {field.column.name}", hint="report it with the PostgreSQL version")
+            text = _views(b, data, pos + 4 + field.skip, np.maximum(size - field.skip, 0), valid, pa.string_view())
+            columns.append(convert_column(text, field.column.type, schema.qualified_name, field.column.name))
+        else:
+            columns.append(_fixed(b, pos + 4, size, valid, field, schema.qualified_name))
+        pos = pos + 4 + np.maximum(size, 0)
     columns += [
         pa.array(np.zeros(n, np.int8), pa.int8()),
         pa.array(np.full(n, version, np.uint64), pa.uint64()),
@@ -107,6 +181,34 @@ def decode_copy_block(buf: bytearray, lengths: Sequence[int], schema: TableSchem
         pa.nulls(n, pa.list_(pa.string())),
     ]
     return pa.Table.from_arrays(columns, schema=schema.arrow_schema())
+
+
+def _fixed(b: np.ndarray, at: np.ndarray, size: np.ndarray, valid: np.ndarray, field: SnapshotField,
+           table: str) -> pa.Array:
+    """Fixed-width binary values at ``at`` (garbage where null, masked) as the column's Arrow type."""
+    wire = np.dtype(field.wire)
+    if not ((size == wire.itemsize) | ~valid).all():
+        raise SourceError(f"snapshot of {table}: expected {wire.itemsize}-byte binary values in column "
+                          f"{field.column.name}, got {sorted(set(size[valid].tolist()))} bytes")
+    raw = windows(b, wire.str)[at]
+    kind = field.column.type.kind
+    if kind is Kind.BOOL:
+        values = raw != 0
+    elif kind is Kind.DATE:
+        values = raw.astype(np.int64) + _PG_DAYS_FROM_1970
+        values[raw == _I32_MAX] = DATE_POS_INFINITY
+        values[raw == _I32_MIN] = DATE_NEG_INFINITY
+        values = values.astype(np.int32)
+    elif kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        if (valid & (raw > _I64_MAX - PG_EPOCH_US) & (raw != _I64_MAX)).any():
+            raise UnrepresentableValueError(table, field.column.name, "a timestamp after 294246 AD does not fit in "
+                                            "microseconds since 1970")
+        values = raw.astype(np.int64) + PG_EPOCH_US
+        values[raw == _I64_MAX] = TIMESTAMP_POS_INFINITY
+        values[raw == _I64_MIN] = TIMESTAMP_NEG_INFINITY
+    else:
+        values = raw.astype(wire.newbyteorder("="))
+    return pa.array(values, field.column.type.to_arrow(), mask=None if valid.all() else ~valid)
 
 
 class SnapshotReader:
@@ -204,11 +306,13 @@ class SnapshotReader:
     def _read_chunk(self, conn, schema: TableSchema, chunk: SnapshotChunk, version: int,
                     commit_ts_us: int) -> Iterator[Rows]:
         table = sql.Identifier(*split_table(schema.qualified_name))
-        texts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in schema.columns)
+        fields = snapshot_fields(schema)
         statement = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)").format(
-            texts, table, key_predicate(schema.primary_key, chunk.key_range)).as_bytes(conn)
+            sql.SQL(", ").join(f.expression for f in fields), table,
+            key_predicate(schema.primary_key, chunk.key_range)).as_bytes(conn)
         for buf, lengths in copy_blocks(conn.pgconn, statement, self._block_rows, self._block_bytes):
-            yield Rows(schema, decode_copy_block(buf, lengths, schema, version, commit_ts_us))
+            for data in decode_copy_block(buf, lengths, schema, fields, version, commit_ts_us):
+                yield Rows(schema, data)
 
 
 def _put(out: queue.Queue, item, stop: threading.Event) -> None:

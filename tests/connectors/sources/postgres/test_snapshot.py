@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import random
+import struct
 import threading
 
+import pyarrow as pa
 import pytest
+from psycopg import sql
 
 from dbmazz_connectors.core.snapshot import KeyRange
+from dbmazz_connectors.engine import fold_table
 from dbmazz_connectors.snapshots import SnapshotSettings, capture_snapshot_batch, plan_snapshot, run_snapshot
+from dbmazz_connectors.sources.postgres.snapshot import key_predicate
 
 from ._pg import assert_folded_equals_source, capture
+from .test_types import DDL as MATRIX_DDL
+from .test_types import ROWS as MATRIX_ROWS
 
 TABLES = ["public.items", "public.pairs"]
 DDL = """
@@ -87,3 +94,77 @@ def test_snapshot_of_a_key_range_reads_only_that_range(pg_db, capture_role, chan
     manifest = capture_snapshot_batch(source, changelog, "p1", plan.batch_ids()[0], settings)
     assert manifest.tables["public.items"].ops["insert"] == 500
     assert manifest.is_snapshot and changelog.checkpoint("p1") is None
+
+
+
+def test_plan_splits_an_integer_key_in_key_order(pg_db, capture_role):
+    source = _set_up(pg_db, capture_role)
+    ranges = source.plan_chunks("public.items", 400)
+    with pg_db.connect() as conn:
+        counts = [conn.execute(sql.SQL("SELECT count(*) FROM items WHERE {}").format(
+            key_predicate(("id",), key_range))).fetchone()[0] for key_range in ranges]
+    assert counts == [400] * 7 + [200]  # in text order ('1', '10', '100', ...) the chunks would be uneven
+
+# Every supported type (test_types.py's matrix) plus the types whose ``::text`` cast is not their output text
+# (bool, char(n), "char", inet, cidr, domains over them) and binary edge values (float bits, BC, far future).
+EXTRA_DDL = """
+CREATE DOMAIN code AS char(4);
+CREATE DOMAIN small_count AS int CHECK (VALUE >= 0);
+CREATE DOMAIN flag AS boolean;
+ALTER TABLE matrix ADD COLUMN c_qchar "char", ADD COLUMN c_name name, ADD COLUMN c_code code,
+  ADD COLUMN c_count small_count, ADD COLUMN c_flag flag, ADD COLUMN c_oid oid, ADD COLUMN c_date2 date,
+  ADD COLUMN c_ts2 timestamp, ADD COLUMN c_tstz2 timestamptz, ADD COLUMN c_time2 time;
+"""
+EXTRA_ROWS = """
+INSERT INTO matrix (id, c_float4, c_float8, c_qchar, c_name, c_code, c_count, c_flag, c_oid, c_inet, c_date2, c_ts2,
+                    c_tstz2, c_time2, c_bool) VALUES
+ (5, 1.1, 0.1, 'x', 'a name', 'ab', 0, true, 4294967295, '10.1.2.3', '5874897-12-31', '4713-01-01 00:00:00.123456 BC',
+  '200000-12-31 23:59:59.999999+00', '24:00:00', true),
+ (6, '-0', '-0', 'é', '', 'abcd', 2147483647, false, 0, '::ffff:1.2.3.4', '0001-01-01', '1999-12-31 23:59:59.999999',
+  '2000-01-01 00:00:00+00', '00:00:00.000001', false),
+ (7, 3.4028235e38, 5e-324, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2000-01-01', '1970-01-01 00:00:00',
+  '1969-12-31 23:59:59.999999+00', NULL, NULL),
+ (8, 1e-45, -1.7976931348623157e308, ' ', 'x', '', 1, NULL, 1, NULL, '0001-01-01 BC', NULL, NULL, NULL, NULL)
+"""
+
+
+def _bits(value):
+    if isinstance(value, float):
+        return struct.pack(">d", value)  # NaN equals NaN, -0.0 differs from 0.0
+    if isinstance(value, list):
+        return [_bits(v) for v in value]
+    return value
+
+
+def _exact(column: pa.ChunkedArray) -> list:
+    """The column's values, compared exactly: temporal values as integers (infinities and 24:00 included)."""
+    value_type = column.type.value_type if pa.types.is_list(column.type) else column.type
+    if pa.types.is_temporal(value_type):
+        integer = pa.int32() if pa.types.is_date32(value_type) else pa.int64()
+        column = column.cast(pa.list_(integer) if pa.types.is_list(column.type) else integer)
+    return [_bits(v) for v in column.to_pylist()]
+
+
+def test_snapshot_values_equal_cdc_values_type_by_type(pg_db, capture_role, changelog):
+    with pg_db.connect() as conn:
+        conn.execute(MATRIX_DDL)
+        conn.execute(EXTRA_DDL)
+    capture_role.grant(["public.matrix"])
+    source = capture_role.source(["public.matrix"])
+    source.setup()
+    with pg_db.connect() as conn:
+        conn.execute("SET TimeZone = 'America/New_York'")  # the writer's zone must not matter
+        conn.execute(MATRIX_ROWS)
+        conn.execute(EXTRA_ROWS)
+    capture(source, changelog)  # CDC: the inserts as pgoutput sends them
+    settings = SnapshotSettings(chunk_rows=3, parallelism=2)
+    run_snapshot(source, changelog, plan_snapshot(source, changelog, "snap", ["public.matrix"], settings), settings)
+    cdc_schema, cdc = fold_table(changelog, "p1", "public.matrix")
+    snap_schema, snap = fold_table(changelog, "snap", "public.matrix")
+    assert snap_schema == cdc_schema and snap.num_rows == cdc.num_rows == 8
+    cdc, snap = cdc.sort_by("id"), snap.sort_by("id")
+    for name in cdc_schema.column_names:
+        assert _exact(snap.column(name)) == _exact(cdc.column(name)), f"column {name} differs from CDC"
+    assert snap.column("c_bool").to_pylist()[:3] == [False, True, True]
+    assert snap.column("c_char").to_pylist()[0] == "ab   " and snap.column("c_code").to_pylist()[4] == "ab  "
+    assert snap.column("c_inet").to_pylist()[4] == "10.1.2.3"

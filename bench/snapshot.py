@@ -1,0 +1,256 @@
+"""PostgreSQL snapshot (initial load) throughput vs a raw parallel COPY of the same key ranges; memory at two sizes.
+
+    .venv/bin/python bench/snapshot.py [--quick]
+
+For each table size a fresh database gets N orders (bench/_pg_workload.py's shape, then VACUUM
+ANALYZE) and a least-privilege role (LOGIN REPLICATION, SELECT on the table, owner of the
+publication). Then, in interleaved rounds (the machine is shared: the best of each counts):
+
+- the reference: ``COPY (SELECT * FROM orders WHERE <key range>) TO STDOUT (FORMAT binary)`` of
+  every key range of the snapshot's plan, over the same number of parallel connections as the
+  snapshot, drained into nothing by the source's own COPY receiver;
+- the snapshot, in a fresh process (for a clean peak RSS; imports not timed): ``plan_snapshot``
+  and ``run_snapshot`` (every batch captured into a change log in a temporary folder), then, in
+  the first round, ``apply_batch`` of every batch into a DuckDB file.
+
+The figure is rows/s of plan + capture into the change log; the ratio is against the reference's
+rows/s. Writes bench/results/snapshot.json (snapshot_quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import peak_rss_mb, write_result  # noqa: E402
+from bench._pg_workload import ORDERS_DDL, insert_orders  # noqa: E402
+
+TABLE = "public.orders"
+ROLE = "dbmazz_bench_snap"
+
+
+def _settings_dict(settings) -> dict:
+    return {"chunk_rows": settings.chunk_rows, "chunks_per_batch": settings.chunks_per_batch,
+            "parallelism": settings.parallelism}
+
+
+def _child(spec: dict) -> None:
+    """Plan and capture the snapshot in this (fresh) process, then optionally apply it; print what it took."""
+    import pyarrow as pa
+
+    from dbmazz_connectors.changelog import ChangeLog
+    from dbmazz_connectors.core import create_sink
+    from dbmazz_connectors.engine import apply_batch
+    from dbmazz_connectors.snapshots import SnapshotSettings, plan_snapshot, run_snapshot
+    from dbmazz_connectors.sources.postgres import PostgresSource
+
+    pa.array(["warm-up"])  # pyarrow imports pandas lazily on first use: a one-time process cost, not capture
+    settings = SnapshotSettings(**spec["settings"])
+    changelog = ChangeLog(f"{spec['folder']}/changelog")
+    source = PostgresSource.from_config({"url": spec["url"], "pipeline": "bench", "tables": [TABLE]})
+    source.connect()
+    began = time.perf_counter()
+    plan = plan_snapshot(source, changelog, "bench", [TABLE], settings, reason="initial load")
+    planned = time.perf_counter()
+    manifests = run_snapshot(source, changelog, plan, settings)
+    captured = time.perf_counter()
+    source.disconnect()
+    result = {"plan_seconds": planned - began, "capture_seconds": captured - planned, "seconds": captured - began,
+              "rows": sum(m.tables[TABLE].ops["insert"] for m in manifests), "bytes": sum(m.bytes for m in manifests),
+              "batches": len(manifests), "chunks": sum(len(b) for b in plan.batches),
+              "peak_rss_mb": peak_rss_mb()}
+    if spec["apply"]:
+        sink = create_sink({"url": f"duckdb:///{spec['folder']}/sink.duckdb", "pipeline": "bench"})
+        sink.connect()
+        began = time.perf_counter()
+        for manifest in manifests:
+            apply_batch(changelog, sink, "bench", manifest.batch_id)
+        sink.disconnect()  # DuckDB folds its WAL into the file here: part of the apply's cost
+        result["apply_seconds"] = time.perf_counter() - began
+        sink.connect()
+        result["applied_rows"] = int(sink.fetchall('SELECT count(*) FROM "public"."orders"')[0][0])
+        sink.disconnect()
+        result["peak_rss_with_apply_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def _snapshot_in_child(url: str, settings, apply: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="dbmazz-bench-") as folder:
+        spec = {"url": url, "folder": folder, "settings": _settings_dict(settings), "apply": apply}
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
+                             capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def _reference(url: str, ranges, parallelism: int) -> tuple[float, int]:
+    """Binary COPY of ``SELECT *`` of every key range, ``parallelism`` connections at once, into nothing.
+
+    Returns (seconds, bytes received)."""
+    import psycopg
+    from psycopg import sql
+
+    from dbmazz_connectors.sources.postgres._reader import copy_blocks
+    from dbmazz_connectors.sources.postgres.snapshot import key_predicate
+
+    todo: queue.Queue = queue.Queue()
+    for key_range in ranges:
+        todo.put(key_range)
+    received, errors = [0] * parallelism, []
+
+    def work(slot: int) -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                while True:
+                    try:
+                        key_range = todo.get_nowait()
+                    except queue.Empty:
+                        break
+                    statement = sql.SQL("COPY (SELECT * FROM public.orders WHERE {}) TO STDOUT (FORMAT binary)").format(
+                        key_predicate(("id",), key_range)).as_bytes(conn)
+                    for buf, _ in copy_blocks(conn.pgconn, statement, 100_000, 32 * 1024 * 1024):
+                        received[slot] += len(buf)
+                conn.execute("COMMIT")
+        except BaseException as exc:  # re-raised by the caller
+            errors.append(exc)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(parallelism)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - began, sum(received)
+
+
+def _prepare(pg, db: str, rows: int) -> tuple[str, float]:
+    """A database with ``rows`` orders and a least-privilege role set up for capture; returns (role url, load s)."""
+    import psycopg
+
+    from dbmazz_connectors.sources.postgres import PostgresSource
+
+    password = secrets.token_hex(8)
+    with psycopg.connect(pg.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {db}")
+        if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone() is None:
+            admin.execute(f"CREATE ROLE {ROLE} LOGIN REPLICATION")
+        admin.execute(f"ALTER ROLE {ROLE} PASSWORD '{password}'")
+    began = time.perf_counter()
+    with psycopg.connect(pg.url(db), autocommit=True) as conn:
+        conn.execute(ORDERS_DDL)
+        insert_orders(conn, rows)
+        conn.execute(f"GRANT SELECT ON {TABLE} TO {ROLE}")
+        conn.execute(f"CREATE PUBLICATION dbmazz_bench FOR TABLE {TABLE}")
+        conn.execute(f"ALTER PUBLICATION dbmazz_bench OWNER TO {ROLE}")
+        conn.execute("CHECKPOINT")
+    load_seconds = time.perf_counter() - began
+    url = pg.url(db, user=ROLE, password=password)
+    source = PostgresSource.from_config({"url": url, "pipeline": "bench", "tables": [TABLE]})
+    source.connect()
+    source.setup()  # the pipeline's slot: a snapshot is planned after it, as in production
+    source.disconnect()
+    return url, load_seconds
+
+
+def _one_size(pg, rows: int, rounds: int, settings) -> dict:
+    """Load ``rows`` orders, then ``rounds`` interleaved (reference, snapshot) pairs; the best of each counts."""
+    import psycopg
+
+    from dbmazz_connectors.sources.postgres import PostgresSource
+
+    db = f"bench_snap_{rows}"
+    url, load_seconds = _prepare(pg, db, rows)
+    source = PostgresSource.from_config({"url": url, "pipeline": "bench", "tables": [TABLE]})
+    source.connect()
+    ranges = source.plan_chunks(TABLE, settings.chunk_rows)  # what plan_snapshot plans: the table does not change
+    source.disconnect()
+    runs = []
+    for n in range(rounds):
+        reference_seconds, reference_bytes = _reference(url, ranges, settings.parallelism)
+        snap = _snapshot_in_child(url, settings, apply=n == 0)
+        if snap["rows"] != rows:
+            raise SystemExit(f"the snapshot captured {snap['rows']} rows, the table has {rows}")
+        if n == 0 and snap["applied_rows"] != rows:
+            raise SystemExit(f"DuckDB holds {snap['applied_rows']} rows after the apply, the table has {rows}")
+        runs.append({"reference_seconds": round(reference_seconds, 3), "reference_bytes": reference_bytes,
+                     **{k: round(v, 3) if isinstance(v, float) else v for k, v in snap.items()}})
+        print(json.dumps(runs[-1]), file=sys.stderr)
+    with psycopg.connect(pg.url(), autocommit=True) as admin:
+        admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (db,))
+        admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
+    best = min(runs, key=lambda r: r["seconds"])
+    reference = min(r["reference_seconds"] for r in runs)
+    return {"rows": rows, "load_seconds": round(load_seconds, 2), "chunks": len(ranges),
+            "seconds": best["seconds"], "plan_seconds": best["plan_seconds"],
+            "capture_seconds": best["capture_seconds"], "reference_seconds": reference,
+            "rows_per_s": round(rows / best["seconds"]), "reference_rows_per_s": round(rows / reference),
+            "ratio": round(reference / best["seconds"], 3), "apply_seconds": runs[0]["apply_seconds"],
+            "apply_rows_per_s": round(rows / runs[0]["apply_seconds"]), "bytes": best["bytes"],
+            "reference_bytes": runs[0]["reference_bytes"], "batches": best["batches"],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "peak_rss_with_apply_mb": runs[0]["peak_rss_with_apply_mb"], "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(json.loads(args.child))
+        return
+    from dbmazz_connectors.snapshots import SnapshotSettings
+    from infra.postgres import PostgresServer
+
+    settings = SnapshotSettings(chunk_rows=5_000) if args.quick else SnapshotSettings()
+    sizes = (20_000, 60_000) if args.quick else (1_000_000, 5_000_000)
+    with PostgresServer() as pg:
+        small = _one_size(pg, sizes[0], 1, settings)
+        main_run = _one_size(pg, sizes[1], 3, settings)
+    write_result(
+        "snapshot" + ("_quick" if args.quick else ""),
+        figure="rows_per_s",
+        value=main_run["rows_per_s"],
+        reference="binary COPY of SELECT * of the same key ranges over the same number of connections, "
+                  "into nothing (rows/s)",
+        reference_value=main_run["reference_rows_per_s"],
+        target_ratio=0.6,
+        peak_rss=max(main_run["peak_rss_mb"], small["peak_rss_mb"]),
+        details={
+            "rows": main_run["rows"],
+            "seconds": main_run["seconds"],
+            "plan_seconds": main_run["plan_seconds"],
+            "capture_seconds": main_run["capture_seconds"],
+            "reference_seconds": main_run["reference_seconds"],
+            "apply_duckdb_seconds": main_run["apply_seconds"],
+            "apply_duckdb_rows_per_s": main_run["apply_rows_per_s"],
+            "changelog_bytes": main_run["bytes"],
+            "reference_bytes": main_run["reference_bytes"],
+            "settings": _settings_dict(settings),
+            "chunks": main_run["chunks"],
+            "batches": main_run["batches"],
+            "method": "best of 3 interleaved (reference, snapshot) runs; the snapshot (plan_snapshot + run_snapshot "
+                      "into a change log) in a fresh process, imports not timed; the DuckDB apply (apply_batch of "
+                      "every batch, sweep included) measured in the first run",
+            "sizes": [{k: v for k, v in r.items() if k != "runs"} for r in (small, main_run)],
+            "runs": main_run["runs"],
+            "cpus": os.cpu_count(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

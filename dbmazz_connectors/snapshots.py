@@ -33,7 +33,8 @@ from .engine import check_table_identities, set_up_source
 
 __all__ = [
     "SnapshotPlan", "SnapshotSettings", "plan_snapshot", "capture_snapshot_batch", "run_snapshot",
-    "is_snapshot_batch", "snapshot_of_batch", "snapshot_progress", "SNAPSHOT_PREFIX",
+    "is_snapshot_batch", "snapshot_of_batch", "snapshot_progress", "SNAPSHOT_PREFIX", "restart_after_lost_log",
+    "load_plan", "plans",
 ]
 
 SNAPSHOT_PREFIX = "snap-"
@@ -150,6 +151,21 @@ def plan_snapshot(
                         datetime.now(UTC).isoformat())
     changelog.write_snapshot_plan(pipeline, snapshot_id, plan.to_dict())
     return plan
+
+
+def restart_after_lost_log(source: Source, changelog: ChangeLog, pipeline: str, tables: Iterable[str],
+                           settings: SnapshotSettings = SnapshotSettings()) -> SnapshotPlan:
+    """Start a pipeline again after its source lost the log it needed (an invalidated slot, a purged binlog).
+
+    The changes between the old checkpoint and now are gone, so: set the source up again (for PostgreSQL
+    the invalidated slot must have been dropped first, as ``dbmazz check`` prints), move the pipeline's
+    checkpoint to where the new change stream starts, and re-sync every table (whole tables: the sweep
+    removes what was deleted meanwhile).
+    """
+    set_up_source(source)
+    start = source.checkpoint_position() or source.current_position()
+    changelog.record_idle_checkpoint(pipeline, start)
+    return plan_snapshot(source, changelog, pipeline, tables, settings, reason="re-sync after a lost log")
 
 
 def load_plan(changelog: ChangeLog, pipeline: str, snapshot_id: str) -> SnapshotPlan:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pymysql
 
 from ...core.batch import ChangeEvent, Heartbeat, Rows, SchemaChange, Truncate
-from ...core.errors import SchemaChangeError, SourceError
+from ...core.errors import SchemaChangeError, SourceError, TableChangedError
 from ...core.positions import BinlogPosition
 from ._buffer import Layout, TableBuffer, Txn
 from ._ddl import is_dml, parse_ddl
@@ -197,21 +197,30 @@ class RangeReader:
                 "then re-snapshot the tables changed since")
 
     def _on_ddl(self, event: Event, query: str, database: str) -> None:
-        version = BinlogPosition(self.file, event.log_pos).version
+        """Follow DDL on a replicated table in order with its rows (README, "Schemas").
+
+        TRUNCATE, DROP and CREATE OR REPLACE empty the table: a ``Truncate`` at the statement's
+        position (its version is below every later commit, so every row the table gets later
+        survives it, and every older row goes). The rows of a table created later all come as
+        row events. A rename, or rows moved in or out without row events (partition exchange,
+        tablespace import), cannot be followed: ``TableChangedError``, never silent rows.
+        """
+        position = BinlogPosition(self.file, event.log_pos)
         for target in parse_ddl(query, database):
             if target.table not in self.infos:
                 continue
             self._flush(target.table)
-            if target.action == "rename":
-                raise SchemaChangeError(
-                    f"table {target.table} was renamed ({query.strip()[:200]}); its changes can no longer be "
-                    "followed under the configured name", hint="update the pipeline's tables and re-snapshot them")
-            if target.action in ("truncate", "drop"):
-                self._announce(target.table, version)
-                self.out.append(Truncate(target.table, version, event.timestamp * 1_000_000))
-            if target.action in ("alter", "drop"):
-                self.pending_ddl[target.table] = (version, query.strip())
-                self.buffers.pop(target.table, None) if target.action == "drop" else None
+            if target.action in ("rename", "rows"):
+                raise table_changed(target.table, target.action, position, query)
+            if target.action in ("truncate", "drop", "replace"):
+                if target.action != "truncate" and self.infos[target.table] is None:
+                    raise table_changed(target.table, "gone", position, query)
+                self._announce(target.table, position.version)
+                self.out.append(Truncate(target.table, position.version, event.timestamp * 1_000_000))
+            if target.action != "truncate":
+                self.pending_ddl[target.table] = (position.version, query.strip())
+                if target.action in ("drop", "replace"):
+                    self.buffers.pop(target.table, None)
 
     def _announce(self, table: str, version: int) -> None:
         """Before a table's first event of this read that carries no schema (a truncate), say its schema."""
@@ -240,6 +249,24 @@ def _full_bitmap(ncols: int) -> bytes:
     if bitmap is None:
         bitmap = _FULL_BITMAPS[ncols] = ((1 << ncols) - 1).to_bytes((ncols + 7) // 8, "little")
     return bitmap
+
+
+_CHANGED = {
+    "rename": "was renamed",
+    "rows": "had rows moved in or out without row events",
+    "gone": "was dropped and does not exist now",
+}
+
+
+def table_changed(table: str, kind: str, position: BinlogPosition, query: str) -> TableChangedError:
+    """The error for a DDL the capture cannot follow: what happened, where, and how to re-sync the table."""
+    if kind == "gone":
+        fix = (f"remove {table} from the pipeline's tables (the sinks keep their copy), or re-create it (the "
+               "next capture then follows it from its drop)")
+    else:
+        fix = (f"re-sync it: remove {table} from the pipeline's tables so capture passes {position}, then add it "
+               "back (under its new name if it was renamed) with a snapshot of the whole table")
+    return TableChangedError(table, f"{_CHANGED[kind]} at {position} ({' '.join(query.split())[:200]})", fix)
 
 
 def _table_map_name(body: bytes) -> str:

@@ -11,10 +11,11 @@ from urllib.parse import unquote, urlsplit
 from ...core.errors import ConfigError
 from ...core.schema import split_qualified
 
-__all__ = ["MySqlConfig", "default_server_id", "LOOKAHEAD_SERVER_ID_OFFSET"]
+__all__ = ["MySqlConfig", "default_server_id", "LOOKAHEAD_SERVER_ID_OFFSET", "SNAPSHOT_METHODS"]
 
 _KEYS = {"url", "pipeline", "tables", "server_id", "catch_up_window_seconds", "chunk_rows", "password",
-         "connect_timeout_seconds"}
+         "connect_timeout_seconds", "read_block_rows", "read_block_bytes", "snapshot_method", "lock_wait_seconds"}
+SNAPSHOT_METHODS = ("auto", "binlog_snapshot", "lock_tables")
 LOOKAHEAD_SERVER_ID_OFFSET = 2**31  # the second reader that finds a large transaction's commit
 
 
@@ -37,7 +38,18 @@ class MySqlConfig:
     catch_up_window_seconds: int = 86_400
     chunk_rows: int = 100_000
     connect_timeout_seconds: int = 10
+    read_block_rows: int = 50_000  # snapshot rows decoded together (memory bound)
+    read_block_bytes: int = 32 * 1024 * 1024
+    snapshot_method: str = "auto"  # auto: binlog_snapshot on MariaDB, lock_tables on MySQL
+    lock_wait_seconds: int = 10  # lock_tables: how long LOCK TABLES may wait for a running transaction
     password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.snapshot_method not in SNAPSHOT_METHODS:
+            raise ConfigError(f"expected a snapshot_method in {list(SNAPSHOT_METHODS)}, got {self.snapshot_method!r}")
+        if self.read_block_rows < 1 or self.read_block_bytes < 1024 or self.lock_wait_seconds < 1:
+            raise ConfigError("expected read_block_rows >= 1, read_block_bytes >= 1024 and lock_wait_seconds >= 1, "
+                              f"got {self.read_block_rows}, {self.read_block_bytes}, {self.lock_wait_seconds}")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> MySqlConfig:
@@ -72,8 +84,18 @@ class MySqlConfig:
             catch_up_window_seconds=int(mapping.get("catch_up_window_seconds", 86_400)),
             chunk_rows=int(mapping.get("chunk_rows", 100_000)),
             connect_timeout_seconds=int(mapping.get("connect_timeout_seconds", 10)),
+            read_block_rows=int(mapping.get("read_block_rows", 50_000)),
+            read_block_bytes=int(mapping.get("read_block_bytes", 32 * 1024 * 1024)),
+            snapshot_method=str(mapping.get("snapshot_method", "auto")),
+            lock_wait_seconds=int(mapping.get("lock_wait_seconds", 10)),
             password=password,
         )
+
+    def snapshot_method_for(self, mariadb: bool) -> str:
+        """The snapshot method in effect: ``auto`` is binlog_snapshot on MariaDB, lock_tables on MySQL."""
+        if self.snapshot_method != "auto":
+            return self.snapshot_method
+        return "binlog_snapshot" if mariadb else "lock_tables"
 
     def connect_kwargs(self) -> dict[str, Any]:
         """pymysql.connect keyword arguments (the password included: never log them)."""

@@ -84,6 +84,23 @@ def _grants(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
             if not any(n in grants for n in names)]
 
 
+def _snapshot_grants(conn: pymysql.Connection, config: MySqlConfig, mariadb: bool) -> list[Problem]:
+    """The lock_tables snapshot method (MySQL's) needs LOCK TABLES on the tables' databases."""
+    if config.snapshot_method_for(mariadb) != "lock_tables":
+        return []
+    with conn.cursor() as cur:
+        cur.execute("SHOW GRANTS")
+        grants = [r[0].upper().replace('"', "`") for r in cur.fetchall()]
+    problems = []
+    for database in sorted({t.split(".", 1)[0] for t in config.tables}):
+        scopes = ("ON *.*", f"ON `{database.upper().replace('`', '``')}`.*")
+        if not any(("LOCK TABLES" in g or "ALL PRIVILEGES" in g) and any(s in g for s in scopes) for g in grants):
+            problems.append(Problem("privileges", f"expected the LOCK TABLES privilege on {database} for {config.user} "
+                                    "(consistent snapshots on MySQL), found none",
+                                    f"GRANT LOCK TABLES ON `{database}`.* TO '{config.user}'@'%'"))
+    return problems
+
+
 def _tables(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
     problems = []
     infos = load_table_info(conn, config.tables)
@@ -105,6 +122,7 @@ def run_preflight(conn: pymysql.Connection, config: MySqlConfig, mariadb: bool) 
     v = _variables(conn)
     problems = _binlog_settings(v) + _retention(v, config.catch_up_window_seconds)
     problems += _server_id(conn, v, config) + _grants(conn, config) + _tables(conn, config)
+    problems += _snapshot_grants(conn, config, mariadb)
     if not mariadb and v.get("gtid_mode", "OFF").upper() not in ("ON", "OFF"):
         problems.append(Problem("gtid_mode", f"expected gtid_mode ON or OFF, found {v.get('gtid_mode')} (a transition)",
                                 "finish the GTID migration: SET GLOBAL gtid_mode = ON"))

@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pymysql
+from pymysql import converters
 
-from ...core.batch import ChangeEvent
-from ...core.errors import ConfigError, LogPurgedError, Problem, TransientError, redact
+from ...core.batch import ChangeEvent, Rows
+from ...core.errors import (
+    ConfigError,
+    LogPurgedError,
+    Problem,
+    SourceError,
+    TableChangedError,
+    TransientError,
+    redact,
+)
 from ...core.positions import BinlogPosition
 from ...core.schema import TableSchema
+from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
+from ._keys import plan_key_ranges
+from ._position import binlog_end
 from ._protocol import DumpError, E, dump_events
 from ._reader import RangeReader
 from ._schema import load_table_info, schema_from_info
 from .config import LOOKAHEAD_SERVER_ID_OFFSET, MySqlConfig
 from .preflight import run_preflight
+from .snapshot import SESSION_SQL, SnapshotReader, SnapshotTable, translate
 
 __all__ = ["MySqlSource"]
 
 _PURGED = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the requested file/position is not there
+# snapshot connections decode nothing: values stay text (binary as bytes) for the columnar decoder
+_TEXT_CONVERSIONS = {k: v for k, v in converters.conversions.items() if not isinstance(k, int)}
+_TRANSACTIONAL_ENGINES = ("innodb",)
 
 
 class MySqlSource:
@@ -45,9 +61,9 @@ class MySqlSource:
         return cls(MySqlConfig.from_mapping(mapping))
 
     # connections
-    def _open(self) -> pymysql.Connection:
+    def _open(self, **options: Any) -> pymysql.Connection:
         try:
-            return pymysql.connect(**self.config.connect_kwargs())
+            return pymysql.connect(**self.config.connect_kwargs(), **options)
         except pymysql.err.OperationalError as exc:
             code = exc.args[0] if exc.args else None
             text = redact(str(exc.args[-1]))
@@ -102,21 +118,7 @@ class MySqlSource:
 
     def current_position(self) -> BinlogPosition:
         """The binlog end now: SHOW BINARY LOG STATUS (MySQL 8.4) / SHOW MASTER STATUS, plus the GTID state."""
-        statements = ["SHOW MASTER STATUS"] if self.mariadb else ["SHOW BINARY LOG STATUS", "SHOW MASTER STATUS"]
-        row = None
-        for statement in statements:
-            try:
-                with self.conn.cursor() as cur:
-                    cur.execute(statement)
-                    row = cur.fetchone()
-                break
-            except pymysql.err.ProgrammingError:
-                continue
-        if not row:
-            raise ConfigError("the server reports no binary log position (is log_bin on?)",
-                              hint="start the server with log_bin=mysql-bin and binlog_format=ROW")
-        gtid = self._query_one("SELECT @@global.gtid_binlog_pos")[0] if self.mariadb else (row[4] or None)
-        return BinlogPosition(row[0], int(row[1]), gtid or None)
+        return binlog_end(self.conn, self.mariadb)
 
     def checkpoint_position(self) -> BinlogPosition | None:
         return None
@@ -152,6 +154,61 @@ class MySqlSource:
             if exc.code == _PURGED:
                 self._check_not_purged(start)
             raise
+
+    # snapshots (docs/architecture.md, "Snapshots"; snapshot.py for why they are consistent)
+    def snapshot_floor(self) -> BinlogPosition:
+        """The binlog end now: every snapshot started later corresponds to a coordinate at or after it."""
+        return self.current_position()
+
+    def plan_chunks(self, table: str, chunk_rows: int, key_range: KeyRange = FULL_RANGE) -> list[KeyRange]:
+        """Walk the table's primary key in steps of ``chunk_rows`` keys; bounds are exact JSON values (_keys.py)."""
+        schema = self._snapshot_tables([table])[table].schema
+        conn = self._open_text()
+        try:
+            return plan_key_ranges(conn, schema, chunk_rows, key_range)
+        except pymysql.err.MySQLError as exc:
+            raise translate(exc, table, "") from None
+        finally:
+            conn.close()
+
+    def read_snapshot(self, chunks: Sequence[SnapshotChunk], parallelism: int) -> Iterator[Rows]:
+        """The chunks' rows as inserts, read in up to ``parallelism`` consistent-snapshot transactions."""
+        tables = self._snapshot_tables(sorted({c.table for c in chunks}))
+        yield from SnapshotReader(self._open_text, tables, self.config, self.mariadb).read(chunks, parallelism)
+
+    def _open_text(self) -> pymysql.Connection:
+        conn = self._open(conv=_TEXT_CONVERSIONS)
+        with conn.cursor() as cur:
+            cur.execute(SESSION_SQL)
+        return conn
+
+    def _snapshot_tables(self, tables: Sequence[str]) -> dict[str, SnapshotTable]:
+        """Schemas and layouts of tables of this pipeline that a snapshot can read (primary key, InnoDB)."""
+        unknown = [t for t in tables if t not in self.config.tables]
+        if unknown:
+            raise SourceError(f"expected tables of this pipeline, got {unknown}",
+                              hint=f"the pipeline replicates {', '.join(self.config.tables)}")
+        infos = load_table_info(self.conn, tables)
+        out = {}
+        for table in tables:
+            if table not in infos:
+                raise TableChangedError(table, "no longer exists in the source",
+                                        "remove it from the pipeline's tables, or re-create it and re-sync it")
+            out[table] = SnapshotTable(schema_from_info(infos[table]), infos[table])  # MissingPrimaryKeyError
+        self._require_transactional(tables)
+        return out
+
+    def _require_transactional(self, tables: Sequence[str]) -> None:
+        with self.conn.cursor() as cur:
+            for table in tables:
+                database, name = table.split(".", 1)
+                cur.execute("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                            (database, name))
+                row = cur.fetchone()
+                engine = str(row[0] if row else "").lower()
+                if engine not in _TRANSACTIONAL_ENGINES:
+                    raise SourceError(f"a consistent snapshot of {table} needs a transactional table, found engine "
+                                      f"{engine or 'none'}", hint=f"ALTER TABLE {table} ENGINE = InnoDB")
 
     def _check_not_purged(self, start: BinlogPosition) -> None:
         files = self.binlog_files()

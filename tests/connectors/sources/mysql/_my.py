@@ -34,10 +34,15 @@ def normal(value):
     return value
 
 
+def _keys(key: str) -> list[str]:
+    """``"a, b"`` -> ["a", "b"]: a composite key in source order."""
+    return [k.strip() for k in key.split(",")]
+
+
 def source_rows(db: MySqlDatabase, table: str, key: str = "id") -> list[dict]:
     conn = db.connect()
     with conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM `{table}` ORDER BY `{key}`")
+        cur.execute(f"SELECT * FROM `{table}` ORDER BY " + ", ".join(f"`{k}`" for k in _keys(key)))
         names = [d[0] for d in cur.description]
         rows = [{n: normal(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
     conn.close()
@@ -47,7 +52,7 @@ def source_rows(db: MySqlDatabase, table: str, key: str = "id") -> list[dict]:
 def folded_rows(changelog: ChangeLog, table: str, key: str = "id", pipeline: str = "p1") -> list[dict]:
     schema, state = fold_table(changelog, pipeline, table)
     assert schema is not None and state is not None, f"{table} never appeared in the change log"
-    data = state.select(schema.column_names).sort_by(key)
+    data = state.select(schema.column_names).sort_by([(k, "ascending") for k in _keys(key)])
     return [{n: normal(v) for n, v in row.items()} for row in data.to_pylist()]
 
 

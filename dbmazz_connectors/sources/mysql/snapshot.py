@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,18 +47,18 @@ from ...core.schema import TableSchema
 from ...core.snapshot import SnapshotChunk
 from ._keys import key_predicate, qualified, quote
 from ._position import binlog_end
+from ._resultset import fetch_blocks
 from ._schema import TableInfo
-from ._text import PAD, decode_text_rows, select_expression
+from ._text import decode_text_rows, select_expression
 from .config import MySqlConfig
 
-__all__ = ["SnapshotReader", "SnapshotTable", "SESSION_SQL", "fetch_blocks", "translate", "lock_tables_grant"]
+__all__ = ["SnapshotReader", "SnapshotTable", "SESSION_SQL", "translate", "lock_tables_grant"]
 
 SESSION_SQL = ("SET SESSION time_zone = '+00:00', sql_mode = '', net_write_timeout = 3600, "
                "net_read_timeout = 3600")
 _START = ("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
           "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
 _DONE = object()
-_EOF = 0xFE
 # connection lost or killed, server shutting down, lock wait timeout, deadlock, table rebuilt under the snapshot
 _TRANSIENT = frozenset({2003, 2006, 2013, 1053, 1205, 1213, 1317, 1412, 1927})
 _DENIED = frozenset({1044, 1142, 1227})
@@ -80,26 +79,6 @@ class SnapshotTable:
             return f"SELECT {columns} FROM {qualified(self.schema)} WHERE {where}"
 
         return statement
-
-
-def fetch_blocks(conn: pymysql.Connection, statement: str, block_rows: int,
-                 block_bytes: int) -> Iterator[tuple[bytes, np.ndarray]]:
-    """The raw text-protocol rows of ``statement``, unbuffered, as (concatenated rows + PAD, row starts)."""
-    conn.query(statement, unbuffered=True)
-    result = conn._result
-    buf, starts = bytearray(), array("q")
-    while result is not None and result.unbuffered_active:
-        data = conn._read_packet()._data
-        if data[0] == _EOF and len(data) < 9:
-            result.unbuffered_active = False
-            break
-        starts.append(len(buf))
-        buf += data
-        if len(starts) >= block_rows or len(buf) >= block_bytes:
-            yield bytes(buf) + PAD, np.frombuffer(starts, np.int64).copy()
-            buf, starts = bytearray(), array("q")
-    if starts:
-        yield bytes(buf) + PAD, np.frombuffer(starts, np.int64).copy()
 
 
 def translate(exc: pymysql.err.MySQLError, table: str | None, lock_hint: str) -> Exception:

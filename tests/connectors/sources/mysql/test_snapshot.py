@@ -185,6 +185,24 @@ def test_composite_and_string_keys_are_chunked_exactly(mysql_db, make_source, hy
     assert sum(r.data.num_rows for r in some) == 3 * 77
 
 
+def test_rows_over_16_mib_and_blocks_bounded_by_bytes(mysql_db, make_source):
+    conn = mysql_db.connect()
+    _run(conn, "CREATE TABLE docs (id INT PRIMARY KEY, body LONGTEXT, raw LONGBLOB)",
+         "INSERT INTO docs SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000 * seq), NULL FROM seq_1_to_40",
+         "INSERT INTO docs VALUES (41, REPEAT('x', 17 * 1024 * 1024), REPEAT(x'ff', 16 * 1024 * 1024 - 30)),"
+         " (42, 'after', x'00')")
+    source = make_source(["docs"], read_block_rows=1000, read_block_bytes=64 * 1024)
+    _, rows = _snapshot(source, f"{mysql_db.name}.docs", 1000, parallelism=1)
+    assert len(rows) >= 10, "blocks are cut by bytes, not only by rows"
+    data = _data(rows)
+    with conn.cursor() as cur:
+        cur.execute("SELECT id, body, raw FROM docs ORDER BY id")
+        expected = cur.fetchall()
+    assert data.num_rows == 42
+    for (key, body, raw), got in zip(expected, data.to_pylist(), strict=True):
+        assert (got["id"], got["body"], got["raw"]) == (key, body, raw), f"row {key}"
+
+
 def test_lock_tables_without_the_privilege_says_which_grant(mysql_db, make_source):
     conn = mysql_db.connect()
     _run(conn, *DDL)

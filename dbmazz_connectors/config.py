@@ -14,6 +14,7 @@ file: ``password_env: SHOP_PG_PASSWORD`` (or ``${VAR}`` inside a URL) is resolve
           clickhouse: {url: "http://127.0.0.1:8123", database: shop}
         changelog: ./.dbmazz/changelog      # or any pyarrow filesystem URI (s3://bucket/prefix)
         poll_interval_seconds: 5
+        snapshot: {chunk_rows: 100000, chunks_per_batch: 10, parallelism: 4}   # optional: initial loads, re-syncs
 
 Connector mappings go to the registry as they are, plus ``pipeline`` and ``tables`` for sources,
 ``pipeline`` for sinks; each connector validates its own keys in ``from_config``.
@@ -31,12 +32,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .core.errors import ConfigError
 from .core.schema import split_qualified
+from .snapshots import SnapshotSettings
 
-__all__ = ["PipelineConfig", "load_pipelines", "pipeline_from_env", "resolve_secrets"]
+__all__ = ["PipelineConfig", "SnapshotConfig", "load_pipelines", "pipeline_from_env", "resolve_secrets"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DEFAULT_CHANGELOG = "./.dbmazz/changelog"
+
+
+class SnapshotConfig(BaseModel):
+    """How the pipeline's snapshots (initial loads, re-syncs) are read; defaults are ``SnapshotSettings()``'s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_rows: int = Field(SnapshotSettings.chunk_rows, ge=1, description="primary keys per chunk (one range read)")
+    chunks_per_batch: int = Field(SnapshotSettings.chunks_per_batch, ge=1,
+                                  description="chunks per snapshot batch (one Dagster partition, one run)")
+    parallelism: int | None = Field(None, ge=1, description="chunks read at once (default: the machine's cores, 2..4)")
+
+    def settings(self) -> SnapshotSettings:
+        if self.parallelism is None:
+            return SnapshotSettings(self.chunk_rows, self.chunks_per_batch)
+        return SnapshotSettings(self.chunk_rows, self.chunks_per_batch, self.parallelism)
 
 
 class PipelineConfig(BaseModel):
@@ -52,6 +70,7 @@ class PipelineConfig(BaseModel):
     poll_interval_seconds: int = Field(5, ge=1, description="how often the capture sensor polls the source")
     retention_batches: int = Field(2000, ge=10, description="applied batches kept in the change log")
     check_interval_minutes: int = Field(15, ge=1, le=59, description="how often the sink tables' asset checks run")
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig, description="how initial loads and re-syncs read")
 
     @field_validator("name")
     @classmethod
@@ -80,6 +99,10 @@ class PipelineConfig(BaseModel):
     def source_config(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The mapping for ``create_source``: secrets resolved (from ``environ``, default the process's), pipeline and tables added."""
         return {**resolve_secrets(self.source, environ), "pipeline": self.name, "tables": list(self.tables)}
+
+    def snapshot_settings(self) -> SnapshotSettings:
+        """The settings every snapshot of this pipeline is planned and read with."""
+        return self.snapshot.settings()
 
     def sink_config(self, sink: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The mapping for ``create_sink``: secrets resolved, pipeline added; the sink name is the type by default."""

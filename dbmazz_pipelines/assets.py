@@ -8,12 +8,24 @@ import dagster as dg
 
 from dbmazz_connectors.changelog import BatchManifest, ChangeLog
 from dbmazz_connectors.config import PipelineConfig
-from dbmazz_connectors.core import ChangeLogError, Lsn, position_from_dict
+from dbmazz_connectors.core import ChangeLogError, Lsn, TableChangedError, position_from_dict
 from dbmazz_connectors.engine import apply_batch, capture_range
+from dbmazz_connectors.snapshots import capture_snapshot_batch, is_snapshot_batch
 
-from .naming import batch_partitions, changes_key, resource_key, sink_key, sink_kind, source_key, source_kind
+from .naming import (
+    KIND_TAG,
+    batch_partitions,
+    changes_key,
+    resource_key,
+    resync_job_name,
+    sink_key,
+    sink_kind,
+    source_key,
+    source_kind,
+)
+from .snapshot_batches import snapshot_metadata
 
-__all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata"]
+__all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata", "position_of"]
 
 
 def build_source_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
@@ -51,6 +63,7 @@ def capture_metadata(manifest: BatchManifest, lag_bytes: int | None, seconds: fl
     rows_md = "\n".join(f"| {n} | {o['insert']} | {o['update']} | {o['delete']} |" for n, o in sorted(by_table.items()))
     return {
         "dbmazz/batch": manifest.batch_id,
+        KIND_TAG: "cdc",
         "dbmazz/from": str(manifest.start),
         "dbmazz/to": str(manifest.end),
         "dbmazz/from_position": dg.MetadataValue.json(manifest.start.to_dict()),
@@ -79,24 +92,53 @@ def build_changes_asset(pipeline: PipelineConfig) -> dg.AssetsDefinition:
     )
     def changes(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource = getattr(context.resources, key)
-        changelog = resource.changelog()
-        batch_id = context.partition_key
-        start, end = _planned_range(changelog, pipeline.name, batch_id)
-        began = time.monotonic()
-        source = resource.source()
-        try:
-            schemas = source.table_schemas()
-            manifest = capture_range(
-                source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values()
-            )
-            current = source.current_position()
-            lag = current.version - manifest.end.version if isinstance(current, Lsn) else None  # WAL bytes
-        finally:
-            source.disconnect()
-        context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")
-        return dg.MaterializeResult(metadata=capture_metadata(manifest, lag, time.monotonic() - began))
+        if is_snapshot_batch(context.partition_key):
+            return _capture_snapshot(context, pipeline, resource)
+        return _capture_changes(context, pipeline, resource)
 
     return changes
+
+
+def _capture_changes(context: dg.AssetExecutionContext, pipeline: PipelineConfig, resource) -> dg.MaterializeResult:
+    """A log batch: the planned range (checkpoint, upper bound], then the source is acknowledged."""
+    changelog = resource.changelog()
+    batch_id = context.partition_key
+    start, end = _planned_range(changelog, pipeline.name, batch_id)
+    began = time.monotonic()
+    source = resource.source()
+    try:
+        schemas = source.table_schemas()
+        manifest = capture_range(source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values())
+        current = source.current_position()
+        lag = current.version - manifest.end.version if isinstance(current, Lsn) else None  # WAL bytes
+    except TableChangedError as exc:
+        raise _with_resync_hint(pipeline, exc) from exc
+    finally:
+        source.disconnect()
+    context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")
+    return dg.MaterializeResult(metadata=capture_metadata(manifest, lag, time.monotonic() - began))
+
+
+def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> TableChangedError:
+    """The same error, its fix spelled out in Dagster terms: the re-sync job of this pipeline for that table."""
+    fix = (f"{exc.fix}; in Dagster: launch the job {resync_job_name(pipeline.name)} with run config "
+           f"tables: [{exc.table}], then re-run this partition (docs/operations.md, 're-created table')")
+    return TableChangedError(exc.table, exc.detail, fix)
+
+
+def _capture_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineConfig, resource) -> dg.MaterializeResult:
+    """A snapshot batch: its planned chunks read into the change log; the checkpoint does not move."""
+    changelog = resource.changelog()
+    batch_id = context.partition_key
+    began = time.monotonic()
+    source = resource.source()
+    try:
+        manifest = capture_snapshot_batch(source, changelog, pipeline.name, batch_id, pipeline.snapshot_settings())
+    finally:
+        source.disconnect()
+    metadata = snapshot_metadata(changelog, manifest, time.monotonic() - began)
+    context.log.info(f"snapshot batch {batch_id} ({metadata['dbmazz/snapshot_batch']}): {manifest.rows} rows")
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinition:
@@ -137,15 +179,22 @@ def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinitio
             for asset_key in sorted(context.selected_asset_keys, key=lambda k: k.path[-1]):
                 table = asset_key.path[-1]
                 if table not in manifest.tables:
-                    yield dg.MaterializeResult(asset_key=asset_key, metadata={"dbmazz/batch": batch_id, "rows_written": 0})
+                    metadata = {"dbmazz/batch": batch_id, "rows_written": 0, **_kind_metadata(manifest)}
+                    yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
                     continue
                 result = apply_batch(changelog, target, pipeline.name, batch_id, tables=[table])[table]
-                entry = manifest.tables[table]
-                yield dg.MaterializeResult(asset_key=asset_key, metadata=_apply_metadata(batch_id, result, entry))
+                metadata = _apply_metadata(batch_id, result, manifest.tables[table])
+                yield dg.MaterializeResult(asset_key=asset_key, metadata={**metadata, **_kind_metadata(manifest)})
         finally:
             target.disconnect()
 
     return apply
+
+
+def _kind_metadata(manifest: BatchManifest) -> dict[str, object]:
+    if not manifest.is_snapshot:
+        return {KIND_TAG: "cdc"}
+    return {KIND_TAG: "snapshot", "dbmazz/snapshot": (manifest.snapshot or {}).get("id", "")}
 
 
 def _apply_metadata(batch_id: str, result, entry) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Asset checks per sink table: row-count parity with the source, and freshness of the applied batches."""
+"""Asset checks per sink table: row-count parity with the source, freshness, and whether its initial load is complete."""
 
 
 import time
@@ -8,6 +8,7 @@ import dagster as dg
 from dbmazz_connectors.config import PipelineConfig
 
 from .naming import changes_key, resource_key, sink_key
+from .snapshot_batches import load_progress
 
 __all__ = ["build_sink_checks"]
 
@@ -49,6 +50,30 @@ def _freshness(context, pipeline: PipelineConfig, sink: str, table: str) -> dg.A
     )
 
 
+def _initial_load(context, pipeline: PipelineConfig, sink: str, table: str) -> dg.AssetCheckResult:
+    """Passes once every batch of a whole-table snapshot of the table (its initial load, or a later full
+    re-sync) is applied to this sink table; until then it reports the progress."""
+    changelog = getattr(context.resources, resource_key(pipeline.name)).changelog()
+    progress = load_progress(context.instance, changelog, pipeline.name, table, sink_key(pipeline.name, sink, table))
+    if progress is None:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"progress": "no snapshot planned"},
+            description="no initial load planned yet: the capture sensor plans it when it sets the source up or "
+                        "finds the table in the configuration (is the sensor running?)",
+        )
+    plan = progress.plan
+    return dg.AssetCheckResult(
+        passed=progress.complete,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"snapshot": plan.snapshot_id, "reason": plan.reason,
+                  "progress": f"{progress.applied} of {progress.needed} batches",
+                  "batches_applied": progress.applied, "batches": progress.needed},
+        description=(f"{plan.reason} complete" if progress.complete else
+                     f"{plan.reason} in progress: {progress.applied} of {progress.needed} batches applied "
+                     "(a failed batch waits for a re-run of its partition)"),
+    )
+
+
 def build_sink_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefinition]:
     checks = []
     for sink in pipeline.sinks:
@@ -58,6 +83,8 @@ def build_sink_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefinition
                                       "source and sink have the same number of rows"))
             checks.append(_make_check(pipeline, sink, table, asset, "freshness", _freshness,
                                       "the newest captured batch is applied, or applied within the allowed lag"))
+            checks.append(_make_check(pipeline, sink, table, asset, "initial_load", _initial_load,
+                                      "every batch of the table's initial load (a whole-table snapshot) is applied"))
     return checks
 
 

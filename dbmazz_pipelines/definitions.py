@@ -13,6 +13,7 @@ from .assets import build_changes_asset, build_sink_assets, build_source_specs
 from .checks import build_sink_checks
 from .naming import PIPELINE_TAG, changes_key, job_name, resource_key, sink_key
 from .resources import DbmazzPipelineResource
+from .resync import build_resync_job
 from .sensors import build_capture_sensor
 
 __all__ = ["build_definitions", "load_pipeline_configs", "defs"]
@@ -51,7 +52,7 @@ def _pipeline_objects(pipeline: PipelineConfig):
         f"{pipeline.name}_checks",
         selection=dg.AssetSelection.checks_for_assets(*sink_keys),
         executor_def=dg.in_process_executor,
-        description=f"row-count parity and freshness of every sink table of {pipeline.name}",
+        description=f"row-count parity, freshness and initial load of every sink table of {pipeline.name}",
     )
     schedule = dg.ScheduleDefinition(
         name=f"{pipeline.name}_checks_schedule",
@@ -59,7 +60,7 @@ def _pipeline_objects(pipeline: PipelineConfig):
         cron_schedule=f"*/{pipeline.check_interval_minutes} * * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
-    return assets, [job, checks_job], schedule, build_capture_sensor(pipeline, job), build_sink_checks(pipeline)
+    return assets, [job, checks_job, build_resync_job(pipeline)], schedule, build_capture_sensor(pipeline, job), build_sink_checks(pipeline)
 
 
 def build_definitions(pipelines: dict[str, PipelineConfig]) -> dg.Definitions:

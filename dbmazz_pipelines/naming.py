@@ -11,10 +11,12 @@ from dbmazz_connectors.core.registry import SCHEMES
 
 __all__ = [
     "resource_key", "changes_key", "source_key", "sink_key", "batch_partitions", "job_name", "sensor_name",
-    "sink_kind", "source_kind", "PIPELINE_TAG",
+    "sink_kind", "source_kind", "resync_job_name", "PIPELINE_TAG", "KIND_TAG", "PARTITION_TAG",
 ]
 
 PIPELINE_TAG = "dbmazz/pipeline"
+KIND_TAG = "dbmazz/kind"  # "cdc" or "snapshot", on batch runs and their materializations
+PARTITION_TAG = "dagster/partition"
 
 
 def resource_key(pipeline: str) -> str:
@@ -39,6 +41,10 @@ def batch_partitions(pipeline: str) -> DynamicPartitionsDefinition:
 
 def job_name(pipeline: str) -> str:
     return f"{pipeline}_batch"
+
+
+def resync_job_name(pipeline: str) -> str:
+    return f"{pipeline}_resync"
 
 
 def sensor_name(pipeline: str) -> str:

@@ -1,14 +1,35 @@
-"""The capture sensor: a cheap poll of the source that plans at most one batch at a time (DESIGN §3)."""
+"""The capture sensor: a cheap poll of the source that launches one batch at a time, log or snapshot.
 
+Each tick it may plan the next log batch (checkpoint, current position] and it may pick the next
+snapshot batch (an initial load, a table added to the configuration, a re-sync); when both are
+ready it takes turns (the cursor remembers which kind ran last), so a long snapshot never starves
+live changes and live changes never starve a snapshot.
+"""
+
+from __future__ import annotations
+
+import json
 
 import dagster as dg
 
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.core import DbmazzError
 from dbmazz_connectors.engine import batch_id_for, set_up_source
+from dbmazz_connectors.snapshots import is_snapshot_batch, plans
 
 from .assets import position_of
-from .naming import PIPELINE_TAG, batch_partitions, changes_key, job_name, resource_key, sensor_name, sink_key
+from .naming import (
+    KIND_TAG,
+    PIPELINE_TAG,
+    batch_partitions,
+    changes_key,
+    job_name,
+    resource_key,
+    resync_job_name,
+    sensor_name,
+)
+from .retention import prune
+from .snapshot_batches import next_snapshot_batch, plan_missing_loads, snapshot_run_tags
 
 __all__ = ["build_capture_sensor", "IN_FLIGHT"]
 
@@ -21,33 +42,24 @@ IN_FLIGHT = [
 
 
 def _run_in_flight(instance: dg.DagsterInstance, pipeline: str) -> dg.RunRecord | None:
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name=job_name(pipeline), statuses=IN_FLIGHT), limit=1
-    )
-    return records[0] if records else None
+    """A queued or running batch or re-sync run of the pipeline."""
+    for name in (job_name(pipeline), resync_job_name(pipeline)):
+        records = instance.get_run_records(dg.RunsFilter(job_name=name, statuses=IN_FLIGHT), limit=1)
+        if records:
+            return records[0]
+    return None
 
 
-def _materialized_checkpoint(instance: dg.DagsterInstance, pipeline: str):
-    event = instance.get_latest_materialization_event(changes_key(pipeline))
-    if event is None or event.asset_materialization is None:
+def _materialized_checkpoint(instance: dg.DagsterInstance, pipeline: str, log_partitions: list[str]):
+    """The furthest ``dbmazz/to`` Dagster recorded for the newest log batches (snapshot batches carry none)."""
+    if not log_partitions:
         return None
-    return position_of(dict(event.asset_materialization.metadata))
-
-
-def _prune(context, pipeline: PipelineConfig, changelog, partitions: list[str]) -> list[str]:
-    """Batches past retention that every sink table has applied: dropped from the change log and the UI."""
-    excess = len(partitions) - pipeline.retention_batches
-    if excess <= 0:
-        return []
-    applied = None
-    for sink in pipeline.sinks:
-        for table in pipeline.tables:
-            done = context.instance.get_materialized_partitions(sink_key(pipeline.name, sink, table))
-            applied = set(done) if applied is None else applied & set(done)
-    prunable = [p for p in partitions[:excess] if p in (applied or set())]
-    for batch_id in prunable:
-        changelog.delete_batch(pipeline.name, batch_id)
-    return prunable
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(changes_key(pipeline), asset_partitions=log_partitions[-5:]), limit=5
+    ).records
+    positions = [position_of(dict(r.asset_materialization.metadata)) for r in records if r.asset_materialization]
+    positions = [p for p in positions if p is not None]
+    return max(positions, key=lambda p: p.version) if positions else None
 
 
 def build_capture_sensor(pipeline: PipelineConfig, job) -> dg.SensorDefinition:
@@ -60,33 +72,93 @@ def build_capture_sensor(pipeline: PipelineConfig, job) -> dg.SensorDefinition:
         minimum_interval_seconds=pipeline.poll_interval_seconds,
         required_resource_keys={key},
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"polls the source of pipeline {pipeline.name} and plans one capture batch at a time",
+        description=f"polls the source of pipeline {pipeline.name}; launches one log or snapshot batch at a time",
     )
     def capture_sensor(context: dg.SensorEvaluationContext):
         in_flight = _run_in_flight(context.instance, pipeline.name)
         if in_flight is not None:
-            return dg.SkipReason(f"a batch of {pipeline.name} is in flight (run {in_flight.dagster_run.run_id[:8]})")
+            return dg.SkipReason(f"a run of {pipeline.name} is in flight (run {in_flight.dagster_run.run_id[:8]})")
         resource = getattr(context.resources, key)
         changelog = resource.changelog()
         partitions = sorted(context.instance.get_dynamic_partitions(partitions_def.name))
-        if partitions and changelog.manifest(pipeline.name, partitions[-1]) is None:
-            return dg.SkipReason(
-                f"batch {partitions[-1]} has not been captured yet; re-run its partition of {pipeline.name}/changes "
-                "(nothing newer is planned until it succeeds)"
-            )
         source = resource.source()
         try:
-            return _plan_next(context, pipeline, source, changelog, partitions, partitions_def)
+            return _evaluate(context, pipeline, source, changelog, partitions, partitions_def)
         finally:
             source.disconnect()
 
     return capture_sensor
 
 
-def _starting_checkpoint(context, pipeline: PipelineConfig, source, changelog):
-    """The pipeline's checkpoint: the change log's, cross-checked with Dagster's record and the source's own."""
+def _evaluate(context, pipeline: PipelineConfig, source, changelog, partitions, partitions_def):
+    log_partitions = [p for p in partitions if not is_snapshot_batch(p)]
+    checkpoint, set_up = _starting_checkpoint(context, pipeline, source, changelog, log_partitions)
+    plan = plan_missing_loads(source, changelog, pipeline, set_up=not set_up)
+    added = plan.batch_ids() if plan is not None else []
+    if plan is not None:
+        context.log.info(f"{pipeline.name}: planned snapshot {plan.snapshot_id} ({plan.reason}) of "
+                         f"{', '.join(plan.tables)}: {len(added)} batches")
+    log_range = _next_log_range(pipeline, source, changelog, checkpoint, log_partitions)
+    snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added)
+    kind = _choose(isinstance(log_range, tuple), snapshot.batch_id is not None, context.cursor)
+    requests = [partitions_def.build_add_request(added)] if added else []
+    if kind is None:
+        reason = _skip_reason(pipeline, log_range, snapshot.failed)
+        return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests) if requests else dg.SkipReason(reason)
+    if kind == "cdc":
+        start, end = log_range
+        batch_id = batch_id_for(start, end)
+        changelog.write_plan(pipeline.name, batch_id, start, end)
+        requests.append(partitions_def.build_add_request([batch_id]))
+        tags = {KIND_TAG: "cdc", "dbmazz/from": str(start), "dbmazz/to": str(end)}
+    else:
+        batch_id, tags = snapshot.batch_id, snapshot_run_tags(snapshot.batch_id)
+    pruned = prune(context.instance, pipeline, changelog, partitions)
+    if pruned:
+        requests.append(partitions_def.build_delete_request(pruned))
+    run = dg.RunRequest(partition_key=batch_id, run_key=batch_id, tags={PIPELINE_TAG: pipeline.name, **tags})
+    return dg.SensorResult(run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": kind}))
+
+
+def _choose(log_ready: bool, snapshot_ready: bool, cursor: str | None) -> str | None:
+    """Which kind of batch runs now: the ready one, or when both are, the one that did not run last."""
+    if log_ready and snapshot_ready:
+        last = json.loads(cursor).get("last") if cursor else None
+        return "snapshot" if last == "cdc" else "cdc"
+    if log_ready:
+        return "cdc"
+    return "snapshot" if snapshot_ready else None
+
+
+def _skip_reason(pipeline: PipelineConfig, log_reason: str, failed: tuple[str, ...]) -> str:
+    if not failed:
+        return log_reason
+    shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    return (f"{log_reason}; snapshot batches waiting for a re-run: {shown} (re-run their partitions, e.g. a backfill "
+            f"of the failed partitions of {job_name(pipeline.name)})")
+
+
+def _next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint, log_partitions: list[str]):
+    """The range (checkpoint, current] to capture next, or why there is none (a string)."""
+    if log_partitions and changelog.manifest(pipeline.name, log_partitions[-1]) is None:
+        return (f"batch {log_partitions[-1]} has not been captured yet; re-run its partition of "
+                f"{pipeline.name}/changes (nothing newer is planned until it succeeds)")
+    current = source.current_position()
+    if current.version <= checkpoint.version:
+        return f"{pipeline.name} is idle at {checkpoint}"
+    pending = getattr(source, "pending_changes", None)
+    if pending is not None and not pending(checkpoint, current):
+        changelog.record_idle_checkpoint(pipeline.name, current)  # recorded first, then acknowledged
+        source.checkpoint(current)
+        return f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it"
+    return checkpoint, current
+
+
+def _starting_checkpoint(context, pipeline: PipelineConfig, source, changelog, log_partitions: list[str]):
+    """The pipeline's checkpoint, cross-checked with Dagster's record and the source's own; and whether the
+    source was set up for the first time on this tick."""
     checkpoint = changelog.checkpoint(pipeline.name)
-    recorded = _materialized_checkpoint(context.instance, pipeline.name)
+    recorded = _materialized_checkpoint(context.instance, pipeline.name, log_partitions)
     if recorded is not None and (checkpoint is None or recorded.version > checkpoint.version):
         raise DbmazzError(
             f"the last capture recorded in Dagster ends at {recorded} but the change log {changelog.root} only "
@@ -99,41 +171,28 @@ def _starting_checkpoint(context, pipeline: PipelineConfig, source, changelog):
         checkpoint = source.checkpoint_position() or source.current_position()
         changelog.record_idle_checkpoint(pipeline.name, checkpoint)
         context.log.info(f"{pipeline.name}: set up the source; capture starts after {checkpoint}")
-        return checkpoint
+        return checkpoint, True
     if acknowledged is not None and acknowledged.version > checkpoint.version:
+        return _past_lost_range(context, pipeline, changelog, checkpoint, acknowledged), False
+    if acknowledged is not None and acknowledged.version < checkpoint.version:
+        source.checkpoint(checkpoint)  # a capture staged its batch but died before acknowledging it
+    return checkpoint, False
+
+
+def _past_lost_range(context, pipeline: PipelineConfig, changelog, checkpoint, acknowledged):
+    """The source acknowledged past the checkpoint (a new slot, something else consumed it): the changes in
+    between are lost. A whole-table snapshot of every table planned at or after ``acknowledged`` holds them
+    (docs/architecture.md, "Snapshots"), so capture may go on from there; otherwise nothing is captured."""
+    snapshotted = {t for plan in plans(changelog, pipeline.name)
+                   if plan.sweep and plan.floor.version >= acknowledged.version for t in plan.tables}
+    if not set(pipeline.tables) <= snapshotted:
         raise DbmazzError(
             f"the source acknowledged {acknowledged}, past the pipeline's checkpoint {checkpoint}: "
             "changes in between were consumed by something else and are lost",
-            hint="re-snapshot the pipeline's tables (docs/operations.md, 'recovering')",
+            hint=f"re-sync every table of the pipeline: launch the job {resync_job_name(pipeline.name)} "
+                 "(docs/operations.md, 'Recovering')",
         )
-    if acknowledged is not None and acknowledged.version < checkpoint.version:
-        source.checkpoint(checkpoint)  # a capture staged its batch but died before acknowledging it
-    return checkpoint
-
-
-def _plan_next(context, pipeline: PipelineConfig, source, changelog, partitions, partitions_def):
-    checkpoint = _starting_checkpoint(context, pipeline, source, changelog)
-    current = source.current_position()
-    if current.version <= checkpoint.version:
-        return dg.SkipReason(f"{pipeline.name} is idle at {checkpoint}")
-    pending = getattr(source, "pending_changes", None)
-    if pending is not None and not pending(checkpoint, current):
-        changelog.record_idle_checkpoint(pipeline.name, current)  # recorded first, then acknowledged
-        source.checkpoint(current)
-        return dg.SkipReason(f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it")
-    batch_id = batch_id_for(checkpoint, current)
-    changelog.write_plan(pipeline.name, batch_id, checkpoint, current)
-    pruned = _prune(context, pipeline, changelog, partitions)
-    requests = [partitions_def.build_add_request([batch_id])]
-    if pruned:
-        requests.append(partitions_def.build_delete_request(pruned))
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                partition_key=batch_id,
-                run_key=batch_id,
-                tags={PIPELINE_TAG: pipeline.name, "dbmazz/from": str(checkpoint), "dbmazz/to": str(current)},
-            )
-        ],
-        dynamic_partitions_requests=requests,
-    )
+    changelog.record_idle_checkpoint(pipeline.name, acknowledged)
+    context.log.warning(f"{pipeline.name}: changes in ({checkpoint}, {acknowledged}] were lost in the source; "
+                        "every table's re-sync covers them, capture goes on after " + str(acknowledged))
+    return acknowledged

@@ -1,39 +1,11 @@
 """Batches run through Dagster keep the sink equal to the source, survive failures and a new instance."""
 
-import random
-import subprocess
-import sys
-
 import dagster as dg
-import psycopg
 
 from dbmazz_pipelines.naming import changes_key, sink_key
 
-from ._harness import make_shop_pipeline, start_shop
-
-
-def _churn(url: str, seed: int, n: int = 40) -> None:
-    r = random.Random(seed)
-    with psycopg.connect(url, autocommit=True) as conn:
-        for _ in range(n):
-            roll = r.random()
-            if roll < 0.5:
-                conn.execute("INSERT INTO orders (customer_id, quantity, amount, status, note) "
-                             "VALUES (%s, %s, %s, 'new', %s)", (r.randint(1, 100), r.randint(1, 9), r.randint(1, 999), str(roll)))
-            elif roll < 0.8:
-                conn.execute("UPDATE orders SET status = 'paid', quantity = quantity + 1 "
-                             "WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)")
-            elif roll < 0.9:
-                conn.execute("DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)")
-            else:
-                conn.execute("UPDATE customers SET email = %s WHERE id = %s", (f"x{roll}@example.com", r.randint(1, 100)))
-
-
-def _hold_duckdb_lock(path) -> subprocess.Popen:
-    code = f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('locked', flush=True); time.sleep(120)"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
+from ._harness import churn as _churn
+from ._harness import hold_duckdb_lock, make_shop_pipeline, start_shop
 
 
 def _capture_and_apply(shop, defs, instance, raise_on_error=True):
@@ -70,7 +42,7 @@ def test_a_failed_apply_rerun_converges(pg_db, tmp_path, monkeypatch):
         _churn(pg_db.url, 1)
         _capture_and_apply(shop, defs, instance)
         _churn(pg_db.url, 2)
-        blocker = _hold_duckdb_lock(shop.duckdb_path)  # another process holds the file: the apply fails
+        blocker = hold_duckdb_lock(shop.duckdb_path)  # another process holds the file: the apply fails
         try:
             key, run = _capture_and_apply(shop, defs, instance, raise_on_error=False)
             assert not run.success

@@ -1,0 +1,58 @@
+"""Retention: batches past ``retention_batches`` that every sink has applied leave the change log and the UI."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dbmazz_connectors.changelog import ChangeLog
+from dbmazz_connectors.config import PipelineConfig
+from dbmazz_connectors.snapshots import SNAPSHOT_PREFIX, snapshot_of_batch
+
+from .naming import sink_key
+
+__all__ = ["prune"]
+
+
+def _age(batch_id: str) -> str:
+    """Orders log batches (``<start>-<end>``) and snapshot batches (``snap-<floor>-…``) by source position."""
+    return batch_id[len(SNAPSHOT_PREFIX):] if batch_id.startswith(SNAPSHOT_PREFIX) else batch_id
+
+
+def prune(instance: dg.DagsterInstance, pipeline: PipelineConfig, changelog: ChangeLog, partitions: list[str]) -> list[str]:
+    """Delete the oldest batches beyond retention that every sink table has applied; returns their ids.
+
+    A snapshot's batches go only all together, once every one of them is applied by every sink: a
+    half-applied snapshot keeps all its batches, so a sink that missed one can still be repaired
+    from the change log (and the initial-load check can still count them).
+    """
+    excess = len(partitions) - pipeline.retention_batches
+    if excess <= 0:
+        return []
+    applied = {
+        (sink, table): set(instance.get_materialized_partitions(sink_key(pipeline.name, sink, table)))
+        for sink in pipeline.sinks for table in pipeline.tables
+    }
+    prunable: list[str] = []
+    seen: set[str] = set()
+    for batch_id in sorted(partitions, key=_age)[:excess]:
+        snapshot_id = snapshot_of_batch(batch_id)
+        if snapshot_id is None:
+            if _applied_everywhere(changelog, pipeline.name, batch_id, applied):
+                prunable.append(batch_id)
+        elif snapshot_id not in seen:
+            seen.add(snapshot_id)
+            members = [p for p in partitions if snapshot_of_batch(p) == snapshot_id]
+            if all(_applied_everywhere(changelog, pipeline.name, m, applied) for m in members):
+                prunable += members
+    for batch_id in prunable:
+        changelog.delete_batch(pipeline.name, batch_id)
+    return prunable
+
+
+def _applied_everywhere(changelog: ChangeLog, pipeline: str, batch_id: str, applied: dict) -> bool:
+    """Every sink table holding changes in the batch has applied it (a table the batch lacks needs nothing)."""
+    missing = {table for (_, table), done in applied.items() if batch_id not in done}
+    if not missing:
+        return True
+    manifest = changelog.manifest(pipeline, batch_id)
+    return manifest is not None and not missing & set(manifest.tables)

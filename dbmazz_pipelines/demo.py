@@ -1,7 +1,9 @@
 """``make demo``: throw-away servers, a sample shop, a steady workload and ``dagster dev`` on http://127.0.0.1:3000.
 
 One pipeline (``shop``) captures PostgreSQL's ``public.customers`` and ``public.orders`` and feeds two sinks from
-the same capture: DuckDB (the embedded default) and a throw-away ClickHouse. Ctrl-C stops everything it started.
+the same capture: DuckDB (the embedded default) and a throw-away ClickHouse. The shop already holds customers and
+orders before the pipeline exists: the capture sensor's first tick sets the source up and plans their initial load,
+which it runs batch by batch while the workload's changes keep flowing. Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from pathlib import Path
 
 import yaml
 
-from dbmazz_connectors.config import load_pipelines
-from dbmazz_connectors.core import create_source
-from dbmazz_connectors.engine import set_up_source
 from infra.postgres import PostgresServer
-from infra.shop import SHOP_TABLES, ShopWorkload, create_replication_role, create_shop, seed_customers
+from infra.shop import (
+    SHOP_TABLES,
+    ShopWorkload,
+    create_replication_role,
+    create_shop,
+    seed_customers,
+    seed_orders,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".dbmazz"
@@ -51,20 +57,27 @@ def _write_pipelines(path: Path, pg: PostgresServer, ch, changelog: Path, duckdb
                 "sinks": sinks,
                 "changelog": str(changelog),
                 "poll_interval_seconds": 5,
+                # small chunks, so the initial load of the seeded shop shows as a few batches in the UI
+                "snapshot": {"chunk_rows": 500, "chunks_per_batch": 2},
             }
         }
     }
     path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def prepare(pg: PostgresServer, workdir: Path, ch=None) -> dict[str, str]:
-    """Create the shop, the capture role and the config; returns the environment for Dagster."""
+def prepare(pg: PostgresServer, workdir: Path, ch=None, orders: int = 2000) -> dict[str, str]:
+    """Create the shop with its data, the capture role and the config; returns the environment for Dagster.
+
+    Nothing of dbmazz is set up here: the capture sensor does it and loads the existing rows (initial load).
+    """
     import psycopg
 
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'").fetchone():
             conn.execute("CREATE DATABASE shop")
     create_shop(pg.url("shop"))
+    seed_customers(pg.url("shop"))
+    seed_orders(pg.url("shop"), orders)
     password = secrets.token_hex(12)
     create_replication_role(pg.url("shop"), "dbmazz", password, "dbmazz_shop", SHOP_TABLES)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -77,20 +90,7 @@ def prepare(pg: PostgresServer, workdir: Path, ch=None) -> dict[str, str]:
     if ch is not None:
         ch.client().command("CREATE DATABASE IF NOT EXISTS shop")
         env["DEMO_CH_PASSWORD"] = ch.password
-    _set_up_source(pipelines, env)
-    seed_customers(pg.url("shop"))
     return env
-
-
-def _set_up_source(pipelines: Path, env: dict[str, str]) -> None:
-    """Create the slot now, before the shop has rows: dbmazz has no initial snapshot yet (docs/operations.md)."""
-    config = load_pipelines(str(pipelines))["shop"]
-    source = create_source(config.source_config(env))
-    source.connect()
-    try:
-        set_up_source(source)
-    finally:
-        source.disconnect()
 
 
 def start_dagster(env: dict[str, str], port: int = 3000, log_path: Path | None = None) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import time
 import psycopg
 from psycopg import sql
 
-__all__ = ["SHOP_TABLES", "create_shop", "seed_customers", "create_replication_role", "ShopWorkload"]
+__all__ = ["SHOP_TABLES", "create_shop", "seed_customers", "seed_orders", "create_replication_role", "ShopWorkload"]
 
 SHOP_TABLES = ["public.customers", "public.orders"]
 
@@ -41,12 +41,25 @@ def create_shop(admin_url: str) -> None:
 
 
 def seed_customers(admin_url: str) -> None:
-    """A hundred customers, once. Run it after the capture slot exists: dbmazz has no initial snapshot yet."""
+    """A hundred customers, once (before or after the pipeline is set up: its initial load brings them in)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 0:
             conn.execute(
                 "INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' "
                 "FROM generate_series(1, 100) g"
+            )
+
+
+def seed_orders(admin_url: str, count: int = 1000) -> None:
+    """``count`` orders of those customers, once (the shop's history before dbmazz arrives)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 0:
+            conn.execute(
+                "INSERT INTO orders (customer_id, quantity, amount, status, note, attributes) "
+                "SELECT g %% 100 + 1, g %% 9 + 1, round((g * 7.31) %% 500 + 1, 2), "
+                "(ARRAY['new', 'paid', 'shipped'])[g %% 3 + 1], 'seeded ' || g, "
+                "jsonb_build_object('channel', 'store', 'items', g %% 5 + 1) FROM generate_series(1, %s) g",
+                (count,),
             )
 
 

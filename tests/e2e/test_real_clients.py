@@ -266,7 +266,7 @@ def test_pgbench_loaded_and_followed_into_every_sink(pg_db, pg_capture_login, ch
 
 @needs_mysql_snapshots
 def test_sysbench_loaded_and_followed_into_every_sink(mysql_db, mysql_capture_login, changelog, make_sinks):
-    _sysbench(mysql_db, mysql_capture_login, changelog, make_sinks, Size(rows=10_000, seconds=15, chunk_rows=2_500))
+    _sysbench(mysql_db, mysql_capture_login, changelog, make_sinks, Size(rows=10_000, seconds=15, chunk_rows=5_000))
 
 
 @pytest.mark.slow

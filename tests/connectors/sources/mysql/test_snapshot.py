@@ -60,6 +60,20 @@ def test_snapshot_values_equal_cdc_values_type_by_type(mysql_db, make_source):
             assert _normal(got[name]) == _expected(name, value, kinds[name]), f"row {want['id']} column {name}"
 
 
+def test_zero_dates_in_not_null_columns_equal_cdc(mysql_db, make_source):
+    conn = mysql_db.connect()
+    _run(conn, "SET SESSION sql_mode = ''", "CREATE TABLE z (id INT PRIMARY KEY, d DATE NOT NULL, t DATETIME(3) NOT NULL,"
+         " s TIMESTAMP(6) NOT NULL DEFAULT 0, tm TIME(1) NOT NULL, e ENUM('a', 'b') NOT NULL)")
+    source = make_source(["z"])
+    start = source.current_position()
+    _run(conn, "SET SESSION sql_mode = ''", "INSERT INTO z VALUES (1, '0000-00-00', '0000-00-00 00:00:00', 0,"
+         " '-00:00:00.5', 'x'), (2, '2024-00-15', '2024-02-00 10:00:00.5', '2038-01-19 03:14:07.999999', '100:00:00',"
+         " 'b')")
+    cdc = [e for e in source.read_changes(start, source.current_position()) if isinstance(e, Rows)]
+    _, snap = _snapshot(source, f"{mysql_db.name}.z", 1)
+    assert _data(snap).equals(_data(cdc)), f"{_data(snap).to_pylist()} != {_data(cdc).to_pylist()}"
+
+
 def _normal(value):
     from ._my import normal
 

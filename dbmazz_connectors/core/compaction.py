@@ -72,26 +72,69 @@ def conform(data: pa.Table, schema: TableSchema) -> pa.Table:
 
 
 def _fill_unknown(data: pa.Table, key: list[str]) -> pa.Table:
-    """Resolve unknown values from the same key's earlier change; rare, so done row-wise."""
-    unknown = data.column(UNKNOWN_COLUMN).to_pylist()
-    rows_with_unknown = [i for i, u in enumerate(unknown) if u]
-    keys = list(zip(*(data.column(k).to_pylist() for k in key), strict=True))
-    wanted = {keys[i] for i in rows_with_unknown}
-    columns = {name: data.column(name).to_pylist() for name in data.column_names}
-    ops = columns[OP_COLUMN]
-    last_seen: dict[tuple, int] = {}
-    for i, k in enumerate(keys):
-        if k not in wanted:
-            continue
-        prev = last_seen.get(k)
-        if unknown[i] and prev is not None and ops[prev] != OP_DELETE:
-            still = []
-            for name in unknown[i]:
-                if unknown[prev] and name in unknown[prev]:
-                    still.append(name)
-                else:
-                    columns[name][i] = columns[name][prev]
-            unknown[i] = still or None
-        last_seen[k] = i
-    columns[UNKNOWN_COLUMN] = unknown
+    """Resolve unknown values from the same key's earlier changes, column-wise (values never leave Arrow).
+
+    A value unknown in row ``i`` takes the value of the nearest earlier row of the same key that
+    knows it, provided no delete of the key lies in between (a delete ends what can be known);
+    otherwise it stays unknown. Rows are grouped by key in source order, then per unknown column a
+    running maximum finds each row's source row; the column is rebuilt with one ``take``.
+    """
+    n = data.num_rows
+    unknown = _combined(data.column(UNKNOWN_COLUMN))
+    names_flat = pc.list_flatten(unknown)
+    parents = pc.list_parent_indices(unknown).to_numpy(zero_copy_only=False)
+    order, first = _key_groups(data, key)  # ``order``: row indices grouped by key, in source order
+    deleted = pc.equal(data.column(OP_COLUMN), OP_DELETE).to_numpy(zero_copy_only=False)[order]
+    positions = np.arange(n, dtype=np.int64)
+    resolved_flat = np.zeros(len(names_flat), dtype=bool)
+    columns = {name: data.column(name) for name in data.column_names}
+    for name in pc.unique(names_flat).to_pylist():
+        hits = pc.equal(names_flat, name).to_numpy(zero_copy_only=False)
+        unknown_rows = np.zeros(n, dtype=bool)
+        unknown_rows[parents[hits]] = True
+        is_unknown = unknown_rows[order]
+        # a row can give its value if it knows it and is no delete; a delete or a key's first row is a barrier
+        stop = np.where(~is_unknown & ~deleted | deleted | first, positions, -1)
+        before = np.concatenate([[-1], np.maximum.accumulate(stop)[:-1]])
+        before[first] = -1
+        source = np.where(before >= 0, before, 0)
+        can = is_unknown & (before >= 0) & ~is_unknown[source] & ~deleted[source]
+        take = np.arange(n, dtype=np.int64)
+        take[order[can]] = order[source[can]]
+        if can.any():
+            columns[name] = columns[name].take(pa.array(take))
+        resolved_rows = np.zeros(n, dtype=bool)
+        resolved_rows[order[can]] = True
+        resolved_flat |= hits & resolved_rows[parents]
+    columns[UNKNOWN_COLUMN] = _without(unknown, names_flat, parents, resolved_flat)
     return pa.Table.from_pydict(columns, schema=data.schema)
+
+
+def _combined(column: pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _key_groups(data: pa.Table, key: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices grouped by key (each key's rows in source order) and, per position, whether it starts a key."""
+    indexed = data.select(key).append_column(_ORDER, pa.array(np.arange(data.num_rows, dtype=np.int64)))
+    groups = indexed.group_by(key, use_threads=False).aggregate([(_ORDER, "list")])
+    lists = _combined(groups.column(f"{_ORDER}_list"))
+    order = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = lists.offsets.to_numpy(zero_copy_only=False)[:-1]
+    first = np.zeros(data.num_rows, dtype=bool)
+    first[starts] = True
+    return order, first
+
+
+def _without(unknown: pa.Array, names_flat: pa.Array, parents: np.ndarray, resolved: np.ndarray) -> pa.Array:
+    """``unknown`` minus the resolved names; a row left with none becomes null (every value known)."""
+    if not resolved.any():
+        return unknown
+    keep = ~resolved
+    n = len(unknown)
+    before = np.bincount(parents, minlength=n)
+    after = np.bincount(parents[keep], minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(after)]).astype(np.int32)
+    mask = pc.is_null(unknown).to_numpy(zero_copy_only=False) | ((after == 0) & (before > 0))
+    values = names_flat.filter(pa.array(keep))
+    return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(mask)).cast(unknown.type)

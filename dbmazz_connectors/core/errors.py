@@ -142,11 +142,14 @@ class UnmappableTypeError(DbmazzError):
 class UnrepresentableValueError(DbmazzError):
     """A value cannot be held by the target type (out of range, too precise)."""
 
-    def __init__(self, table: str, column: str, detail: str) -> None:
+    def __init__(self, table: str, column: str, detail: str, hint: str | None = None) -> None:
         self.table = table
         self.column = column
         self.detail = detail
-        super().__init__(f"a value of {table}.{column} cannot be written: {detail}")
+        super().__init__(f"a value of {table}.{column} cannot be written: {detail}", hint=hint)
+
+    def __reduce__(self):
+        return (type(self), (self.table, self.column, self.detail, self.hint))
 
 
 class SchemaChangeError(DbmazzError):

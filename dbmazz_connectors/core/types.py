@@ -40,6 +40,9 @@ __all__ = [
     "TIMESTAMP_NEG_INFINITY",
     "DATE_POS_INFINITY",
     "DATE_NEG_INFINITY",
+    "civil_from_days",
+    "format_date",
+    "format_timestamp",
 ]
 
 # +-infinity timestamps/dates are stored as these extremes (DuckDB's own encoding of infinity).
@@ -49,6 +52,51 @@ DATE_POS_INFINITY = 2**31 - 1
 DATE_NEG_INFINITY = -(2**31 - 1)
 
 INTERVAL_ARROW = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("micros", pa.int64())])
+
+
+_US_PER_DAY = 86_400_000_000
+
+
+def civil_from_days(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of ``days`` since 1970-01-01, proleptic Gregorian, astronomical years (1 BC = 0).
+
+    Plain integer arithmetic: defined for every int, unlike ``datetime.date`` (years 1..9999 only).
+    """
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def format_date(days: int) -> str:
+    """``days`` since 1970-01-01 as text for messages (``2024-02-29``, ``0044-03-15 BC``, ``infinity``); never raises."""
+    days = int(days)
+    if days == DATE_POS_INFINITY:
+        return "infinity"
+    if days == DATE_NEG_INFINITY:
+        return "-infinity"
+    year, month, day = civil_from_days(days)
+    era = "" if year > 0 else " BC"
+    return f"{year if year > 0 else 1 - year:04d}-{month:02d}-{day:02d}{era}"
+
+
+def format_timestamp(micros: int) -> str:
+    """Microseconds since 1970-01-01 00:00 as text for messages (``0044-03-15 12:00:00.000000 BC``); never raises."""
+    micros = int(micros)
+    if micros == TIMESTAMP_POS_INFINITY:
+        return "infinity"
+    if micros == TIMESTAMP_NEG_INFINITY:
+        return "-infinity"
+    days, rest = divmod(micros, _US_PER_DAY)
+    seconds, fraction = divmod(rest, 1_000_000)
+    date = format_date(days)
+    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:06d}"
+    return date.replace(" BC", f" {clock} BC") if date.endswith(" BC") else f"{date} {clock}"
 
 
 class Kind(StrEnum):

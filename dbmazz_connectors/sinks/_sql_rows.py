@@ -43,7 +43,7 @@ class TableState:
 
 class RowMerge:
     """The rows part of ``SqlSink`` (which provides ``q``, ``execute``, ``fetchall``, ``stage``, ``target``,
-    ``tomb`` and ``high_water_version``)."""
+    ``tomb``, ``high_water_version`` and ``guard``)."""
 
     upsert_by_replace = False  # True: delete the keys, then a plain INSERT (faster than ON CONFLICT in DuckDB)
 
@@ -66,12 +66,12 @@ class RowMerge:
         self.execute(f"DROP TABLE {staged}")
 
     def _apply_rows(self, state: TableState, step: RowsStep, details: dict[str, int]) -> None:
-        rows = with_unknown_key(step.rows)
+        rows = with_unknown_key(self.guard.apply(step.rows, step.schema, state.table, details))
         ops = rows.column(OP_COLUMN)
         deletes = pc.sum(pc.equal(ops, OP_DELETE)).as_py() or 0
         unknown = rows.column(UNKNOWN_KEY)
         groups = [] if unknown.null_count == len(unknown) else pc.unique(unknown.drop_null()).to_pylist()
-        min_version = int(pc.min(step.rows.column(VERSION_COLUMN)).as_py())
+        min_version = int(pc.min(rows.column(VERSION_COLUMN)).as_py())
         if self._append_only(state, rows, min_version) and self.direct_insert(state, step.schema, rows):
             details["upserted"] += rows.num_rows
             return

@@ -12,7 +12,8 @@ Layout in the sink database:
   applied later (a snapshot chunk, a replay) cannot resurrect a deleted row.
 
 Per key the change with the highest version wins; on equal versions the later-applied one.
-Rows steps are applied by ``_sql_rows.RowMerge``.
+Rows steps are applied by ``_sql_rows.RowMerge``, after the sink's ``out_of_range`` policy
+(``_policy.ValueGuard``) has dealt with values the sink cannot hold.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..core.schema import (
 )
 from ..core.types import LogicalType
 from ._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
+from ._policy import COUNTERS, OutOfRange, ValueGuard
 from ._sql_rows import META_SCHEMA, UNKNOWN_KEY, RowMerge, TableState
 
 __all__ = ["SqlSink", "TableState", "META_SCHEMA", "UNKNOWN_KEY"]
@@ -47,12 +49,13 @@ class SqlSink(RowMerge, ABC):
     """Shared algorithm; a subclass provides the connection, quoting, staging and type table."""
 
     name: str
-    types: Any  # a class with native(), same_native(), VERSION
+    types: Any  # a class with native(), same_native(), value_rule(), VERSION
 
-    def __init__(self, pipeline: str, schema: str | None) -> None:
+    def __init__(self, pipeline: str, schema: str | None, out_of_range: OutOfRange = OutOfRange.REFUSE) -> None:
         self.pipeline = pipeline
         self.schema_override = schema
         self._states: dict[str, TableState] = {}
+        self.guard = ValueGuard(self.name, out_of_range, self.types.value_rule)
 
     # ---- dialect hooks
     @abstractmethod
@@ -244,7 +247,7 @@ class SqlSink(RowMerge, ABC):
 
     def _run(self, state: TableState, planned) -> tuple[dict[str, int], int, TableState]:
         details = {"upserted": 0, "deleted": 0, "stale": 0, "unknown_values_missing": 0, "truncates": 0,
-                   "columns_added": 0, "columns_widened": 0}
+                   "columns_added": 0, "columns_widened": 0, **dict.fromkeys(COUNTERS, 0)}
         rows = 0
         for plan, step in planned:
             if plan is not None and (plan.added or plan.widened or plan.schema != state.schema):

@@ -7,6 +7,7 @@ place tests wrap to kill the process mid-write).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,34 @@ __all__ = ["ClickHouseClient"]
 _AUTH = 516
 _UNKNOWN_DATABASE = 81
 _DENIED = {392: "allow_ddl = 0", 164: "readonly", 497: "missing grant"}
+# clickhouse-connect logs this warning before raising the error the sink turns into its own message
+_DRIVER_NOISE = "Unexpected Http Driver Exception"
+_DRIVER_LOGGERS = ("clickhouse_connect.driver._backend.http_sync", "clickhouse_connect.driver.httpclient")
+
+
+class _WithoutDriverNoise(logging.Filter):
+    """Drops the driver's own warning about a failed request: the sink raises a clear error for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _DRIVER_NOISE
+
+
+def _silence_driver_noise() -> None:
+    for name in _DRIVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _WithoutDriverNoise) for f in logger.filters):
+            logger.addFilter(_WithoutDriverNoise())
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no message"
+
+
+def _unreachable(exc: Exception) -> bool:
+    """A failure to reach the server (refused, timed out, reset, unknown host), not a server's answer."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    return isinstance(exc, OperationalError | OSError)
 
 
 class ClickHouseClient:
@@ -40,13 +69,14 @@ class ClickHouseClient:
         import clickhouse_connect
 
         cfg = self.config
+        _silence_driver_noise()
         try:
             self.client = clickhouse_connect.get_client(
                 host=cfg.host, port=cfg.port, username=cfg.username, password=cfg.password, database=cfg.database,
                 secure=cfg.secure, connect_timeout=cfg.connect_timeout, send_receive_timeout=600,
                 autogenerate_session_id=False, query_retries=0,
             )
-        except Exception as exc:  # noqa: BLE001 - every driver failure becomes a clear ConfigError
+        except Exception as exc:  # noqa: BLE001 - every driver failure becomes a clear dbmazz error
             raise self._config_error(exc) from None
 
     def disconnect(self) -> None:
@@ -77,10 +107,18 @@ class ClickHouseClient:
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, sql) from None
 
-    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None) -> pa.Table:
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None,
+                    tables: Mapping[str, tuple[pa.Table, str]] | None = None) -> pa.Table:
+        """Run a query and return its result as Arrow.
+
+        ``tables``: name -> (Arrow table, ClickHouse structure) sent along as external data, which
+        the query reads as a table of that name (so values never pass through Python objects).
+        """
+        external = _external_data(tables) if tables else None
         try:
             return self.client.query_arrow(sql, parameters=dict(parameters or {}),
-                                           settings={"output_format_arrow_string_as_string": 0})
+                                           settings={"output_format_arrow_string_as_string": 0},
+                                           external_data=external)
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, sql) from None
 
@@ -111,7 +149,7 @@ class ClickHouseClient:
         return code
 
     def _config_error(self, exc: Exception) -> DbmazzError:
-        cfg, code, text = self.config, self._code(exc), redact(str(exc)).splitlines()[0][:300]
+        cfg, code, text = self.config, self._code(exc), _first_line(redact(str(exc)))[:300]
         where = cfg.describe()
         if code == _AUTH:
             return ConfigError(f"clickhouse sink: the server at {cfg.host}:{cfg.port} refused user {cfg.username} "
@@ -120,11 +158,11 @@ class ClickHouseClient:
         if code == _UNKNOWN_DATABASE:
             return ConfigError(f"clickhouse sink: expected the database {cfg.database!r} on {cfg.host}:{cfg.port}, "
                                "found none", hint=f"CREATE DATABASE {self.q(cfg.database)}")
-        if code is None:
-            return ConfigError(f"clickhouse sink: cannot reach {where} over HTTP{'S' if cfg.secure else ''} "
-                               f"({type(exc).__name__}: {text})",
-                               hint="check host and port (the HTTP interface, 8123 by default) and that the "
-                                    "server is running")
+        if code is None and _unreachable(exc):
+            return TransientError(f"clickhouse sink: cannot reach {where} over HTTP{'S' if cfg.secure else ''} "
+                                  f"({type(exc).__name__}: {text})",
+                                  hint="check host and port (the HTTP interface, 8123 by default) and that the "
+                                       "server is running; a retry succeeds once it is reachable")
         return ConfigError(f"clickhouse sink: cannot connect to {where}: {text}")
 
     def _error(self, exc: Exception, sql: str) -> DbmazzError:
@@ -132,13 +170,28 @@ class ClickHouseClient:
         statement = redact(sql.split("(")[0].strip()[:80])
         if code in _DENIED:
             return ConfigError(f"clickhouse sink: user {self.config.username} may not run {statement} "
-                               f"({_DENIED[code]}): {text.splitlines()[0][:200]}",
+                               f"({_DENIED[code]}): {_first_line(text)[:200]}",
                                hint="give the user DDL rights: readonly = 0, allow_ddl = 1 and GRANT CREATE TABLE, "
                                     f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.*")
         if code in (_AUTH, _UNKNOWN_DATABASE):
             return self._config_error(exc)
-        if code is None:
+        if code is None and _unreachable(exc):
             return TransientError(f"clickhouse sink: lost the connection to {self.config.describe()} during "
-                                  f"{statement} ({type(exc).__name__}: {text.splitlines()[0][:200]})",
+                                  f"{statement} ({type(exc).__name__}: {_first_line(text)[:200]})",
                                   hint="re-run the batch; applying it again is idempotent")
+        if code is None:
+            return SinkError(f"clickhouse sink: {statement} failed in the driver ({type(exc).__name__}: "
+                             f"{_first_line(text)[:300]})")
         return SinkError(f"clickhouse sink: {statement} failed: {text[:500]}")
+
+
+def _external_data(tables: Mapping[str, tuple[pa.Table, str]]) -> Any:
+    from clickhouse_connect.driver.external import ExternalData
+
+    external = ExternalData()
+    for name, (table, structure) in tables.items():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        external.add_file(file_name=name, data=sink.getvalue().to_pybytes(), fmt="ArrowStream", structure=structure)
+    return external

@@ -8,12 +8,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...core.errors import ConfigError
+from .._policy import OutOfRange
 
 __all__ = ["ClickHouseConfig"]
 
 _KEYS = {
     "url", "type", "host", "port", "username", "user", "password", "database", "secure", "pipeline",
-    "part_rows", "dedup_window", "connect_timeout",
+    "part_rows", "dedup_window", "connect_timeout", "out_of_range",
 }
 _SCHEMES = {"clickhouse": False, "clickhouse+http": False, "http": False, "clickhouse+https": True, "https": True}
 _TRUE = {"1", "true", "yes", "on"}
@@ -26,6 +27,8 @@ class ClickHouseConfig:
     ``database``: every sink table goes into this database, named after the source table.
     ``part_rows``: rows per insert (one insert is one block, written atomically by ClickHouse).
     ``dedup_window``: the tables' ``non_replicated_deduplication_window`` (insert tokens kept).
+    ``out_of_range``: what to do with a value ClickHouse cannot hold (a date outside 0000..9999):
+    ``refuse`` (default), ``clamp`` or ``null``; see ``sinks/_policy.py``.
     """
 
     host: str
@@ -38,6 +41,7 @@ class ClickHouseConfig:
     part_rows: int = 1_000_000
     dedup_window: int = 10_000
     connect_timeout: float = 10.0
+    out_of_range: OutOfRange = OutOfRange.REFUSE
 
     def describe(self) -> str:
         """``user@host:port/database``, for messages (never the password)."""
@@ -69,6 +73,8 @@ class ClickHouseConfig:
                     values[key] = kind(values[key])
         except ValueError as exc:
             raise ConfigError(f"clickhouse sink: expected a number, got {exc}") from None
+        if config.get("out_of_range") is not None:
+            values["out_of_range"] = OutOfRange.parse(config["out_of_range"], "clickhouse")
         if values.get("part_rows", 1) < 1:
             raise ConfigError(f"clickhouse sink: expected part_rows >= 1, got {values['part_rows']}")
         return cls(**values)

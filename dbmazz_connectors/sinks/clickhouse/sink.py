@@ -27,10 +27,12 @@ from ...core.compaction import conform
 from ...core.errors import Problem, SchemaChangeError
 from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities, WriteResult
 from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, Column, TableSchema
+from ...core.types import Kind
 from .._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
+from .._policy import COUNTERS, ValueGuard
 from ._client import ClickHouseClient
 from ._meta import APPLIED, META_TABLES_DDL, TABLES, TableState, applied_row, parse_state, state_row
-from ._rows import DELETED_COLUMN, drop_stale, fill_unknown, to_block
+from ._rows import DELETED_COLUMN, drop_stale, fill_unknown, prepare_rows, to_block
 from .config import ClickHouseConfig
 from .types import ClickHouseTypes
 
@@ -48,6 +50,7 @@ class ClickHouseSink(ClickHouseClient):
     def __init__(self, config: ClickHouseConfig) -> None:
         super().__init__(config)
         self._states: dict[str, TableState] = {}
+        self.guard = ValueGuard(self.name, config.out_of_range, ClickHouseTypes.value_rule)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ClickHouseSink:
@@ -123,11 +126,10 @@ class ClickHouseSink(ClickHouseClient):
         assert state is not None
         steps = plan_batch(batch)
         plans = self._plan_schemas(state, batch.schema, steps)  # every check before anything is written
-        for step in steps:
-            if isinstance(step, RowsStep):
-                to_block(step.rows, step.schema)  # raises UnrepresentableValueError
         details = {"stale": 0, "unknown_values_missing": 0, "upserted": 0, "tombstones": 0, "truncates": 0,
-                   "columns_added": 0, "columns_widened": 0}
+                   "columns_added": 0, "columns_widened": 0, **dict.fromkeys(COUNTERS, 0)}
+        guarded = {index: self.guard.apply(step.rows, step.schema, table, details)  # may refuse: before any write
+                   for index, step in enumerate(steps) if isinstance(step, RowsStep)}
         written, high = 0, 0
         for index, step in enumerate(steps):
             if index in plans:
@@ -139,7 +141,7 @@ class ClickHouseSink(ClickHouseClient):
                 details["truncates"] += 1
                 high = max(high, step.version)
             elif isinstance(step, RowsStep):
-                count, top = self._write_rows(state, step, ref, index, details)
+                count, top = self._write_rows(state, step, guarded[index], ref, index, details)
                 written, high = written + count, max(high, top)
         high = max(high, self.high_water_version(table) or 0)
         self.insert(APPLIED, applied_row(ref.pipeline, ref.batch_id, table, written, high), token=None)
@@ -194,14 +196,16 @@ class ClickHouseSink(ClickHouseClient):
                      settings=_LWD)
         return state
 
-    def _write_rows(self, state: TableState, step: RowsStep, ref: BatchRef, index: int,
+    def _write_rows(self, state: TableState, step: RowsStep, rows: pa.Table, ref: BatchRef, index: int,
                     details: dict[str, int]) -> tuple[int, int]:
-        rows, stale = drop_stale(step.rows, state.truncated_version)
+        """Write one step's (guarded) rows: unknown values filled from the sink, then idempotent inserts."""
+        rows, stale = drop_stale(rows, state.truncated_version)
         details["stale"] += stale
         if rows.num_rows == 0:
             return 0, 0
         schema, kept = _with_kept_columns(step.schema, state.schema)
         rows = conform(rows, schema) if kept else rows
+        rows = prepare_rows(rows, step.schema)
         rows, missing = fill_unknown(rows, schema, lambda k, c, keys: self._current_rows(state, k, c, keys), kept)
         details["unknown_values_missing"] += missing
         block = to_block(rows, schema)
@@ -214,14 +218,23 @@ class ClickHouseSink(ClickHouseClient):
                         token=f"{ref.pipeline}/{ref.batch_id}/{state.table}/{index}/{part}")
         return rows.num_rows, int(pa.compute.max(rows.column(VERSION_COLUMN)).as_py())
 
-    def _current_rows(self, state: TableState, key: list[str], names: list[str], keys: list[tuple]) -> pa.Table:
-        cols = [*key, *names]
-        exprs = ", ".join(
-            f"toString({self.q(c)}) AS {self.q(c)}" if state.schema.column(c).type.kind.value == "uuid" else self.q(c)
-            for c in cols)
+    def _current_rows(self, state: TableState, key: list[str], names: list[str], keys: pa.Table) -> pa.Table:
+        """The sink's live values of ``names`` for ``keys`` (sent as external data, never as Python values)."""
+        def value(c: str) -> str:
+            return f"toString({self.q(c)})" if state.schema.column(c).type.kind is Kind.UUID else self.q(c)
+
+        structure = ", ".join(f"{self.q(k)} {self._key_structure(state, k)}" for k in key)
         return self.query_arrow(
-            f"SELECT {exprs} FROM {self.q(state.target)} FINAL WHERE ({', '.join(self.q(k) for k in key)}) "
-            f"IN %(keys)s AND {self.q(DELETED_COLUMN)} = 0", {"keys": keys})
+            f"SELECT {', '.join(f'{value(c)} AS {self.q(c)}' for c in [*key, *names])} "
+            f"FROM {self.q(state.target)} FINAL WHERE ({', '.join(value(k) for k in key)}) IN "
+            f"(SELECT {', '.join(self.q(k) for k in key)} FROM _dbmazz_keys) AND {self.q(DELETED_COLUMN)} = 0",
+            tables={"_dbmazz_keys": (keys, structure)})
+
+    def _key_structure(self, state: TableState, column: str) -> str:
+        logical = state.schema.column(column).type
+        if logical.kind in (Kind.UUID, Kind.ENUM):
+            return "String"  # uuids are compared as text; enum labels are plain strings
+        return self.types.native(logical, nullable=False)
 
     # ---- reading
     def high_water_version(self, table: str) -> int | None:

@@ -13,16 +13,18 @@ string, binary      String                                       bytes kept as t
 json                String                                       the exact JSON text (use JSONExtract*)
 uuid                UUID
 enum                LowCardinality(String)                       the label; labels may change without DDL
-date                Date32                                       1900-01-01..2299-12-31; +-infinity clamped
+date                Date32                                       0000-01-01..9999-12-31; +-infinity as those limits
 time                Time64(6)                                    needs ClickHouse >= 25.6
-timestamp(tz)       DateTime64(6, 'UTC')                         1900-01-01..2299-12-31 23:59:59.999999;
-                                                                 +-infinity clamped to those limits
+timestamp(tz)       DateTime64(6, 'UTC')                         0000-01-01 00:00:00..9999-12-31 23:59:59.999999;
+                                                                 +-infinity as those limits
 interval            Tuple(months Int32, days Int32, micros Int64)
 array<T>            Array(Nullable(T))                           never Nullable: a NULL array arrives as []
 ==================  ===========================================  ===========================================
 
-A finite date or timestamp outside the range is refused (``UnrepresentableValueError``): ClickHouse
-would store it but its date functions are only defined inside it.
+The date ranges are what the bundled server (ClickHouse 26.x) accepts and prints correctly: an
+Arrow insert of a Date32 outside it is rejected by the server, and a DateTime64 outside it is
+stored but printed and computed wrongly. A finite value outside them follows the sink's
+``out_of_range`` policy (``sinks/_policy.py``): refused by default, or clamped to the limits, or NULL.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...core.errors import UnrepresentableValueError
 from ...core.types import (
     DATE_NEG_INFINITY,
     DATE_POS_INFINITY,
@@ -42,6 +43,7 @@ from ...core.types import (
     Kind,
     LogicalType,
 )
+from .._policy import ValueRule, temporal_rule
 
 __all__ = ["ClickHouseTypes"]
 
@@ -86,9 +88,11 @@ class ClickHouseTypes:
         "Tuple(months Int32, days Int32, micros Int64)": LogicalType.of("interval"),
     }
     MAX_DECIMAL_PRECISION = 76
-    # Documented range of Date32 and DateTime64 (days / microseconds since the epoch)
-    MIN_DAY, MAX_DAY = -25_567, 120_529  # 1900-01-01, 2299-12-31
-    MIN_US, MAX_US = -2_208_988_800_000_000, 10_413_791_999_999_999  # 1900-01-01 00:00, 2299-12-31 23:59:59.999999
+    # The range the server accepts for Date32 (days since the epoch) and prints correctly for DateTime64(6)
+    MIN_DAY, MAX_DAY = -719_528, 2_932_896  # 0000-01-01, 9999-12-31
+    MIN_US, MAX_US = -62_167_219_200_000_000, 253_402_300_799_999_999  # 0000-01-01 00:00, 9999-12-31 23:59:59.999999
+    DATE_RANGE = "0000-01-01..9999-12-31"
+    TIMESTAMP_RANGE = "0000-01-01 00:00:00..9999-12-31 23:59:59.999999"
 
     @classmethod
     def native(cls, logical: LogicalType, nullable: bool = True) -> str:
@@ -123,48 +127,54 @@ class ClickHouseTypes:
         return cls.native(a) == cls.native(b)
 
     @classmethod
-    def prepare(cls, array: pa.ChunkedArray, logical: LogicalType, table: str, column: str) -> pa.ChunkedArray:
-        """Check and convert one Arrow column before the insert; raise UnrepresentableValueError."""
+    def value_rule(cls, logical: LogicalType) -> ValueRule | None:
+        """The values of ``logical`` ClickHouse cannot hold (for the sink's ``out_of_range`` policy)."""
+        if logical.kind is Kind.DATE:
+            return temporal_rule(Kind.DATE, cls.MIN_DAY, cls.MAX_DAY,
+                                 f"a date within {cls.DATE_RANGE} (the ClickHouse Date32 range)")
+        if logical.kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+            return temporal_rule(logical.kind, cls.MIN_US, cls.MAX_US,
+                                 f"a timestamp within {cls.TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)")
+        return None
+
+    @classmethod
+    def prepare(cls, array: pa.ChunkedArray, logical: LogicalType) -> pa.ChunkedArray:
+        """Convert one Arrow column for the insert: +-infinity become the range limits.
+
+        Finite values outside the range must have been dealt with (``value_rule``) before.
+        """
         kind = logical.kind
         if kind is Kind.ARRAY:
             assert logical.element is not None
-            if logical.element.kind not in (Kind.DATE, Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.ARRAY):
+            if logical.element.kind not in (Kind.DATE, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
                 return array
-            return pa.chunked_array([_map_list(chunk, logical.element, table, column) for chunk in array.chunks],
-                                    type=array.type)
+            return pa.chunked_array([_map_list(chunk, logical.element) for chunk in array.chunks], type=array.type)
         if kind is Kind.DATE:
-            return _clamp(array, pa.int32(), (DATE_NEG_INFINITY, DATE_POS_INFINITY), (cls.MIN_DAY, cls.MAX_DAY),
-                          table, column, "date", "1900-01-01..2299-12-31")
+            return _infinities_to_limits(array, pa.int32(), (DATE_NEG_INFINITY, DATE_POS_INFINITY),
+                                         (cls.MIN_DAY, cls.MAX_DAY))
         if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-            return _clamp(array, pa.int64(), (TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY), (cls.MIN_US, cls.MAX_US),
-                          table, column, "timestamp", "1900-01-01 00:00:00..2299-12-31 23:59:59.999999")
+            return _infinities_to_limits(array, pa.int64(), (TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY),
+                                         (cls.MIN_US, cls.MAX_US))
         return array
 
 
-def _map_list(chunk: pa.Array, element: LogicalType, table: str, column: str) -> pa.Array:
-    if isinstance(chunk, pa.ChunkedArray):
-        chunk = chunk.combine_chunks()
-    values = ClickHouseTypes.prepare(pa.chunked_array([chunk.values], type=chunk.type.value_type), element,
-                                     table, column).combine_chunks()
-    return pa.ListArray.from_arrays(chunk.offsets, values, type=chunk.type, mask=chunk.is_null())
+def _map_list(chunk: pa.Array, element: LogicalType) -> pa.Array:
+    values = ClickHouseTypes.prepare(pa.chunked_array([pc.list_flatten(chunk)], type=chunk.type.value_type),
+                                     element).combine_chunks()
+    lengths = pc.list_value_length(chunk).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, values, type=chunk.type, mask=chunk.is_null())
 
 
-def _clamp(array: pa.ChunkedArray, physical: pa.DataType, infinities: tuple[int, int], limits: tuple[int, int],
-           table: str, column: str, what: str, described: str) -> pa.ChunkedArray:
-    """Clamp the +-infinity encodings to the limits; refuse other values outside them."""
+def _infinities_to_limits(array: pa.ChunkedArray, physical: pa.DataType, infinities: tuple[int, int],
+                          limits: tuple[int, int]) -> pa.ChunkedArray:
+    """The +-infinity encodings become the range limits; every other value stays as it is."""
     if len(array) == 0 or array.null_count == len(array):
         return array
-    target_type = array.type
     raw = pc.cast(array, physical)
-    values = np.asarray(raw.fill_null(0).to_numpy(zero_copy_only=False))
-    low, high = limits
-    outside = ((values < low) | (values > high)) & (values != infinities[0]) & (values != infinities[1])
-    if outside.any():
-        bad = pa.array([values[np.argmax(outside)]], physical).cast(target_type)[0]
-        raise UnrepresentableValueError(
-            table, column, f"expected a {what} within {described} (the ClickHouse range), found {bad}")
-    if not ((values == infinities[0]) | (values == infinities[1])).any():
+    negative, positive = (pc.equal(raw, pa.scalar(v, physical)) for v in infinities)
+    if not (pc.any(negative).as_py() or pc.any(positive).as_py()):
         return array
-    clamped = np.clip(values, low, high)
-    mask = raw.is_null().to_numpy(zero_copy_only=False)
-    return pa.chunked_array([pa.array(clamped, physical, mask=mask).cast(target_type)])
+    raw = pc.if_else(negative, pa.scalar(limits[0], physical), raw)
+    raw = pc.if_else(positive, pa.scalar(limits[1], physical), raw)
+    return pc.cast(raw, array.type)

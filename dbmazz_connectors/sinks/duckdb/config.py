@@ -8,11 +8,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...core.errors import ConfigError
+from .._policy import OutOfRange
 
 __all__ = ["DuckDbConfig"]
 
 _KEYS = {"url", "path", "schema", "pipeline", "type", "threads", "memory_limit", "checkpoint_threshold",
-         "row_group_size", "lock_wait_seconds"}
+         "row_group_size", "lock_wait_seconds", "out_of_range"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class DuckDbConfig:
     of a transaction straight into the file instead of the WAL; smaller groups let smaller batches do so
     (measured: no clear gain for 100k-change batches, so DuckDB's default is kept).
     ``lock_wait_seconds``: how long to wait for the file while another process holds it (a reader between
-    applies, say) before giving up with a transient error."""
+    applies, say) before giving up with a transient error.
+    ``out_of_range``: what to do with a value DuckDB cannot hold (``refuse``, ``clamp``, ``null``); DuckDB
+    holds every value dbmazz carries (BC and far-future dates, +-infinity, NUL characters), so the
+    option exists for uniformity with the other sinks and changes nothing today."""
 
     path: str
     pipeline: str = "main"
@@ -35,6 +39,7 @@ class DuckDbConfig:
     checkpoint_threshold: str | None = "1GB"
     row_group_size: int | None = None
     lock_wait_seconds: float = 10.0
+    out_of_range: OutOfRange = OutOfRange.REFUSE
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> DuckDbConfig:
@@ -56,4 +61,5 @@ class DuckDbConfig:
                    threads=config.get("threads"), memory_limit=config.get("memory_limit"),
                    checkpoint_threshold=config.get("checkpoint_threshold", "1GB"),
                    row_group_size=config.get("row_group_size"),
-                   lock_wait_seconds=float(config.get("lock_wait_seconds", 10.0)))
+                   lock_wait_seconds=float(config.get("lock_wait_seconds", 10.0)),
+                   out_of_range=OutOfRange.parse(config.get("out_of_range", "refuse"), "duckdb"))

@@ -49,7 +49,7 @@ class DuckDbSink(SqlSink):
     upsert_by_replace = True
 
     def __init__(self, config: DuckDbConfig) -> None:
-        super().__init__(config.pipeline, config.schema)
+        super().__init__(config.pipeline, config.schema, config.out_of_range)
         self.config = config
         self.con: Any = None
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...core.types import Kind, LogicalType
+from .._policy import ValueRule
 
 __all__ = ["DuckDbTypes"]
 
@@ -102,6 +103,12 @@ class DuckDbTypes:
         if match := re.match(r"^DECIMAL\((\d+),\s*(\d+)\)$", native):
             return LogicalType.decimal(int(match.group(1)), int(match.group(2)))
         return cls.LOGICAL[native]
+
+    @classmethod
+    def value_rule(cls, logical: LogicalType) -> ValueRule | None:
+        """None: DuckDB holds every value of every logical type (its DATE and TIMESTAMP span the whole
+        int32/int64 range with +-infinity, and VARCHAR holds NUL characters)."""
+        return None
 
     @classmethod
     def same_native(cls, a: LogicalType, b: LogicalType) -> bool:

@@ -8,17 +8,20 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...core.errors import ConfigError
+from .._policy import OutOfRange
 
 __all__ = ["PostgresSinkConfig"]
 
 _KEYS = {"url", "host", "port", "user", "password", "dbname", "schema", "pipeline", "type", "connect_timeout",
-         "sslmode", "temp_buffers_mb"}
+         "sslmode", "temp_buffers_mb", "out_of_range"}
 
 
 @dataclass(frozen=True)
 class PostgresSinkConfig:
     """Where to write. ``password`` is kept out of ``repr``; ``schema`` puts every table in one schema
-    instead of its source schema's name."""
+    instead of its source schema's name; ``out_of_range``: what to do with a value PostgreSQL cannot
+    hold (a text with a NUL character, a JSON text with ``\\u0000``, a date outside its range):
+    ``refuse`` (default), ``clamp`` or ``null``."""
 
     host: str
     port: int
@@ -30,6 +33,7 @@ class PostgresSinkConfig:
     connect_timeout: int = 10
     sslmode: str | None = None
     temp_buffers_mb: int = 512
+    out_of_range: OutOfRange = OutOfRange.REFUSE
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> PostgresSinkConfig:
@@ -55,7 +59,8 @@ class PostgresSinkConfig:
                    dbname=str(values["dbname"]), password=values.get("password"),
                    pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
                    connect_timeout=int(config.get("connect_timeout", 10)), sslmode=config.get("sslmode"),
-                   temp_buffers_mb=int(config.get("temp_buffers_mb", 512)))
+                   temp_buffers_mb=int(config.get("temp_buffers_mb", 512)),
+                   out_of_range=OutOfRange.parse(config.get("out_of_range", "refuse"), "postgres"))
 
     def connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,

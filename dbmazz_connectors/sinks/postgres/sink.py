@@ -39,7 +39,7 @@ class PostgresSink(SqlSink):
     types = PostgresTypes
 
     def __init__(self, config: PostgresSinkConfig) -> None:
-        super().__init__(config.pipeline, config.schema)
+        super().__init__(config.pipeline, config.schema, config.out_of_range)
         self.config = config
         self.conn: Any = None
 

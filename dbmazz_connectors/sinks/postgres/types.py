@@ -10,16 +10,21 @@ uint64              numeric(20,0)          the full range up to 2^64-1
 float32/float64     real/double precision  NaN and +-Infinity kept
 decimal(p,s)        numeric(p,s)           up to 76 digits, exact
 decimal             numeric                unbounded; NaN and +-Infinity kept
-string, enum        text                   a NUL character cannot be stored: refused
-json                jsonb                  invalid JSON or \\u0000 refused
+string, enum        text                   a NUL character cannot be stored: out_of_range policy
+json                jsonb                  \\u0000 cannot be stored: out_of_range policy; invalid JSON refused
 uuid                uuid
 binary              bytea
-date                date                   +-infinity kept; outside 4713 BC..5874897 AD refused
+date                date                   +-infinity kept; outside 4714-11-24 BC..5874897-12-31:
+                                           out_of_range policy
 time                time
-timestamp(tz)       timestamp(tz)          +-infinity kept; before 4713 BC refused
+timestamp(tz)       timestamp(tz)          +-infinity kept; before 4714-11-24 BC: out_of_range policy
 interval            interval               months, days, microseconds
 array<T>            T[]
 ==================  =====================  =====================================================
+
+Values PostgreSQL cannot hold follow the sink's ``out_of_range`` policy (``value_rule``,
+``sinks/_policy.py``) before staging; every other value is staged as CSV text, dates and
+timestamps outside years 1..9999 and +-infinity included (in PostgreSQL's own text form).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...core.errors import UnrepresentableValueError
 from ...core.types import (
     DATE_NEG_INFINITY,
     DATE_POS_INFINITY,
@@ -40,13 +44,15 @@ from ...core.types import (
     Kind,
     LogicalType,
 )
+from .._policy import ValueRule, temporal_rule, text_rule
 
 __all__ = ["PostgresTypes", "StagedColumn"]
 
 _DAY_US = 86_400_000_000
-_PG_MIN_TS_US = -210_866_803_200_000_000  # 4713-11-24 BC 00:00 UTC, PostgreSQL's lower bound
-_PG_MIN_DATE = -2_440_588  # 4713-11-24 BC
-_PG_MAX_DATE = 2_145_042_906  # 5874897-12-31
+_PG_MIN_TS_US = -210_866_803_200_000_000  # 4714-11-24 BC 00:00 UTC (Julian day 0), PostgreSQL's lower bound
+_PG_MIN_DATE = -2_440_588  # 4714-11-24 BC
+_PG_MAX_DATE = 2_145_042_905  # 5874897-12-31
+_JSON_NUL = r"\x00|(^|[^\\])((?:\\\\)*)\\u0000"  # a NUL, or a \u0000 escape not itself escaped
 _TEXT_MIN_US = -62_135_596_800_000_000  # 0001-01-01: Arrow writes 4-digit years between these two
 _TEXT_MAX_US = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999
 
@@ -133,17 +139,32 @@ class PostgresTypes:
     def same_native(cls, a: LogicalType, b: LogicalType) -> bool:
         return cls.native(a) == cls.native(b)
 
+    @classmethod
+    def value_rule(cls, logical: LogicalType) -> ValueRule | None:
+        """The values of ``logical`` PostgreSQL cannot hold (for the sink's ``out_of_range`` policy)."""
+        kind = logical.kind
+        if kind is Kind.DATE:
+            return temporal_rule(kind, _PG_MIN_DATE, _PG_MAX_DATE,
+                                 "a date within 4714-11-24 BC..5874897-12-31 (the PostgreSQL range)")
+        if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+            return temporal_rule(kind, _PG_MIN_TS_US, TIMESTAMP_POS_INFINITY,
+                                 "a timestamp from 4714-11-24 BC on (the PostgreSQL range)")
+        if kind in (Kind.STRING, Kind.ENUM):
+            return text_rule("a text without NUL (\\x00) characters, which PostgreSQL text cannot hold", "\x00")
+        if kind is Kind.JSON:
+            return text_rule("a JSON text without NUL characters or \\u0000 escapes, which jsonb cannot hold",
+                             _JSON_NUL, regex=True, replacement="\\1\\2")
+        return None
+
     # ---- staging
     @classmethod
     def stage(cls, array: pa.ChunkedArray, logical: LogicalType, table: str, column: str) -> StagedColumn:
-        """How ``array`` travels through CSV COPY; raises UnrepresentableValueError for values PostgreSQL refuses."""
+        """How ``array`` travels through CSV COPY (values PostgreSQL cannot hold were dealt with before)."""
         kind = logical.kind
-        if kind in (Kind.STRING, Kind.ENUM, Kind.JSON):
-            _refuse_nul(array, table, column)
         if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-            return _stage_timestamp(array, logical, table, column)
+            return StagedColumn(_timestamp_text(array, logical), cls.native(logical))
         if kind is Kind.DATE:
-            return _stage_date(array, table, column)
+            return StagedColumn(_date_text(array), "date")
         if kind is Kind.TIME:
             return StagedColumn(pc.cast(array, pa.time64("us")), "time")
         if kind is Kind.BINARY:
@@ -155,44 +176,65 @@ class PostgresTypes:
         return StagedColumn(array, cls.native(logical))
 
 
-def _refuse_nul(array: pa.ChunkedArray, table: str, column: str) -> None:
-    if pc.any(pc.match_substring(array, "\x00")).as_py():
-        raise UnrepresentableValueError(table, column, "postgresql text cannot hold a NUL (\\x00) character")
-
-
-def _ints(array: pa.ChunkedArray, int_type: pa.DataType) -> np.ndarray:
-    values = pc.cast(array, int_type).combine_chunks() if isinstance(array, pa.ChunkedArray) else pc.cast(array, int_type)
+def _ints(array, int_type: pa.DataType) -> np.ndarray:
+    values = pc.cast(array, int_type)
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     return values.fill_null(0).to_numpy(zero_copy_only=False)
 
 
-def _stage_timestamp(array, logical: LogicalType, table: str, column: str) -> StagedColumn:
-    us = _ints(array, pa.int64())
-    finite = us[(us != TIMESTAMP_POS_INFINITY) & (us != TIMESTAMP_NEG_INFINITY)]
-    if finite.size and finite.min() < _PG_MIN_TS_US:
-        raise UnrepresentableValueError(table, column, f"{finite.min()} µs since 1970 is before PostgreSQL's "
-                                        "lowest timestamp (4713-11-24 BC)")
-    native = PostgresTypes.native(logical)
-    if finite.size == us.size and (not us.size or (us.min() >= _TEXT_MIN_US and us.max() <= _TEXT_MAX_US)):
-        return StagedColumn(array, native)  # Arrow's own text form, which COPY reads
-    epoch = "'1970-01-01 00:00:00+00'::timestamptz" if logical.kind is Kind.TIMESTAMPTZ else "'1970-01-01'::timestamp"
-    expr = (f"CASE WHEN {{0}} = {TIMESTAMP_POS_INFINITY} THEN 'infinity'::{native} "
-            f"WHEN {{0}} = {TIMESTAMP_NEG_INFINITY} THEN '-infinity'::{native} "
-            f"ELSE {epoch} + ({{0}} / {_DAY_US}) * interval '1 day' + ({{0}} % {_DAY_US}) * interval '1 microsecond' END")
-    return StagedColumn(pc.cast(array, pa.int64()), "bigint", expr)
-
-
-def _stage_date(array, table: str, column: str) -> StagedColumn:
+def _date_text(array):
+    """Dates as COPY reads them: Arrow's own text for years 1..9999, PostgreSQL's form for the others."""
     days = _ints(array, pa.int32())
-    finite = days[(days != DATE_POS_INFINITY) & (days != DATE_NEG_INFINITY)]
-    if finite.size and (finite.min() < _PG_MIN_DATE or finite.max() > _PG_MAX_DATE):
-        bad = finite.min() if finite.min() < _PG_MIN_DATE else finite.max()
-        raise UnrepresentableValueError(table, column, f"day {bad} since 1970 is outside PostgreSQL's date range "
-                                        "(4713-11-24 BC to 5874897-12-31)")
-    if finite.size == days.size and (not days.size or (days.min() >= -719162 and days.max() <= 2932896)):
-        return StagedColumn(array, "date")
-    expr = (f"CASE WHEN {{0}} = {DATE_POS_INFINITY} THEN 'infinity'::date "
-            f"WHEN {{0}} = {DATE_NEG_INFINITY} THEN '-infinity'::date ELSE '1970-01-01'::date + {{0}} END")
-    return StagedColumn(pc.cast(array, pa.int32()), "integer", expr)
+    if not days.size or (days.min() >= -719_162 and days.max() <= 2_932_896):
+        return array  # Arrow writes these as YYYY-MM-DD, which COPY reads
+    text = _civil_text(days.astype(np.int64), None, (DATE_NEG_INFINITY, DATE_POS_INFINITY))
+    return pc.if_else(pc.is_null(array), pa.scalar(None, pa.string()), text) if array.null_count else text
+
+
+def _timestamp_text(array, logical: LogicalType):
+    """Timestamps as COPY reads them: Arrow's own text for years 1..9999, PostgreSQL's form for the others."""
+    us = _ints(array, pa.int64())
+    if not us.size or (us.min() >= _TEXT_MIN_US and us.max() <= _TEXT_MAX_US):
+        return array
+    days, rest = np.divmod(us, _DAY_US)
+    zone = "+00" if logical.kind is Kind.TIMESTAMPTZ else ""
+    text = _civil_text(days, (rest, zone), (TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY), us)
+    return pc.if_else(pc.is_null(array), pa.scalar(None, pa.string()), text) if array.null_count else text
+
+
+def _civil_text(days: np.ndarray, clock: tuple[np.ndarray, str] | None, infinities: tuple[int, int],
+                raw: np.ndarray | None = None) -> pa.Array:
+    """``YYYY-MM-DD[ HH:MM:SS.ffffff[+00]][ BC]`` for each day (and time of day), 'infinity' at the encodings."""
+    year, month, day = _civil(days)
+    bc = year <= 0
+    parts = [_padded(np.where(bc, 1 - year, year), 4), "-", _padded(month, 2), "-", _padded(day, 2)]
+    if clock is not None:
+        micros, zone = clock
+        seconds, fraction = np.divmod(micros, 1_000_000)
+        parts += [" ", _padded(seconds // 3600, 2), ":", _padded(seconds // 60 % 60, 2), ":",
+                  _padded(seconds % 60, 2), ".", _padded(fraction, 6), zone]
+    parts.append(pa.array(np.where(bc, " BC", "")))
+    text = pc.binary_join_element_wise(*parts, "")
+    raw = days if raw is None else raw
+    text = pc.if_else(pa.array(raw == infinities[1]), pa.scalar("infinity"), text)
+    return pc.if_else(pa.array(raw == infinities[0]), pa.scalar("-infinity"), text)
+
+
+def _padded(values: np.ndarray, width: int) -> pa.Array:
+    return pc.utf8_lpad(pc.cast(pa.array(values.astype(np.int64)), pa.string()), width, "0")
+
+
+def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``core.types.civil_from_days`` over a numpy array of days."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 _HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
@@ -230,9 +272,6 @@ def _array_literal(array, logical: LogicalType, table: str, column: str) -> pa.A
     assert logical.element is not None
     values = array.flatten()
     element = PostgresTypes.stage(values, logical.element, table, column)
-    if element.expr != "{}":
-        raise UnrepresentableValueError(table, column, "arrays of timestamps/dates outside years 1..9999 "
-                                        "or of +-infinity are not supported by the postgresql sink")
     text = pc.cast(element.array, pa.string())
     quoted = pc.binary_join_element_wise(
         '"', pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"'), '"', "")

@@ -2,15 +2,15 @@
 
 import pytest
 
-from dbmazz_connectors.core import ConfigError, create_sink
+from dbmazz_connectors.core import BatchRef, ConfigError, DbmazzError, TransientError, create_sink
 from infra._common import free_port
 
 SECRET = "s3cr3t-Pa55"
 
 
-def _connect_error(url: str) -> ConfigError:
+def _connect_error(url: str, kind: type[DbmazzError] = ConfigError) -> DbmazzError:
     sink = create_sink({"url": url, "pipeline": "p"})
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(kind) as info:
         sink.connect()
     problems = sink.preflight()
     assert problems and SECRET not in str(problems[0])
@@ -18,11 +18,33 @@ def _connect_error(url: str) -> ConfigError:
     return info.value
 
 
-def test_unreachable_host_names_host_and_port():
-    port = free_port()
-    exc = _connect_error(f"clickhouse://dbmazz:{SECRET}@127.0.0.1:{port}/default")
+def _driver_noise(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "Http Driver" in r.getMessage()]
+
+
+def test_an_unreachable_server_is_transient_and_names_host_and_port(caplog):
+    port = free_port()  # nothing listens there
+    exc = _connect_error(f"clickhouse://dbmazz:{SECRET}@127.0.0.1:{port}/default", TransientError)
+    assert exc.transient and not isinstance(exc, ConfigError)
     assert f"cannot reach dbmazz@127.0.0.1:{port}/default over HTTP" in str(exc)
     assert "fix: check host and port" in str(exc)
+    assert _driver_noise(caplog) == [], "the driver's own warning is not repeated in the log"
+
+
+def test_a_server_that_stops_between_batches_fails_the_next_one_as_transient(caplog):
+    from infra.clickhouse import ClickHouseServer
+
+    from .._types import type_batch
+
+    with ClickHouseServer() as server:
+        server.client().command("CREATE DATABASE stops")
+        sink = create_sink({"url": server.url("stops"), "pipeline": "p"})
+        sink.connect()
+        sink.write_batch(type_batch(["c_int64"]), BatchRef("p", "b1"))
+    with pytest.raises(TransientError, match=r"clickhouse sink: lost the connection to dbmazz@127.0.0.1:\d+/stops"):
+        sink.write_batch(type_batch(["c_int64"]), BatchRef("p", "b2"))
+    assert _driver_noise(caplog) == []
+    sink.disconnect()
 
 
 def test_wrong_password_says_so(ch_db):

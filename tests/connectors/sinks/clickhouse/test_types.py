@@ -16,7 +16,7 @@ from dbmazz_connectors.sinks.clickhouse.types import ClickHouseTypes
 
 from .._types import TYPE_CASES, UUID, type_batch
 
-_TS_MAX, _TS_MIN = "2299-12-31 23:59:59.999999", "1900-01-01 00:00:00.000000"
+_TS_MAX, _TS_MIN = "9999-12-31 23:59:59.999999", "0000-01-01 00:00:00.000000"
 # column -> (ClickHouse type, the values as toString() shows them; binary as hex)
 EXPECTED = {
     "c_bool": ("Nullable(Bool)", ["true", "false", None, "true"]),
@@ -38,9 +38,12 @@ EXPECTED = {
     "c_enum": ("LowCardinality(Nullable(String))", ["new", "paid", None, "new"]),
     "c_binary": ("Nullable(String)", ["00FF10", "", None, "616263"]),
     # +-infinity are clamped to the range limits (documented)
-    "c_date": ("Nullable(Date32)", ["2299-12-31", "1900-01-01", None, "1970-01-01"]),
+    "c_date": ("Nullable(Date32)", ["9999-12-31", "0000-01-01", None, "1970-01-01"]),
+    "c_date_far": ("Nullable(Date32)", ["0001-01-01", "9999-12-31", None, "2024-02-29"]),
     "c_time": ("Nullable(Time64(6))", ["00:00:00.000000", "23:59:59.999999", None, "12:00:00.000001"]),
     "c_ts": ("Nullable(DateTime64(6, 'UTC'))", [_TS_MAX, _TS_MIN, None, "1970-01-01 00:00:00.000000"]),
+    "c_ts_range": ("Nullable(DateTime64(6, 'UTC'))", ["0001-01-01 00:00:00.000000", _TS_MAX, None,
+                                                      "1970-01-01 00:00:00.000001"]),
     "c_tstz": ("Nullable(DateTime64(6, 'UTC'))", [_TS_MAX, _TS_MIN, None, "2023-11-14 22:13:20.123456"]),
     "c_interval": ("Nullable(Tuple(months Int32, days Int32, micros Int64))",
                    ["(14,-3,4000001)", "(0,0,0)", None, "(-1,40,-172800000000)"]),
@@ -48,8 +51,13 @@ EXPECTED = {
     "c_int_array": ("Array(Nullable(Int64))", ["[1,NULL,3]", "[]", "[]", "[9223372036854775807]"]),
     "c_text_array": ("Array(Nullable(String))", ["['a\"b','c\\\\d',NULL]", "['']", "[]", "['x,y','{z}']"]),
 }
-# finite values outside Date32/DateTime64's 1900..2299 are refused, never wrapped
-OUT_OF_RANGE = {"c_date_far": "found 0001-01-01", "c_ts_range": "found 0001-01-01 00:00:00"}
+# finite values outside what the server accepts (0000-01-01..9999-12-31): refused by default, never wrapped
+_BC_DAY, _Y10000_DAY = -2_440_588, 2_932_897  # 4714-11-24 BC, 10000-01-01
+OUT_OF_RANGE = {
+    "c_date": ([_BC_DAY, 0, None, 1], pa.date32(), "found 4714-11-24 BC"),
+    "c_date_far": ([0, _Y10000_DAY, None, 1], pa.date32(), "found 10000-01-01"),
+    "c_ts_range": ([_Y10000_DAY * 86_400_000_000, 0, None, 1], pa.timestamp("us"), "found 10000-01-01 00:00:00.000000"),
+}
 
 
 @pytest.fixture
@@ -61,7 +69,7 @@ def sink(ch_db):
 
 
 def test_the_expectations_cover_every_type_case():
-    assert set(EXPECTED) | set(OUT_OF_RANGE) == set(TYPE_CASES)
+    assert set(EXPECTED) == set(TYPE_CASES)
 
 
 @pytest.mark.parametrize("column", list(EXPECTED))
@@ -86,11 +94,21 @@ def test_native_types_map_back_to_the_logical_types_they_hold():
         assert ClickHouseTypes.native(ClickHouseTypes.logical(native)) == native, column
 
 
+def _with_values(column: str, values: list, arrow_type: pa.DataType) -> ChangeBatch:
+    batch = type_batch([column])
+    rows = batch.events[0].data
+    physical = pa.int32() if arrow_type == pa.date32() else pa.int64()
+    rows = rows.set_column(1, column, pa.array(values, physical).cast(arrow_type))
+    return ChangeBatch(batch.table, batch.schema, [Rows(batch.schema, rows)])
+
+
 @pytest.mark.parametrize("column", list(OUT_OF_RANGE))
 def test_a_date_outside_the_range_names_the_column_and_writes_nothing(sink, column):
+    values, arrow_type, found = OUT_OF_RANGE[column]
     with pytest.raises(UnrepresentableValueError, match=rf"a value of public.types.{column} cannot be written: "
-                                                        rf"expected a .* within 1900-01-01.*{OUT_OF_RANGE[column]}"):
-        sink.write_batch(type_batch([column]), BatchRef("p", "b1"))
+                                                        rf"clickhouse: expected a .* within 0000-01-01.*{found}"
+                                                        r".*fix: set out_of_range: clamp"):
+        sink.write_batch(_with_values(column, values, arrow_type), BatchRef("p", "b1"))
     assert sink.row_count("public.types") == 0
     assert sink.high_water_version("public.types") is None
 
@@ -98,13 +116,13 @@ def test_a_date_outside_the_range_names_the_column_and_writes_nothing(sink, colu
 def test_the_range_limits_themselves_are_kept(sink):
     batch = type_batch(["c_date", "c_tstz"])
     rows = batch.events[0].data
-    dates = pa.array([-25_567, 120_529, None, 0], pa.int32()).cast(pa.date32())
-    stamps = pa.array([-2_208_988_800_000_000, 10_413_791_999_999_999, None, 0], pa.int64()).cast(
+    dates = pa.array([-719_528, 2_932_896, None, 0], pa.int32()).cast(pa.date32())
+    stamps = pa.array([-62_167_219_200_000_000, 253_402_300_799_999_999, None, 0], pa.int64()).cast(
         pa.timestamp("us", tz="UTC"))
     rows = rows.set_column(1, "c_date", dates).set_column(2, "c_tstz", stamps)
     sink.write_batch(ChangeBatch(batch.table, batch.schema, [Rows(batch.schema, rows)]), BatchRef("p", "b1"))
     got = sink.query_rows("SELECT toString(c_date), toString(c_tstz) FROM types_current ORDER BY id")
-    assert got[:2] == [("1900-01-01", _TS_MIN), ("2299-12-31", _TS_MAX)]
+    assert got[:2] == [("0000-01-01", _TS_MIN), ("9999-12-31", _TS_MAX)]
 
 
 def test_an_array_element_outside_the_range_is_refused(sink):
@@ -118,7 +136,9 @@ def test_an_array_element_outside_the_range_is_refused(sink):
 
     rows = rows_table(schema, [(OP_INSERT, 5, {"id": 1, "days": [dt.date(2000, 1, 1)]}, None),
                                (OP_INSERT, 5, {"id": 2, "days": [dt.date(2000, 1, 1), dt.date(1800, 1, 1)]}, None)])
-    with pytest.raises(UnrepresentableValueError, match=r"public.arr.days .* found 1800-01-01"):
+    days = pa.array([[10_957], [10_957, -2_440_588]], pa.list_(pa.int32())).cast(pa.list_(pa.date32()))
+    rows = rows.set_column(rows.column_names.index("days"), "days", days)  # 2000-01-01; 4714-11-24 BC
+    with pytest.raises(UnrepresentableValueError, match=r"public.arr.days .* found 4714-11-24 BC"):
         sink.write_batch(ChangeBatch(schema.qualified_name, schema, [Rows(schema, rows)]), BatchRef("p", "b1"))
     assert isinstance(sink, ClickHouseSink) and sink.row_count("public.arr") == 0
 
@@ -128,7 +148,8 @@ def test_unknown_values_of_every_type_keep_the_sinks_value(sink):
     columns = ["c_dec50", "c_numeric", "c_json", "c_uuid", "c_binary", "c_tstz", "c_interval", "c_text_array"]
     first = type_batch(columns)
     sink.write_batch(first, BatchRef("p", "b1"))
-    before = sink.query_rows(f"SELECT {', '.join(columns)} FROM types_current ORDER BY id")
+    shown = ", ".join(f"toString({c})" for c in columns)  # -infinity is 0000-01-01: no Python datetime holds it
+    before = sink.query_rows(f"SELECT {shown} FROM types_current ORDER BY id")
     rows = first.events[0].data
     for name in columns:
         index = rows.column_names.index(name)
@@ -139,5 +160,5 @@ def test_unknown_values_of_every_type_keep_the_sinks_value(sink):
     rows = rows.set_column(rows.column_names.index("_dbmazz_unknown_columns"), "_dbmazz_unknown_columns", unknown)
     result = sink.write_batch(ChangeBatch(first.table, first.schema, [Rows(first.schema, rows)]), BatchRef("p", "b2"))
     assert result.details["unknown_values_missing"] == 0
-    assert sink.query_rows(f"SELECT {', '.join(columns)} FROM types_current ORDER BY id") == before
+    assert sink.query_rows(f"SELECT {shown} FROM types_current ORDER BY id") == before
     assert [r[0] for r in sink.query_rows("SELECT _dbmazz_version FROM types_current")] == [20] * 4

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+import pytest
+
 from dbmazz_connectors.changelog import ChangeLog
 from dbmazz_connectors.core import BatchRef
 from dbmazz_connectors.engine import apply_batch, capture_range
@@ -21,6 +23,8 @@ from tests.connectors.sinks._workload import assert_sink_equals
 ITEMS = ("id", "n", "label", "amount")
 PAIRS = ("a", "b", "v")
 KEYS = 1200
+# 20 writer seeds per source: the first four run in the quick suite, the rest with the slow tests
+SEEDS = [pytest.param(seed, marks=() if seed < 4 else pytest.mark.slow) for seed in range(20)]
 
 
 @dataclass

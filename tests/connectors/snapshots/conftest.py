@@ -40,4 +40,5 @@ def sinks(tmp_path, ch_db, pg_db):
         sink.disconnect()
 
 
+from tests.connectors.sources.mysql.conftest import full_row_metadata, make_source  # noqa: E402,F401 - fixtures
 from tests.connectors.sources.postgres.conftest import capture_role  # noqa: E402,F401 - the least-privilege role

@@ -10,7 +10,7 @@ recorded, and ``_text.decode_text_rows`` walks the values column by column from 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pymysql
@@ -92,12 +92,13 @@ def _long_row(conn: pymysql.Connection, data: bytearray, block: _Block) -> bytea
     return data[pos:]
 
 
-def fetch_blocks(conn: pymysql.Connection, statement: str, block_rows: int,
-                 block_bytes: int) -> Iterator[tuple[bytes, np.ndarray]]:
+def fetch_blocks(conn: pymysql.Connection, statement: str, block_rows: int, block_bytes: int,
+                 check_fields: Callable[[list], None] | None = None) -> Iterator[tuple[bytes, np.ndarray]]:
     """The rows of ``statement`` as (raw block + PAD, row starts), about ``block_rows`` rows or ``block_bytes`` each.
 
-    A read left unfinished (an error, or the consumer stopping) closes the connection: the rest
-    of the result would otherwise be read as the answer to the next statement.
+    ``check_fields`` sees the result's column definitions before any row (it raises to refuse
+    them). A read left unfinished (an error, or the consumer stopping) closes the connection: the
+    rest of the result would otherwise be read as the answer to the next statement.
     """
     conn.query(statement, unbuffered=True)
     result = conn._result
@@ -105,6 +106,8 @@ def fetch_blocks(conn: pymysql.Connection, statement: str, block_rows: int,
         return
     block, data, done = _Block(), bytearray(), False
     try:
+        if check_fields is not None:
+            check_fields(result.fields)
         while True:
             used, done = _scan(data, block, block_rows, block_bytes)
             block.buf += data[:used]

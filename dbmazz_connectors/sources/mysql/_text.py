@@ -20,7 +20,7 @@ from ._rows import read_uint_le
 from ._values import _US, _binary_buffers, _days_from_civil, _zero_to_null
 from .types import ColumnLayout, T
 
-__all__ = ["decode_text_rows", "decode_text_column", "select_expression", "PAD"]
+__all__ = ["decode_text_rows", "decode_text_column", "select_expression", "field_mismatch", "PAD"]
 
 PAD = b"\0" * 64  # appended to a block so reads at NULL or short values never leave the buffer
 _NULL, _U16, _U24, _U64 = 0xFB, 0xFC, 0xFD, 0xFE
@@ -33,6 +33,30 @@ def select_expression(col: ColumnLayout, quoted: str) -> str:
     if col.type_code == T.FLOAT:
         return f"CAST({quoted} AS DOUBLE)"  # exact: FLOAT's own text is rounded to 6 digits
     return quoted
+
+
+# result-set field types (the text protocol's column definitions) each layout is read from
+_FIELD_TYPES = {T.TINY: {1}, T.SHORT: {2}, T.INT24: {9}, T.LONG: {3}, T.LONGLONG: {8}, T.YEAR: {13},
+                T.FLOAT: {5}, T.DOUBLE: {5}, T.NEWDECIMAL: {0, 246}, T.BIT: {16}, T.DATE: {10, 14},
+                T.DATETIME2: {12}, T.TIMESTAMP2: {7}, T.TIME2: {11}}
+_TEXT_FIELDS = {15, 245, 247, 248, 249, 250, 251, 252, 253, 254, 255}
+_DECIMALS = {T.NEWDECIMAL: lambda meta: meta & 0xFF, T.DATETIME2: int, T.TIMESTAMP2: int, T.TIME2: int}
+
+
+def field_mismatch(columns: tuple[ColumnLayout, ...], fields: list) -> str | None:
+    """Why a result's column definitions do not fit the layouts the rows are decoded with (None when they do).
+
+    The layouts come from information_schema before the read: a table altered in between (say a
+    DATETIME(6) become DATETIME(3)) would otherwise be decoded with the wrong digits.
+    """
+    if len(fields) != len(columns):
+        return f"expected {len(columns)} columns, the server sent {len(fields)}"
+    for col, field in zip(columns, fields, strict=True):
+        expected = _FIELD_TYPES.get(col.type_code, _TEXT_FIELDS)
+        scale = _DECIMALS.get(col.type_code)
+        if field.type_code not in expected or (scale is not None and field.scale != scale(col.meta)):
+            return f"column {col.name} is now of field type {field.type_code} with {field.scale} decimals"
+    return None
 
 
 def _fields(arr: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -49,10 +49,10 @@ from ._keys import key_predicate, qualified, quote
 from ._position import binlog_end
 from ._resultset import fetch_blocks
 from ._schema import TableInfo
-from ._text import decode_text_rows, select_expression
+from ._text import decode_text_rows, field_mismatch, select_expression
 from .config import MySqlConfig
 
-__all__ = ["SnapshotReader", "SnapshotTable", "SESSION_SQL", "translate", "lock_tables_grant"]
+__all__ = ["SnapshotReader", "SnapshotTable", "SESSION_SQL", "translate", "lock_tables_grant", "select_grant"]
 
 SESSION_SQL = ("SET SESSION time_zone = '+00:00', sql_mode = '', net_write_timeout = 3600, "
                "net_read_timeout = 3600")
@@ -71,18 +71,22 @@ class SnapshotTable:
     schema: TableSchema
     info: TableInfo
 
-    def select(self, literal: Callable) -> Callable[[SnapshotChunk], str]:
+    def check_fields(self, fields: list) -> None:
+        """Refuse a result whose columns are not the layouts read before (the table was altered meanwhile)."""
+        problem = field_mismatch(self.info.columns, fields)
+        if problem:
+            raise TransientError(f"the snapshot of {self.schema.qualified_name} found the table altered since its "
+                                 f"layout was read ({problem}); retry the batch")
+
+    def statement(self, chunk: SnapshotChunk, literal: Callable) -> str:
+        """The SELECT of one chunk (bounds as literals made by ``literal``, the connection's escaping)."""
         columns = ", ".join(select_expression(c, quote(c.name or "")) for c in self.info.columns)
-
-        def statement(chunk: SnapshotChunk) -> str:
-            where = key_predicate(self.schema, chunk.key_range, literal)
-            return f"SELECT {columns} FROM {qualified(self.schema)} WHERE {where}"
-
-        return statement
+        where = key_predicate(self.schema, chunk.key_range, literal)
+        return f"SELECT {columns} FROM {qualified(self.schema)} WHERE {where}"
 
 
-def translate(exc: pymysql.err.MySQLError, table: str | None, lock_hint: str) -> Exception:
-    """A driver error as the dbmazz error a caller can act on (passwords redacted)."""
+def translate(exc: pymysql.err.MySQLError, table: str | None, grant: str) -> Exception:
+    """A driver error as the dbmazz error a caller can act on (passwords redacted); ``grant`` fixes a denial."""
     code = exc.args[0] if exc.args else None
     text = redact(str(exc.args[-1] if exc.args else exc))
     if code == 1146 and table:
@@ -91,7 +95,7 @@ def translate(exc: pymysql.err.MySQLError, table: str | None, lock_hint: str) ->
     if code in _TRANSIENT:
         return TransientError(f"the snapshot read{f' of {table}' if table else ''} failed and may be retried: {text}")
     if code in _DENIED:
-        return ConfigError(f"the server refused the snapshot: {text}", hint=lock_hint)
+        return ConfigError(f"the server refused the snapshot: {text}", hint=grant)
     return SourceError(f"the snapshot read{f' of {table}' if table else ''} failed: {text}")
 
 
@@ -106,6 +110,7 @@ class SnapshotReader:
         self._method = config.snapshot_method_for(mariadb)
         self._mariadb = mariadb
         self._lock_hint = lock_tables_grant(config)
+        self._select_hint = select_grant(config)
 
     def read(self, chunks: Sequence[SnapshotChunk], parallelism: int) -> Iterator[Rows]:
         if not chunks:
@@ -167,7 +172,8 @@ class SnapshotReader:
             try:
                 version = self.begin(conn, tables).version
             except pymysql.err.MySQLError as exc:
-                raise translate(exc, None, self._lock_hint) from None
+                grant = self._lock_hint if self._method == "lock_tables" else self._select_hint
+                raise translate(exc, None, grant) from None
             commit_ts_us = int(datetime.now(UTC).timestamp() * 1_000_000)
             while not stop.is_set():
                 try:
@@ -191,12 +197,12 @@ class SnapshotReader:
         schema = table.schema
         arrow_types = [c.type.to_arrow() for c in schema.columns]
         try:
-            for buf, starts in fetch_blocks(conn, table.select(conn.escape)(chunk), self._config.read_block_rows,
-                                            self._config.read_block_bytes):
+            for buf, starts in fetch_blocks(conn, table.statement(chunk, conn.escape), self._config.read_block_rows,
+                                            self._config.read_block_bytes, table.check_fields):
                 columns = decode_text_rows(table.info.columns, arrow_types, buf, starts)
                 yield Rows(schema, _with_meta(schema, columns, len(starts), version, commit_ts_us))
         except pymysql.err.MySQLError as exc:
-            raise translate(exc, chunk.table, self._lock_hint) from None
+            raise translate(exc, chunk.table, self._select_hint) from None
 
 
 def _with_meta(schema: TableSchema, columns: list[pa.Array], n: int, version: int, commit_ts_us: int) -> pa.Table:
@@ -210,10 +216,18 @@ def _with_meta(schema: TableSchema, columns: list[pa.Array], n: int, version: in
     return pa.Table.from_arrays(columns + meta, schema=schema.arrow_schema())
 
 
+def _grant(privilege: str, config: MySqlConfig) -> str:
+    databases = sorted({t.split(".", 1)[0] for t in config.tables})
+    return "; ".join(f"GRANT {privilege} ON {quote(d)}.* TO '{config.user}'@'%'" for d in databases)
+
+
 def lock_tables_grant(config: MySqlConfig) -> str:
     """The statement that gives the source's user what the lock_tables method needs."""
-    databases = sorted({t.split(".", 1)[0] for t in config.tables})
-    return "; ".join(f"GRANT LOCK TABLES ON {quote(d)}.* TO '{config.user}'@'%'" for d in databases)
+    return _grant("LOCK TABLES", config)
+
+
+def select_grant(config: MySqlConfig) -> str:
+    return _grant("SELECT", config)
 
 
 def _qualified_name(table: str) -> str:

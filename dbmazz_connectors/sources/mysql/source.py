@@ -28,7 +28,7 @@ from ._reader import RangeReader
 from ._schema import load_table_info, schema_from_info
 from .config import LOOKAHEAD_SERVER_ID_OFFSET, MySqlConfig
 from .preflight import run_preflight
-from .snapshot import SESSION_SQL, SnapshotReader, SnapshotTable, translate
+from .snapshot import SESSION_SQL, SnapshotReader, SnapshotTable, select_grant, translate
 
 __all__ = ["MySqlSource"]
 
@@ -167,7 +167,7 @@ class MySqlSource:
         try:
             return plan_key_ranges(conn, schema, chunk_rows, key_range)
         except pymysql.err.MySQLError as exc:
-            raise translate(exc, table, "") from None
+            raise translate(exc, table, select_grant(self.config)) from None
         finally:
             conn.close()
 

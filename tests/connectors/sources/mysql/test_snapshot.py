@@ -246,6 +246,20 @@ def test_a_connection_killed_mid_read_is_a_transient_error_without_the_password(
     assert source.config.password not in str(caught.value) and caught.value.transient
 
 
+def test_a_table_altered_between_its_layout_and_its_read_is_refused_not_misread(mysql_db, make_source):
+    from dbmazz_connectors.sources.mysql.snapshot import SnapshotReader
+
+    conn = mysql_db.connect()
+    _run(conn, *DDL)
+    source = make_source(["items"])
+    table = f"{mysql_db.name}.items"
+    layouts = source._snapshot_tables([table])  # what a read learns before its transaction starts
+    _run(conn, "ALTER TABLE items MODIFY at DATETIME(3)")  # same name, other digits: would decode wrong
+    reader = SnapshotReader(source._open_text, layouts, source.config, source.mariadb)
+    with pytest.raises(TransientError, match="altered since its layout was read"):
+        list(reader.read([SnapshotChunk(table, 0, FULL_RANGE)], 1))
+
+
 def test_table_without_primary_key_is_refused(mysql_db, make_source):
     conn = mysql_db.connect()
     _run(conn, "CREATE TABLE nokey (a INT)")

@@ -199,6 +199,17 @@ def test_composite_and_string_keys_are_chunked_exactly(mysql_db, make_source, hy
     assert sum(r.data.num_rows for r in some) == 3 * 77
 
 
+def test_a_key_without_exact_bounds_is_read_as_one_chunk(mysql_db, make_source):
+    conn = mysql_db.connect()
+    _run(conn, "CREATE TABLE f (x DOUBLE, e ENUM('b', 'a'), PRIMARY KEY (x, e))",
+         "INSERT INTO f SELECT seq / 3, ELT(1 + seq % 2, 'a', 'b') FROM seq_1_to_50")
+    source = make_source(["f"])
+    ranges, rows = _snapshot(source, f"{mysql_db.name}.f", chunk_rows=10)
+    assert ranges == [FULL_RANGE] and sum(r.data.num_rows for r in rows) == 50
+    with pytest.raises(ConfigError, match="snapshot the whole table"):
+        source.plan_chunks(f"{mysql_db.name}.f", 10, KeyRange((1.0, "a"), None))
+
+
 def test_rows_over_16_mib_and_blocks_bounded_by_bytes(mysql_db, make_source):
     conn = mysql_db.connect()
     _run(conn, "CREATE TABLE docs (id INT PRIMARY KEY, body LONGTEXT, raw LONGBLOB)",

@@ -112,7 +112,7 @@ def _capture_changes(context: dg.AssetExecutionContext, pipeline: PipelineConfig
         current = source.current_position()
         lag = current.version - manifest.end.version if isinstance(current, Lsn) else None  # WAL bytes
     except TableChangedError as exc:
-        raise _with_resync_hint(pipeline, exc) from exc
+        raise _with_resync_hint(pipeline, exc) from None  # one error, its fix in Dagster terms
     finally:
         source.disconnect()
     context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")
@@ -121,8 +121,8 @@ def _capture_changes(context: dg.AssetExecutionContext, pipeline: PipelineConfig
 
 def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> TableChangedError:
     """The same error, its fix spelled out in Dagster terms: the re-sync job of this pipeline for that table."""
-    fix = (f"{exc.fix}; in Dagster: launch the job {resync_job_name(pipeline.name)} with run config "
-           f"tables: [{exc.table}], then re-run this partition (docs/operations.md, 're-created table')")
+    fix = (f"{exc.fix}; in Dagster: launch the job {resync_job_name(pipeline.name)} (it runs the setup) with run "
+           f"config tables: [{exc.table}], then re-run this partition (docs/operations.md, 'A re-created table')")
     return TableChangedError(exc.table, exc.detail, fix)
 
 

@@ -14,7 +14,7 @@ from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.core import ConfigError
 from dbmazz_connectors.core.snapshot import KeyRange
 from dbmazz_connectors.engine import set_up_source
-from dbmazz_connectors.snapshots import SnapshotPlan, plan_snapshot
+from dbmazz_connectors.snapshots import SnapshotPlan, plan_snapshot, restart_after_lost_log
 
 from .naming import PIPELINE_TAG, batch_partitions, resource_key, resync_job_name
 from .snapshot_batches import describe_plan
@@ -28,6 +28,9 @@ class ResyncConfig(dg.Config):
     tables: list[str] = Field(default_factory=list, description="tables to re-sync (default: every table)")
     lower: list[Any] | None = Field(None, description="re-sync only keys >= this (one table only)")
     upper: list[Any] | None = Field(None, description="re-sync only keys < this (one table only)")
+    after_lost_log: bool = Field(False, description=(
+        "the source lost the log the pipeline needed (an invalidated slot, dropped as `dbmazz check` prints; a "
+        "purged binlog): capture restarts where the new change stream starts, and every table is re-synced"))
 
 
 def _tables_and_range(pipeline: PipelineConfig, config: ResyncConfig) -> tuple[list[str], KeyRange]:
@@ -40,6 +43,9 @@ def _tables_and_range(pipeline: PipelineConfig, config: ResyncConfig) -> tuple[l
     if not key_range.is_full and len(tables) != 1:
         raise ConfigError(f"expected one table with a key range (lower/upper), got {len(tables)}",
                           hint="name the table in tables: [schema.table]")
+    if config.after_lost_log and (config.tables or not key_range.is_full):
+        raise ConfigError("expected no tables and no key range with after_lost_log (every table is re-synced), "
+                          f"got tables {list(config.tables)} and key range {key_range}")
     return tables, key_range
 
 
@@ -67,9 +73,12 @@ def build_resync_job(pipeline: PipelineConfig) -> dg.JobDefinition:
         changelog = resource.changelog()
         source = resource.source()
         try:
-            set_up_source(source)  # a table re-created or added: back into the capture before the floor is read
-            plan = plan_snapshot(source, changelog, pipeline.name, tables, pipeline.snapshot_settings(),
-                                 key_range=key_range, reason="re-sync")
+            if config.after_lost_log:
+                plan = restart_after_lost_log(source, changelog, pipeline.name, tables, pipeline.snapshot_settings())
+            else:
+                set_up_source(source)  # a table re-created or added: back into the capture before the floor is read
+                plan = plan_snapshot(source, changelog, pipeline.name, tables, pipeline.snapshot_settings(),
+                                     key_range=key_range, reason="re-sync")
         finally:
             source.disconnect()
         context.instance.add_dynamic_partitions(batch_partitions(pipeline.name).name, plan.batch_ids())

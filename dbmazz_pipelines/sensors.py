@@ -93,6 +93,10 @@ def build_capture_sensor(pipeline: PipelineConfig, job) -> dg.SensorDefinition:
 def _evaluate(context, pipeline: PipelineConfig, source, changelog, partitions, partitions_def):
     log_partitions = [p for p in partitions if not is_snapshot_batch(p)]
     checkpoint, set_up = _starting_checkpoint(context, pipeline, source, changelog, log_partitions)
+    obsolete = _obsolete_log_batch(context, pipeline, changelog, checkpoint, log_partitions)
+    if obsolete is not None:
+        log_partitions.remove(obsolete)
+        partitions = [p for p in partitions if p != obsolete]
     plan = plan_missing_loads(source, changelog, pipeline, set_up=not set_up)
     added = plan.batch_ids() if plan is not None else []
     if plan is not None:
@@ -102,15 +106,14 @@ def _evaluate(context, pipeline: PipelineConfig, source, changelog, partitions, 
     snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added)
     kind = _choose(isinstance(log_range, tuple), snapshot.batch_id is not None, context.cursor)
     requests = [partitions_def.build_add_request(added)] if added else []
+    if obsolete is not None:
+        requests.append(partitions_def.build_delete_request([obsolete]))
     if kind is None:
         reason = _skip_reason(pipeline, log_range, snapshot.failed)
         return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests) if requests else dg.SkipReason(reason)
     if kind == "cdc":
-        start, end = log_range
-        batch_id = batch_id_for(start, end)
-        changelog.write_plan(pipeline.name, batch_id, start, end)
+        batch_id, tags = _plan_log_batch(pipeline, changelog, *log_range)
         requests.append(partitions_def.build_add_request([batch_id]))
-        tags = {KIND_TAG: "cdc", "dbmazz/from": str(start), "dbmazz/to": str(end)}
     else:
         batch_id, tags = snapshot.batch_id, snapshot_run_tags(snapshot.batch_id)
     pruned = prune(context.instance, pipeline, changelog, partitions)
@@ -118,6 +121,27 @@ def _evaluate(context, pipeline: PipelineConfig, source, changelog, partitions, 
         requests.append(partitions_def.build_delete_request(pruned))
     run = dg.RunRequest(partition_key=batch_id, run_key=batch_id, tags={PIPELINE_TAG: pipeline.name, **tags})
     return dg.SensorResult(run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": kind}))
+
+
+def _plan_log_batch(pipeline: PipelineConfig, changelog, start, end) -> tuple[str, dict[str, str]]:
+    """Record the range of the next log batch (so every run of it reads exactly that range); its id and run tags."""
+    batch_id = batch_id_for(start, end)
+    changelog.write_plan(pipeline.name, batch_id, start, end)
+    return batch_id, {KIND_TAG: "cdc", "dbmazz/from": str(start), "dbmazz/to": str(end)}
+
+
+def _obsolete_log_batch(context, pipeline: PipelineConfig, changelog, checkpoint, log_partitions: list[str]):
+    """The newest log batch, if it was never captured and the checkpoint moved past its start (a restart after
+    a lost log, whose range no longer exists in the source): removed from the change log and the UI."""
+    if not log_partitions or changelog.manifest(pipeline.name, log_partitions[-1]) is not None:
+        return None
+    planned = changelog.plan(pipeline.name, log_partitions[-1])
+    if planned is None or planned[0].version >= checkpoint.version:
+        return None
+    changelog.delete_batch(pipeline.name, log_partitions[-1])
+    context.log.warning(f"{pipeline.name}: batch {log_partitions[-1]} starts before the checkpoint {checkpoint} "
+                        "(its range was lost in the source and re-synced); removed")
+    return log_partitions[-1]
 
 
 def _choose(log_ready: bool, snapshot_ready: bool, cursor: str | None) -> str | None:
@@ -189,8 +213,8 @@ def _past_lost_range(context, pipeline: PipelineConfig, changelog, checkpoint, a
         raise DbmazzError(
             f"the source acknowledged {acknowledged}, past the pipeline's checkpoint {checkpoint}: "
             "changes in between were consumed by something else and are lost",
-            hint=f"re-sync every table of the pipeline: launch the job {resync_job_name(pipeline.name)} "
-                 "(docs/operations.md, 'Recovering')",
+            hint=f"re-sync every table of the pipeline: launch the job {resync_job_name(pipeline.name)} with "
+                 "no tables given (docs/operations.md, 'Recovering')",
         )
     changelog.record_idle_checkpoint(pipeline.name, acknowledged)
     context.log.warning(f"{pipeline.name}: changes in ({checkpoint}, {acknowledged}] were lost in the source; "

@@ -8,7 +8,7 @@ from psycopg import sql
 from dbmazz_connectors.changelog import ChangeLog
 from dbmazz_connectors.snapshots import plans
 from dbmazz_pipelines.naming import changes_key, resync_job_name, sink_key
-from infra.shop import SHOP_TABLES, seed_customers, seed_orders
+from infra.shop import SHOP_TABLES, create_shop, seed_customers, seed_orders
 
 from ._harness import ShopPipeline, churn, hold_duckdb_lock, make_shop_pipeline, start_shop
 
@@ -101,7 +101,7 @@ def test_resync_job_repairs_a_damaged_sink_while_changes_continue(pg_db, tmp_pat
 
         refused = _resync(defs, instance, shop, {"lower": [10]})  # a key range of every table: ambiguous
         assert not refused.success
-        assert "expected one table with a key range" in str(refused.get_step_failure_events()[0].event_specific_data.error)
+        assert "expected one table with a key range" in _failure_message(refused)
         whole = _resync(defs, instance, shop, {"tables": ["public.orders"]})
         assert whole.success
         output = next(e for e in whole.all_node_events if e.is_successful_output).step_output_data.metadata
@@ -192,4 +192,61 @@ def test_failed_snapshot_batches_block_nothing_and_a_rerun_converges(pg_db, tmp_
         assert changelog.manifest(shop.name, orders_1).created_at == staged.created_at, "a complete batch is not read again"
         assert shop.run_batch(defs, instance, orders_2).success
         assert [r.partition for r in shop.drive(defs, instance)] == [sweep]
+        _assert_sink_equals_source(shop)
+
+
+def _failure_message(run) -> str:
+    """The failed step's error as the UI shows it: the message and its causes."""
+    error, messages = run.get_step_failure_events()[0].event_specific_data.error, []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
+def test_a_recreated_table_fails_with_the_resync_fix_and_the_resync_recovers(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, snapshot=SMALL)
+    seed_orders(pg_db.url, 100)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance:
+        start_shop(shop, defs, instance)
+        with pg_db.connect() as conn:  # dropped and re-created (as pgbench -i does), with other rows
+            conn.execute("DROP TABLE customers")
+        create_shop(pg_db.url)
+        with pg_db.connect() as conn:
+            conn.execute("INSERT INTO customers (name) SELECT 'new ' || g FROM generate_series(1, 30) g")
+            conn.execute(sql.SQL("GRANT SELECT ON customers TO {}").format(sql.Identifier(f"cap_{pg_db.name}")))
+        churn(pg_db.url, 40, n=5)
+        (request,) = shop.tick(defs, instance).run_requests
+        failed = shop.run_batch(defs, instance, request.partition_key, raise_on_error=False)
+        assert not failed.success
+        message = _failure_message(failed)
+        assert "public.customers" in message and "re-created" in message and "shop_resync" in message, message
+
+        with pg_db.connect() as conn:  # what `dbmazz check` prints: the new table back into the publication
+            conn.execute("ALTER PUBLICATION dbmazz_shop ADD TABLE customers")
+        assert _resync(defs, instance, shop, {"tables": ["public.customers"]}).success
+        assert shop.run_batch(defs, instance, request.partition_key).success  # the failed batch, re-run
+        launched = shop.drive(defs, instance, between=_churning(pg_db.url, range(41, 43)))
+        assert all(r.success for r in launched) and any(r.kind == "snapshot" for r in launched), launched
+        _assert_sink_equals_source(shop)
+
+
+def test_resync_after_a_lost_log_restarts_capture_and_reloads_every_table(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, snapshot=SMALL)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance:
+        start_shop(shop, defs, instance)
+        churn(pg_db.url, 50, n=10)
+        (request,) = shop.tick(defs, instance).run_requests  # planned; then the slot is lost before it runs
+        with pg_db.connect() as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (shop.config.source["slot"],))
+        assert not shop.run_batch(defs, instance, request.partition_key, raise_on_error=False).success
+        churn(pg_db.url, 51, n=10)  # changes no slot records
+
+        assert _resync(defs, instance, shop, {"after_lost_log": True}).success
+        launched = shop.drive(defs, instance, between=_churning(pg_db.url, range(52, 54)))
+
+        assert request.partition_key not in shop.partitions(instance), "the lost range's batch is gone"
+        assert all(r.success for r in launched) and {r.kind for r in launched} == {"cdc", "snapshot"}, launched
         _assert_sink_equals_source(shop)

@@ -1,4 +1,5 @@
-"""End to end: ``dagster dev`` (webserver + daemon) replicates a live shop into DuckDB; the UI renders its lineage."""
+"""End to end: ``dagster dev`` (webserver + daemon) loads a shop that holds data, then replicates its live
+changes into DuckDB; the UI renders its lineage."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _sink_orders(path: Path) -> list[tuple] | None:
 @pytest.fixture
 def running_demo(tmp_path):
     with PostgresServer() as pg:
-        env = prepare(pg, tmp_path / "demo")
+        env = prepare(pg, tmp_path / "demo", orders=500)  # rows before the pipeline: the initial load brings them
         port = free_port()
         log = tmp_path / "dagster.log"
         proc = start_dagster(env, port, log)
@@ -66,7 +67,7 @@ def test_sensor_keeps_sink_caught_up_and_ui_shows_lineage(running_demo):
     assert workload.error is None and workload.changes > 0
     with psycopg.connect(pg.url("shop")) as conn:
         expected = conn.execute("SELECT id, quantity, amount, status FROM orders ORDER BY id").fetchall()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 150  # the initial load's batches take turns with the workload's
     while time.monotonic() < deadline and _sink_orders(duckdb_path) != expected:
         time.sleep(1)
     assert _sink_orders(duckdb_path) == expected, f"sink did not catch up; see {log}"

@@ -41,6 +41,7 @@ _HEADER = len(COPY_SIGNATURE) + 8  # signature, int32 flags, int32 header-extens
 _DONE = object()
 
 POLL_MS = 1000  # the native receiver returns this often while idle, so a stop is noticed
+BLOCK_SLACK = 64  # bytes allocated past a block's rows (native receiver), for the padding a decoder appends
 
 # A block: the rows concatenated (each still with its 6-byte COPY row header), and each row's length.
 Block = tuple[bytearray, Sequence[int]]
@@ -189,16 +190,24 @@ def receiver_for(pgconn) -> str:
 
 def _receive_native(functions: tuple[int, int, int, int], pgconn, block_rows: int, block_bytes: int,
                     out: queue.Queue, stop: threading.Event) -> None:
-    """As ``_receive``, a block per call of the C loop (which releases the GIL)."""
+    """As ``_receive``, a block per call of the C loop (which releases the GIL).
+
+    The C loop fills one receive buffer, reused for every block of the COPY; each block handed
+    over is a copy of its used part. A fresh ``block_bytes`` bytearray per block would cost more
+    than the copy: it is zero-filled, and at 32 MiB glibc maps it anew each time (a page fault
+    per 4 KiB), while the right-sized copies reuse freed heap memory.
+    """
     try:
         conn, receive = pgconn.pgconn_ptr, _copyrecv.receive
         header_done, pending, status = False, None, 0
+        buf = np.empty(block_bytes, np.uint8)
         while status != 1:
-            buf = bytearray(max(block_bytes, len(pending) if pending is not None else 0))
+            if pending is not None and len(pending) > len(buf):
+                buf = np.empty(len(pending), np.uint8)
             lengths = np.empty(block_rows, np.int64)
             used = nrows = 0
             if pending is not None:  # the row that did not fit in the last block
-                buf[: len(pending)] = pending
+                buf[: len(pending)] = np.frombuffer(pending, np.uint8)
                 used, nrows, lengths[0], pending = len(pending), 1, len(pending), None
             while True:
                 status, used, nrows, header_done, pending = receive(
@@ -211,9 +220,10 @@ def _receive_native(functions: tuple[int, int, int, int], pgconn, block_rows: in
                 raise CopyFailed("expected a binary COPY stream from postgres, got something else", None)
             if status == -1:
                 break
-            del buf[used:]
             if nrows:
-                _put(out, (buf, lengths[:nrows]), stop)
+                block = bytearray(buf[: used + BLOCK_SLACK])
+                del block[used:]  # the slack stays allocated: a consumer's padding needs no realloc
+                _put(out, (block, lengths[:nrows]), stop)
             if stop.is_set():
                 return  # the consumer gave up; it closes the connection
         _finish(pgconn, out, stop)

@@ -13,6 +13,7 @@ do: the order in which transactions become visible differs from the order of the
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import uuid
@@ -40,7 +41,7 @@ from ...core.types import (
 from ._catalog import split_table
 from ._convert import convert_column
 from ._reader import copy_blocks
-from ._rows import PADDING, PG_EPOCH_US, _views, be_int, windows
+from ._rows import PADDING, PG_EPOCH_US, windows
 from .decoder import DECODE_ROWS
 from .types import STRING_LIKE
 
@@ -64,19 +65,57 @@ def key_predicate(key: Sequence[str], key_range: KeyRange) -> sql.Composable:
 
 def plan_chunks(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int,
                 key_range: KeyRange = FULL_RANGE) -> list[KeyRange]:
-    """Walk the primary-key index in steps of ``chunk_rows`` keys; bounds are the keys' text forms."""
+    """Consecutive ranges of about ``chunk_rows`` keys covering ``key_range``; bounds are the keys' text forms.
+
+    A single integer key whose values are dense (at most twice as many values as rows) is split
+    by arithmetic between its min and max; any other key is walked in key order.
+    """
+    ranges = None
+    if len(schema.primary_key) == 1 and schema.column(schema.primary_key[0]).type.kind in _INTEGER_KEYS:
+        ranges = _split_integer_key(conn, schema, chunk_rows, key_range)
+    return ranges if ranges is not None else _walk_key(conn, schema, chunk_rows, key_range)
+
+
+def _split_integer_key(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int,
+                       key_range: KeyRange) -> list[KeyRange] | None:
+    """Equal-width ranges between the key's min and max (two index probes), or None where the key is sparse.
+
+    The row count is the planner's estimate (statistics scaled to the table's current size): a
+    poor estimate only makes chunks bigger or smaller, never leaves a key out.
+    """
+    key = sql.Identifier(schema.primary_key[0])
+    table = sql.Identifier(*split_table(schema.qualified_name))
+    where = key_predicate(schema.primary_key, key_range)
+    low, high = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {} WHERE {}").format(key, key, table, where)).fetchone()
+    if low is None:
+        return [key_range]
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(table, where)).fetchone()[0]
+    rows = max(int(plan[0]["Plan"]["Plan Rows"]), 1)
+    span = high - low + 1
+    if span > 2 * rows:
+        return None
+    count = -(-rows // chunk_rows)
+    width = -(-span // count)
+    edges = [key_range.lower, *((str(low + i * width),) for i in range(1, count) if low + i * width <= high),
+             key_range.upper]
+    return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+
+
+def _walk_key(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int, key_range: KeyRange) -> list[KeyRange]:
+    """Walk the primary-key index in steps of ``chunk_rows`` keys."""
     key = schema.primary_key
     table = sql.Identifier(*split_table(schema.qualified_name))
-    order = sql.SQL(", ").join(sql.Identifier(k) for k in key)
-    # aliased: ``ORDER BY id`` would otherwise sort by the output column ``id::text`` (text order)
-    texts = sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"_bound_{i}"))
-                               for i, k in enumerate(key))
+    columns = sql.SQL(", ").join(sql.Identifier(k) for k in key)
+    bound = [sql.Identifier(f"_bound_{i}") for i in range(len(key))]
+    # the key as it is inside (its index order, no text per skipped key), as text outside
+    inner = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(k), b) for k, b in zip(key, bound, strict=True))
+    outer = sql.SQL(", ").join(sql.SQL("{}::text").format(b) for b in bound)
     bounds: list[tuple[str, ...]] = []
     lower = key_range.lower
     while True:
         where = key_predicate(key, KeyRange(lower, key_range.upper))
-        query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1").format(
-            texts, table, where, order, sql.Literal(chunk_rows))
+        query = sql.SQL("SELECT {} FROM (SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1) AS step").format(
+            outer, inner, table, where, columns, sql.Literal(chunk_rows))
         row = conn.execute(query).fetchone()
         if row is None:
             break
@@ -101,6 +140,7 @@ _RAW_TEXT = {"text": 0, "varchar": 0, "bpchar": 0, "name": 0, "json": 0, "jsonb"
 #   ``format('%s', col)`` (always the output function; NULL kept NULL) where a cast function differs from it
 #   (bool, char(n), "char", inet, cidr) or where the type is a domain of unknown base.
 _TEXT_CAST_STRINGS = (STRING_LIKE - {"inet", "cidr"}) | {"timetz"}
+_INTEGER_KEYS = frozenset({Kind.INT16, Kind.INT32, Kind.INT64})
 _PG_DAYS_FROM_1970 = 10_957  # 2000-01-01, PostgreSQL's epoch for binary dates and timestamps
 _I32_MIN, _I32_MAX = np.iinfo(np.int32).min, np.iinfo(np.int32).max
 _I64_MIN, _I64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -142,7 +182,7 @@ def decode_copy_block(buf: bytearray, lengths: Sequence[int], schema: TableSchem
 
     Each row: int16 field count, then per field an int32 length (-1: NULL) and the value. The
     walk goes column by column over a slice of rows small enough to stay in the CPU cache; text
-    values become string views into ``buf`` before their conversion.
+    values are copied out of ``buf`` into string arrays before their conversion.
     """
     lengths = np.asarray(lengths, np.int64)
     buf += PADDING
@@ -156,24 +196,27 @@ def decode_copy_block(buf: bytearray, lengths: Sequence[int], schema: TableSchem
 def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, schema: TableSchema,
                  fields: Sequence[SnapshotField], version: int, commit_ts_us: int) -> pa.Table:
     n = len(starts)
-    counts = be_int(b, starts, 2)
+    counts = windows(b, ">i2")[starts]
     if n and not (counts == len(fields)).all():
         raise SourceError(f"snapshot of {schema.qualified_name}: expected {len(fields)} columns, "
                           f"got {sorted(set(counts.tolist()))}")
     pos = starts + 2
     columns = []
     for field in fields:
-        size = be_int(b, pos, 4)
-        valid = size >= 0
         if field.wire is None:
+            size = windows(b, ">i4")[pos]
+            valid = size >= 0
             if field.skip and not (b[pos[valid] + 4] == 1).all():
                 raise SourceError(f"snapshot of {schema.qualified_name}: unexpected binary format version in "
                                   f"column {field.column.name}", hint="report it with the PostgreSQL version")
-            text = _views(b, data, pos + 4 + field.skip, np.maximum(size - field.skip, 0), valid, pa.string_view())
+            text = _texts(data, pos + 4 + field.skip, np.maximum(size - field.skip, 0), valid)
             columns.append(convert_column(text, field.column.type, schema.qualified_name, field.column.name))
-        else:
-            columns.append(_fixed(b, pos + 4, size, valid, field, schema.qualified_name))
-        pos = pos + 4 + np.maximum(size, 0)
+        else:  # the length and the value in one gather
+            record = windows(b, _record(field.wire))[pos]
+            size, valid = record["size"], record["size"] >= 0
+            columns.append(_fixed(record["value"], size, valid, field, schema.qualified_name))
+        pos += 4
+        pos += np.maximum(size, 0)
     columns += [
         pa.array(np.zeros(n, np.int8), pa.int8()),
         pa.array(np.full(n, version, np.uint64), pa.uint64()),
@@ -183,31 +226,59 @@ def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, schema: Tab
     return pa.Table.from_arrays(columns, schema=schema.arrow_schema())
 
 
-def _fixed(b: np.ndarray, at: np.ndarray, size: np.ndarray, valid: np.ndarray, field: SnapshotField,
-           table: str) -> pa.Array:
-    """Fixed-width binary values at ``at`` (garbage where null, masked) as the column's Arrow type."""
-    wire = np.dtype(field.wire)
-    if not ((size == wire.itemsize) | ~valid).all():
-        raise SourceError(f"snapshot of {table}: expected {wire.itemsize}-byte binary values in column "
+@functools.cache
+def _record(wire: str) -> np.dtype:
+    """A binary COPY field of a fixed-width type: its int32 length, then the value."""
+    return np.dtype([("size", ">i4"), ("value", wire)])
+
+
+def _texts(data: pa.Buffer, at: np.ndarray, size: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """The ``size``-byte texts at ``at`` in ``data`` as a string array (one copy; no per-value Python).
+
+    The texts are the even values of a string array over the whole block whose odd values are the
+    bytes between them; taking the even ones copies the texts out. 5x faster than string views
+    cast to strings, for values longer than a view's 12 inline bytes.
+    """
+    n = len(at)
+    small = len(data) < 2**31
+    offsets = np.empty(2 * n + 1, np.int32 if small else np.int64)
+    offsets[0:-1:2] = at
+    offsets[1::2] = at + size
+    offsets[-1] = offsets[-2] if n else 0
+    spans = pa.Array.from_buffers(pa.string() if small else pa.large_string(), 2 * n,
+                                  [None, pa.py_buffer(offsets), data])
+    texts = spans.take(pa.array(np.arange(0, 2 * n, 2)))
+    if valid.all():
+        return texts
+    validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(texts.type, n, [validity, *texts.buffers()[1:]],
+                                 null_count=int(n - np.count_nonzero(valid)))
+
+
+def _fixed(raw: np.ndarray, size: np.ndarray, valid: np.ndarray, field: SnapshotField, table: str) -> pa.Array:
+    """Fixed-width binary values (garbage where null, masked) as the column's Arrow type."""
+    width = raw.dtype.itemsize
+    if not ((size == width) | ~valid).all():
+        raise SourceError(f"snapshot of {table}: expected {width}-byte binary values in column "
                           f"{field.column.name}, got {sorted(set(size[valid].tolist()))} bytes")
-    raw = windows(b, wire.str)[at]
     kind = field.column.type.kind
     if kind is Kind.BOOL:
         values = raw != 0
     elif kind is Kind.DATE:
-        values = raw.astype(np.int64) + _PG_DAYS_FROM_1970
-        values[raw == _I32_MAX] = DATE_POS_INFINITY
-        values[raw == _I32_MIN] = DATE_NEG_INFINITY
-        values = values.astype(np.int32)
+        values = raw.astype(np.int32)
+        plus, minus = values == _I32_MAX, values == _I32_MIN
+        values += _PG_DAYS_FROM_1970
+        values[plus], values[minus] = DATE_POS_INFINITY, DATE_NEG_INFINITY  # as the text form's +-infinity
     elif kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-        if (valid & (raw > _I64_MAX - PG_EPOCH_US) & (raw != _I64_MAX)).any():
+        values = raw.astype(np.int64)
+        plus, minus = values == _I64_MAX, values == _I64_MIN
+        if (valid & ~plus & (values > _I64_MAX - PG_EPOCH_US)).any():
             raise UnrepresentableValueError(table, field.column.name, "a timestamp after 294246 AD does not fit in "
                                             "microseconds since 1970")
-        values = raw.astype(np.int64) + PG_EPOCH_US
-        values[raw == _I64_MAX] = TIMESTAMP_POS_INFINITY
-        values[raw == _I64_MIN] = TIMESTAMP_NEG_INFINITY
+        values += PG_EPOCH_US
+        values[plus], values[minus] = TIMESTAMP_POS_INFINITY, TIMESTAMP_NEG_INFINITY
     else:
-        values = raw.astype(wire.newbyteorder("="))
+        values = raw.astype(raw.dtype.newbyteorder("="))
     return pa.array(values, field.column.type.to_arrow(), mask=None if valid.all() else ~valid)
 
 

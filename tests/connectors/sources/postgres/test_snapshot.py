@@ -97,13 +97,25 @@ def test_snapshot_of_a_key_range_reads_only_that_range(pg_db, capture_role, chan
 
 
 
-def test_plan_splits_an_integer_key_in_key_order(pg_db, capture_role):
-    source = _set_up(pg_db, capture_role)
-    ranges = source.plan_chunks("public.items", 400)
+def test_plan_covers_the_key_in_chunks_of_about_chunk_rows(pg_db, capture_role):
+    tables = ["public.items", "public.pairs", "public.sparse"]
     with pg_db.connect() as conn:
-        counts = [conn.execute(sql.SQL("SELECT count(*) FROM items WHERE {}").format(
-            key_predicate(("id",), key_range))).fetchone()[0] for key_range in ranges]
-    assert counts == [400] * 7 + [200]  # in text order ('1', '10', '100', ...) the chunks would be uneven
+        conn.execute(DDL)
+        conn.execute("CREATE TABLE sparse (id bigint PRIMARY KEY); "
+                     "INSERT INTO sparse SELECT g * 1000 FROM generate_series(1, 3000) g; ANALYZE items")
+    capture_role.grant(tables, publication=None)
+    source = capture_role.source(tables)
+    counts = {}
+    with pg_db.connect() as conn:
+        for table in tables:
+            key = source.table_schemas()[table].primary_key
+            counts[table] = [conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+                sql.Identifier(*table.split(".")), key_predicate(key, key_range))).fetchone()[0]
+                for key_range in source.plan_chunks(table, 400)]
+    assert counts["public.items"] == [375] * 8  # a dense integer key: split between its min and max
+    assert counts["public.pairs"] == [400, 400, 400, 300]  # walked in key order
+    assert counts["public.sparse"] == [400] * 7 + [200]  # walked in key order, not text order ('1000', '10000', ...)
+
 
 # Every supported type (test_types.py's matrix) plus the types whose ``::text`` cast is not their output text
 # (bool, char(n), "char", inet, cidr, domains over them) and binary edge values (float bits, BC, far future).

@@ -7,7 +7,7 @@ import pymysql
 from ...core.errors import ConfigError
 from ...core.positions import BinlogPosition
 
-__all__ = ["binlog_end"]
+__all__ = ["binlog_end", "visible_end"]
 
 
 def binlog_end(conn: pymysql.Connection, mariadb: bool) -> BinlogPosition:
@@ -35,3 +35,33 @@ def binlog_end(conn: pymysql.Connection, mariadb: bool) -> BinlogPosition:
     file = row[0].decode() if isinstance(row[0], bytes) else row[0]
     gtid = gtid.decode() if isinstance(gtid, bytes) else gtid
     return BinlogPosition(file, int(row[1]), gtid or None)
+
+
+def visible_end(conn: pymysql.Connection, mariadb: bool) -> BinlogPosition:
+    """The binlog position up to which every transaction is visible to a snapshot started now.
+
+    MariaDB writes a transaction to the binlog before its commit becomes visible (group commit), so the
+    binlog end can lie past a transaction a new snapshot does not see yet. A pipeline that started its
+    change stream there, or a re-sync whose floor lay there, could then miss that transaction or sweep
+    a chunk that holds it. ``binlog_snapshot_position`` of a consistent snapshot has no such gap: every
+    transaction before it is visible, none after it. MySQL has no such status: the binlog end is used.
+    """
+    if not mariadb:
+        return binlog_end(conn, mariadb)
+    with conn.cursor() as cur:
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        try:
+            cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            status = {_text(k): _text(v) for k, v in cur.fetchall()}
+        finally:
+            cur.execute("COMMIT")
+    end = binlog_end(conn, mariadb)
+    if "binlog_snapshot_position" not in status:
+        return end
+    snapshot = BinlogPosition(status["binlog_snapshot_file"], int(status["binlog_snapshot_position"]))
+    same = (snapshot.file, snapshot.offset) == (end.file, end.offset)
+    return end if same else snapshot  # the GTID state is known only for the binlog end itself
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -22,7 +22,7 @@ from ...core.positions import BinlogPosition
 from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ._keys import plan_key_ranges
-from ._position import binlog_end
+from ._position import visible_end
 from ._protocol import DumpError, E, dump_events
 from ._reader import RangeReader
 from ._schema import load_table_info, schema_from_info
@@ -117,8 +117,8 @@ class MySqlSource:
         return {name: schema_from_info(info) for name, info in infos.items()}
 
     def current_position(self) -> BinlogPosition:
-        """The binlog end now: SHOW BINARY LOG STATUS (MySQL 8.4) / SHOW MASTER STATUS, plus the GTID state."""
-        return binlog_end(self.conn, self.mariadb)
+        """The binlog position everything before which is committed and visible (``_position.visible_end``)."""
+        return visible_end(self.conn, self.mariadb)
 
     def checkpoint_position(self) -> BinlogPosition | None:
         return None

@@ -221,7 +221,7 @@ class ClickHouseSink(ClickHouseClient):
     def _current_rows(self, state: TableState, key: list[str], names: list[str], keys: pa.Table) -> pa.Table:
         """The sink's live values of ``names`` for ``keys`` (sent as external data, never as Python values)."""
         def value(c: str) -> str:
-            return f"toString({self.q(c)})" if state.schema.column(c).type.kind is Kind.UUID else self.q(c)
+            return self.types.read_expr(self.q(c), state.schema.column(c).type)
 
         structure = ", ".join(f"{self.q(k)} {self._key_structure(state, k)}" for k in key)
         return self.query_arrow(

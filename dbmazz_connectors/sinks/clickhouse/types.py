@@ -138,6 +138,22 @@ class ClickHouseTypes:
         return None
 
     @classmethod
+    def read_expr(cls, column: str, logical: LogicalType) -> str:
+        """SQL reading the (quoted) ``column`` back as Arrow the sink can cast to ``logical``'s Arrow type.
+
+        UUIDs as text; times as microseconds (ClickHouse's Arrow output refuses 24:00:00, which
+        PostgreSQL has and Time64 holds).
+        """
+        if logical.kind is Kind.UUID:
+            return f"toString({column})"
+        if logical.kind is Kind.TIME:
+            return f"toInt64(toDecimal64({column}, 6) * 1000000)"
+        if logical.kind is Kind.ARRAY and logical.element is not None:
+            inner = cls.read_expr("x", logical.element)
+            return column if inner == "x" else f"arrayMap(x -> {inner}, {column})"
+        return column
+
+    @classmethod
     def prepare(cls, array: pa.ChunkedArray, logical: LogicalType) -> pa.ChunkedArray:
         """Convert one Arrow column for the insert: +-infinity become the range limits.
 

@@ -166,7 +166,7 @@ class PostgresTypes:
         if kind is Kind.DATE:
             return StagedColumn(_date_text(array), "date")
         if kind is Kind.TIME:
-            return StagedColumn(pc.cast(array, pa.time64("us")), "time")
+            return StagedColumn(_time_text(pc.cast(array, pa.time64("us"))), "time")
         if kind is Kind.BINARY:
             return StagedColumn(_hex(array), "bytea")
         if kind is Kind.INTERVAL:
@@ -199,6 +199,17 @@ def _timestamp_text(array, logical: LogicalType):
     days, rest = np.divmod(us, _DAY_US)
     zone = "+00" if logical.kind is Kind.TIMESTAMPTZ else ""
     text = _civil_text(days, (rest, zone), (TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY), us)
+    return pc.if_else(pc.is_null(array), pa.scalar(None, pa.string()), text) if array.null_count else text
+
+
+def _time_text(array):
+    """Times as COPY reads them; 24:00:00 (PostgreSQL's last time) is past what Arrow writes as text."""
+    micros = _ints(array, pa.int64())
+    if not micros.size or micros.max() < _DAY_US:
+        return array
+    seconds, fraction = np.divmod(micros, 1_000_000)
+    text = pc.binary_join_element_wise(_padded(seconds // 3600, 2), ":", _padded(seconds // 60 % 60, 2), ":",
+                                       _padded(seconds % 60, 2), ".", _padded(fraction, 6), "")
     return pc.if_else(pc.is_null(array), pa.scalar(None, pa.string()), text) if array.null_count else text
 
 

@@ -11,6 +11,7 @@ Session settings this relies on (set by the source): ``DateStyle = 'ISO, YMD'``,
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 
@@ -29,6 +30,8 @@ from ...core.types import (
 )
 
 __all__ = ["convert_column"]
+
+log = logging.getLogger(__name__)
 
 _DIRECT_CAST = {Kind.INT16, Kind.INT32, Kind.INT64, Kind.FLOAT32, Kind.FLOAT64}
 _AS_TEXT = {Kind.STRING, Kind.JSON, Kind.UUID, Kind.ENUM}
@@ -50,13 +53,13 @@ def convert_column(values: pa.Array, ltype: LogicalType, table: str, column: str
     if kind is Kind.BOOL:
         return pc.equal(text, "t")
     if kind in (Kind.DATE, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-        return _temporal(text, ltype)
+        return _temporal(text, ltype, table, column)
     if kind is Kind.TIME:
         return _time(text)
     return _per_value(text, ltype, table, column)
 
 
-def _temporal(text: pa.Array, ltype: LogicalType) -> pa.Array:
+def _temporal(text: pa.Array, ltype: LogicalType, table: str, column: str) -> pa.Array:
     target = ltype.to_arrow()
     is_date = ltype.kind is Kind.DATE
     pos, neg = (DATE_POS_INFINITY, DATE_NEG_INFINITY) if is_date else (TIMESTAMP_POS_INFINITY, TIMESTAMP_NEG_INFINITY)
@@ -67,10 +70,24 @@ def _temporal(text: pa.Array, ltype: LogicalType) -> pa.Array:
     try:
         parsed = finite.cast(target).cast(storage)
     except pa.ArrowInvalid:
-        parsed = pa.array([_parse_temporal(v, is_date) for v in finite.to_pylist()], storage)
+        values = [_parse_temporal(v, is_date) for v in finite.to_pylist()]
+        parsed = pa.array(_within(values, pos - 1, table, column) if not is_date else values, storage)
+    if not is_date and pc.max(parsed).as_py() == pos:  # 294247-01-10 04:00:54.775807 is finite, not the encoding
+        parsed = pc.if_else(pc.equal(parsed, pos), pa.scalar(pos - 1, storage), parsed)
     parsed = pc.if_else(plus, pa.scalar(pos, storage), parsed)
     parsed = pc.if_else(minus, pa.scalar(neg, storage), parsed)
     return parsed.cast(target)
+
+
+def _within(micros: list[int | None], highest: int, table: str, column: str) -> list[int | None]:
+    """PostgreSQL timestamps run to 294276 AD, microseconds since 1970 in an int64 to 294247-01-10: later ones
+    become the last instant the logical type holds (documented in docs/types.md), never an overflow."""
+    late = [m for m in micros if m is not None and m > highest]
+    if not late:
+        return micros
+    log.warning("%s.%s: %d timestamp(s) after 294247-01-10 04:00:54.775806 (the last one dbmazz carries) were "
+                "written as that instant", table, column, len(late))
+    return [highest if m is not None and m > highest else m for m in micros]
 
 
 def _time(text: pa.Array) -> pa.Array:

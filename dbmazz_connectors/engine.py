@@ -17,7 +17,7 @@ from .changelog import BatchManifest, ChangeLog
 from .core.batch import Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
 from .core.errors import ChangeLogError, PreflightError, TableChangedError
-from .core.positions import BinlogPosition, Lsn
+from .core.positions import BinlogPosition, Lsn, position_from_dict
 from .core.protocols import BatchRef, Sink, Source, WriteResult
 from .core.schema import VERSION_COLUMN, TableSchema
 
@@ -77,6 +77,8 @@ def capture_range(
         source.checkpoint(existing.end)
         return existing
     check_table_identities(source, changelog, pipeline)
+    if hasattr(source, "set_resync_floors"):
+        source.set_resync_floors(resync_floors(changelog, pipeline))
     began = time.monotonic()
     writer = changelog.writer(pipeline, batch_id, start)
     for schema in tables:
@@ -86,6 +88,17 @@ def capture_range(
     manifest = writer.commit({"capture_seconds": round(time.monotonic() - began, 3)})
     source.checkpoint(manifest.end)
     return manifest
+
+
+def resync_floors(changelog: ChangeLog, pipeline: str) -> dict[str, int]:
+    """Each table's latest whole-table snapshot floor (as a version): everything older is superseded by it."""
+    floors: dict[str, int] = {}
+    for plan in changelog.snapshot_plans(pipeline):
+        if plan.get("sweep"):
+            floor = position_from_dict(plan["floor"]).version
+            for table in plan["tables"]:
+                floors[table] = max(floors.get(table, -1), floor)
+    return floors
 
 
 def check_table_identities(source: Source, changelog: ChangeLog, pipeline: str, *, record: Iterable[str] = ()) -> None:

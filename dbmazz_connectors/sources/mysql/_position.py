@@ -52,7 +52,7 @@ def visible_end(conn: pymysql.Connection, mariadb: bool) -> BinlogPosition:
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         try:
             cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            status = {_text(k): _text(v) for k, v in cur.fetchall()}
+            status = {_text(k).lower(): _text(v) for k, v in cur.fetchall()}
         finally:
             cur.execute("COMMIT")
     end = binlog_end(conn, mariadb)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pymysql
 
@@ -36,8 +36,12 @@ class RangeReader:
     """
 
     def __init__(self, connect: Connect, tables: dict[str, TableInfo | None], server_id: int, checksum: bool,
-                 chunk_rows: int, find_commit: Callable[[str, int], tuple[int, int]], mariadb: bool) -> None:
+                 chunk_rows: int, find_commit: Callable[[str, int], tuple[int, int]], mariadb: bool,
+                 resync_floors: Mapping[str, int] | None = None) -> None:
         self.connect = connect
+        # table -> floor version of its latest whole-table re-sync: a DDL the capture cannot follow at or below
+        # it is superseded by that re-sync (its sweep removes every older row), so it no longer stops the capture
+        self.resync_floors = dict(resync_floors or {})
         self.infos = tables
         self.server_id = server_id
         self.checksum = checksum
@@ -210,6 +214,9 @@ class RangeReader:
             if target.table not in self.infos:
                 continue
             self._flush(target.table)
+            superseded = position.version <= self.resync_floors.get(target.table, -1)  # the re-sync saw it
+            if superseded and target.action in ("rename", "rows", "drop", "replace"):
+                continue  # the re-sync's sweep removes every row older than its floor
             if target.action in ("rename", "rows"):
                 raise table_changed(target.table, target.action, position, query)
             if target.action in ("truncate", "drop", "replace"):
@@ -264,8 +271,9 @@ def table_changed(table: str, kind: str, position: BinlogPosition, query: str) -
         fix = (f"remove {table} from the pipeline's tables (the sinks keep their copy), or re-create it (the "
                "next capture then follows it from its drop)")
     else:
-        fix = (f"re-sync it: remove {table} from the pipeline's tables so capture passes {position}, then add it "
-               "back (under its new name if it was renamed) with a snapshot of the whole table")
+        fix = (f"re-sync it: a snapshot of the whole table planned now supersedes everything before it, and the "
+               f"capture then passes {position} (a table renamed away must be renamed back, or the pipeline's "
+               "tables changed, first)")
     return TableChangedError(table, f"{_CHANGED[kind]} at {position} ({' '.join(query.split())[:200]})", fix)
 
 

@@ -55,6 +55,7 @@ class MySqlSource:
         self.version = ""
         self._checksum = False
         self._acknowledged: BinlogPosition | None = None
+        self._resync_floors: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, mapping: Mapping[str, Any]) -> MySqlSource:
@@ -147,7 +148,7 @@ class MySqlSource:
         infos: dict = dict.fromkeys(self.config.tables)
         infos.update(load_table_info(self.conn, self.config.tables))
         reader = RangeReader(self._open, infos, self.config.server_id, self._checksum, self.config.chunk_rows,
-                             self._find_commit, self.mariadb)
+                             self._find_commit, self.mariadb, self._resync_floors)
         try:
             yield from reader.read(start, end)
         except DumpError as exc:
@@ -156,6 +157,11 @@ class MySqlSource:
             raise
 
     # snapshots (docs/architecture.md, "Snapshots"; snapshot.py for why they are consistent)
+    def set_resync_floors(self, floors: Mapping[str, int]) -> None:
+        """Each table's latest whole-table re-sync floor: a DDL the binlog cannot follow (a rename, rows moved
+        without row events) below it is superseded by that re-sync and no longer stops the capture."""
+        self._resync_floors = dict(floors)
+
     def snapshot_floor(self) -> BinlogPosition:
         """The binlog end now: every snapshot started later corresponds to a coordinate at or after it."""
         return self.current_position()

@@ -40,7 +40,17 @@ class RelationInfo:
     relid: int
     schema: TableSchema
     replica_identity: str  # d default, f full, i index, n nothing
-    key_indices: tuple[int, ...]
+    key_indices: tuple[int, ...]  # positions in the message's tuples
+    kept: tuple[int, ...] = ()  # for each schema column, its position in the message's tuples
+    width: int = 0  # columns in the message's tuples (excluded ones included)
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        return self.kept or tuple(range(len(self.schema.columns)))
+
+    @property
+    def tuple_width(self) -> int:
+        return self.width or len(self.schema.columns)
 
 
 def windows(b: np.ndarray, dtype: str) -> np.ndarray:
@@ -130,7 +140,7 @@ def decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, types: np.nd
     null and its column is listed in ``_dbmazz_unknown_columns``.
     """
     schema = info.schema
-    ncols = len(schema.columns)
+    ncols = info.tuple_width
     table = schema.qualified_name
     marker = b[starts + 5]
     has_old = (types != _I) & ((marker == _K) | (marker == _O))
@@ -149,7 +159,7 @@ def decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, types: np.nd
 def _assemble(b, data, starts, types, info, versions, commit_ts, plan) -> pa.Table:
     old_start, new_start, has_old, two = plan
     schema = info.schema
-    ncols = len(schema.columns)
+    ncols = info.tuple_width
     count = 1 + two.astype(np.int64)
     msg = np.repeat(np.arange(len(starts)), count)
     second = np.arange(len(msg)) - (np.cumsum(count) - count)[msg]
@@ -168,7 +178,7 @@ def _assemble(b, data, starts, types, info, versions, commit_ts, plan) -> pa.Tab
             sub[take] = src[take]
             arr[:, fill] = sub
     columns = []
-    for k, column in enumerate(schema.columns):
+    for k, column in zip(info.positions, schema.columns, strict=True):
         valid = rows.kinds[k] == _TEXT
         text = _views(b, data, rows.starts[k], rows.lengths[k], valid, pa.string_view())
         columns.append(convert_column(text, column.type, schema.qualified_name, column.name))
@@ -176,7 +186,7 @@ def _assemble(b, data, starts, types, info, versions, commit_ts, plan) -> pa.Tab
         pa.array(ops, pa.int8()),
         pa.array(versions[msg].astype(np.uint64), pa.uint64()),
         pa.array(commit_ts[msg] + PG_EPOCH_US, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        _unknown_column(rows.kinds, schema),
+        _unknown_column(rows.kinds[list(info.kept)] if info.kept else rows.kinds, schema),
     ]
     return pa.Table.from_arrays(columns, schema=schema.arrow_schema())
 

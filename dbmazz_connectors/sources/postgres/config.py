@@ -13,9 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ...core.errors import ConfigError
 from ...core.schema import split_qualified
 
-__all__ = ["PostgresSourceConfig"]
+__all__ = ["PostgresSourceConfig", "ColumnSelection"]
 
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+class _Columns(BaseModel):
+    """Per-table column choices: ``exclude`` never leaves the source, ``as_text`` is carried as its text form."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exclude: list[str] = Field(default_factory=list, description="columns not replicated")
+    as_text: list[str] = Field(default_factory=list, description="columns replicated as their text form (a string)")
 
 
 class _Input(BaseModel):
@@ -31,6 +40,8 @@ class _Input(BaseModel):
     publication: str | None = Field(None, description="publication name; default dbmazz_<pipeline>")
     replica_identity_full: bool | list[str] = Field(
         False, description="tables that setup() switches to REPLICA IDENTITY FULL (true: all)")
+    columns: dict[str, _Columns] = Field(
+        default_factory=dict, description='per table: {"exclude": [...], "as_text": [...]}')
     read_block_rows: int = Field(100_000, ge=1_000, description="messages received per block (bounds memory)")
     read_block_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, le=1024**3,
                                   description="bytes of messages decoded together (bounds memory)")
@@ -55,6 +66,32 @@ class _Input(BaseModel):
 
 
 @dataclass(frozen=True)
+class ColumnSelection:
+    """Which columns of one table do not reach the sinks, and which are carried as text."""
+
+    exclude: frozenset[str] = frozenset()
+    as_text: frozenset[str] = frozenset()
+
+
+NO_SELECTION = ColumnSelection()
+
+
+def _selections(raw: _Input) -> dict[str, ColumnSelection]:
+    unknown = sorted(set(raw.columns) - set(raw.tables))
+    if unknown:
+        raise ConfigError(f"columns names tables that are not replicated: {', '.join(unknown)}",
+                          hint="list the table under 'tables' or remove it from 'columns'")
+    selections = {}
+    for table, choice in raw.columns.items():
+        both = sorted(set(choice.exclude) & set(choice.as_text))
+        if both:
+            raise ConfigError(f"columns of {table}: {', '.join(both)} both excluded and as_text",
+                              hint="keep each column in one list")
+        selections[table] = ColumnSelection(frozenset(choice.exclude), frozenset(choice.as_text))
+    return selections
+
+
+@dataclass(frozen=True)
 class PostgresSourceConfig:
     """A validated PostgreSQL source configuration. ``password`` never appears in ``repr``."""
 
@@ -68,6 +105,7 @@ class PostgresSourceConfig:
     slot: str
     publication: str
     replica_identity_full: tuple[str, ...]
+    columns: Mapping[str, ColumnSelection] = field(default_factory=dict, hash=False)
     read_block_rows: int = 100_000
     read_block_bytes: int = 32 * 1024 * 1024
     decode_threads: int = 2
@@ -107,12 +145,17 @@ class PostgresSourceConfig:
             slot=slot,
             publication=raw.publication or default_name,
             replica_identity_full=full_tables,
+            columns=_selections(raw),
             read_block_rows=raw.read_block_rows,
             read_block_bytes=raw.read_block_bytes,
             decode_threads=raw.decode_threads,
             connect_timeout=raw.connect_timeout,
             flush_wait_seconds=raw.flush_wait_seconds,
         )
+
+    def selection(self, table: str) -> ColumnSelection:
+        """The column choices for ``table`` (none: every column, as mapped)."""
+        return self.columns.get(table, NO_SELECTION)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` (the password kept out of any conninfo string)."""

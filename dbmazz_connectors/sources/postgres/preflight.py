@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from ...core.errors import DbmazzError, Problem, SlotInvalidatedError
+from ...core.errors import (
+    DbmazzError,
+    MissingPrimaryKeyError,
+    Problem,
+    SlotInvalidatedError,
+    UnmappableTypeError,
+)
 from ._catalog import Catalog, TableInfo, split_table
 from .config import PostgresSourceConfig
 
-__all__ = ["run_preflight", "quote_table", "slot_state"]
+__all__ = ["run_preflight", "omitted_columns", "quote_table", "slot_state"]
+
+# checks that refuse a table: a fix statement must never put such a table into the publication
+_REFUSING = frozenset({"table", "primary_key", "type", "columns"})
 
 
 def quote_table(conn, qualified: str) -> str:
@@ -33,11 +42,31 @@ def run_preflight(conn, config: PostgresSourceConfig, catalog: Catalog) -> list[
     """All problems found; an empty list means setup() and capture can run."""
     problems = _server(conn, config)
     tables = {t: catalog.table(t) for t in config.tables}
+    accepted = {}
     for qualified, info in tables.items():
-        problems += _table(conn, config, catalog, qualified, info)
+        found = _table(conn, config, catalog, qualified, info)
+        problems += found
+        if info is not None and not any(p.check in _REFUSING for p in found):
+            accepted[qualified] = info
     problems += _slot(conn, config)
-    problems += _publication(conn, config, tables)
+    problems += _publication(conn, config, tables, accepted)
     return problems
+
+
+def omitted_columns(config: PostgresSourceConfig, catalog: Catalog) -> list[str]:
+    """Every column of the configured tables that does not reach the sinks, and why (one line each)."""
+    lines = []
+    for qualified in config.tables:
+        info = catalog.table(qualified)
+        if info is None:
+            continue
+        selection = config.selection(qualified)
+        names = [c[0] for c in info.columns]
+        lines += [f"{qualified}.{c}: excluded by the pipeline's 'columns'" for c in names if c in selection.exclude]
+        lines += [f"{qualified}.{c}: stored generated column (PostgreSQL 15 does not publish generated columns)"
+                  for c in info.generated]
+        lines += [f"{qualified}.{c}: carried as text ('as_text')" for c in names if c in selection.as_text]
+    return lines
 
 
 def _server(conn, config: PostgresSourceConfig) -> list[Problem]:
@@ -81,11 +110,28 @@ def _table(conn, config, catalog: Catalog, qualified: str, info: TableInfo | Non
         problems.append(Problem("replica_identity", f"expected REPLICA IDENTITY FULL on {qualified} (configured), "
                                 f"found {_IDENTITY.get(info.replica_identity, '?')}; role {config.user} does not own it",
                                 f"as the table owner: ALTER TABLE {quoted} REPLICA IDENTITY FULL;"))
+    return problems + _columns(config, catalog, info)
+
+
+def _columns(config: PostgresSourceConfig, catalog: Catalog, info: TableInfo) -> list[Problem]:
+    qualified = info.qualified_name
+    selection = config.selection(qualified)
+    names = {c[0] for c in info.columns} | set(info.generated)
+    unknown = sorted((selection.exclude | selection.as_text) - names)
+    if unknown:
+        return [Problem("columns", f"expected columns {', '.join(unknown)} in {qualified} (named under 'columns'), "
+                        "found none", f"remove them from the source's 'columns' of {qualified}")]
     try:
         catalog.schema_of(info)
+    except MissingPrimaryKeyError as exc:
+        return [Problem("primary_key", exc.message, exc.hint)]
+    except UnmappableTypeError as exc:
+        fix = (f"exclude or map the column in the source config: columns: {{\"{qualified}\": {{\"exclude\": "
+               f"[\"{exc.column}\"]}}}} (or \"as_text\": [\"{exc.column}\"]); see docs/types.md")
+        return [Problem("type", exc.message, fix)]
     except DbmazzError as exc:
-        problems.append(Problem("primary_key" if "primary key" in exc.message else "type", exc.message, exc.hint))
-    return problems
+        return [Problem("columns", exc.message, exc.hint)]
+    return []
 
 
 _IDENTITY = {"d": "DEFAULT", "f": "FULL", "i": "USING INDEX", "n": "NOTHING"}
@@ -109,35 +155,33 @@ def _slot(conn, config: PostgresSourceConfig) -> list[Problem]:
     return []
 
 
-def _publication(conn, config: PostgresSourceConfig, tables: dict[str, TableInfo | None]) -> list[Problem]:
+def _publication(conn, config: PostgresSourceConfig, tables: dict[str, TableInfo | None],
+                 accepted: dict[str, TableInfo]) -> list[Problem]:
+    """The publication: fix statements list only ``accepted`` tables (a refused one would break its UPDATEs)."""
     pub = _ident(conn, config.publication)
-    listed = ", ".join(quote_table(conn, t) for t in config.tables)
     row = conn.execute(
-        "SELECT pg_has_role(current_user, pubowner, 'USAGE'), pubinsert AND pubupdate AND pubdelete AND pubtruncate "
-        "FROM pg_publication WHERE pubname = %s", (config.publication,)).fetchone()
+        "SELECT pg_has_role(current_user, pubowner, 'USAGE'), pubinsert AND pubupdate AND pubdelete AND pubtruncate, "
+        "pubviaroot FROM pg_publication WHERE pubname = %s", (config.publication,)).fetchone()
     if row is None:
-        owned = conn.execute(
-            "SELECT coalesce(bool_and(pg_has_role(current_user, c.relowner, 'USAGE')), true) "
-            "AND has_database_privilege(current_database(), 'CREATE') FROM pg_class c WHERE c.oid = ANY(%s)",
-            ([t.oid for t in tables.values() if t is not None],)).fetchone()[0]
-        if owned:
-            return []  # setup() creates it
-        return [Problem("publication", f"expected publication {config.publication} to exist (role {config.user} "
-                        "cannot create it: CREATE PUBLICATION needs ownership of the tables)",
-                        f"as the tables' owner: CREATE PUBLICATION {pub} FOR TABLE {listed}; "
-                        f"ALTER PUBLICATION {pub} OWNER TO {_ident(conn, config.user)};")]
-    owner, all_ops = row
+        return _no_publication(conn, config, tables, accepted)
+    owner, all_ops, via_root = row
     problems = []
     if not all_ops:
         problems.append(Problem("publication", f"expected publication {config.publication} to publish insert, "
                                 "update, delete and truncate, it does not",
                                 f"ALTER PUBLICATION {pub} SET (publish = 'insert, update, delete, truncate');"))
-    published = {r[0] for r in conn.execute(
-        "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s", (config.publication,))}
-    missing = [t for t in config.tables if t not in published and tables.get(t) is not None]
+    partitioned = [t for t, info in accepted.items() if info.kind == "p"]
+    if partitioned and not via_root:
+        problems.append(Problem("publication", f"expected publication {config.publication} to publish partitioned "
+                                f"table(s) {', '.join(partitioned)} as their root (publish_via_partition_root), it "
+                                "publishes their partitions",
+                                f"as the publication's owner: ALTER PUBLICATION {pub} SET "
+                                "(publish_via_partition_root = true);"))
+    published = published_tables(conn, config.publication)
+    missing = [t for t in accepted if t not in published]
     owns_tables = conn.execute(
         "SELECT coalesce(bool_and(pg_has_role(current_user, c.relowner, 'USAGE')), true) FROM pg_class c "
-        "WHERE c.oid = ANY(%s)", ([tables[t].oid for t in missing],)).fetchone()[0] if missing else True
+        "WHERE c.oid = ANY(%s)", ([accepted[t].oid for t in missing],)).fetchone()[0] if missing else True
     if missing and not (owner and owns_tables):  # setup() adds them only as the owner of both
         names = ", ".join(quote_table(conn, t) for t in missing)
         problems.append(Problem("publication", f"expected publication {config.publication} to contain "
@@ -145,3 +189,29 @@ def _publication(conn, config: PostgresSourceConfig, tables: dict[str, TableInfo
                                 f"{config.user} cannot add it: that needs ownership of the publication and the "
                                 "tables)", f"as a superuser: ALTER PUBLICATION {pub} ADD TABLE {names};"))
     return problems
+
+
+def _no_publication(conn, config: PostgresSourceConfig, tables: dict[str, TableInfo | None],
+                    accepted: dict[str, TableInfo]) -> list[Problem]:
+    owned = conn.execute(
+        "SELECT coalesce(bool_and(pg_has_role(current_user, c.relowner, 'USAGE')), true) "
+        "AND has_database_privilege(current_database(), 'CREATE') FROM pg_class c WHERE c.oid = ANY(%s)",
+        ([t.oid for t in tables.values() if t is not None],)).fetchone()[0]
+    if owned or not accepted:
+        return []  # setup() creates it (or the tables' own problems come first)
+    pub = _ident(conn, config.publication)
+    listed = ", ".join(quote_table(conn, t) for t in accepted)
+    return [Problem("publication", f"expected publication {config.publication} to exist (role {config.user} "
+                    "cannot create it: CREATE PUBLICATION needs ownership of the tables)",
+                    f"as the tables' owner: CREATE PUBLICATION {pub} FOR TABLE {listed} "
+                    f"WITH (publish_via_partition_root = true); "
+                    f"ALTER PUBLICATION {pub} OWNER TO {_ident(conn, config.user)};")]
+
+
+def published_tables(conn, publication: str) -> set[str]:
+    """The tables a publication publishes or lists, as schema.table (a partitioned table it lists included)."""
+    return {r[0] for r in conn.execute(
+        "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s "
+        "UNION SELECT n.nspname || '.' || c.relname FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid "
+        "JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = %s",
+        (publication, publication))}

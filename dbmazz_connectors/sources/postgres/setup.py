@@ -7,7 +7,7 @@ from psycopg import sql
 from ...core.errors import PreflightError
 from ._catalog import Catalog, split_table
 from .config import PostgresSourceConfig
-from .preflight import run_preflight, slot_state
+from .preflight import published_tables, run_preflight, slot_state
 
 __all__ = ["run_setup"]
 
@@ -38,10 +38,12 @@ def _publication(conn, config: PostgresSourceConfig) -> None:
     exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (config.publication,)).fetchone()
     if exists is None:
         tables = sql.SQL(", ").join(sql.Identifier(*split_table(t)) for t in config.tables)
-        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(pub, tables))
+        # publish_via_partition_root: a partitioned table's changes arrive as its root's, partitions attached
+        # later included (without it the publication lists the partitions, which the role need not own)
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)")
+                     .format(pub, tables))
         return
-    published = {r[0] for r in conn.execute(
-        "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s", (config.publication,))}
+    published = published_tables(conn, config.publication)
     missing = [t for t in config.tables if t not in published]
     if missing:
         tables = sql.SQL(", ").join(sql.Identifier(*split_table(t)) for t in missing)

@@ -28,7 +28,7 @@ from ._catalog import Catalog
 from ._reader import CopyFailed, copy_blocks
 from .config import PostgresSourceConfig
 from .decoder import PgOutputDecoder, in_order
-from .preflight import run_preflight, slot_state
+from .preflight import omitted_columns, run_preflight, slot_state
 from .setup import run_setup
 from .snapshot import SnapshotReader, plan_chunks
 
@@ -81,7 +81,7 @@ class PostgresSource:
     def connect(self) -> None:
         if self._conn is None:
             self._conn = self._open()
-            self._catalog = Catalog(self._conn)
+            self._catalog = Catalog(self._conn, self.config.selection)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -107,6 +107,11 @@ class PostgresSource:
 
     def setup(self) -> None:
         run_setup(self.conn, self.config, self.catalog)
+
+    def omitted_columns(self) -> list[str]:
+        """Each column of the configured tables that does not reach the sinks as it is (excluded, generated,
+        carried as text), and why: one line per column, for ``dbmazz check`` to show beside "ok"."""
+        return omitted_columns(self.config, self.catalog)
 
     def table_schemas(self) -> dict[str, TableSchema]:
         schemas = {}

@@ -75,7 +75,7 @@ def test_role_without_replication_and_publication_it_cannot_create(pg_db):
         assert found["publication"] == [
             f"expected publication dbmazz_p1 to exist (role {role} cannot create it: CREATE PUBLICATION needs "
             'ownership of the tables) | fix: as the tables\' owner: CREATE PUBLICATION "dbmazz_p1" FOR TABLE '
-            f'"public"."t"; ALTER PUBLICATION "dbmazz_p1" OWNER TO "{role}";']
+            f'"public"."t" WITH (publish_via_partition_root = true); ALTER PUBLICATION "dbmazz_p1" OWNER TO "{role}";']
     finally:
         with pg_db.connect() as conn:
             conn.execute(f"DROP OWNED BY {role}")

@@ -50,7 +50,8 @@ def run_preflight(conn, config: PostgresSourceConfig, catalog: Catalog) -> list[
             accepted[qualified] = info
     problems += _slot(conn, config)
     problems += _publication(conn, config, tables, accepted)
-    return problems
+    unique = {(p.check, p.message, p.fix): p for p in problems}  # e.g. one schema's USAGE, found per table
+    return list(unique.values())
 
 
 def omitted_columns(config: PostgresSourceConfig, catalog: Catalog) -> list[str]:
@@ -96,9 +97,14 @@ def _table(conn, config, catalog: Catalog, qualified: str, info: TableInfo | Non
     quoted = quote_table(conn, qualified)
     role = _ident(conn, config.user)
     problems = []
-    (can_select, owns) = conn.execute(
-        "SELECT has_table_privilege(%s::oid, 'SELECT'), pg_has_role(current_user, %s::regrole, 'USAGE')",
-        (info.oid, _ident(conn, info.owner))).fetchone()
+    (can_select, owns, usage) = conn.execute(
+        "SELECT has_table_privilege(%s::oid, 'SELECT'), pg_has_role(current_user, %s::regrole, 'USAGE'), "
+        "has_schema_privilege(%s, 'USAGE')", (info.oid, _ident(conn, info.owner), split_table(qualified)[0])).fetchone()
+    if not usage:
+        schema = _ident(conn, split_table(qualified)[0])
+        problems.append(Problem("privilege", f"expected USAGE on schema {split_table(qualified)[0]} for role "
+                                f"{config.user}, found none", f"as the schema owner: GRANT USAGE ON SCHEMA {schema} "
+                                f"TO {role};"))
     if not can_select:
         problems.append(Problem("privilege", f"expected SELECT on {qualified} for role {config.user}, found none",
                                 f"as the table owner: GRANT SELECT ON {quoted} TO {role};"))

@@ -53,9 +53,11 @@ def _normal(value):
     return value
 
 
-def source_rows(db: PgDatabase, table: str, key: str = "id", json_columns: tuple[str, ...] = ()) -> list[dict]:
+def source_rows(db: PgDatabase, table: str, key: str = "id", json_columns: tuple[str, ...] = (),
+                select: str = "*") -> list[dict]:
+    """The rows of ``table`` (an SQL name, quoted as needed), ``select`` columns, ordered by ``key``."""
     with db.connect() as conn:
-        cur = conn.execute(f"SELECT * FROM {table} ORDER BY {key}")
+        cur = conn.execute(f"SELECT {select} FROM {table} ORDER BY {key}")
         names = [d.name for d in cur.description]
         return [{n: _normal(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
@@ -75,8 +77,10 @@ def folded_rows(changelog: ChangeLog, table: str, key: str = "id", json_columns:
 
 
 def assert_folded_equals_source(db: PgDatabase, changelog: ChangeLog, table: str, key: str = "id",
-                                json_columns: tuple[str, ...] = (), pipeline: str = "p1") -> int:
-    expected = source_rows(db, table, key)
+                                json_columns: tuple[str, ...] = (), pipeline: str = "p1",
+                                source_table: str | None = None, select: str = "*") -> int:
+    """Folded change log == source, row by row; ``source_table``: the SQL name when ``table`` needs quoting."""
+    expected = source_rows(db, source_table or table, key, select=select)
     found = folded_rows(changelog, table, key, json_columns, pipeline)
     assert len(found) == len(expected), f"{table}: folded {len(found)} rows, source has {len(expected)}"
     for want, got in zip(expected, found, strict=True):

@@ -171,12 +171,12 @@ class ValueGuard:
             fixed = pc.if_else(pa.array(counted), rule.nearest(values), values)
             fixed = _nulled(fixed, outside & ~owner_live)
             details["values_clamped"] += int(counted.sum())
-        else:
+        else:  # null, or refuse with only deleted rows' values outside (dropped, not counted)
             fixed = _nulled(values, outside)
             details["values_nulled"] += int(counted.sum())
         if counted.any():
-            log.warning("%s: %d value(s) of %s.%s outside %s were %s", self.sink, int(counted.sum()), table, column,
-                        rule.expected, "clamped" if self.policy is OutOfRange.CLAMP else "written as NULL")
+            log.warning("%s: %d value(s) of %s.%s %s (expected %s)", self.sink, int(counted.sum()), table, column,
+                        "clamped" if self.policy is OutOfRange.CLAMP else "written as NULL", rule.expected)
         return _relisted(array, fixed) if is_list else fixed
 
     def _refusal(self, rule: ValueRule, values: pa.Array, bad: np.ndarray, table: str, column: str,

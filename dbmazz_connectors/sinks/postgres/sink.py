@@ -27,7 +27,6 @@ from .types import PostgresTypes, StagedColumn
 
 __all__ = ["PostgresSink", "copy_csv"]
 
-_STAGE = "__dbmazz_stage"
 _WORK = "__dbmazz_work"
 _CONTEXT_COLUMN = re.compile(r"column (\S+?):")
 
@@ -156,8 +155,6 @@ class PostgresSink(SqlSink):
 
         staged = self._staged_columns(rows, schema, state.table)
         staged.pop(OP_COLUMN), staged.pop(UNKNOWN_KEY)
-        if any(s.expr != "{}" for s in staged.values()):
-            return False
         columns = ", ".join(self.q(n) for n in staged)
         self.execute("SAVEPOINT dbmazz_direct")
         try:
@@ -180,17 +177,11 @@ class PostgresSink(SqlSink):
         return staged
 
     def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
-        """COPY the rows as CSV into a temp table, converting in SQL only where CSV text cannot carry the value."""
+        """COPY the rows as CSV into a temp table of native columns (every value has a CSV text COPY reads)."""
         staged = self._staged_columns(rows, schema, table)
-        direct = all(s.expr == "{}" for s in staged.values())
-        target = _WORK if direct else _STAGE
         cols = ", ".join(f"{self.q(n)} {s.staging_type}" for n, s in staged.items())
-        self.execute(f"CREATE TEMP TABLE {target} ({cols}) ON COMMIT DROP")
-        self._copy(target, pa.table({n: s.array for n, s in staged.items()}), table)
-        if not direct:
-            exprs = ", ".join(f"{s.expr.format(self.q(n))} AS {self.q(n)}" for n, s in staged.items())
-            self.execute(f"CREATE TEMP TABLE {_WORK} ON COMMIT DROP AS SELECT {exprs} FROM {_STAGE}")
-            self.execute(f"DROP TABLE {_STAGE}")
+        self.execute(f"CREATE TEMP TABLE {_WORK} ({cols}) ON COMMIT DROP")
+        self._copy(_WORK, pa.table({n: s.array for n, s in staged.items()}), table)
         return _WORK
 
     def _copy(self, target: str, data: pa.Table, table: str) -> None:

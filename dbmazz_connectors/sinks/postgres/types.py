@@ -59,12 +59,10 @@ _TEXT_MAX_US = 253_402_300_799_999_999  # 9999-12-31 23:59:59.999999
 
 @dataclass(frozen=True)
 class StagedColumn:
-    """One column as COPY receives it: the CSV-writable Arrow array, its staging type, and the SQL
-    that turns the staged value ``{}`` into the native one (``"{}"`` when they are the same)."""
+    """One column as COPY receives it: the CSV-writable Arrow array and its (native) staging type."""
 
     array: pa.Array | pa.ChunkedArray
     staging_type: str
-    expr: str = "{}"
 
 
 class PostgresTypes:

@@ -162,3 +162,27 @@ def test_unknown_values_of_every_type_keep_the_sinks_value(sink):
     assert result.details["unknown_values_missing"] == 0
     assert sink.query_rows(f"SELECT {shown} FROM types_current ORDER BY id") == before
     assert [r[0] for r in sink.query_rows("SELECT _dbmazz_version FROM types_current")] == [20] * 4
+
+
+def test_unknown_values_are_found_by_keys_of_every_kind(sink):
+    """The sink reads its current rows by key (sent as Arrow): uuid, Date32 at a limit, DateTime64 and text keys."""
+    from dbmazz_connectors.core import OP_INSERT, OP_UPDATE, Column, TableSchema
+    from dbmazz_connectors.core.types import DATE_NEG_INFINITY
+
+    from .._workload import rows_table
+
+    T = LogicalType.parse
+    schema = TableSchema("public", "keyed", (
+        Column("u", T("uuid"), False), Column("d", T("date"), False), Column("ts", T("timestamptz"), False),
+        Column("k", T("string"), False), Column("body", T("string")), Column("n", T("int32"))), ("u", "d", "ts", "k"))
+    keys = {"u": UUID, "d": None, "ts": None, "k": "ünï 'q'"}
+    rows = rows_table(schema, [(OP_INSERT, 5, {**keys, "body": "toasted", "n": 1}, None),
+                               (OP_UPDATE, 6, {**keys, "n": 2}, ["body"])])
+    rows = rows.set_column(1, "d", pa.array([DATE_NEG_INFINITY] * 2, pa.int32()).cast(pa.date32()))  # -> 0000-01-01
+    rows = rows.set_column(2, "ts", pa.array([-62_135_596_800_000_000] * 2, pa.int64()).cast(pa.timestamp("us", "UTC")))
+    first, second = rows.slice(0, 1), rows.slice(1, 1)
+    sink.write_batch(ChangeBatch("public.keyed", schema, [Rows(schema, first)]), BatchRef("p", "b1"))
+    result = sink.write_batch(ChangeBatch("public.keyed", schema, [Rows(schema, second)]), BatchRef("p", "b2"))
+    assert result.details["unknown_values_missing"] == 0
+    got = sink.query_rows("SELECT toString(u), toString(d), toString(ts), k, body, n FROM keyed_current")
+    assert got == [(UUID, "0000-01-01", "0001-01-01 00:00:00.000000", "ünï 'q'", "toasted", 2)]

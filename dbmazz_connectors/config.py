@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -34,7 +35,10 @@ from .core.errors import ConfigError
 from .core.schema import split_qualified
 from .snapshots import SnapshotSettings
 
-__all__ = ["PipelineConfig", "SnapshotConfig", "load_pipelines", "pipeline_from_env", "resolve_secrets"]
+__all__ = [
+    "PipelineConfig", "SnapshotConfig", "load_pipelines", "load_pipelines_each", "pipeline_from_env", "resolve_secrets",
+    "literal_passwords",
+]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -112,6 +116,23 @@ class PipelineConfig(BaseModel):
         return {**config, "pipeline": self.name}
 
 
+def literal_passwords(pipeline: PipelineConfig) -> list[str]:
+    """The connectors of ``pipeline`` (``source``, ``sink <name>``) whose config holds a password in clear
+    rather than a reference to the environment (``password_env: VAR`` or ``${VAR}`` in the url)."""
+    configs = [("source", pipeline.source), *((f"sink {n}", c) for n, c in pipeline.sinks.items())]
+    return [label for label, config in configs if _literal_password(config)]
+
+
+def _literal_password(config: Mapping[str, Any]) -> bool:
+    password = config.get("password")
+    if password is None and config.get("url"):
+        try:
+            password = urlsplit(str(config["url"])).password
+        except ValueError:
+            return False  # an unparsable url: its connector reports it
+    return bool(password) and not _ENV_REF.fullmatch(str(password))
+
+
 def resolve_secrets(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Replace ``<key>_env: VAR`` by ``<key>: $VAR`` and ``${VAR}`` inside strings; a missing variable is an error."""
     environ = os.environ if environ is None else environ
@@ -144,8 +165,7 @@ def _validate(name: str, body: Mapping[str, Any]) -> PipelineConfig:
         raise ConfigError(f"pipeline {name!r} is invalid: {exc}") from None
 
 
-def load_pipelines(path: str) -> dict[str, PipelineConfig]:
-    """Read and validate ``pipelines.yaml``."""
+def _read_pipelines(path: str) -> dict[str, Any]:
     try:
         with open(path) as fh:
             document = yaml.safe_load(fh) or {}
@@ -156,7 +176,26 @@ def load_pipelines(path: str) -> dict[str, PipelineConfig]:
     pipelines = document.get("pipelines") if isinstance(document, dict) else None
     if not isinstance(pipelines, dict) or not pipelines:
         raise ConfigError(f"expected a 'pipelines:' mapping in {path}, found none")
-    return {name: _validate(name, body or {}) for name, body in pipelines.items()}
+    return pipelines
+
+
+def load_pipelines(path: str) -> dict[str, PipelineConfig]:
+    """Read and validate ``pipelines.yaml``; the first invalid pipeline raises its ``ConfigError``."""
+    return {str(name): _validate(str(name), body or {}) for name, body in _read_pipelines(path).items()}
+
+
+def load_pipelines_each(path: str) -> dict[str, PipelineConfig | ConfigError]:
+    """Read ``pipelines.yaml``, validating each pipeline on its own: an invalid one maps to its error.
+
+    For a host of several pipelines (Dagster), where one broken pipeline must not take the others
+    down; an unreadable file still raises."""
+    found: dict[str, PipelineConfig | ConfigError] = {}
+    for name, body in _read_pipelines(path).items():
+        try:
+            found[str(name)] = _validate(str(name), body if isinstance(body, dict) else {})
+        except ConfigError as exc:
+            found[str(name)] = exc
+    return found
 
 
 def pipeline_from_env(environ: Mapping[str, str] | None = None) -> PipelineConfig | None:

@@ -8,12 +8,20 @@ import dagster as dg
 
 from dbmazz_connectors.changelog import BatchManifest, ChangeLog
 from dbmazz_connectors.config import PipelineConfig
-from dbmazz_connectors.core import ChangeLogError, Lsn, TableChangedError, position_from_dict
+from dbmazz_connectors.core import (
+    ChangeLogError,
+    Lsn,
+    SinkError,
+    TableChangedError,
+    TransientError,
+    position_from_dict,
+)
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import capture_snapshot_batch, is_snapshot_batch
 
 from .naming import (
     KIND_TAG,
+    TABLE_METADATA,
     batch_partitions,
     changes_key,
     resource_key,
@@ -22,6 +30,7 @@ from .naming import (
     sink_kind,
     source_key,
     source_kind,
+    table_identifier,
 )
 from .snapshot_batches import snapshot_metadata
 
@@ -36,7 +45,7 @@ def build_source_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
             description=f"source table {table} ({kind})",
             kinds={kind},
             group_name=pipeline.name,
-            metadata={"dbmazz/table": table},
+            metadata={TABLE_METADATA: table},
         )
         for table in pipeline.tables
     ]
@@ -144,22 +153,23 @@ def _capture_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineConfi
 def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinition:
     key = resource_key(pipeline.name)
     kind = sink_kind(pipeline, sink)
-    specs = [
-        dg.AssetSpec(
-            sink_key(pipeline.name, sink, table),
-            deps=[changes_key(pipeline.name)],
+    outs = {
+        table_identifier(table): dg.AssetOut(
+            key=sink_key(pipeline.name, sink, table),
             kinds={kind},
             group_name=pipeline.name,
             description=f"{table} replicated into sink {sink} ({kind})",
-            partitions_def=batch_partitions(pipeline.name),
-            skippable=True,
+            metadata={TABLE_METADATA: table},
+            is_required=False,
         )
         for table in pipeline.tables
-    ]
+    }
+    tables = {sink_key(pipeline.name, sink, table): table for table in pipeline.tables}
 
     @dg.multi_asset(
         name=f"{pipeline.name}__{sink}__apply",
-        specs=specs,
+        outs=outs,
+        deps=[changes_key(pipeline.name)],
         can_subset=True,
         partitions_def=batch_partitions(pipeline.name),
         required_resource_keys={key},
@@ -174,21 +184,48 @@ def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinitio
                 f"batch {batch_id} is not in the change log (never captured, or pruned by retention); "
                 f"re-sync the table instead of re-applying this batch"
             )
+        selected = sorted(tables[k] for k in context.selected_asset_keys)
         target = resource.sink(sink)
+        failed: dict[str, Exception] = {}
         try:
-            for asset_key in sorted(context.selected_asset_keys, key=lambda k: k.path[-1]):
-                table = asset_key.path[-1]
-                if table not in manifest.tables:
-                    metadata = {"dbmazz/batch": batch_id, "rows_written": 0, **_kind_metadata(manifest)}
-                    yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
+            for table in selected:
+                try:
+                    metadata = _apply_table(changelog, target, pipeline.name, manifest, table)
+                except TransientError:
+                    raise  # the sink itself is gone: every other table would fail the same way; retried whole
+                except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
+                    failed[table] = exc
+                    context.log.error(f"sink {sink}: table {table} failed to apply batch {batch_id}: {exc}")
                     continue
-                result = apply_batch(changelog, target, pipeline.name, batch_id, tables=[table])[table]
-                metadata = _apply_metadata(batch_id, result, manifest.tables[table])
-                yield dg.MaterializeResult(asset_key=asset_key, metadata={**metadata, **_kind_metadata(manifest)})
+                yield dg.MaterializeResult(asset_key=sink_key(pipeline.name, sink, table), metadata=metadata)
         finally:
             target.disconnect()
+        if failed:
+            raise _tables_failed(sink, batch_id, selected, failed)
 
     return apply
+
+
+def _apply_table(changelog: ChangeLog, target, pipeline: str, manifest: BatchManifest, table: str) -> dict:
+    """Apply one table's changes of the batch to the sink; its materialization metadata."""
+    if table not in manifest.tables:
+        return {"dbmazz/batch": manifest.batch_id, "rows_written": 0, TABLE_METADATA: table, **_kind_metadata(manifest)}
+    result = apply_batch(changelog, target, pipeline, manifest.batch_id, tables=[table])[table]
+    metadata = _apply_metadata(manifest.batch_id, result, manifest.tables[table])
+    return {**metadata, TABLE_METADATA: table, **_kind_metadata(manifest)}
+
+
+def _tables_failed(sink: str, batch_id: str, selected: list[str], failed: dict[str, Exception]) -> SinkError:
+    """One error naming every table that failed and why; the other tables of the batch were applied."""
+    reasons = "; ".join(f"{table}: {type(exc).__name__}: {exc}" for table, exc in failed.items())
+    applied = len(selected) - len(failed)
+    error = SinkError(
+        f"sink {sink}: {len(failed)} of {len(selected)} tables failed to apply batch {batch_id} ({reasons}); "
+        f"the other {applied} were applied",
+        hint="fix the cause named for each table, then re-run this partition (applied tables are skipped)",
+    )
+    error.__cause__ = next(iter(failed.values()))
+    return error
 
 
 def _kind_metadata(manifest: BatchManifest) -> dict[str, object]:

@@ -7,7 +7,7 @@ import dagster as dg
 
 from dbmazz_connectors.config import PipelineConfig
 
-from .naming import changes_key, resource_key, sink_key
+from .naming import TABLE_METADATA, changes_key, resource_key, sink_key, table_identifier
 from .snapshot_batches import load_progress
 
 __all__ = ["build_sink_checks"]
@@ -89,13 +89,14 @@ def build_sink_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefinition
 
 
 def _make_check(pipeline, sink, table, asset, name, body, description):
-    @dg.asset_check(
-        asset=asset,
-        name=name,
-        description=description,
+    # an explicit op name: Dagster's default is built from the asset key, which two tables may share once
+    # cleaned (public.a_b, public_a.b) and which is not a valid name for a table with a space
+    @dg.multi_asset_check(
+        specs=[dg.AssetCheckSpec(name, asset=asset, description=description, metadata={TABLE_METADATA: table})],
+        name=f"{pipeline.name}__{sink}__{table_identifier(table)}__{name}",
         required_resource_keys={resource_key(pipeline.name)},
     )
-    def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return body(context, pipeline, sink, table)
+    def _check(context: dg.AssetCheckExecutionContext):
+        yield body(context, pipeline, sink, table)
 
     return _check

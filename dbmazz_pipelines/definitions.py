@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import dagster as dg
 
-from dbmazz_connectors.config import PipelineConfig, load_pipelines, pipeline_from_env
+from dbmazz_connectors.config import PipelineConfig, load_pipelines_each, pipeline_from_env
 from dbmazz_connectors.core import ConfigError
+from dbmazz_connectors.core.registry import SCHEMES, sink_class, source_class
 
 from .assets import build_changes_asset, build_sink_assets, build_source_specs
 from .checks import build_sink_checks
-from .naming import PIPELINE_TAG, changes_key, job_name, resource_key, sink_key
+from .naming import (
+    PIPELINE_TAG,
+    changes_key,
+    check_table_keys,
+    job_name,
+    resource_key,
+    safe_name,
+    sensor_name,
+    sink_key,
+)
 from .resources import DbmazzPipelineResource
 from .resync import build_resync_job
 from .sensors import build_capture_sensor
 
 __all__ = ["build_definitions", "load_pipeline_configs", "defs"]
 
+_log = logging.getLogger("dbmazz")
 
-def load_pipeline_configs() -> dict[str, PipelineConfig]:
-    """Pipelines from ``$DBMAZZ_PIPELINES`` (a pipelines.yaml), else ``./pipelines.yaml``, else ``SOURCE_URL``/``SINK_URL``/``TABLES``."""
+
+def load_pipeline_configs() -> dict[str, PipelineConfig | ConfigError]:
+    """Pipelines from ``$DBMAZZ_PIPELINES`` (a pipelines.yaml), else ``./pipelines.yaml``, else ``SOURCE_URL``/``SINK_URL``/``TABLES``.
+
+    A pipeline whose configuration is invalid maps to its error (see ``build_definitions``)."""
     path = os.environ.get("DBMAZZ_PIPELINES")
     if path:
-        return load_pipelines(path)
+        return load_pipelines_each(path)
     if os.path.exists("pipelines.yaml"):
-        return load_pipelines("pipelines.yaml")
+        return load_pipelines_each("pipelines.yaml")
     single = pipeline_from_env()
     if single is not None:
         return {single.name: single}
@@ -63,19 +81,81 @@ def _pipeline_objects(pipeline: PipelineConfig):
     return assets, [job, checks_job, build_resync_job(pipeline)], schedule, build_capture_sensor(pipeline, job), build_sink_checks(pipeline)
 
 
-def build_definitions(pipelines: dict[str, PipelineConfig]) -> dg.Definitions:
-    assets, jobs, schedules, sensors, checks, resources = [], [], [], [], [], {}
-    for pipeline in pipelines.values():
-        pipeline_assets, pipeline_jobs, schedule, sensor, pipeline_checks = _pipeline_objects(pipeline)
-        assets += pipeline_assets
-        jobs += pipeline_jobs
-        schedules.append(schedule)
-        sensors.append(sensor)
-        checks += pipeline_checks
-        resources[resource_key(pipeline.name)] = DbmazzPipelineResource.for_pipeline(pipeline)
-    return dg.Definitions(
-        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, asset_checks=checks, resources=resources
-    )
+@dataclass
+class _Objects:
+    """Everything Dagster holds for the pipelines of one code location."""
+
+    assets: list = field(default_factory=list)
+    jobs: list = field(default_factory=list)
+    schedules: list = field(default_factory=list)
+    sensors: list = field(default_factory=list)
+    checks: list = field(default_factory=list)
+    resources: dict = field(default_factory=dict)
+
+    def add(self, other: _Objects) -> None:
+        for name in ("assets", "jobs", "schedules", "sensors", "checks"):
+            getattr(self, name).extend(getattr(other, name))
+        self.resources.update(other.resources)
+
+    def definitions(self) -> dg.Definitions:
+        return dg.Definitions(assets=self.assets, jobs=self.jobs, schedules=self.schedules, sensors=self.sensors,
+                              asset_checks=self.checks, resources=self.resources)
+
+
+def _validated_objects(pipeline: PipelineConfig) -> _Objects:
+    """The pipeline's objects, loaded by Dagster on their own: any error here is this pipeline's alone."""
+    for label, config in [("source", pipeline.source), *((f"sink {n}", c) for n, c in pipeline.sinks.items())]:
+        _check_connector(pipeline.name, label, config)
+    check_table_keys(list(pipeline.tables))
+    assets, jobs, schedule, sensor, checks = _pipeline_objects(pipeline)
+    objects = _Objects(assets, jobs, [schedule], [sensor], checks,
+                       {resource_key(pipeline.name): DbmazzPipelineResource.for_pipeline(pipeline)})
+    objects.definitions().get_repository_def()  # Dagster's own validation (names, keys, jobs), for this pipeline
+    return objects
+
+
+def _check_connector(pipeline: str, label: str, config: dict) -> None:
+    """The connector type is known (a misspelt url scheme is found at load, not at the first tick)."""
+    kind = "source" if label == "source" else "sink"
+    name = config.get("type")
+    if name is None:
+        scheme = urlsplit(str(config.get("url", ""))).scheme.split("+")[0].lower()
+        name = SCHEMES.get(scheme) if scheme else (label.split(" ", 1)[1] if kind == "sink" else None)
+        if name is None:
+            raise ConfigError(f"pipeline {pipeline}: expected a 'type' or a url with a known scheme "
+                              f"({', '.join(sorted(SCHEMES))}) for the {label}, got {scheme or 'neither'!r}")
+    (source_class if kind == "source" else sink_class)(str(name))  # UnknownConnectorError names the known ones
+
+
+def _broken_pipeline(name: str, error: Exception) -> _Objects:
+    """A pipeline that cannot load: its capture sensor fails every tick with the error, and an asset
+    ``<name>/configuration`` describes it; the other pipelines of the code location load as usual."""
+    safe = safe_name(name)
+    message = f"pipeline {name} is not loaded: {type(error).__name__}: {error}"
+    _log.error(message)
+
+    @dg.sensor(name=sensor_name(safe), default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
+               description=f"pipeline {name} could not be loaded; this sensor fails with the reason until it is fixed")
+    def broken(context: dg.SensorEvaluationContext):
+        raise ConfigError(message, hint="fix the pipeline's configuration and reload the code location")
+
+    spec = dg.AssetSpec(dg.AssetKey([safe, "configuration"]), group_name=safe, description=message,
+                        metadata={"dbmazz/error": message, PIPELINE_TAG: name})
+    return _Objects(assets=[spec], sensors=[broken])
+
+
+def build_definitions(pipelines: Mapping[str, PipelineConfig | Exception]) -> dg.Definitions:
+    """Dagster definitions of every pipeline. A pipeline given as an error, or whose objects fail to build
+    or to validate, becomes a failing sensor and an asset describing the error; the others still load."""
+    objects = _Objects()
+    for name, pipeline in pipelines.items():
+        try:
+            if isinstance(pipeline, Exception):
+                raise pipeline
+            objects.add(_validated_objects(pipeline))
+        except Exception as exc:  # noqa: BLE001 - one broken pipeline must not take the code location down
+            objects.add(_broken_pipeline(name, exc))
+    return objects.definitions()
 
 
 @dg.definitions

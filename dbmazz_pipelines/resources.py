@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from dbmazz_connectors.changelog import ChangeLog
-from dbmazz_connectors.config import PipelineConfig
+from dbmazz_connectors.config import PipelineConfig, literal_passwords
 from dbmazz_connectors.core import ConfigError, Sink, Source, create_sink, create_source
 
 __all__ = ["DbmazzPipelineResource"]
@@ -43,17 +42,11 @@ class DbmazzPipelineResource(ConfigurableResource):
     @classmethod
     def for_pipeline(cls, pipeline: PipelineConfig) -> DbmazzPipelineResource:
         """The resource for ``pipeline``; refuses literal passwords, which Dagster would store and show."""
-        for label, config in [("source", pipeline.source), *((f"sink {n}", c) for n, c in pipeline.sinks.items())]:
-            if _literal_password(config):
-                raise ConfigError(
-                    f"pipeline {pipeline.name}: the {label} config holds a password in clear; Dagster would store it",
-                    hint="reference it from the environment: password_env: VAR, or ${VAR} inside the url",
-                )
+        labels = literal_passwords(pipeline)
+        if labels:
+            raise ConfigError(
+                f"pipeline {pipeline.name}: the {' and '.join(labels)} config holds a password in clear; "
+                "Dagster would store it",
+                hint="reference it from the environment: password_env: VAR, or ${VAR} inside the url",
+            )
         return cls(pipeline_json=pipeline.model_dump_json())
-
-
-def _literal_password(config: dict) -> bool:
-    password = config.get("password")
-    if password is None and config.get("url"):
-        password = urlsplit(str(config["url"])).password
-    return bool(password) and not str(password).startswith("${")

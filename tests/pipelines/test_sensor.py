@@ -59,8 +59,12 @@ def test_a_password_written_in_the_config_is_refused(tmp_path):
 
     leaky = PipelineConfig(name="p", source={"url": "postgresql://cap:hunter2@db/shop"}, tables=["public.t"],
                            sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}})
-    with pytest.raises(ConfigError, match="holds a password in clear") as error:
-        build_definitions({"p": leaky})
+    defs = build_definitions({"p": leaky})  # the pipeline is not loaded; its sensor fails with the reason
+    assert "dbmazz_p" not in (defs.resources or {}) and not defs.get_repository_def().has_job("p_batch")
+    sensor = defs.get_repository_def().get_sensor_def("p_capture")
+    with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance) as context:
+        with pytest.raises(ConfigError, match="holds a password in clear") as error:
+            sensor.evaluate_tick(context)
     assert "hunter2" not in str(error.value)
     safe = leaky.model_copy(update={"source": {"url": "postgresql://cap:${SHOP_PW}@db/shop"}})
     stored = build_definitions({"p": safe}).resources["dbmazz_p"].pipeline_json

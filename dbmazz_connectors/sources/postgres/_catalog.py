@@ -31,6 +31,9 @@ class TableInfo:
     primary_key: tuple[str, ...]
     generated: tuple[str, ...] = ()  # stored generated columns: PostgreSQL 15 does not publish them
     kind: str = "r"  # relkind: r table, p partitioned table
+    # columns with a default (or an identity): one that appears (ADD COLUMN ... DEFAULT) filled the rows that
+    # existed before it, in the source only (no change in the WAL)
+    defaulted: tuple[str, ...] = ()
 
 
 _TABLE_SQL = """
@@ -46,7 +49,9 @@ SELECT c.oid, pg_get_userbyid(c.relowner), c.relreplident,
         WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY k.n),
   ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
         AND NOT a.attisdropped AND a.attgenerated <> '' ORDER BY a.attnum),
-  c.relkind::text
+  c.relkind::text,
+  ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        AND a.attgenerated = '' AND (a.atthasdef OR a.attidentity <> '') ORDER BY a.attnum)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
 """
@@ -79,9 +84,9 @@ class Catalog:
         row = self._conn.execute(_TABLE_SQL, split_table(qualified)).fetchone()
         if row is None:
             return None
-        oid, owner, replident, names, oids, typmods, pk, generated, kind = row
+        oid, owner, replident, names, oids, typmods, pk, generated, kind, defaulted = row
         return TableInfo(qualified, oid, owner, replident, tuple(zip(names, oids, typmods, strict=True)), tuple(pk),
-                         tuple(generated), kind)
+                         tuple(generated), kind, tuple(defaulted))
 
     def schema_of(self, info: TableInfo) -> TableSchema:
         """The table's schema now; raises MissingPrimaryKeyError / UnmappableTypeError."""

@@ -224,11 +224,25 @@ class PostgresSource:
 
     # table identity (a table dropped and re-created must not be captured as silent zero rows)
     def table_identities(self) -> dict[str, str | None]:
-        """Each configured table's relation id now (None: the table does not exist)."""
+        """Each configured table's relation id now (None: the table does not exist), and its replicated columns
+        that have a default.
+
+        ``ADD COLUMN ... DEFAULT`` fills the rows that existed before it in the source without a change in the
+        WAL: a column with a default that appears changes the identity, so capture stops and asks for a re-sync
+        of the table, which copies the filled values. (Defaults survive table rewrites, unlike
+        ``pg_attribute.atthasmissing``: a VACUUM FULL changes nothing here. ``SET``/``DROP DEFAULT`` on an
+        existing column does, and costs a re-sync that was not strictly needed.)
+        """
         identities: dict[str, str | None] = {}
         for qualified in self.config.tables:
             info = self.catalog.table(qualified)
-            identities[qualified] = f"oid {info.oid}" if info is not None else None
+            if info is None:
+                identities[qualified] = None
+                continue
+            excluded = self.config.selection(qualified).exclude
+            defaulted = [c for c in info.defaulted if c not in excluded]
+            identities[qualified] = f"oid {info.oid}" + (
+                f"; columns with a default: {', '.join(defaulted)}" if defaulted else "")
         return identities
 
     def _check_published(self) -> None:

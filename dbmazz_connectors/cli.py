@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PipelineConfig, load_pipelines
+from .config import PipelineConfig, literal_passwords, load_pipelines
 from .core.errors import DbmazzError, Problem
 from .core.registry import create_sink, create_source
 
 
 def check_pipeline(pipeline: PipelineConfig) -> list[tuple[str, Problem]]:
-    """Preflight of the pipeline's source and every sink; returns (component, problem) pairs."""
-    found: list[tuple[str, Problem]] = []
+    """Preflight of the pipeline's source and every sink; returns (component, problem) pairs.
+
+    A password written in the file is a problem too: the Dagster definitions refuse to load it."""
+    found: list[tuple[str, Problem]] = [
+        (label, Problem("config", f"expected the {label}'s password from the environment, found it written in the file",
+                        "replace it by password_env: VAR, or ${VAR} inside the url, and export VAR"))
+        for label in literal_passwords(pipeline)
+    ]
     components = [("source", lambda: create_source(pipeline.source_config()))]
     components += [(f"sink {name}", lambda name=name: create_sink(pipeline.sink_config(name))) for name in pipeline.sinks]
     for label, build in components:

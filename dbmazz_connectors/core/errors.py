@@ -27,10 +27,21 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secre
 _KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*[=:]\s*)(?P<secret>'[^']*'|\"[^\"]*\"|\S+)", re.I)
 
 
+# the server's own words, not a secret: MySQL's "Access denied for user 'u'@'h' (using password: YES)"
+_SERVER_PHRASE = re.compile(r"using password: (?:YES|NO)\)", re.I)
+
+
+def _redact_pair(match: re.Match) -> str:
+    if _SERVER_PHRASE.match(match.string, match.start() - len("using "), match.end() + 1):
+        return match.group(0)
+    return f"{match.group('key')}***"
+
+
 def redact(text: str) -> str:
-    """Return ``text`` with passwords in URLs and ``password=...`` pairs replaced by ``***``."""
+    """Return ``text`` with passwords in URLs and ``password=...`` pairs replaced by ``***``
+    (MySQL's ``(using password: YES)``, which says whether one was sent, is kept)."""
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}***@", text)
-    return _KV_PASSWORD.sub(lambda m: f"{m.group('key')}***", text)
+    return _KV_PASSWORD.sub(_redact_pair, text)
 
 
 class DbmazzError(Exception):

@@ -1,16 +1,36 @@
-"""Every requirement of the binlog source, checked without changing anything; each problem has its fix."""
+"""Every requirement of the binlog source, checked without changing anything; each problem has its fix.
+
+A fix is one statement an administrator can run as printed (names quoted for any identifier: a
+hyphenated database, a backtick or a quote in a name), followed at most by a ``--`` comment.
+"""
 
 from __future__ import annotations
 
 import pymysql
 
 from ...core.errors import MissingPrimaryKeyError, Problem, UnmappableTypeError
+from ._keys import quote
 from ._schema import load_table_info, schema_from_info
 from .config import MySqlConfig
 
 __all__ = ["run_preflight"]
 
-_SET = "SET GLOBAL {name} = {value}; and set {name}={value} in the server's config file ([mysqld]) so it survives"
+_SET = "SET GLOBAL {name} = {value} -- and {name}={value} under [mysqld] in the server's config file, to survive a restart"
+
+
+def _string(text: str) -> str:
+    """A MySQL string literal that reads the same with or without NO_BACKSLASH_ESCAPES (quotes doubled)."""
+    if "\\" in text:
+        return "0x" + text.encode().hex()  # a hex literal: no escaping rule applies
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _account(conn: pymysql.Connection, config: MySqlConfig) -> str:
+    """The connected account as a GRANT names it: ``'user'@'host'`` with the host it was matched by."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT CURRENT_USER()")
+        user, _, host = str(cur.fetchone()[0]).rpartition("@")
+    return f"{_string(user or config.user)}@{_string(host or '%')}"
 
 
 def _variables(conn: pymysql.Connection) -> dict[str, str]:
@@ -78,7 +98,7 @@ def _grants(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
         return []
     needed = {"REPLICATION SLAVE": ("REPLICATION SLAVE",),
               "REPLICATION CLIENT": ("REPLICATION CLIENT", "BINLOG MONITOR", "SUPER")}
-    who = f"'{config.user}'@'%'"
+    who = _account(conn, config)
     return [Problem("privileges", f"expected the {name} privilege for {config.user}, found none",
                     f"GRANT {name} ON *.* TO {who}") for name, names in needed.items()
             if not any(n in grants for n in names)]
@@ -93,11 +113,12 @@ def _snapshot_grants(conn: pymysql.Connection, config: MySqlConfig, mariadb: boo
         grants = [r[0].upper().replace('"', "`") for r in cur.fetchall()]
     problems = []
     for database in sorted({t.split(".", 1)[0] for t in config.tables}):
-        scopes = ("ON *.*", f"ON `{database.upper().replace('`', '``')}`.*")
+        escaped = database.replace("_", "\\_")  # SHOW GRANTS keeps a grant's LIKE escapes (t\_db)
+        scopes = ("ON *.*", f"ON {quote(database).upper()}.*", f"ON {quote(escaped).upper()}.*")
         if not any(("LOCK TABLES" in g or "ALL PRIVILEGES" in g) and any(s in g for s in scopes) for g in grants):
             problems.append(Problem("privileges", f"expected the LOCK TABLES privilege on {database} for {config.user} "
                                     "(consistent snapshots on MySQL), found none",
-                                    f"GRANT LOCK TABLES ON `{database}`.* TO '{config.user}'@'%'"))
+                                    f"GRANT LOCK TABLES ON {quote(database)}.* TO {_account(conn, config)}"))
     return problems
 
 
@@ -105,10 +126,11 @@ def _tables(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
     problems = []
     infos = load_table_info(conn, config.tables)
     for table in config.tables:
-        database, name = table.split(".", 1)
+        database = table.split(".", 1)[0]
         if table not in infos:
-            problems.append(Problem("tables", f"expected table {table} to exist and be readable, found none",
-                                    f"CREATE TABLE {table} ...; GRANT SELECT ON `{database}`.* TO '{config.user}'@'%'"))
+            problems.append(Problem("tables", f"expected table {table} to exist and be readable by {config.user}, "
+                                    "found none (create it if it does not exist)",
+                                    f"GRANT SELECT ON {quote(database)}.* TO {_account(conn, config)}"))
             continue
         try:
             schema_from_info(infos[table])

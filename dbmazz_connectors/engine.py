@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from .changelog import BatchManifest, ChangeLog
 from .core.batch import Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
-from .core.errors import ChangeLogError, PreflightError, TableChangedError
+from .core.errors import ChangeLogError, DbmazzError, PreflightError, TableChangedError
 from .core.positions import BinlogPosition, Lsn, position_from_dict
 from .core.protocols import BatchRef, Sink, Source, WriteResult
 from .core.schema import VERSION_COLUMN, TableSchema
@@ -135,16 +135,30 @@ def check_table_identities(source: Source, changelog: ChangeLog, pipeline: str, 
 def apply_batch(
     changelog: ChangeLog, sink: Sink, pipeline: str, batch_id: str, tables: Iterable[str] | None = None
 ) -> dict[str, WriteResult]:
-    """Apply one complete batch (all its tables, or ``tables``) to a connected sink, exactly once."""
+    """Apply one complete batch (all its tables, or ``tables``) to a connected sink, exactly once per table.
+
+    One table's failure does not keep the others from being applied: every table is tried, then the first
+    failure is raised (naming its table; the others' are attached as notes). A re-run applies only what failed.
+    """
     manifest = changelog.manifest(pipeline, batch_id)
     if manifest is None:
         raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is not in the change log {changelog.root}")
     ref = BatchRef(pipeline, batch_id)
-    results = {}
+    results: dict[str, WriteResult] = {}
+    failures: list[tuple[str, DbmazzError]] = []
     for table in tables if tables is not None else sorted(manifest.tables):
-        batch = changelog.read_batch(pipeline, batch_id, table)
-        sink.create_table(batch.schema)
-        results[table] = sink.write_batch(batch, ref)
+        try:
+            batch = changelog.read_batch(pipeline, batch_id, table)
+            sink.create_table(batch.schema)
+            results[table] = sink.write_batch(batch, ref)
+        except DbmazzError as exc:
+            failures.append((table, exc))
+    if failures:
+        table, first = failures[0]
+        first.add_note(f"while applying {table} of batch {batch_id}; applied: {', '.join(results) or 'none'}")
+        for other, exc in failures[1:]:
+            first.add_note(f"{other} failed too: {exc}")
+        raise first
     return results
 
 

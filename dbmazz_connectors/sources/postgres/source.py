@@ -251,7 +251,16 @@ class PostgresSource:
         published = {r[0] for r in self.conn.execute(
             "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
             (self.config.publication,))}
+        via_root = self.conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s",
+                                     (self.config.publication,)).fetchone()
         for table in self.config.tables:
+            if via_root == (False,) and getattr(self.catalog.table(table), "kind", "") == "p":  # as partitions'
+                fix = sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(
+                    sql.Identifier(self.config.publication)).as_string(self.conn)
+                raise SourceError(f"expected publication {self.config.publication} to publish partitioned table "
+                                  f"{table} via its root, it publishes its partitions (their changes are not the "
+                                  "root's)", hint=f"as the publication's owner: {fix}; then re-sync the table (changes "
+                                  "made meanwhile were published as the partitions')")
             if table not in published:
                 schema, name = table.split(".", 1)
                 add = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(

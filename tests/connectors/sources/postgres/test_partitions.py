@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dbmazz_connectors.core import create_sink
+from dbmazz_connectors.core.errors import SourceError
 from dbmazz_connectors.engine import apply_batch
 from dbmazz_connectors.snapshots import SnapshotSettings, plan_snapshot, run_snapshot
 
-from ._pg import assert_folded_equals_source, capture, source_rows
+from ._pg import assert_folded_equals_source, capture, folded_rows, source_rows
 
 TABLE = "public.events"
 DDL = """
@@ -80,8 +83,7 @@ def test_publication_listing_partitions_is_refused_with_a_fix_then_replicates(pg
 def test_setup_creates_a_publication_via_the_root(pg_db, capture_role, changelog, tmp_path):
     with pg_db.connect() as conn:
         conn.execute(DDL)
-        for table in ("events", "events_2024", "events_2025"):
-            conn.execute(f"ALTER TABLE {table} OWNER TO {capture_role.name}")
+        conn.execute(f"ALTER TABLE events OWNER TO {capture_role.name}")  # the root only, not its partitions
         conn.execute(f'GRANT CREATE ON DATABASE "{pg_db.name}" TO {capture_role.name}')
     source = capture_role.source([TABLE])
     assert source.preflight() == []
@@ -92,3 +94,27 @@ def test_setup_creates_a_publication_via_the_root(pg_db, capture_role, changelog
     assert published == [("events",)]
     _replicate(pg_db, source, changelog, tmp_path)
 
+
+
+def test_capture_refuses_a_publication_switched_back_to_partitions(pg_db, capture_role, changelog):
+    with pg_db.connect() as conn:
+        conn.execute(DDL)
+    capture_role.grant([TABLE])
+    with pg_db.connect() as conn:
+        conn.execute("ALTER PUBLICATION dbmazz_p1 SET (publish_via_partition_root = true)")
+    source = capture_role.source([TABLE])
+    source.setup()
+    with pg_db.connect() as conn:
+        conn.execute("ALTER PUBLICATION dbmazz_p1 SET (publish_via_partition_root = false); "
+                     "UPDATE events SET note = 'lost?' WHERE id < 10")
+    with pytest.raises(SourceError) as caught:  # not silently nothing: the changes would come as the partitions'
+        capture(source, changelog)
+    assert "publish partitioned table public.events via its root" in caught.value.message
+    fix, then = caught.value.hint.split(": ", 1)[1].split("; ")
+    assert then.startswith("then re-sync the table")
+    with pg_db.connect() as conn:
+        conn.execute(fix)
+    capture(source, changelog)
+    run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", [TABLE], reason="re-sync"))
+    assert assert_folded_equals_source(pg_db, changelog, TABLE, key="id, at") == 600
+    assert [r["note"] for r in folded_rows(changelog, TABLE, key="id, at")[:9]] == ["lost?"] * 9

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -105,8 +105,8 @@ class Sink(Protocol):
 
     def connect(self) -> None: ...
 
-    def preflight(self) -> list[Problem]:
-        """Reachability and DDL rights; an empty list means ready."""
+    def preflight(self, tables: Sequence[str] = ()) -> list[Problem]:
+        """Reachability and DDL rights (for the sink tables of source ``tables``, where given); empty means ready."""
 
     def capabilities(self) -> SinkCapabilities: ...
 

@@ -17,7 +17,7 @@ version column), on equal versions the later insert.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -66,7 +66,8 @@ class ClickHouseSink(ClickHouseClient):
         for ddl in META_TABLES_DDL:
             self.command(ddl)
 
-    def preflight(self) -> list[Problem]:
+    def preflight(self, tables: Sequence[str] = ()) -> list[Problem]:
+        """Reachability, credentials, database and DDL rights (every table goes to one database)."""
         return self.check_access()
 
     # ---- tables

@@ -120,7 +120,8 @@ class DuckDbSink(SqlSink):
             self.con = None
         self._states.clear()
 
-    def preflight(self) -> list[Problem]:
+    def preflight(self, tables: Sequence[str] = ()) -> list[Problem]:
+        """Open the file and write to it (a file has no per-schema rights: ``tables`` changes nothing)."""
         try:
             if self.con is None:
                 self.connect()

@@ -21,7 +21,7 @@ from ...core.errors import (
 )
 from ...core.protocols import LoadingModel, SinkCapabilities
 from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, VERSION_COLUMN, TableSchema
-from .._sql_sink import UNKNOWN_KEY, SqlSink, TableState
+from .._sql_sink import META_SCHEMA, UNKNOWN_KEY, SqlSink, TableState
 from .config import PostgresSinkConfig
 from .types import PostgresTypes, StagedColumn
 
@@ -84,22 +84,36 @@ class PostgresSink(SqlSink):
             self.conn = None
         self._states.clear()
 
-    def preflight(self) -> list[Problem]:
-        """Reachability, login, the metadata schema, and the right to create target schemas and tables."""
+    def preflight(self, tables: Sequence[str] = ()) -> list[Problem]:
+        """Reachability, login, and the right to create the metadata schema and the target tables.
+
+        A target schema that exists needs CREATE on it (PostgreSQL 15 no longer grants CREATE on ``public``
+        to everyone), one that does not needs CREATE on the database; so does ``_dbmazz`` where missing.
+        """
         try:
             if self.conn is None:
                 self.connect()
         except DbmazzError as exc:
             return [Problem("postgres.connect", exc.message, exc.hint)]
-        (can_create_schema,) = self.fetchall("SELECT has_database_privilege(current_database(), 'CREATE')")[0]
-        schema = self.schema_override
-        if can_create_schema or (schema and self.fetchall(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s AND has_schema_privilege(oid, 'CREATE')", (schema,))):
-            return []
-        where = f"schema {schema}" if schema else f"database {self.config.dbname}"
-        fix = (f"GRANT CREATE ON SCHEMA {schema} TO {self.config.user}" if schema
-               else f"GRANT CREATE ON DATABASE {self.config.dbname} TO {self.config.user}")
-        return [Problem("postgres.privileges", f"{self.config.user} may not create tables in {where}", fix)]
+        schemas = {META_SCHEMA} | ({self.schema_override} if self.schema_override else {t.partition(".")[0]
+                                                                                         for t in tables})
+        problems = []
+        user = self.q(self.config.user)
+        if not tables and not self.schema_override:
+            schemas.add("")  # target schemas unknown: they may have to be created, which needs CREATE on the database
+        for schema in sorted(schemas):
+            exists, may_create = (False, False) if not schema else self.fetchall(
+                "SELECT count(*) > 0, coalesce(bool_and(has_schema_privilege(oid, 'CREATE') AND "
+                "has_schema_privilege(oid, 'USAGE')), false) FROM pg_namespace WHERE nspname = %s", (schema,))[0]
+            if exists and not may_create:
+                problems.append(Problem("postgres.privileges", f"{self.config.user} may not create tables in "
+                                        f"schema {schema}", f"GRANT USAGE, CREATE ON SCHEMA {self.q(schema)} TO {user}"))
+            elif not exists and not self.fetchall("SELECT has_database_privilege(current_database(), 'CREATE')")[0][0]:
+                what = f"schema {schema}" if schema else "schemas"
+                problems.append(Problem("postgres.privileges", f"{self.config.user} may not create {what} "
+                                        f"in database {self.config.dbname}",
+                                        f"GRANT CREATE ON DATABASE {self.q(self.config.dbname)} TO {user}"))
+        return problems
 
     def capabilities(self) -> SinkCapabilities:
         return SinkCapabilities(LoadingModel.TRANSACTIONAL, True, True, True, True)

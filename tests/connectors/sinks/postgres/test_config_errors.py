@@ -68,4 +68,29 @@ def test_preflight_names_the_missing_create_right_when_the_metadata_schema_exist
         conn.execute(f"GRANT USAGE, CREATE ON SCHEMA _dbmazz TO {role_without_ddl}")
     problems = create_sink({"url": pg_db.url_as(role_without_ddl, SECRET)}).preflight()
     assert [p.check for p in problems] == ["postgres.privileges"]
-    assert problems[0].fix == f"GRANT CREATE ON DATABASE {pg_db.name} TO {role_without_ddl}"
+    assert problems[0].fix == f'GRANT CREATE ON DATABASE "{pg_db.name}" TO "{role_without_ddl}"'
+
+
+def test_create_on_the_database_is_not_enough_for_public_on_postgres_15(pg_db, role_without_ddl, changelog):
+    """PostgreSQL 15 grants no CREATE on schema public to everyone: check says so, and its fix makes apply work."""
+    from dbmazz_connectors.engine import apply_batch
+    from tests.connectors.sinks._workload import mixed_workload, write_batches
+
+    with pg_db.connect() as conn:
+        conn.execute(f'GRANT CREATE ON DATABASE "{pg_db.name}" TO {role_without_ddl}')
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL 15's default, whatever the server
+    sink = create_sink({"url": pg_db.url_as(role_without_ddl, SECRET), "pipeline": "p"})
+    problems = sink.preflight(tables=["public.orders"])
+    assert [(p.check, p.fix) for p in problems] == [
+        ("postgres.privileges", f'GRANT USAGE, CREATE ON SCHEMA "public" TO "{role_without_ddl}"')]
+    workload = mixed_workload(seed=3)
+    batch_ids = write_batches(changelog, "p", workload.batches)
+    with pytest.raises(DbmazzError, match="public"):
+        apply_batch(changelog, sink, "p", batch_ids[0])  # what check warned about
+    with pg_db.connect() as conn:
+        conn.execute(problems[0].fix)  # the fix, as printed
+    assert sink.preflight(tables=["public.orders"]) == []
+    for batch_id in batch_ids:
+        apply_batch(changelog, sink, "p", batch_id)
+    assert sink.row_count("public.orders") == len(workload.expected)
+    sink.disconnect()

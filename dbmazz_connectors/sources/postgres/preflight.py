@@ -17,7 +17,7 @@ from ...core.errors import (
 from ._catalog import Catalog, TableInfo, split_table
 from .config import PostgresSourceConfig
 
-__all__ = ["run_preflight", "omitted_columns", "quote_table", "slot_state"]
+__all__ = ["run_preflight", "omitted_columns", "partitions", "quote_table", "slot_state"]
 
 # checks that refuse a table: a fix statement must never put such a table into the publication
 _REFUSING = frozenset({"table", "primary_key", "type", "columns"})
@@ -116,7 +116,38 @@ def _table(conn, config, catalog: Catalog, qualified: str, info: TableInfo | Non
         problems.append(Problem("replica_identity", f"expected REPLICA IDENTITY FULL on {qualified} (configured), "
                                 f"found {_IDENTITY.get(info.replica_identity, '?')}; role {config.user} does not own it",
                                 f"as the table owner: ALTER TABLE {quoted} REPLICA IDENTITY FULL;"))
+    if info.kind == "p":
+        problems += _partitions(conn, config, info)
     return problems + _columns(config, catalog, info)
+
+
+def partitions(conn, info: TableInfo) -> list[tuple[str, str, bool]]:
+    """The leaf partitions of a partitioned table now: (schema.table, relreplident, owned by the role)."""
+    return [(f"{r[0]}.{r[1]}", r[2], r[3]) for r in conn.execute(
+        "SELECT n.nspname, c.relname, c.relreplident::text, pg_has_role(current_user, c.relowner, 'USAGE') "
+        "FROM pg_partition_tree(%s::oid) p JOIN pg_class c ON c.oid = p.relid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.isleaf ORDER BY 1, 2", (info.oid,))]
+
+
+def _partitions(conn, config: PostgresSourceConfig, info: TableInfo) -> list[Problem]:
+    """REPLICA IDENTITY is per partition: the old tuple of an update comes from the partition's own."""
+    leaves = partitions(conn, info)
+    problems = []
+    nothing = [name for name, ident, _ in leaves if ident == "n"]
+    if nothing:
+        problems.append(Problem("replica_identity", f"expected REPLICA IDENTITY DEFAULT or FULL on every partition of "
+                                f"{info.qualified_name}, found NOTHING on {', '.join(nothing)}",
+                                "as the owner: " + " ".join(f"ALTER TABLE {quote_table(conn, n)} REPLICA IDENTITY "
+                                                            "DEFAULT;" for n in nothing)))
+    if info.qualified_name in config.replica_identity_full:
+        not_full = [name for name, ident, owned in leaves if ident != "f" and not owned]
+        if not_full:
+            problems.append(Problem("replica_identity", f"expected REPLICA IDENTITY FULL on every partition of "
+                                    f"{info.qualified_name} (configured), found otherwise on {', '.join(not_full)}; "
+                                    f"role {config.user} does not own them",
+                                    "as the owner: " + " ".join(f"ALTER TABLE {quote_table(conn, n)} REPLICA "
+                                                                "IDENTITY FULL;" for n in not_full)))
+    return problems
 
 
 def _columns(config: PostgresSourceConfig, catalog: Catalog, info: TableInfo) -> list[Problem]:

@@ -7,7 +7,7 @@ from psycopg import sql
 from ...core.errors import PreflightError
 from ._catalog import Catalog, split_table
 from .config import PostgresSourceConfig
-from .preflight import published_tables, run_preflight, slot_state
+from .preflight import partitions, published_tables, run_preflight, slot_state
 
 __all__ = ["run_setup"]
 
@@ -26,8 +26,14 @@ def run_setup(conn, config: PostgresSourceConfig, catalog: Catalog) -> None:
         raise PreflightError(problems)
     for qualified in config.replica_identity_full:
         info = catalog.table(qualified)
-        if info is not None and info.replica_identity != "f":
-            conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(*split_table(qualified))))
+        if info is None:
+            continue
+        # a partition's own identity gives its old tuples; partitions the role does not own passed preflight as FULL
+        todo = [qualified] if info.replica_identity != "f" else []
+        if info.kind == "p":
+            todo += [name for name, ident, owned in partitions(conn, info) if ident != "f" and owned]
+        for name in todo:
+            conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(*split_table(name))))
     _publication(conn, config)
     if slot_state(conn, config.slot) is None:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (config.slot,))

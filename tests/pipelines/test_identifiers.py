@@ -13,6 +13,7 @@ import yaml
 from psycopg import sql
 
 from dbmazz_connectors.config import PipelineConfig, load_pipelines_each
+from dbmazz_connectors.core import create_sink
 from dbmazz_pipelines.definitions import build_definitions
 from dbmazz_pipelines.naming import (
     job_name,
@@ -67,7 +68,7 @@ def _sink_rows(path, table: str) -> list[tuple]:
         return conn.execute(f'SELECT id, "v a l", "order" FROM {quoted} ORDER BY id').fetchall()
 
 
-def _hostile_pipeline(pg_db, tmp_path, monkeypatch, tables: list[str]) -> ShopPipeline:
+def _hostile_pipeline(pg_db, tmp_path, monkeypatch, tables: list[str], sinks: dict | None = None) -> ShopPipeline:
     _create_tables(pg_db.url, tables)
     role, password = f"cap_{pg_db.name}", secrets.token_hex(8)
     with psycopg.connect(pg_db.url, autocommit=True) as conn:
@@ -86,7 +87,7 @@ def _hostile_pipeline(pg_db, tmp_path, monkeypatch, tables: list[str]) -> ShopPi
         source={"url": f"postgresql://{role}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
                 "password_env": "TEST_ODD_PASSWORD", "slot": f"dbmazz_{pg_db.name}"},
         tables=tables,
-        sinks={"duckdb": {"url": f"duckdb:///{path}", "lock_wait_seconds": 2}},
+        sinks={"duckdb": {"url": f"duckdb:///{path}", "lock_wait_seconds": 2}, **(sinks or {})},
         changelog=str(tmp_path / "changelog"),
     )
     return ShopPipeline(config, pg_db.url, path)
@@ -166,3 +167,35 @@ def test_a_broken_pipeline_does_not_stop_the_others_from_loading(tmp_path, broke
     assert "hunter2" not in str(caught.value) and "pipeline bad_one is not loaded" in str(caught.value)
     described = [a for a in defs.assets if isinstance(a, dg.AssetSpec) and a.key.path[-1] == "configuration"]
     assert re.search(reason, described[0].description)
+
+
+def _read_back(sink, table: str) -> list[tuple]:
+    """A sink's live rows of ``table``, read the way its README says to query them."""
+    columns = ", ".join(sink.q(c) for c in ("id", "v a l", "order"))
+    if sink.name == "clickhouse":
+        data = sink.client.query_arrow(f"SELECT {columns} FROM {sink.q(sink.target_name(table) + '_current')} ORDER BY id")
+        return [tuple(row.values()) for row in data.to_pylist()]
+    return [tuple(r) for r in sink.fetchall(f"SELECT {columns} FROM {sink.target(sink.table_state(table))} ORDER BY id")]
+
+
+@pytest.mark.slow
+def test_hostile_table_names_replicate_into_every_sink(pg_db, ch_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_PG_SINK_URL", pg_db.url)  # referenced, never written in the config
+    monkeypatch.setenv("TEST_CH_SINK_URL", ch_db.url)
+    sinks = {"postgres": {"url": "${TEST_PG_SINK_URL}", "schema": "replica"}, "clickhouse": {"url": "${TEST_CH_SINK_URL}"}}
+    odd = _hostile_pipeline(pg_db, tmp_path, monkeypatch, REPLICATED, sinks)
+    defs = build_definitions({"odd": odd.config})
+    assert defs.get_repository_def().has_job(job_name("odd"))
+    _write(pg_db.url, REPLICATED, 0)
+    with dg.instance_for_test() as instance:
+        assert all(run.success for run in odd.drive(defs, instance))
+        _write(pg_db.url, REPLICATED, 1)
+        assert all(run.success for run in odd.drive(defs, instance))
+    for name in ("postgres", "clickhouse"):
+        sink = create_sink(odd.config.sink_config(name))
+        sink.connect()
+        try:
+            for table in REPLICATED:
+                assert _read_back(sink, table) == _source_rows(pg_db.url, table), (name, table)
+        finally:
+            sink.disconnect()

@@ -136,4 +136,5 @@ class Catalog:
             raise MissingPrimaryKeyError(qualified)
         schema, kept = self._schema(qualified, [(c[1], c[2], c[3]) for c in message.columns], primary_key)
         keys = tuple(names.index(k) for k in primary_key)
+        kept = kept if len(kept) < len(names) else ()  # (): every column, in order (no gather when decoding)
         return RelationInfo(message.relid, schema, message.replica_identity, keys, kept, len(names))

@@ -12,6 +12,7 @@ import dagster as dg
 
 from dbmazz_connectors.config import PipelineConfig, load_pipelines_each, pipeline_from_env
 from dbmazz_connectors.core import ConfigError
+from dbmazz_connectors.core.errors import redact
 from dbmazz_connectors.core.registry import SCHEMES, sink_class, source_class
 
 from .assets import build_changes_asset, build_sink_assets, build_source_specs
@@ -118,6 +119,8 @@ def _check_connector(pipeline: str, label: str, config: dict) -> None:
     """The connector type is known (a misspelt url scheme is found at load, not at the first tick)."""
     kind = "source" if label == "source" else "sink"
     name = config.get("type")
+    if name is None and "${" in str(config.get("url", "")):
+        return  # the url comes from the environment (SOURCE_URL): its scheme is known when a connector is built
     if name is None:
         scheme = urlsplit(str(config.get("url", ""))).scheme.split("+")[0].lower()
         name = SCHEMES.get(scheme) if scheme else (label.split(" ", 1)[1] if kind == "sink" else None)
@@ -131,7 +134,7 @@ def _broken_pipeline(name: str, error: Exception) -> _Objects:
     """A pipeline that cannot load: its capture sensor fails every tick with the error, and an asset
     ``<name>/configuration`` describes it; the other pipelines of the code location load as usual."""
     safe = safe_name(name)
-    message = f"pipeline {name} is not loaded: {type(error).__name__}: {error}"
+    message = redact(f"pipeline {name} is not loaded: {type(error).__name__}: {error}")
     _log.error(message)
 
     @dg.sensor(name=sensor_name(safe), default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,

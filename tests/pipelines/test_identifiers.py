@@ -12,7 +12,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from dbmazz_connectors.config import PipelineConfig, load_pipelines_each
+from dbmazz_connectors.config import PipelineConfig, load_pipelines_each, pipeline_from_env
 from dbmazz_connectors.core import create_sink
 from dbmazz_pipelines.definitions import build_definitions
 from dbmazz_pipelines.naming import (
@@ -137,6 +137,13 @@ def _good_config(tmp_path) -> PipelineConfig:
     return PipelineConfig(name="good", source={"url": "postgresql://u@127.0.0.1:1/db", "password_env": "X"},
                           tables=["public.t"], sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/g.duckdb"}},
                           changelog=str(tmp_path / "changelog"))
+
+
+def test_a_pipeline_from_environment_variables_loads(tmp_path):
+    single = pipeline_from_env({"SOURCE_URL": "postgresql://u:pw@h/db", "SINK_URL": f"duckdb:///{tmp_path}/x.duckdb",
+                                "TABLES": "public.my table"})
+    repo = build_definitions({single.name: single}).get_repository_def()
+    assert repo.has_job(job_name("main")) and repo.has_sensor_def(sensor_name("main"))
 
 
 @pytest.mark.parametrize("broken, reason", [

@@ -10,8 +10,11 @@ from .core.errors import DbmazzError, Problem
 from .core.registry import create_sink, create_source
 
 
-def check_pipeline(pipeline: PipelineConfig) -> list[tuple[str, Problem]]:
+def check_pipeline(pipeline: PipelineConfig, notes: list[tuple[str, str]] | None = None) -> list[tuple[str, Problem]]:
     """Preflight of the pipeline's source and every sink; returns (component, problem) pairs.
+
+    ``notes`` (when given) receives (component, line) for each column that will not reach the sinks as it is
+    (a connector's ``omitted_columns()``): not a problem, but what the user should know.
 
     A password written in the file is a problem too: the Dagster definitions refuse to load it."""
     found: list[tuple[str, Problem]] = [
@@ -27,6 +30,8 @@ def check_pipeline(pipeline: PipelineConfig) -> list[tuple[str, Problem]]:
             connector.connect()
             try:
                 found += [(label, p) for p in connector.preflight()]
+                if notes is not None and hasattr(connector, "omitted_columns"):
+                    notes += [(label, line) for line in connector.omitted_columns()]
             finally:
                 connector.disconnect()
         except DbmazzError as exc:
@@ -53,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         pipelines = {args.pipeline: pipelines[args.pipeline]}
     failed = False
     for name, pipeline in pipelines.items():
-        problems = check_pipeline(pipeline)
+        notes: list[tuple[str, str]] = []
+        problems = check_pipeline(pipeline, notes)
         failed |= bool(problems)
         print(f"{name}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
         for label, problem in problems:
             print(f"  {label}: {problem}")
+        for label, line in notes:
+            print(f"  {label}: column not replicated as is: {line}")
     return 1 if failed else 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dbmazz_connectors.cli import main as cli_main
 from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.engine import apply_batch
 from dbmazz_connectors.snapshots import plan_snapshot, run_snapshot
@@ -71,3 +72,29 @@ def test_excluded_and_text_columns_replicate_as_chosen(pg_db, capture_role, chan
         assert (7, "renamed", "(-1.25,3)", 7) in found
     finally:
         sink.disconnect()
+
+
+def test_dbmazz_check_says_ok_and_lists_the_columns_that_do_not_reach_the_sinks(pg_db, capture_role, tmp_path, capsys,
+                                                                                 monkeypatch):
+    with pg_db.connect() as conn:
+        conn.execute(DDL)
+    capture_role.grant([TABLE])
+    monkeypatch.setenv("P1_PG_PASSWORD", capture_role.password)
+    url = pg_db.url_as(capture_role.name, "").replace(":@", "@")
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(f"""
+pipelines:
+  p1:
+    source: {{url: "{url}", password_env: P1_PG_PASSWORD, publication: dbmazz_p1,
+              columns: {{public.places: {{exclude: [secret], as_text: [p]}}}}}}
+    tables: [public.places]
+    sinks: {{duckdb: {{url: "duckdb:///{tmp_path}/p1.duckdb"}}}}
+""")
+    assert cli_main(["check", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "p1: ok",
+        "  source: column not replicated as is: public.places.secret: excluded by the pipeline's 'columns'",
+        "  source: column not replicated as is: public.places.doubled: stored generated column (PostgreSQL 15 does "
+        "not publish generated columns)",
+        "  source: column not replicated as is: public.places.p: carried as text ('as_text')",
+    ]

@@ -57,7 +57,6 @@ _RAW_TEXT = {"text": 0, "varchar": 0, "bpchar": 0, "name": 0, "json": 0, "citext
 _TEXT_CAST_STRINGS = (STRING_LIKE - {"inet", "cidr"}) | {"timetz"}
 _MAX_INT64_DIGITS = 18  # numeric(p, s) with p up to this is summed in int64
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
-_NUMERIC_HEAD = np.dtype([("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">u2"), ("dscale", ">u2")])
 _NUMERIC_POS, _NUMERIC_NEG = 0x0000, 0x4000  # the other signs are NaN and +-Infinity
 _I4 = np.dtype(">i4")
 _PADDING = 64  # >= the longest read past a value's start: a numeric's header and 18 digits
@@ -214,7 +213,7 @@ def _read_field(b: np.ndarray, data: pa.Buffer, at: np.ndarray, size: np.ndarray
     if field.read == _FIXED:
         return _fixed(_gather(b, np.dtype(field.wire), at), size, valid, field, table)
     if field.read == _NUMERIC:
-        return _numeric(b, at, valid, field)
+        return _numeric(b, at, valid, field, table)
     if field.skip and not (b[at[valid]] == 1).all():
         raise SourceError(f"snapshot of {table}: unexpected binary format version in column {field.column.name}",
                           hint="report it with the PostgreSQL version")
@@ -235,18 +234,30 @@ def _record(wire: str) -> np.dtype:
     return np.dtype([("size", ">i4"), ("value", wire)])
 
 
-def _numeric(b: np.ndarray, at: np.ndarray, valid: np.ndarray, field: SnapshotField) -> pa.Array:
-    """``numeric(p, s)``, ``p <= 18``, from its binary form: int16 digit count, weight, sign, scale, then the
-    base-10000 digits, most significant first, the first worth ``10000 ** weight``. NaN and +-Infinity
-    are NULL, as CDC makes them of a bounded numeric."""
-    head = _gather(b, _NUMERIC_HEAD, at)
-    ndigits, weight, sign = head["ndigits"].astype(np.int64), head["weight"].astype(np.int64), head["sign"]
+@functools.cache
+def _numeric_record(precision: int) -> np.dtype:
+    """A binary numeric of at most ``precision`` digits: int16 digit count, weight, sign, scale, then up to
+    ``ceil(precision / 4) + 1`` base-10000 digits (the integer and the fraction groups)."""
+    digits = [(f"d{k}", ">i2") for k in range(-(-precision // 4) + 1)]
+    return np.dtype([("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">u2"), ("dscale", ">u2"), *digits])
+
+
+def _numeric(b: np.ndarray, at: np.ndarray, valid: np.ndarray, field: SnapshotField, table: str) -> pa.Array:
+    """``numeric(p, s)``, ``p <= 18``, from its binary form (read in one gather): the digits are base 10000,
+    most significant first, the first worth ``10000 ** weight``. NaN and +-Infinity are NULL, as CDC
+    makes them of a bounded numeric."""
+    ltype = field.column.type
+    record = _gather(b, _numeric_record(ltype.precision), at)
+    ndigits, weight, sign = record["ndigits"].astype(np.int64), record["weight"].astype(np.int64), record["sign"]
     finite = valid & ((sign == _NUMERIC_POS) | (sign == _NUMERIC_NEG))
-    scale = field.column.type.scale or 0
+    most = int(ndigits[finite].max()) if finite.any() else 0
+    if most > len(record.dtype.names) - 4:
+        raise SourceError(f"snapshot of {table}.{field.column.name}: a numeric({ltype.precision},{ltype.scale}) value has "
+                          f"{most} base-10000 digits", hint="report it with the PostgreSQL version")
     unscaled = np.zeros(len(at), np.int64)
-    for k in range(int(ndigits[finite].max()) if finite.any() else 0):
-        digit = _gather(b, np.dtype(">i2"), at + 8 + 2 * k).astype(np.int64)
-        exponent = 4 * (weight - k) + scale  # of 10 in the unscaled integer; < 0: digits past the scale (zeros)
+    for k in range(most):
+        digit = record[f"d{k}"].astype(np.int64)
+        exponent = 4 * (weight - k) + (ltype.scale or 0)  # of 10 in the unscaled integer; < 0: past the scale
         term = np.where(exponent >= 0, digit * _POW10[np.clip(exponent, 0, 18)],
                         digit // _POW10[np.clip(-exponent, 0, 18)])
         unscaled += np.where(finite & (k < ndigits), term, 0)
@@ -254,7 +265,7 @@ def _numeric(b: np.ndarray, at: np.ndarray, valid: np.ndarray, field: SnapshotFi
     words = np.empty((len(at), 2), np.int64)  # decimal128: little-endian two's complement
     words[:, 0], words[:, 1] = unscaled, unscaled >> 63
     validity = None if finite.all() else pa.py_buffer(np.packbits(finite, bitorder="little"))
-    return pa.Array.from_buffers(field.column.type.to_arrow(), len(at), [validity, pa.py_buffer(words)],
+    return pa.Array.from_buffers(ltype.to_arrow(), len(at), [validity, pa.py_buffer(words)],
                                  null_count=int(len(at) - np.count_nonzero(finite)))
 
 

@@ -124,7 +124,8 @@ def check_table_identities(source: Source, changelog: ChangeLog, pipeline: str, 
             raise TableChangedError(table, "no longer exists in the source", "re-create it, run setup again and "
                                     "re-sync the table, or remove it from the pipeline")
         if table in known and known[table] != identity:
-            raise TableChangedError(table, f"was dropped and re-created ({identity}, captured until now: {known[table]})",
+            raise TableChangedError(table, "was dropped and re-created, or changed in a way capture cannot follow "
+                                    f"(now {identity}; captured until now: {known[table]})",
                                     "run setup again, then re-sync the table (it replaces the sinks' copies with the "
                                     "new table's rows)")
     fresh = {t: i for t, i in current.items() if i is not None and (t in record or t not in known)}

@@ -29,7 +29,8 @@ def check_pipeline(pipeline: PipelineConfig, notes: list[tuple[str, str]] | None
             connector = build()
             connector.connect()
             try:
-                found += [(label, p) for p in connector.preflight()]
+                checks = connector.preflight() if label == "source" else connector.preflight(tables=pipeline.tables)
+                found += [(label, p) for p in checks]
                 if notes is not None and hasattr(connector, "omitted_columns"):
                     notes += [(label, line) for line in connector.omitted_columns()]
             finally:

@@ -94,3 +94,28 @@ def test_create_on_the_database_is_not_enough_for_public_on_postgres_15(pg_db, r
         apply_batch(changelog, sink, "p", batch_id)
     assert sink.row_count("public.orders") == len(workload.expected)
     sink.disconnect()
+
+
+def test_dbmazz_check_names_the_schema_grant_for_the_pipeline_tables(pg_db, role_without_ddl, tmp_path, capsys,
+                                                                      monkeypatch):
+    from dbmazz_connectors.cli import main as cli_main
+
+    with pg_db.connect() as conn:
+        conn.execute(f'GRANT CREATE ON DATABASE "{pg_db.name}" TO {role_without_ddl}')
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+    monkeypatch.setenv("SINK_PASSWORD", SECRET)
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(f"""
+pipelines:
+  p1:
+    source: {{url: "{pg_db.url}"}}
+    tables: [public.orders]
+    sinks: {{pg: {{url: "{pg_db.url_as(role_without_ddl, '').replace(':@', '@')}", password_env: SINK_PASSWORD}}}}
+""".replace(f":{pg_db.server.password}@", "@"), encoding="utf-8")
+    monkeypatch.setenv("PGPASSWORD", pg_db.server.password)
+    cli_main(["check", str(config)])
+    out = capsys.readouterr().out
+    assert f'sink pg: [postgres.privileges] {role_without_ddl} may not create tables in schema public' in out
+    assert f'fix: GRANT USAGE, CREATE ON SCHEMA "public" TO "{role_without_ddl}"' in out
+    assert SECRET not in out

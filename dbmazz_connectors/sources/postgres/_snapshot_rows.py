@@ -44,7 +44,7 @@ from .types import STRING_LIKE
 
 __all__ = ["SnapshotField", "CopyLayout", "copy_layout", "decode_copy_block", "SLICE_ROWS"]
 
-SLICE_ROWS = 16_384  # rows decoded together (a chunk of the table a block becomes)
+SLICE_ROWS = 8_192  # rows decoded together (a chunk of the table a block becomes)
 
 _FIXED, _TEXT, _NUMERIC = "fixed", "text", "numeric"
 _BINARY: dict[Kind, tuple[str, str]] = {  # kind -> (PostgreSQL type, big-endian wire dtype)
@@ -134,13 +134,28 @@ def decode_copy_block(buf: bytearray, lengths: Sequence[int], layout: CopyLayout
     b = np.frombuffer(buf, np.uint8)
     data = pa.py_buffer(buf)
     ends = np.cumsum(lengths)
-    return pa.concat_tables([
-        _decode_rows(b, data, ends[part] - lengths[part], ends[part], layout, version, commit_ts_us)
-        for part in (slice(first, first + slice_rows) for first in range(0, max(len(lengths), 1), slice_rows))])
+    meta = _meta_columns(min(len(lengths), slice_rows), version, commit_ts_us)
+    try:
+        return pa.concat_tables([
+            _decode_rows(b, data, ends[part] - lengths[part], ends[part], layout, meta)
+            for part in (slice(first, first + slice_rows) for first in range(0, max(len(lengths), 1), slice_rows))])
+    except IndexError:  # a length pointing past the block: the rows are not what the SELECT list says
+        raise SourceError(f"snapshot of {layout.schema.qualified_name}: a row's fields do not add up to its length",
+                          hint="report it with the PostgreSQL version and the table's column types") from None
+
+
+def _meta_columns(n: int, version: int, commit_ts_us: int) -> list[pa.Array]:
+    """``_dbmazz_op`` (insert), ``_dbmazz_version``, ``_dbmazz_commit_ts`` and ``_dbmazz_unknown_columns`` of n rows."""
+    return [
+        pa.array(np.zeros(n, np.int8), pa.int8()),
+        pa.array(np.full(n, version, np.uint64), pa.uint64()),
+        pa.array(np.full(n, commit_ts_us, np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        pa.nulls(n, pa.list_(pa.string())),
+    ]
 
 
 def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, ends: np.ndarray, layout: CopyLayout,
-                 version: int, commit_ts_us: int) -> pa.Table:
+                 meta: list[pa.Array]) -> pa.Table:
     table = layout.schema.qualified_name
     head = _gather(b, layout.head, starts)
     if not (head["count"] == len(layout.fields)).all():
@@ -163,13 +178,7 @@ def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, ends: np.nd
     if not (pos == ends).all():
         raise SourceError(f"snapshot of {table}: a row's fields do not add up to its length",
                           hint="report it with the PostgreSQL version and the table's column types")
-    n = len(starts)
-    columns += [
-        pa.array(np.zeros(n, np.int8), pa.int8()),
-        pa.array(np.full(n, version, np.uint64), pa.uint64()),
-        pa.array(np.full(n, commit_ts_us, np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        pa.nulls(n, pa.list_(pa.string())),
-    ]
+    columns += [m.slice(0, len(starts)) for m in meta]
     return pa.Table.from_arrays(columns, schema=layout.schema.arrow_schema())
 
 
@@ -269,6 +278,11 @@ def _numeric(b: np.ndarray, at: np.ndarray, valid: np.ndarray, field: SnapshotFi
                                  null_count=int(len(at) - np.count_nonzero(finite)))
 
 
+@functools.lru_cache(maxsize=4)
+def _evens(n: int) -> pa.Array:
+    return pa.array(np.arange(0, 2 * n, 2, dtype=np.int32))
+
+
 def _texts(data: pa.Buffer, at: np.ndarray, size: np.ndarray, valid: np.ndarray, binary: bool = False) -> pa.Array:
     """The ``size``-byte texts at ``at`` in ``data`` as a string (or binary) array (one copy; no per-value Python).
 
@@ -284,7 +298,7 @@ def _texts(data: pa.Buffer, at: np.ndarray, size: np.ndarray, valid: np.ndarray,
     offsets[-1] = offsets[-2] if n else 0
     kind = (pa.binary() if small else pa.large_binary()) if binary else (pa.string() if small else pa.large_string())
     spans = pa.Array.from_buffers(kind, 2 * n, [None, pa.py_buffer(offsets), data])
-    texts = spans.take(pa.array(np.arange(0, 2 * n, 2)))
+    texts = spans.take(_evens(n))
     if valid.all():
         return texts
     validity = pa.py_buffer(np.packbits(valid, bitorder="little"))

@@ -52,6 +52,7 @@ def _child(spec: dict) -> None:
     from dbmazz_connectors.engine import apply_batch
     from dbmazz_connectors.snapshots import SnapshotSettings, plan_snapshot, run_snapshot
     from dbmazz_connectors.sources.postgres import PostgresSource
+    from dbmazz_connectors.sources.postgres._reader import receiver_for
 
     pa.array(["warm-up"])  # pyarrow imports pandas lazily on first use: a one-time process cost, not capture
     settings = SnapshotSettings(**spec["settings"])
@@ -63,11 +64,12 @@ def _child(spec: dict) -> None:
     planned = time.perf_counter()
     manifests = run_snapshot(source, changelog, plan, settings)
     captured = time.perf_counter()
+    receiver = receiver_for(source.conn.pgconn)
     source.disconnect()
     result = {"plan_seconds": planned - began, "capture_seconds": captured - planned, "seconds": captured - began,
               "rows": sum(m.tables[TABLE].ops["insert"] for m in manifests), "bytes": sum(m.bytes for m in manifests),
               "batches": len(manifests), "chunks": sum(len(b) for b in plan.batches),
-              "peak_rss_mb": peak_rss_mb()}
+              "peak_rss_mb": peak_rss_mb(), "receiver": receiver}
     if spec["apply"]:
         sink = create_sink({"url": f"duckdb:///{spec['folder']}/sink.duckdb", "pipeline": "bench"})
         sink.connect()
@@ -152,8 +154,26 @@ def _prepare(pg, db: str, rows: int) -> tuple[str, float]:
     return url, load_seconds
 
 
-def _one_size(pg, rows: int, rounds: int, settings) -> dict:
-    """Load ``rows`` orders, then ``rounds`` interleaved (reference, snapshot) pairs; the best of each counts."""
+def _pair(url: str, ranges, settings, rows: int, apply: bool) -> dict:
+    """One reference run, then one snapshot of the same key ranges with the same parallelism."""
+    reference_seconds = _reference(url, ranges, settings.parallelism)
+    snap = _snapshot_in_child(url, settings, apply=apply)
+    if snap["rows"] != rows:
+        raise SystemExit(f"the snapshot captured {snap['rows']} rows, the table has {rows}")
+    if apply and snap["applied_rows"] != rows:
+        raise SystemExit(f"DuckDB holds {snap['applied_rows']} rows after the apply, the table has {rows}")
+    run = {"parallelism": settings.parallelism, "reference_seconds": round(reference_seconds, 3),
+           **{k: round(v, 3) if isinstance(v, float) else v for k, v in snap.items()}}
+    print(json.dumps(run), file=sys.stderr)
+    return run
+
+
+def _one_size(pg, rows: int, rounds: int, settings, other_parallelism: int | None = None) -> dict:
+    """Load ``rows`` orders, then ``rounds`` interleaved (reference, snapshot) pairs; the best of each counts.
+
+    With ``other_parallelism``, one more pair at that parallelism (same chunks), for comparison."""
+    import dataclasses
+
     import psycopg
 
     from dbmazz_connectors.sources.postgres import PostgresSource
@@ -164,17 +184,11 @@ def _one_size(pg, rows: int, rounds: int, settings) -> dict:
     source.connect()
     ranges = source.plan_chunks(TABLE, settings.chunk_rows)  # what plan_snapshot plans: the table does not change
     source.disconnect()
-    runs = []
-    for n in range(rounds):
-        reference_seconds = _reference(url, ranges, settings.parallelism)
-        snap = _snapshot_in_child(url, settings, apply=n == 0)
-        if snap["rows"] != rows:
-            raise SystemExit(f"the snapshot captured {snap['rows']} rows, the table has {rows}")
-        if n == 0 and snap["applied_rows"] != rows:
-            raise SystemExit(f"DuckDB holds {snap['applied_rows']} rows after the apply, the table has {rows}")
-        runs.append({"reference_seconds": round(reference_seconds, 3),
-                     **{k: round(v, 3) if isinstance(v, float) else v for k, v in snap.items()}})
-        print(json.dumps(runs[-1]), file=sys.stderr)
+    runs = [_pair(url, ranges, settings, rows, apply=n == 0) for n in range(rounds)]
+    other = None
+    if other_parallelism is not None:
+        other = _pair(url, ranges, dataclasses.replace(settings, parallelism=other_parallelism), rows, apply=False)
+        other["ratio"] = round(other["reference_seconds"] / other["seconds"], 3)
     with psycopg.connect(pg.url(), autocommit=True) as admin:
         admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (db,))
         admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
@@ -186,9 +200,9 @@ def _one_size(pg, rows: int, rounds: int, settings) -> dict:
             "rows_per_s": round(rows / best["seconds"]), "reference_rows_per_s": round(rows / reference),
             "ratio": round(reference / best["seconds"], 3), "apply_seconds": runs[0]["apply_seconds"],
             "apply_rows_per_s": round(rows / runs[0]["apply_seconds"]), "bytes": best["bytes"],
-            "batches": best["batches"],
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "peak_rss_with_apply_mb": runs[0]["peak_rss_with_apply_mb"], "runs": runs}
+            "batches": best["batches"], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "peak_rss_with_apply_mb": runs[0]["peak_rss_with_apply_mb"], "runs": runs,
+            **({"other_parallelism": other} if other else {})}
 
 
 def main() -> None:
@@ -205,7 +219,7 @@ def main() -> None:
     settings = SnapshotSettings(chunk_rows=5_000) if args.quick else SnapshotSettings()
     sizes = (20_000, 60_000) if args.quick else (1_000_000, 5_000_000)
     with PostgresServer() as pg:
-        small = _one_size(pg, sizes[0], 1, settings)
+        small = _one_size(pg, sizes[0], 1, settings, other_parallelism=1 if settings.parallelism > 1 else None)
         main_run = _one_size(pg, sizes[1], 3, settings)
     write_result(
         "snapshot" + ("_quick" if args.quick else ""),
@@ -228,9 +242,11 @@ def main() -> None:
             "settings": _settings_dict(settings),
             "chunks": main_run["chunks"],
             "batches": main_run["batches"],
+            "receiver": main_run["runs"][0]["receiver"],
             "method": "best of 3 interleaved (reference, snapshot) runs; the snapshot (plan_snapshot + run_snapshot "
                       "into a change log) in a fresh process, imports not timed; the DuckDB apply (apply_batch of "
-                      "every batch, sweep included) measured in the first run",
+                      "every batch, sweep included) measured in the first run, its peak RSS (DuckDB's memory "
+                      "included) apart; at 1M rows one more pair at parallelism 1 (other_parallelism)",
             "sizes": [{k: v for k, v in r.items() if k != "runs"} for r in (small, main_run)],
             "runs": main_run["runs"],
             "cpus": os.cpu_count(),

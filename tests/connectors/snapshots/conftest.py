@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from dbmazz_connectors.core import create_sink
+from tests.connectors.sources.mysql.conftest import full_row_metadata, make_source  # noqa: F401 - fixtures
+from tests.connectors.sources.postgres.conftest import capture_role  # noqa: F401 - the least-privilege role
+
+from ._scenario import POSTGRES, Dialect, seed_tables
 
 
 def _duckdb_rows(sink, table, columns):
@@ -40,5 +45,14 @@ def sinks(tmp_path, ch_db, pg_db):
         sink.disconnect()
 
 
-from tests.connectors.sources.mysql.conftest import full_row_metadata, make_source  # noqa: E402,F401 - fixtures
-from tests.connectors.sources.postgres.conftest import capture_role  # noqa: E402,F401 - the least-privilege role
+@pytest.fixture
+def pg_scenario(pg_db, capture_role):  # noqa: F811 - the fixture imported above
+    """The scenario's tables seeded in PostgreSQL and a set-up source (slot ``dbmazz_p``) as the capture role."""
+    dialect = Dialect(connect=lambda: psycopg.connect(pg_db.url), schema="public", **POSTGRES)
+    seed_tables(dialect)
+    capture_role.grant(dialect.tables, publication="dbmazz_p")
+    source = capture_role.source(dialect.tables, pipeline="p", read_block_rows=1000, read_block_bytes=1024 * 1024)
+    source.setup()
+    yield dialect, source
+    source.disconnect()
+

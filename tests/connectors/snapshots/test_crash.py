@@ -9,12 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import SnapshotSettings, load_plan, plan_snapshot, run_snapshot
 
-from ._scenario import POSTGRES, Dialect, assert_tables_equal, seed_tables
+from ._scenario import assert_tables_equal
 
 ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = SnapshotSettings(chunk_rows=200, chunks_per_batch=2, parallelism=2)
@@ -45,12 +43,9 @@ print("not killed")
 """
 
 
-def test_a_killed_snapshot_resumes_from_its_first_unfinished_batch(pg_db, capture_role, changelog, sinks):
-    dialect = Dialect(connect=lambda: psycopg.connect(pg_db.url), schema="public", **POSTGRES)
-    seed_tables(dialect)
-    capture_role.grant(dialect.tables, publication="dbmazz_p")
-    source = capture_role.source(dialect.tables, pipeline="p")
-    source.setup()
+def test_a_killed_snapshot_resumes_from_its_first_unfinished_batch(pg_db, capture_role, pg_scenario, changelog,
+                                                                     sinks):
+    dialect, source = pg_scenario
     checkpoint = source.checkpoint_position()
     plan = plan_snapshot(source, changelog, "p", dialect.tables, SETTINGS)
     config = {"url": capture_role.db.url_as(capture_role.name, capture_role.password), "pipeline": "p",
@@ -76,4 +71,3 @@ def test_a_killed_snapshot_resumes_from_its_first_unfinished_batch(pg_db, captur
         for batch_id in [*ids, cdc.batch_id]:
             apply_batch(changelog, sink, "p", batch_id)
         assert_tables_equal(dialect, lambda table, columns, sink=sink, read=read: read(sink, table, columns))
-    source.disconnect()

@@ -6,37 +6,24 @@ under new ids: each sink equals the source row by row, for 20 writer seeds (four
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from dbmazz_connectors.snapshots import SnapshotSettings
 
 from ._scenario import (
-    POSTGRES,
     SEEDS,
-    Dialect,
     apply_shuffled,
     assert_tables_equal,
     capture_with_snapshot,
-    seed_tables,
 )
 
 
-def _dialect(pg_db) -> Dialect:
-    return Dialect(connect=lambda: psycopg.connect(pg_db.url), schema="public", **POSTGRES)
-
-
 @pytest.mark.parametrize("seed", SEEDS)
-def test_snapshot_with_writer_converges_in_every_sink(pg_db, capture_role, changelog, sinks, seed):
-    dialect = _dialect(pg_db)
-    seed_tables(dialect)
-    capture_role.grant(dialect.tables, publication="dbmazz_p")
-    source = capture_role.source(dialect.tables, pipeline="p", read_block_rows=1000, read_block_bytes=1024 * 1024)
-    source.setup()
+def test_snapshot_with_writer_converges_in_every_sink(pg_scenario, changelog, sinks, seed):
+    dialect, source = pg_scenario
     settings = SnapshotSettings(chunk_rows=250, chunks_per_batch=2, parallelism=2)
     batch_ids = capture_with_snapshot(source, changelog, dialect, seed, source.checkpoint_position(), settings)
     assert any(b.endswith("-sweep") for b in batch_ids) and len(batch_ids) > 6
     for n, (sink, read) in enumerate(sinks.values()):
         apply_shuffled(changelog, sink, batch_ids, seed * 10 + n)
         assert_tables_equal(dialect, lambda table, columns, sink=sink, read=read: read(sink, table, columns))
-    source.disconnect()

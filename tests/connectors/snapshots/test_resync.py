@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import threading
 
-import psycopg
 import pytest
 
 from dbmazz_connectors.core import PreflightError, TableChangedError
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import SnapshotSettings, capture_snapshot_batch, plan_snapshot, run_snapshot
 
-from ._scenario import POSTGRES, Dialect, assert_tables_equal, seed_tables, writer
+from ._scenario import assert_tables_equal, writer
 
 SETTINGS = SnapshotSettings(chunk_rows=300, chunks_per_batch=2, parallelism=2)
 
@@ -43,12 +42,8 @@ def _catch_up(source, changelog, checkpoint, sinks):
     return manifest.end
 
 
-def test_resync_restores_a_damaged_sink_copy_while_cdc_continues(pg_db, capture_role, changelog, sinks):
-    dialect = Dialect(connect=lambda: psycopg.connect(pg_db.url), schema="public", **POSTGRES)
-    seed_tables(dialect)
-    capture_role.grant(dialect.tables, publication="dbmazz_p")
-    source = capture_role.source(dialect.tables, pipeline="p")
-    source.setup()
+def test_resync_restores_a_damaged_sink_copy_while_cdc_continues(pg_scenario, changelog, sinks):
+    dialect, source = pg_scenario
     checkpoint = source.checkpoint_position()
     for batch in run_snapshot(source, changelog, plan_snapshot(source, changelog, "p", dialect.tables, SETTINGS)):
         for sink, _ in sinks.values():
@@ -75,15 +70,10 @@ def test_resync_restores_a_damaged_sink_copy_while_cdc_continues(pg_db, capture_
     _catch_up(source, changelog, checkpoint, sinks)
     for sink, read in sinks.values():
         assert_tables_equal(dialect, lambda table, columns, sink=sink, read=read: read(sink, table, columns))
-    source.disconnect()
 
 
-def test_a_recreated_table_fails_the_capture_until_resynced(pg_db, capture_role, changelog, sinks):
-    dialect = Dialect(connect=lambda: psycopg.connect(pg_db.url), schema="public", **POSTGRES)
-    seed_tables(dialect)
-    capture_role.grant(dialect.tables, publication="dbmazz_p")
-    source = capture_role.source(dialect.tables, pipeline="p")
-    source.setup()
+def test_a_recreated_table_fails_the_capture_until_resynced(pg_db, capture_role, pg_scenario, changelog, sinks):
+    dialect, source = pg_scenario
     checkpoint = source.checkpoint_position()
     duck, read = sinks["duckdb"]
     for batch in run_snapshot(source, changelog, plan_snapshot(source, changelog, "p", dialect.tables, SETTINGS)):
@@ -121,4 +111,3 @@ def test_a_recreated_table_fails_the_capture_until_resynced(pg_db, capture_role,
     manifest = capture_range(source, changelog, "p", checkpoint, source.current_position())
     apply_batch(changelog, duck, "p", manifest.batch_id)
     assert_tables_equal(dialect, lambda table, columns: read(duck, table, columns))
-    source.disconnect()

@@ -38,6 +38,7 @@ _DONE = object()
 # Rows per received block (at most; the source's read_block_rows may be lower): a block is decoded
 # soon after it arrives, while it is still in the CPU cache (client CPU -10% against 100k rows).
 BLOCK_ROWS = 16_384
+OUT_QUEUE = 8  # decoded blocks waiting for the consumer, per connection
 
 
 def key_predicate(key: Sequence[str], key_range: KeyRange) -> sql.Composable:
@@ -154,7 +155,7 @@ class SnapshotReader:
         todo: queue.Queue = queue.Queue()
         for chunk in chunks:
             todo.put(chunk)
-        out: queue.Queue = queue.Queue(maxsize=2 * parallelism)
+        out: queue.Queue = queue.Queue(maxsize=OUT_QUEUE * parallelism)
         stop = threading.Event()
         workers = min(parallelism, len(chunks))
         imported = threading.Barrier(workers + 1)

@@ -160,12 +160,12 @@ def _exact(column: pa.ChunkedArray) -> list:
     return [_bits(v) for v in column.to_pylist()]
 
 
-def _snapshot_and_cdc(pg_db, capture_role, changelog, table: str, ddl: str, rows: str, key: str = "id"):
+def _snapshot_and_cdc(pg_db, capture_role, changelog, table: str, ddl: str, rows: str, key: str = "id", **options):
     """Create ``table``, insert ``rows``, capture them by CDC and by a snapshot; both folded, sorted by ``key``."""
     with pg_db.connect() as conn:
         conn.execute(ddl)
     capture_role.grant([table])
-    source = capture_role.source([table])
+    source = capture_role.source([table], **options)
     source.setup()
     with pg_db.connect() as conn:
         conn.execute("SET TimeZone = 'America/New_York'")  # the writer's zone must not matter
@@ -202,3 +202,13 @@ def test_snapshot_values_equal_cdc_values_type_by_type(pg_db, capture_role, chan
 ])
 def test_snapshot_equals_cdc_whatever_the_nulls(pg_db, capture_role, changelog, ddl, rows):
     assert _snapshot_and_cdc(pg_db, capture_role, changelog, "public.t", ddl, rows).num_rows > 0
+
+
+def test_snapshot_equals_cdc_for_columns_carried_as_text_or_excluded(pg_db, capture_role, changelog):
+    snap = _snapshot_and_cdc(
+        pg_db, capture_role, changelog, "public.t",
+        "CREATE TABLE t (id int PRIMARY KEY, n int, f bool, j jsonb, b bytea, p point, secret text)",
+        "INSERT INTO t VALUES (1, 7, true, '{\"a\": 1}', '\\x00ff', '(1,2)', 's'), (2, NULL, false, NULL, NULL, NULL, NULL)",
+        columns={"public.t": {"as_text": ["n", "f", "j", "b", "p"], "exclude": ["secret"]}})
+    assert snap.column_names[:6] == ["id", "n", "f", "j", "b", "p"]
+    assert snap.column("f").to_pylist() == ["t", "f"] and snap.column("b").to_pylist() == ["\\x00ff", None]

@@ -44,7 +44,7 @@ from .types import STRING_LIKE
 
 __all__ = ["SnapshotField", "CopyLayout", "copy_layout", "decode_copy_block", "SLICE_ROWS"]
 
-SLICE_ROWS = 8_192  # rows decoded together (a chunk of the table a block becomes)
+SLICE_ROWS = 16_384  # rows decoded together (a chunk of the table a block becomes)
 
 _FIXED, _TEXT, _NUMERIC = "fixed", "text", "numeric"
 _BINARY: dict[Kind, tuple[str, str]] = {  # kind -> (PostgreSQL type, big-endian wire dtype)
@@ -75,6 +75,15 @@ class SnapshotField:
     wire: str = ""
     skip: int = 0
 
+    @functools.cached_property
+    def arrow_type(self) -> pa.DataType:
+        return self.column.type.to_arrow()
+
+    @functools.cached_property
+    def width(self) -> int:
+        """The bytes of a fixed-width value."""
+        return np.dtype(self.wire).itemsize
+
 
 @dataclass(frozen=True, eq=False)
 class CopyLayout:
@@ -84,6 +93,10 @@ class CopyLayout:
     fields: tuple[SnapshotField, ...]  # in table order
     run: int  # the leading fixed-width fields
     head: np.dtype  # field count, (size, value) of each of the run, then the next field's size
+
+    @functools.cached_property
+    def arrow_schema(self) -> pa.Schema:
+        return self.schema.arrow_schema()
 
     @property
     def select_list(self) -> sql.Composable:
@@ -149,7 +162,7 @@ def _meta_columns(n: int, version: int, commit_ts_us: int) -> list[pa.Array]:
     return [
         pa.array(np.zeros(n, np.int8), pa.int8()),
         pa.array(np.full(n, version, np.uint64), pa.uint64()),
-        pa.array(np.full(n, commit_ts_us, np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        pa.array(np.full(n, commit_ts_us, np.int64), pa.timestamp("us", tz="UTC")),
         pa.nulls(n, pa.list_(pa.string())),
     ]
 
@@ -179,7 +192,7 @@ def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, ends: np.nd
         raise SourceError(f"snapshot of {table}: a row's fields do not add up to its length",
                           hint="report it with the PostgreSQL version and the table's column types")
     columns += [m.slice(0, len(starts)) for m in meta]
-    return pa.Table.from_arrays(columns, schema=layout.schema.arrow_schema())
+    return pa.Table.from_arrays(columns, schema=layout.arrow_schema)
 
 
 def _read_run(b: np.ndarray, head: np.ndarray, starts: np.ndarray, layout: CopyLayout,
@@ -191,7 +204,7 @@ def _read_run(b: np.ndarray, head: np.ndarray, starts: np.ndarray, layout: CopyL
     table = layout.schema.qualified_name
     regular = np.ones(len(starts), bool)
     for k, field in enumerate(layout.fields[:layout.run]):
-        regular &= head[f"size{k}"] == np.dtype(field.wire).itemsize
+        regular &= head[f"size{k}"] == field.width
     irregular = None if regular.all() else np.flatnonzero(~regular)
     walk = None if irregular is None else starts[irregular] + 2
     for k, field in enumerate(layout.fields[:layout.run]):
@@ -202,7 +215,7 @@ def _read_run(b: np.ndarray, head: np.ndarray, starts: np.ndarray, layout: CopyL
             size[irregular], value[irregular] = record["size"], record["value"]
             walk += 4 + np.maximum(record["size"], 0)
         columns[k] = _fixed(value, size, size >= 0, field, table)
-    pos = starts + 2 + sum(4 + np.dtype(f.wire).itemsize for f in layout.fields[:layout.run])
+    pos = starts + 2 + sum(4 + f.width for f in layout.fields[:layout.run])
     if layout.run == len(layout.fields):
         if irregular is not None:
             pos[irregular] = walk
@@ -229,6 +242,8 @@ def _read_field(b: np.ndarray, data: pa.Buffer, at: np.ndarray, size: np.ndarray
     if field.column.type.kind is Kind.BINARY:  # bytea's binary form: its bytes
         return _texts(data, at, np.maximum(size, 0), valid, binary=True)
     text = _texts(data, at + field.skip, np.maximum(size - field.skip, 0), valid)
+    if field.arrow_type == text.type:  # text, json, enum labels: already what convert_column would return
+        return text
     return convert_column(text, field.column.type, table, field.column.name)
 
 
@@ -267,14 +282,14 @@ def _numeric(b: np.ndarray, at: np.ndarray, valid: np.ndarray, field: SnapshotFi
     for k in range(most):
         digit = record[f"d{k}"].astype(np.int64)
         exponent = 4 * (weight - k) + (ltype.scale or 0)  # of 10 in the unscaled integer; < 0: past the scale
-        term = np.where(exponent >= 0, digit * _POW10[np.clip(exponent, 0, 18)],
-                        digit // _POW10[np.clip(-exponent, 0, 18)])
+        term = np.where(exponent >= 0, digit * _POW10[np.minimum(np.maximum(exponent, 0), 18)],
+                        digit // _POW10[np.minimum(np.maximum(-exponent, 0), 18)])
         unscaled += np.where(finite & (k < ndigits), term, 0)
     np.negative(unscaled, out=unscaled, where=sign == _NUMERIC_NEG)
     words = np.empty((len(at), 2), np.int64)  # decimal128: little-endian two's complement
     words[:, 0], words[:, 1] = unscaled, unscaled >> 63
     validity = None if finite.all() else pa.py_buffer(np.packbits(finite, bitorder="little"))
-    return pa.Array.from_buffers(ltype.to_arrow(), len(at), [validity, pa.py_buffer(words)],
+    return pa.Array.from_buffers(field.arrow_type, len(at), [validity, pa.py_buffer(words)],
                                  null_count=int(len(at) - np.count_nonzero(finite)))
 
 
@@ -330,4 +345,4 @@ def _fixed(raw: np.ndarray, size: np.ndarray, valid: np.ndarray, field: Snapshot
         values[plus], values[minus] = TIMESTAMP_POS_INFINITY, TIMESTAMP_NEG_INFINITY
     else:
         values = raw.astype(raw.dtype.newbyteorder("="))
-    return pa.array(values, field.column.type.to_arrow(), mask=None if valid.all() else ~valid)
+    return pa.array(values, field.arrow_type, mask=None if valid.all() else ~valid)

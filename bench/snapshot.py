@@ -220,7 +220,7 @@ def main() -> None:
     settings = SnapshotSettings(chunk_rows=5_000) if args.quick else SnapshotSettings()
     sizes = (20_000, 60_000) if args.quick else (1_000_000, 5_000_000)
     with PostgresServer() as pg:
-        small = _one_size(pg, sizes[0], 1, settings, other_parallelism=1 if settings.parallelism > 1 else None)
+        small = _one_size(pg, sizes[0], 3, settings, other_parallelism=1 if settings.parallelism > 1 else None)
         main_run = _one_size(pg, sizes[1], 3, settings)
     write_result(
         "snapshot" + ("_quick" if args.quick else ""),
@@ -244,7 +244,7 @@ def main() -> None:
             "chunks": main_run["chunks"],
             "batches": main_run["batches"],
             "receiver": main_run["runs"][0]["receiver"],
-            "method": "best of 3 interleaved (reference, snapshot) runs; the snapshot (plan_snapshot + run_snapshot "
+            "method": "best of 3 interleaved (reference, snapshot) runs at each size; the snapshot (plan_snapshot + run_snapshot "
                       "into a change log) in a fresh process, imports not timed; the DuckDB apply (apply_batch of "
                       "every batch, sweep included) measured in the last run, its peak RSS (DuckDB's memory "
                       "included) apart; at 1M rows one more pair at parallelism 1 (other_parallelism)",

@@ -257,6 +257,7 @@ def main() -> None:
                       "included) apart; at 1M rows one more pair at parallelism 1 (other_parallelism)",
             "sizes": [{k: v for k, v in r.items() if k not in ("runs", "warmup")} for r in (small, main_run)],
             "runs": main_run["runs"],
+            "warmup": main_run["warmup"],
             "cpus": os.cpu_count(),
         },
     )

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = [
@@ -57,8 +58,10 @@ INTERVAL_ARROW = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("micr
 _US_PER_DAY = 86_400_000_000
 
 
-def civil_from_days(days: int) -> tuple[int, int, int]:
+def civil_from_days(days):
     """(year, month, day) of ``days`` since 1970-01-01, proleptic Gregorian, astronomical years (1 BC = 0).
+
+    ``days`` is an int (the result: ints) or a numpy array of days (the result: arrays, element-wise).
 
     Plain integer arithmetic: defined for every int, unlike ``datetime.date`` (years 1..9999 only).
     """
@@ -69,7 +72,9 @@ def civil_from_days(days: int) -> tuple[int, int, int]:
     doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
     mp = (5 * doy + 2) // 153
     day = doy - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
+    month = np.where(mp < 10, mp + 3, mp - 9)  # works on an int and, element-wise, on a numpy array of days
+    if np.ndim(month) == 0:
+        month = int(month)
     return yoe + era * 400 + (month <= 2), month, day
 
 

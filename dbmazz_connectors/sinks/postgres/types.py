@@ -43,6 +43,7 @@ from ...core.types import (
     TIMESTAMP_POS_INFINITY,
     Kind,
     LogicalType,
+    civil_from_days,
 )
 from .._policy import ValueRule, temporal_rule, text_rule
 
@@ -214,7 +215,7 @@ def _time_text(array):
 def _civil_text(days: np.ndarray, clock: tuple[np.ndarray, str] | None, infinities: tuple[int, int],
                 raw: np.ndarray | None = None) -> pa.Array:
     """``YYYY-MM-DD[ HH:MM:SS.ffffff[+00]][ BC]`` for each day (and time of day), 'infinity' at the encodings."""
-    year, month, day = _civil(days)
+    year, month, day = civil_from_days(days)
     bc = year <= 0
     parts = [_padded(np.where(bc, 1 - year, year), 4), "-", _padded(month, 2), "-", _padded(day, 2)]
     if clock is not None:
@@ -231,19 +232,6 @@ def _civil_text(days: np.ndarray, clock: tuple[np.ndarray, str] | None, infiniti
 
 def _padded(values: np.ndarray, width: int) -> pa.Array:
     return pc.utf8_lpad(pc.cast(pa.array(values.astype(np.int64)), pa.string()), width, "0")
-
-
-def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``core.types.civil_from_days`` over a numpy array of days."""
-    z = days + 719_468
-    era = z // 146_097
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = np.where(mp < 10, mp + 3, mp - 9)
-    return yoe + era * 400 + (month <= 2), month, day
 
 
 _HEX = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")

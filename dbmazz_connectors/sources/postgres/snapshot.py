@@ -30,7 +30,7 @@ from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ...core.types import Kind
 from ._catalog import split_table
-from ._reader import copy_blocks
+from ._reader import _put, copy_blocks
 from ._snapshot_rows import copy_layout, decode_copy_block
 
 __all__ = ["plan_chunks", "SnapshotReader", "key_predicate"]
@@ -228,12 +228,3 @@ class SnapshotReader:
                 decoded, rows = [], 0
         if decoded:
             yield Rows(schema, pa.concat_tables(decoded))
-
-
-def _put(out: queue.Queue, item, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue

@@ -1,6 +1,6 @@
 """The plain-Python flow: capture a source range into the change log, apply a batch to a sink.
 
-Ordering (DESIGN §3): a capture writes every part, then the manifest, and only then acknowledges
+Ordering (docs/architecture.md, "Capture and apply"): a capture writes every part, then the manifest, and only then acknowledges
 the source. A re-run of a batch whose manifest exists re-uses it; one whose manifest does not
 exist re-reads the same range (the source was not acknowledged).
 """

@@ -1,4 +1,4 @@
-"""Per-key compaction and folding by the ordering invariant (DESIGN §2), column-wise in Arrow."""
+"""Per-key compaction and folding by the ordering invariant (docs/architecture.md, "The ordering invariant"), column-wise in Arrow."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Turning one table's ChangeBatch into ordered apply steps, the same way for every sink.
 
 A batch becomes: schema steps (validated before anything is written), truncate steps and
-row steps, each row step compacted per key (last change in source order wins, DESIGN §2).
+row steps, each row step compacted per key (last change in source order wins; docs/architecture.md, "The ordering invariant").
 Rows that precede a truncate in the same batch are dropped: the truncate removes them anyway.
 """
 

@@ -1,4 +1,4 @@
-"""Compaction and folding follow the ordering invariant (DESIGN §2)."""
+"""Compaction and folding follow the ordering invariant (docs/architecture.md, "The ordering invariant")."""
 
 from dbmazz_connectors.core import OP_DELETE, OP_INSERT, OP_UPDATE, compact, fold
 

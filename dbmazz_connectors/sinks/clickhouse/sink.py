@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ...core.batch import ChangeBatch
 from ...core.compaction import conform
-from ...core.errors import Problem, SchemaChangeError
+from ...core.errors import Problem
 from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities, WriteResult
 from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, Column, TableSchema
 from ...core.types import Kind
@@ -100,16 +100,33 @@ class ClickHouseSink(ClickHouseClient):
                         for c in schema.columns)
         schema = TableSchema(schema.schema, schema.name, columns, schema.primary_key)
         state = TableState(schema.qualified_name, self.target_name(schema.qualified_name), schema)
-        cols = [f"{self.q(c.name)} {self.types.native(c.type, c.nullable)}" for c in schema.columns]
+        self._create_target(state.target, schema)
+        self._create_view(state)
+        self._save_state(state)
+
+    def _create_target(self, target: str, schema: TableSchema) -> None:
+        cols = [f"{self.q(c.name)} {self.types.native(c.type, c.name not in schema.primary_key)}"
+                for c in schema.columns]
         self.command(
-            f"CREATE TABLE IF NOT EXISTS {self.q(state.target)} ({', '.join(cols)}, "
+            f"CREATE TABLE IF NOT EXISTS {self.q(target)} ({', '.join(cols)}, "
             f"{self.q(VERSION_COLUMN)} UInt64, {self.q(COMMIT_TS_COLUMN)} DateTime64(6, 'UTC'), "
             f"{self.q(DELETED_COLUMN)} UInt8) "
             f"ENGINE = ReplacingMergeTree({self.q(VERSION_COLUMN)}, {self.q(DELETED_COLUMN)}) "
             f"ORDER BY ({', '.join(self.q(k) for k in schema.primary_key)}) "
             f"SETTINGS non_replicated_deduplication_window = {int(self.config.dedup_window)}")
-        self._create_view(state)
-        self._save_state(state)
+
+    def _rebuild(self, state: TableState, schema: TableSchema) -> None:
+        """Copy the table into a new one of ``schema`` and swap them (a sorting-key column cannot be altered).
+
+        Safe to repeat after a crash: the copy is made again from whichever table holds the name."""
+        work = state.target + "__dbmazz_rebuild"
+        self.command(f"DROP TABLE IF EXISTS {self.q(work)} SYNC")
+        self._create_target(work, schema)
+        cols = ", ".join(self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN,
+                                             DELETED_COLUMN])
+        self.command(f"INSERT INTO {self.q(work)} ({cols}) SELECT {cols} FROM {self.q(state.target)}")
+        self.command(f"EXCHANGE TABLES {self.q(state.target)} AND {self.q(work)}")
+        self.command(f"DROP TABLE {self.q(work)} SYNC")
 
     def _create_view(self, state: TableState) -> None:
         cols = ", ".join(self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN])
@@ -161,12 +178,6 @@ class ClickHouseSink(ClickHouseClient):
                                     for i, s in enumerate(steps) if isinstance(s, SchemaStep | RowsStep)]
         for index, schema in incoming:
             plan = reconcile_columns(current, schema, sink="clickhouse", same_native=self.types.same_native)
-            for old, new in plan.widened:
-                if old.name in current.primary_key:
-                    raise SchemaChangeError(
-                        f"clickhouse: key column {schema.qualified_name}.{old.name} changed from {old.type} to "
-                        f"{new.type}; ClickHouse cannot alter a sorting key column",
-                        hint="re-snapshot the table into a new sink table")
             if plan.schema != current:
                 plans[max(index, 0)] = _merge(plans.get(max(index, 0)), plan)
                 current = plan.schema
@@ -174,10 +185,14 @@ class ClickHouseSink(ClickHouseClient):
 
     def _alter(self, state: TableState, plan: ColumnPlan) -> TableState:
         target = self.q(state.target)
+        if any(new.name in state.schema.primary_key for _, new in plan.widened):
+            self._rebuild(state, plan.schema)  # a widened key column; the statements below are then no-ops
         for col in plan.added:
             self.command(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
                          f"{self.types.native(col.type)}", settings=_LWD)
         for _, new in plan.widened:
+            if new.name in state.schema.primary_key:
+                continue  # rebuilt above
             self.command(f"ALTER TABLE {target} MODIFY COLUMN {self.q(new.name)} {self.types.native(new.type)}",
                          settings=_LWD)
         state = TableState(state.table, state.target, plan.schema, state.truncated_version)

@@ -20,7 +20,7 @@ from ...core.errors import (
 from ...core.protocols import LoadingModel, SinkCapabilities
 from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, VERSION_COLUMN, TableSchema
 from .._plan import ColumnPlan
-from .._sql_sink import UNKNOWN_KEY, SqlSink, TableState
+from .._sql_sink import META_SCHEMA, UNKNOWN_KEY, SqlSink, TableState
 from .config import DuckDbConfig
 from .types import DuckDbTypes
 
@@ -168,12 +168,34 @@ class DuckDbSink(SqlSink):
             except Exception:  # noqa: BLE001 - no transaction open
                 pass
 
-    def check_widening(self, plan: ColumnPlan, table: str) -> None:
-        for old, new in plan.widened:
-            if new.name in plan.schema.primary_key:
-                raise self.refuse(table, f"primary-key column {new.name} changed from {old.type} to {new.type}; "
-                                  "DuckDB cannot change the type of a key column in place",
-                                  hint="re-snapshot the table into a new sink table")
+    def _alter(self, state: TableState, plan: ColumnPlan, details: dict[str, int]) -> TableState:
+        """As every SQL sink, except a widened primary-key column: DuckDB cannot ``ALTER`` the type of a
+        column an index covers, so the table (and its tombstones) is copied into a new one under the same name."""
+        keyed = [(old, new) for old, new in plan.widened if new.name in state.schema.primary_key]
+        if not keyed:
+            return super()._alter(state, plan, details)
+        others = ColumnPlan(plan.schema, plan.added, tuple(w for w in plan.widened if w not in keyed))
+        state = super()._alter(state, others, details)
+        columns = [*plan.schema.columns]
+        self._rebuild(state.target_schema, state.target_name, state.schema,
+                      [(c.name, self.types.native(c.type), c.name in state.schema.primary_key) for c in columns]
+                      + [(VERSION_COLUMN, self.types.VERSION, True), (COMMIT_TS_COLUMN, "TIMESTAMPTZ", True)])
+        self._rebuild(META_SCHEMA, state.tombstones, state.schema,
+                      [(k, self.types.native(state.schema.column(k).type), True) for k in state.schema.primary_key]
+                      + [(VERSION_COLUMN, self.types.VERSION, True)])
+        details["columns_widened"] += len(keyed)
+        return state
+
+    def _rebuild(self, schema_name: str, name: str, schema: TableSchema, columns: list[tuple[str, str, bool]]) -> None:
+        """Copy the table ``schema_name.name`` into a new one with ``columns`` (name, native type, not null)."""
+        work = name + "__dbmazz_rebuild"
+        defs = ", ".join(f"{_quote(c)} {native}{' NOT NULL' if not_null else ''}" for c, native, not_null in columns)
+        names = ", ".join(_quote(c) for c, _, _ in columns)
+        self.execute(f"CREATE TABLE {self.q(schema_name, work)} ({defs}, "
+                     f"PRIMARY KEY ({', '.join(_quote(k) for k in schema.primary_key)}))")
+        self.execute(f"INSERT INTO {self.q(schema_name, work)} ({names}) SELECT {names} FROM {self.q(schema_name, name)}")
+        self.execute(f"DROP TABLE {self.q(schema_name, name)}")
+        self.execute(f"ALTER TABLE {self.q(schema_name, work)} RENAME TO {_quote(name)}")
 
     def direct_insert(self, state: TableState, schema: TableSchema, rows: pa.Table) -> bool:
         """INSERT append-only rows straight from Arrow when none of their keys is in the table yet."""

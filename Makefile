@@ -23,7 +23,7 @@ test-all: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: venv
-	$(BIN)/python -m dbmazz_pipelines.demo
+	$(BIN)/python -m infra.demo
 
 bench: venv
 	@for script in bench/*.py; do \

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import duckdb  # noqa: E402
 
 from bench._common import write_result  # noqa: E402
-from dbmazz_pipelines.demo import prepare, start_dagster, stop_process_group  # noqa: E402
 from infra._common import free_port  # noqa: E402
+from infra.demo import prepare, start_dagster, stop_process_group  # noqa: E402
 from infra.postgres import PostgresServer  # noqa: E402
 from infra.shop import ShopWorkload  # noqa: E402
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .config import PipelineConfig, literal_passwords, load_pipelines
@@ -40,7 +41,25 @@ def check_pipeline(pipeline: PipelineConfig, notes: list[tuple[str, str]] | None
     return found
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (a process manager's stop) and SIGHUP take Ctrl-C's path: connections are closed on the way out."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        name = str(exc) if str(exc) in ("SIGTERM", "SIGHUP") else "SIGINT"
+        print(f"dbmazz: stopped by {name}", file=sys.stderr)
+        return 128 + signal.Signals[name]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="dbmazz", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="run preflight checks for the pipelines in a config file")

@@ -12,8 +12,8 @@ import duckdb
 import psycopg
 import pytest
 
-from dbmazz_pipelines.demo import prepare, start_dagster, stop_process_group
 from infra._common import free_port
+from infra.demo import prepare, start_dagster, stop_process_group
 from infra.postgres import PostgresServer
 from infra.shop import ShopWorkload
 

@@ -3,7 +3,10 @@
 One pipeline (``shop``) captures PostgreSQL's ``public.customers`` and ``public.orders`` and feeds two sinks from
 the same capture: DuckDB (the embedded default) and a throw-away ClickHouse. The shop already holds customers and
 orders before the pipeline exists: the capture sensor's first tick sets the source up and plans their initial load,
-which it runs batch by batch while the workload's changes keep flowing. Ctrl-C stops everything it started.
+which it runs batch by batch while the workload's changes keep flowing. Ctrl-C, SIGTERM (a process manager's stop)
+or SIGHUP stop everything it started and remove the servers' temporary directories.
+
+    python -m infra.demo [--port 3000] [--rate 50] [--no-clickhouse] [--workdir .dbmazz/demo]
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from infra.postgres import PostgresServer
-from infra.shop import (
+from .postgres import PostgresServer
+from .shop import (
     SHOP_TABLES,
     ShopWorkload,
     create_replication_role,
@@ -35,7 +38,7 @@ STATE = ROOT / ".dbmazz"
 
 
 def _clickhouse():
-    from infra.clickhouse import ClickHouseServer
+    from .clickhouse import ClickHouseServer
 
     return ClickHouseServer()
 
@@ -113,24 +116,36 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait()
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM/SIGHUP take Ctrl-C's path: the ``finally`` below stops everything that was started."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=50.0, help="workload changes per second")
     parser.add_argument("--no-clickhouse", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=STATE / "demo",
+                        help="config, Dagster home, change log and DuckDB file (emptied at start)")
+    parser.add_argument("--orders", type=int, default=2000, help="orders in the shop before the pipeline starts")
     args = parser.parse_args()
-    workdir = STATE / "demo"
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    workdir = args.workdir.resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     started: list = []
     dagster = None
     try:
-        pg = PostgresServer().start()
-        started.append(pg)
+        pg = PostgresServer()
+        started.append(pg)  # before start(): a signal during start still removes what start() made
+        pg.start()
         ch = None
         if not args.no_clickhouse:
-            ch = _clickhouse().start()
+            ch = _clickhouse()
             started.append(ch)
-        env = prepare(pg, workdir, ch)
+            ch.start()
+        env = prepare(pg, workdir, ch, orders=args.orders)
         workload = ShopWorkload(pg.url("shop"), rate=args.rate).start()
         started.append(workload)
         dagster = start_dagster(env, args.port)
@@ -141,6 +156,9 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # a second Ctrl-C/SIGTERM must not cut the clean-up short (a process manager sends SIGKILL if it is too slow)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         if dagster is not None:
             stop_process_group(dagster)
         for thing in reversed(started):

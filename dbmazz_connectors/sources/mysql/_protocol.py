@@ -7,6 +7,7 @@ transaction boundaries, DDL and table layouts. Row payloads are left as bytes fo
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,22 +16,43 @@ import pymysql
 from ...core.errors import SourceError, TransientError, redact
 from .types import CHARACTER_TYPES, NUMERIC_TYPES, ColumnLayout, T
 
-__all__ = ["E", "Event", "TableMap", "dump_events", "parse_table_map", "read_packed_int", "DumpError"]
+__all__ = ["E", "Event", "TableMap", "dump_events", "parse_table_map", "read_packed_int", "DumpError",
+           "CompressedEventError", "uncompress", "query_text"]
 
 
 class E:
     """Binlog event type codes (MySQL, then MariaDB-only)."""
 
-    QUERY, STOP, ROTATE, FORMAT_DESCRIPTION, XID, TABLE_MAP = 2, 3, 4, 15, 16, 19
-    WRITE_V1, UPDATE_V1, DELETE_V1, HEARTBEAT = 23, 24, 25, 27
+    QUERY, STOP, ROTATE, INTVAR, FORMAT_DESCRIPTION, XID, TABLE_MAP = 2, 3, 4, 5, 15, 16, 19
+    RAND, USER_VAR = 13, 14
+    PRE_GA_ROWS = frozenset({20, 21, 22})
+    WRITE_V1, UPDATE_V1, DELETE_V1, INCIDENT, HEARTBEAT, IGNORABLE, ROWS_QUERY = 23, 24, 25, 26, 27, 28, 29
     WRITE_V2, UPDATE_V2, DELETE_V2, MYSQL_GTID, ANONYMOUS_GTID, PREVIOUS_GTIDS = 30, 31, 32, 33, 34, 35
-    PARTIAL_UPDATE, TRANSACTION_PAYLOAD = 39, 40
-    ANNOTATE_ROWS, BINLOG_CHECKPOINT, MARIADB_GTID, GTID_LIST, QUERY_COMPRESSED = 160, 161, 162, 163, 165
+    TRANSACTION_CONTEXT, VIEW_CHANGE, XA_PREPARE = 36, 37, 38
+    PARTIAL_UPDATE, TRANSACTION_PAYLOAD, HEARTBEAT_V2, GTID_TAGGED = 39, 40, 41, 42
+    ANNOTATE_ROWS, BINLOG_CHECKPOINT, MARIADB_GTID, GTID_LIST, START_ENCRYPTION = 160, 161, 162, 163, 164
+    # MariaDB's compressed binlog (log_bin_compress=ON): the query text, or the row images, zlib-compressed
+    QUERY_COMPRESSED = 165
+    WRITE_COMPRESSED_V1, UPDATE_COMPRESSED_V1, DELETE_COMPRESSED_V1 = 166, 167, 168
+    WRITE_COMPRESSED_V2, UPDATE_COMPRESSED_V2, DELETE_COMPRESSED_V2 = 169, 170, 171
     COMPRESSED_ROWS = frozenset({166, 167, 168, 169, 170, 171})
 
 
-ROWS_EVENTS = {E.WRITE_V1: 0, E.WRITE_V2: 0, E.UPDATE_V1: 1, E.UPDATE_V2: 1, E.DELETE_V1: 2, E.DELETE_V2: 2}
+# rows event type -> 0 insert, 1 update, 2 delete
+ROWS_EVENTS = {E.WRITE_V1: 0, E.WRITE_V2: 0, E.UPDATE_V1: 1, E.UPDATE_V2: 1, E.DELETE_V1: 2, E.DELETE_V2: 2,
+               E.WRITE_COMPRESSED_V1: 0, E.UPDATE_COMPRESSED_V1: 1, E.DELETE_COMPRESSED_V1: 2,
+               E.WRITE_COMPRESSED_V2: 0, E.UPDATE_COMPRESSED_V2: 1, E.DELETE_COMPRESSED_V2: 2}
+# rows events whose post-header carries MySQL 5.6's extra-data block
+ROWS_V2_EVENTS = frozenset({E.WRITE_V2, E.UPDATE_V2, E.DELETE_V2, E.WRITE_COMPRESSED_V2, E.UPDATE_COMPRESSED_V2,
+                            E.DELETE_COMPRESSED_V2})
+# events that carry nothing capture needs and may be passed over (positions still advance past them)
+SKIPPED_EVENTS = frozenset({
+    E.STOP, E.INTVAR, E.RAND, E.USER_VAR, E.HEARTBEAT, E.IGNORABLE, E.ROWS_QUERY, E.MYSQL_GTID, E.ANONYMOUS_GTID,
+    E.PREVIOUS_GTIDS, E.TRANSACTION_CONTEXT, E.VIEW_CHANGE, E.XA_PREPARE, E.HEARTBEAT_V2, E.GTID_TAGGED,
+    E.ANNOTATE_ROWS, E.BINLOG_CHECKPOINT, E.GTID_LIST, E.START_ENCRYPTION,
+})
 ARTIFICIAL_FLAG = 0x20
+IGNORABLE_FLAG = 0x80  # LOG_EVENT_IGNORABLE_F: the server says a reader that does not know the event may skip it
 _HEADER = struct.Struct("<IBIIIH")
 _COM_BINLOG_DUMP = 0x12
 _DUMP_NON_BLOCK = 0x01
@@ -42,6 +64,48 @@ class DumpError(SourceError):
     def __init__(self, message: str, code: int | None) -> None:
         self.code = code
         super().__init__(message)
+
+
+class CompressedEventError(SourceError):
+    """A compressed binlog event (MariaDB log_bin_compress) whose payload cannot be decompressed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="check the binlog with mariadb-binlog --verbose at that position; if it "
+                         "is damaged, re-snapshot the pipeline's tables from a position after it")
+
+
+def uncompress(buf: bytes | memoryview, what: str) -> bytes:
+    """The payload of a MariaDB compressed event (``binlog_buf_uncompress``).
+
+    One header byte: bit 7 set, bits 4-6 the algorithm (0 = zlib, the only one), bits 0-2 how many bytes
+    (1-4) hold the uncompressed length, big-endian; then that length and a zlib stream.
+    """
+    if not buf or buf[0] & 0x80 == 0:
+        raise CompressedEventError(f"{what}: a compressed event without its compression header")
+    algorithm, lenlen = buf[0] >> 4 & 0x07, buf[0] & 0x07
+    if algorithm != 0 or not 1 <= lenlen <= 4 or len(buf) < 1 + lenlen:
+        raise CompressedEventError(f"{what}: unknown compression (algorithm {algorithm}, length of length {lenlen}); "
+                                   "only zlib is known")
+    length = int.from_bytes(buf[1 : 1 + lenlen], "big")
+    try:
+        data = zlib.decompress(buf[1 + lenlen :])
+    except zlib.error as exc:
+        raise CompressedEventError(f"{what}: the zlib payload is damaged ({exc})") from None
+    if len(data) != length:
+        raise CompressedEventError(f"{what}: decompressed to {len(data)} bytes, its header says {length}")
+    return data
+
+
+def query_text(event: Event) -> tuple[str, bytes]:
+    """(default database, statement) of a QUERY or QUERY_COMPRESSED event."""
+    body = event.body
+    db_len, status_len = body[8], body[11] | body[12] << 8
+    pos = 13 + status_len
+    database = bytes(body[pos : pos + db_len]).decode()
+    query = body[pos + db_len + 1 :]
+    if event.type == E.QUERY_COMPRESSED:
+        return database, uncompress(query, f"a compressed statement ending at binlog offset {event.log_pos}")
+    return database, bytes(query)
 
 
 @dataclass(frozen=True, slots=True)

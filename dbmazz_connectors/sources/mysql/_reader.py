@@ -11,10 +11,23 @@ from ...core.errors import SchemaChangeError, SourceError, TableChangedError
 from ...core.positions import BinlogPosition
 from ._buffer import Layout, TableBuffer, Txn
 from ._ddl import is_dml, parse_ddl
-from ._protocol import ARTIFICIAL_FLAG, ROWS_EVENTS, E, Event, dump_events, parse_table_map, read_packed_int
+from ._protocol import (
+    ARTIFICIAL_FLAG,
+    IGNORABLE_FLAG,
+    ROWS_EVENTS,
+    ROWS_V2_EVENTS,
+    SKIPPED_EVENTS,
+    E,
+    Event,
+    dump_events,
+    parse_table_map,
+    query_text,
+    read_packed_int,
+    uncompress,
+)
 from ._schema import TableInfo, resolve_layout, schema_from_info, schema_from_layout
 
-__all__ = ["RangeReader", "BinlogFormatError"]
+__all__ = ["RangeReader", "BinlogFormatError", "UnknownEventError", "BinlogIncidentError"]
 
 Connect = Callable[[], pymysql.Connection]
 MAX_BUFFER_BYTES = 16 * 1024 * 1024  # raw row images per table before a chunk is cut (wide rows)
@@ -25,6 +38,30 @@ class BinlogFormatError(SourceError):
 
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message, hint=hint)
+
+
+class UnknownEventError(SourceError):
+    """The binlog holds an event type the reader does not know and the server does not mark as ignorable.
+
+    Skipping it while the position advances could lose row changes (what a reader that passes over, say,
+    compressed row events does silently), so the capture stops before it."""
+
+    def __init__(self, kind: int, where: str) -> None:
+        self.kind = kind
+        super().__init__(
+            f"the binlog holds an event of type {kind} at {where} that dbmazz cannot read; it may carry row "
+            "changes, so the capture stops before it rather than skip it",
+            hint="turn off the server feature that writes it (binlog_transaction_compression, "
+            "binlog_row_value_options, a newer binlog format) and re-snapshot the pipeline's tables from a position "
+            "after it, or use a dbmazz release that reads it")
+
+
+class BinlogIncidentError(SourceError):
+    """The server logged an INCIDENT event: changes around it may be missing from the binlog (a replica stops too)."""
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(f"the server logged an incident at {where}: {message}; changes may be missing from the "
+                         "binlog there", hint="see the server's error log, then re-snapshot the pipeline's tables")
 
 
 class RangeReader:
@@ -92,7 +129,7 @@ class RangeReader:
             self._on_table_map(event)
         elif kind == E.XID:
             self._on_commit(event)
-        elif kind == E.QUERY:
+        elif kind in (E.QUERY, E.QUERY_COMPRESSED):
             self._on_query(event)
         elif kind == E.MARIADB_GTID:
             self._on_mariadb_gtid(event)
@@ -100,12 +137,23 @@ class RangeReader:
             position = int.from_bytes(event.body[:8], "little")
             self.file, self.offset = event.body[8:].decode(), position
             return
-        elif kind in E.COMPRESSED_ROWS or kind in (E.PARTIAL_UPDATE, E.TRANSACTION_PAYLOAD, E.QUERY_COMPRESSED):
+        elif kind == E.FORMAT_DESCRIPTION or kind in SKIPPED_EVENTS:
+            pass
+        elif kind in (E.PARTIAL_UPDATE, E.TRANSACTION_PAYLOAD):
             raise BinlogFormatError(f"the binlog holds a compressed or partial event (type {kind}) dbmazz cannot read",
-                                    hint="SET GLOBAL log_bin_compress = OFF, binlog_transaction_compression = OFF, "
+                                    hint="SET GLOBAL binlog_transaction_compression = OFF, "
                                     "binlog_row_value_options = ''")
+        elif kind == E.INCIDENT:
+            size = event.body[2] if len(event.body) > 2 else 0
+            text = bytes(event.body[3 : 3 + size]).decode("utf-8", errors="replace") or "no message"
+            raise BinlogIncidentError(text, self._where(event))
+        elif not event.flags & IGNORABLE_FLAG:
+            raise UnknownEventError(kind, self._where(event))
         if event.log_pos and not event.flags & ARTIFICIAL_FLAG and kind != E.FORMAT_DESCRIPTION:
             self.offset = event.log_pos
+
+    def _where(self, event: Event) -> str:
+        return f"{self.file}:{self.offset} (event ending at {event.log_pos})"
 
     def _on_table_map(self, event: Event) -> None:
         body = event.body
@@ -143,7 +191,7 @@ class RangeReader:
         if buffer is None:
             return
         offset = 8
-        if event.type >= E.WRITE_V2:
+        if event.type in ROWS_V2_EVENTS:
             offset += body[8] | body[9] << 8
         ncols, offset = read_packed_int(body, offset)
         bitmaps = 2 if kind == 1 else 1
@@ -152,7 +200,12 @@ class RangeReader:
             raise BinlogFormatError(
                 f"a row event of {buffer.layout.schema.qualified_name} does not carry every column",
                 hint="SET GLOBAL binlog_row_image = 'FULL' (and in the server config)")
-        buffer.add(kind, body, offset + len(full), self.txn)
+        images = offset + len(full)
+        if event.type in E.COMPRESSED_ROWS:  # MariaDB compresses the row images only, after the column bitmaps
+            body = bytes(body[:images]) + uncompress(
+                memoryview(body)[images:], f"compressed rows of {buffer.layout.schema.qualified_name} at "
+                f"{self._where(event)}")
+        buffer.add(kind, body, images, self.txn)
         if self.in_txn and self._full(buffer):
             if self.txn.version is None:
                 self.txn.version, self.txn.commit_ts_us = self.find_commit(self.file, event.log_pos)
@@ -177,11 +230,8 @@ class RangeReader:
         self.txn = Txn()
 
     def _on_query(self, event: Event) -> None:
-        body = event.body
-        db_len, status_len = body[8], body[11] | body[12] << 8
-        pos = 13 + status_len
-        database = bytes(body[pos : pos + db_len]).decode()
-        query = bytes(body[pos + db_len + 1 :]).decode("utf-8", errors="replace")
+        database, raw = query_text(event)
+        query = raw.decode("utf-8", errors="replace")
         head = query.lstrip()[:9].upper()
         if head.startswith("BEGIN") or head.startswith("XA START"):
             self.in_txn, self.txn = True, Txn()

@@ -23,7 +23,7 @@ from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ._keys import plan_key_ranges
 from ._position import visible_end
-from ._protocol import DumpError, E, dump_events
+from ._protocol import DumpError, E, Event, dump_events, query_text
 from ._reader import RangeReader
 from ._schema import load_table_info, schema_from_info
 from .config import LOOKAHEAD_SERVER_ID_OFFSET, MySqlConfig
@@ -229,7 +229,7 @@ class MySqlSource:
             for event in dump_events(conn, file, offset, server_id, self._checksum):
                 if event.type == E.ROTATE:
                     file = event.body[8:].decode()
-                elif event.type == E.XID or (event.type == E.QUERY and _is_commit(event.body)):
+                elif event.type == E.XID or (event.type in (E.QUERY, E.QUERY_COMPRESSED) and _is_commit(event)):
                     return BinlogPosition(file, event.log_pos).version, event.timestamp * 1_000_000
         finally:
             conn.close()
@@ -240,7 +240,6 @@ def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
 
 
-def _is_commit(body: bytes) -> bool:
-    db_len, status_len = body[8], body[11] | body[12] << 8
-    query = bytes(body[13 + status_len + db_len + 1 :]).lstrip()[:8].upper()
+def _is_commit(event: Event) -> bool:
+    query = query_text(event)[1].lstrip()[:8].upper()
     return query.startswith(b"COMMIT") or query.startswith(b"ROLLBACK")

@@ -128,12 +128,21 @@ class LogPurgedError(SourceError):
 class MissingPrimaryKeyError(DbmazzError):
     """A replicated table has no primary key."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, fix: str | None = None) -> None:
+        """``fix``: the statement that gives the table a key, where the source knows one (``dbmazz check``
+        prints it when a unique index on NOT NULL columns exists); otherwise the table is to be removed."""
         self.table = table
         super().__init__(
             f"expected a primary key on {table}, found none",
-            hint=f"add one (ALTER TABLE {table} ADD PRIMARY KEY (...)) or remove the table from the pipeline",
+            hint=fix or f"remove {table} from the pipeline's tables, or give it a primary key (`dbmazz check` "
+                        "prints the statement where a unique index on NOT NULL columns can become one)",
         )
+
+    @classmethod
+    def remove_hint(cls, table: str) -> str:
+        """The fix where no unique index on NOT NULL columns exists: the table leaves the pipeline."""
+        return (f"remove {table} from the pipeline's tables (no unique index on NOT NULL columns could become its "
+                "primary key; REPLICA IDENTITY FULL is not enough: rows need a key in the sinks)")
 
 
 class UnmappableTypeError(DbmazzError):

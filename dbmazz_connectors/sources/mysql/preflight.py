@@ -134,9 +134,32 @@ def _tables(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
             continue
         try:
             schema_from_info(infos[table])
-        except (MissingPrimaryKeyError, UnmappableTypeError) as exc:
+        except MissingPrimaryKeyError as exc:
+            problems.append(Problem("tables", exc.message, _primary_key_fix(conn, table)))
+        except UnmappableTypeError as exc:
             problems.append(Problem("tables", exc.message, exc.hint))
     return problems
+
+
+def _primary_key_fix(conn: pymysql.Connection, table: str) -> str:
+    """``ALTER TABLE ... ADD PRIMARY KEY`` on the columns of the narrowest unique index on NOT NULL columns
+    (whole columns, no expression), or the table's removal from the pipeline when there is none."""
+    database, name = table.split(".", 1)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT s.INDEX_NAME, s.COLUMN_NAME, s.SUB_PART, c.IS_NULLABLE FROM information_schema.STATISTICS s "
+            "LEFT JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+            "AND c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0 "
+            "ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX", (database, name))
+        indexes: dict[str, list] = {}
+        for index, column, sub_part, nullable in cur.fetchall():
+            indexes.setdefault(index, []).append((column, sub_part, nullable))
+    usable = [[c for c, _, _ in cols] for _, cols in sorted(indexes.items())
+              if all(c is not None and sub is None and nullable == "NO" for c, sub, nullable in cols)]
+    if not usable:
+        return MissingPrimaryKeyError.remove_hint(table)
+    columns = ", ".join(quote(c) for c in min(usable, key=len))
+    return f"ALTER TABLE {quote(database)}.{quote(name)} ADD PRIMARY KEY ({columns})"
 
 
 def run_preflight(conn: pymysql.Connection, config: MySqlConfig, mariadb: bool) -> list[Problem]:

@@ -118,7 +118,7 @@ def _table(conn, config, catalog: Catalog, qualified: str, info: TableInfo | Non
                                 f"as the table owner: ALTER TABLE {quoted} REPLICA IDENTITY FULL;"))
     if info.kind == "p":
         problems += _partitions(conn, config, info)
-    return problems + _columns(config, catalog, info)
+    return problems + _columns(conn, config, catalog, info)
 
 
 def partitions(conn, info: TableInfo) -> list[tuple[str, str, bool]]:
@@ -150,7 +150,23 @@ def _partitions(conn, config: PostgresSourceConfig, info: TableInfo) -> list[Pro
     return problems
 
 
-def _columns(config: PostgresSourceConfig, catalog: Catalog, info: TableInfo) -> list[Problem]:
+def _primary_key_fix(conn, info: TableInfo) -> str:
+    """``ALTER TABLE ... ADD PRIMARY KEY`` on the columns of the narrowest unique index on NOT NULL columns
+    (no expression, no predicate), or the table's removal from the pipeline when there is none."""
+    row = conn.execute(
+        "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i "
+        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = %s::oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL "
+        "GROUP BY i.indexrelid HAVING bool_and(a.attnotnull) ORDER BY count(*), i.indexrelid::regclass::text LIMIT 1",
+        (info.oid,)).fetchone()
+    if row is None:
+        return MissingPrimaryKeyError.remove_hint(info.qualified_name)
+    columns = ", ".join(_ident(conn, c) for c in row[0])
+    return f"as the table owner: ALTER TABLE {quote_table(conn, info.qualified_name)} ADD PRIMARY KEY ({columns});"
+
+
+def _columns(conn, config: PostgresSourceConfig, catalog: Catalog, info: TableInfo) -> list[Problem]:
     qualified = info.qualified_name
     selection = config.selection(qualified)
     names = {c[0] for c in info.columns} | set(info.generated)
@@ -161,7 +177,7 @@ def _columns(config: PostgresSourceConfig, catalog: Catalog, info: TableInfo) ->
     try:
         catalog.schema_of(info)
     except MissingPrimaryKeyError as exc:
-        return [Problem("primary_key", exc.message, exc.hint)]
+        return [Problem("primary_key", exc.message, _primary_key_fix(conn, info))]
     except UnmappableTypeError as exc:
         fix = (f"exclude or map the column in the source config: columns: {{\"{qualified}\": {{\"exclude\": "
                f"[\"{exc.column}\"]}}}} (or \"as_text\": [\"{exc.column}\"]); see docs/types.md")

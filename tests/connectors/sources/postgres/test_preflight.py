@@ -43,9 +43,10 @@ def test_table_without_primary_key_missing_select_and_replica_identity_nothing(p
         conn.execute(f"ALTER PUBLICATION dbmazz_p1 OWNER TO {capture_role.name}")
     source = capture_role.source(["public.nopk", "public.secret", "public.ident", "public.ghost"])
     found = _problems(source)
-    assert found["primary_key"] == ["expected a primary key on public.nopk, found none | fix: add one "
-                                    "(ALTER TABLE public.nopk ADD PRIMARY KEY (...)) or remove the table from the "
-                                    "pipeline"]
+    assert found["primary_key"] == ["expected a primary key on public.nopk, found none | fix: remove public.nopk "
+                                    "from the pipeline's tables (no unique index on NOT NULL columns could become "
+                                    "its primary key; REPLICA IDENTITY FULL is not enough: rows need a key in the "
+                                    "sinks)"]
     assert found["privilege"] == [f"expected SELECT on public.secret for role {capture_role.name}, found none | fix: "
                                   f'as the table owner: GRANT SELECT ON "public"."secret" TO "{capture_role.name}";']
     assert found["replica_identity"] == ["expected REPLICA IDENTITY DEFAULT or FULL on public.ident, found NOTHING "

@@ -19,36 +19,24 @@ from dbmazz_connectors.core import (
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import capture_snapshot_batch, is_snapshot_batch
 
+from .metadata import PARTITION_ROW_COUNT, describe_sink_table, sink_table_metadata, source_observations
 from .naming import (
     KIND_TAG,
     TABLE_METADATA,
     batch_partitions,
-    changes_key,
     resource_key,
     resync_job_name,
-    sink_key,
-    sink_kind,
-    source_key,
-    source_kind,
     table_identifier,
 )
 from .snapshot_batches import snapshot_metadata
+from .translator import PipelineSpecs
 
 __all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata", "position_of"]
 
 
-def build_source_specs(pipeline: PipelineConfig) -> list[dg.AssetSpec]:
-    kind = source_kind(pipeline)
-    return [
-        dg.AssetSpec(
-            source_key(pipeline.name, table),
-            description=f"source table {table} ({kind})",
-            kinds={kind},
-            group_name=pipeline.name,
-            metadata={TABLE_METADATA: table},
-        )
-        for table in pipeline.tables
-    ]
+def build_source_specs(specs: PipelineSpecs) -> list[dg.AssetSpec]:
+    """The source tables: external assets (never materialized; a capture run records their schema)."""
+    return list(specs.sources.values())
 
 
 def _planned_range(changelog: ChangeLog, pipeline: str, batch_id: str):
@@ -78,38 +66,39 @@ def capture_metadata(manifest: BatchManifest, lag_bytes: int | None, seconds: fl
         "dbmazz/from_position": dg.MetadataValue.json(manifest.start.to_dict()),
         "dbmazz/to_position": dg.MetadataValue.json(manifest.end.to_dict()),
         "rows": manifest.rows,
+        PARTITION_ROW_COUNT: manifest.rows,
         "rows_by_table": dg.MetadataValue.json(by_table),
         "rows_table": dg.MetadataValue.md("| table | insert | update | delete |\n|---|---|---|---|\n" + rows_md),
         "bytes_staged": manifest.bytes,
-        "source_lag_bytes": lag_bytes if lag_bytes is not None else -1,
+        **({"source_lag_bytes": lag_bytes} if lag_bytes is not None else {}),
         "source_lag_seconds": round((now_us - newest) / 1e6, 3) if newest else 0.0,
         "duration_seconds": round(seconds, 3),
     }
 
 
-def build_changes_asset(pipeline: PipelineConfig) -> dg.AssetsDefinition:
+def build_changes_asset(specs: PipelineSpecs) -> dg.AssetsDefinition:
+    pipeline = specs.pipeline
     key = resource_key(pipeline.name)
+    spec = specs.changes.replace_attributes(
+        deps=[specs.source_key(t) for t in pipeline.tables], partitions_def=batch_partitions(pipeline.name))
 
-    @dg.asset(
-        key=changes_key(pipeline.name),
-        partitions_def=batch_partitions(pipeline.name),
-        deps=[source_key(pipeline.name, t) for t in pipeline.tables],
-        kinds={"dbmazz", "parquet"},
-        group_name=pipeline.name,
+    @dg.multi_asset(
+        name=f"{pipeline.name}__changes",
+        specs=[spec],
         required_resource_keys={key},
-        description=f"captured change batches of pipeline {pipeline.name}, staged in the change log",
     )
     def changes(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource = getattr(context.resources, key)
         if is_snapshot_batch(context.partition_key):
-            return _capture_snapshot(context, pipeline, resource)
-        return _capture_changes(context, pipeline, resource)
+            return _capture_snapshot(context, specs, resource)
+        return _capture_changes(context, specs, resource)
 
     return changes
 
 
-def _capture_changes(context: dg.AssetExecutionContext, pipeline: PipelineConfig, resource) -> dg.MaterializeResult:
+def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource) -> dg.MaterializeResult:
     """A log batch: the planned range (checkpoint, upper bound], then the source is acknowledged."""
+    pipeline = specs.pipeline
     changelog = resource.changelog()
     batch_id = context.partition_key
     start, end = _planned_range(changelog, pipeline.name, batch_id)
@@ -124,8 +113,16 @@ def _capture_changes(context: dg.AssetExecutionContext, pipeline: PipelineConfig
         raise _with_resync_hint(pipeline, exc) from None  # one error, its fix in Dagster terms
     finally:
         source.disconnect()
+    _observe_sources(context, specs, schemas)
     context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")
-    return dg.MaterializeResult(metadata=capture_metadata(manifest, lag, time.monotonic() - began))
+    return dg.MaterializeResult(asset_key=specs.changes_key,
+                                metadata=capture_metadata(manifest, lag, time.monotonic() - began))
+
+
+def _observe_sources(context: dg.AssetExecutionContext, specs: PipelineSpecs, schemas) -> None:
+    """The source tables' column schemas, recorded on their (external) assets when they changed."""
+    for observation in source_observations(specs.source_keys, schemas, context.instance):
+        context.log_event(observation)
 
 
 def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> TableChangedError:
@@ -135,8 +132,9 @@ def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> Table
     return TableChangedError(exc.table, exc.detail, fix)
 
 
-def _capture_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineConfig, resource) -> dg.MaterializeResult:
+def _capture_snapshot(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource) -> dg.MaterializeResult:
     """A snapshot batch: its planned chunks read into the change log; the checkpoint does not move."""
+    pipeline = specs.pipeline
     changelog = resource.changelog()
     batch_id = context.partition_key
     began = time.monotonic()
@@ -146,30 +144,26 @@ def _capture_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineConfi
     finally:
         source.disconnect()
     metadata = snapshot_metadata(changelog, manifest, time.monotonic() - began)
+    _observe_sources(context, specs, {name: entry.schema for name, entry in manifest.tables.items()})
     context.log.info(f"snapshot batch {batch_id} ({metadata['dbmazz/snapshot_batch']}): {manifest.rows} rows")
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(asset_key=specs.changes_key, metadata=metadata)
 
 
-def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinition:
+def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
+    pipeline = specs.pipeline
     key = resource_key(pipeline.name)
-    kind = sink_kind(pipeline, sink)
     outs = {
-        table_identifier(table): dg.AssetOut(
-            key=sink_key(pipeline.name, sink, table),
-            kinds={kind},
-            group_name=pipeline.name,
-            description=f"{table} replicated into sink {sink} ({kind})",
-            metadata={TABLE_METADATA: table},
-            is_required=False,
-        )
+        # explicit output names: two table names may clean to the same key's python identifier
+        table_identifier(table): dg.AssetOut.from_spec(
+            specs.sinks[(sink, table)].replace_attributes(deps=[]), is_required=False)
         for table in pipeline.tables
     }
-    tables = {sink_key(pipeline.name, sink, table): table for table in pipeline.tables}
+    tables = {specs.sink_key(sink, table): table for table in pipeline.tables}
 
     @dg.multi_asset(
         name=f"{pipeline.name}__{sink}__apply",
         outs=outs,
-        deps=[changes_key(pipeline.name)],
+        deps=[specs.changes_key],
         can_subset=True,
         partitions_def=batch_partitions(pipeline.name),
         required_resource_keys={key},
@@ -190,14 +184,14 @@ def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinitio
         try:
             for table in selected:
                 try:
-                    metadata = _apply_table(changelog, target, pipeline.name, manifest, table)
+                    metadata = _apply_table(changelog, target, specs, manifest, table)
                 except TransientError:
                     raise  # the sink itself is gone: every other table would fail the same way; retried whole
                 except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
                     failed[table] = exc
                     context.log.error(f"sink {sink}: table {table} failed to apply batch {batch_id}: {exc}")
                     continue
-                yield dg.MaterializeResult(asset_key=sink_key(pipeline.name, sink, table), metadata=metadata)
+                yield dg.MaterializeResult(asset_key=specs.sink_key(sink, table), metadata=metadata)
         finally:
             target.disconnect()
         if failed:
@@ -206,13 +200,19 @@ def build_sink_assets(pipeline: PipelineConfig, sink: str) -> dg.AssetsDefinitio
     return apply
 
 
-def _apply_table(changelog: ChangeLog, target, pipeline: str, manifest: BatchManifest, table: str) -> dict:
-    """Apply one table's changes of the batch to the sink; its materialization metadata."""
-    if table not in manifest.tables:
-        return {"dbmazz/batch": manifest.batch_id, "rows_written": 0, TABLE_METADATA: table, **_kind_metadata(manifest)}
-    result = apply_batch(changelog, target, pipeline, manifest.batch_id, tables=[table])[table]
-    metadata = _apply_metadata(manifest.batch_id, result, manifest.tables[table])
-    return {**metadata, TABLE_METADATA: table, **_kind_metadata(manifest)}
+def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str) -> dict:
+    """Apply one table's changes of the batch to the sink; its materialization metadata: what the batch did,
+    then the table as the sink now holds it (Dagster's standard table metadata, see ``metadata.py``)."""
+    entry = manifest.tables.get(table)
+    if entry is None:
+        metadata: dict[str, object] = {"dbmazz/batch": manifest.batch_id, "rows_written": 0, PARTITION_ROW_COUNT: 0}
+    else:
+        result = apply_batch(changelog, target, specs.pipeline.name, manifest.batch_id, tables=[table])[table]
+        metadata = _apply_metadata(manifest.batch_id, result, entry)
+    described = describe_sink_table(target, table)
+    rows = target.row_count(table) if described is not None else None
+    table_md = sink_table_metadata(described, rows, specs.source_key(table), entry.schema if entry else None)
+    return {**metadata, **table_md, TABLE_METADATA: table, **_kind_metadata(manifest)}
 
 
 def _tables_failed(sink: str, batch_id: str, selected: list[str], failed: dict[str, Exception]) -> SinkError:
@@ -239,10 +239,12 @@ def _apply_metadata(batch_id: str, result, entry) -> dict[str, object]:
     metadata: dict[str, object] = {
         "dbmazz/batch": batch_id,
         "rows_written": result.rows_written,
+        PARTITION_ROW_COUNT: result.rows_written,
         "already_applied": result.already_applied,
-        "high_water_version": result.high_water_version if result.high_water_version is not None else -1,
         "changes_in_batch": entry.rows,
     }
+    if result.high_water_version is not None:
+        metadata["high_water_version"] = result.high_water_version
     if entry.max_commit_ts_us:
         metadata["newest_source_commit"] = datetime.fromtimestamp(entry.max_commit_ts_us / 1e6, UTC).isoformat()
         metadata["commit_to_visible_seconds"] = round((now_us - entry.max_commit_ts_us) / 1e6, 3)

@@ -5,10 +5,9 @@ import time
 
 import dagster as dg
 
-from dbmazz_connectors.config import PipelineConfig
-
-from .naming import TABLE_METADATA, changes_key, resource_key, sink_key, table_identifier
+from .naming import TABLE_METADATA, resource_key, table_identifier
 from .snapshot_batches import load_progress
+from .translator import PipelineSpecs
 
 __all__ = ["build_sink_checks"]
 
@@ -21,7 +20,8 @@ def _latest_batch(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[str |
     return (batch.value if batch is not None else None), event.timestamp
 
 
-def _parity(context, pipeline: PipelineConfig, sink: str, table: str) -> dg.AssetCheckResult:
+def _parity(context, specs: PipelineSpecs, sink: str, table: str) -> dg.AssetCheckResult:
+    pipeline = specs.pipeline
     resource = getattr(context.resources, resource_key(pipeline.name))
     source, target = resource.source(), resource.sink(sink)
     try:
@@ -37,10 +37,11 @@ def _parity(context, pipeline: PipelineConfig, sink: str, table: str) -> dg.Asse
     )
 
 
-def _freshness(context, pipeline: PipelineConfig, sink: str, table: str) -> dg.AssetCheckResult:
+def _freshness(context, specs: PipelineSpecs, sink: str, table: str) -> dg.AssetCheckResult:
+    pipeline = specs.pipeline
     max_lag = max(60, 10 * pipeline.poll_interval_seconds)
-    captured, captured_at = _latest_batch(context.instance, changes_key(pipeline.name))
-    applied, applied_at = _latest_batch(context.instance, sink_key(pipeline.name, sink, table))
+    captured, captured_at = _latest_batch(context.instance, specs.changes_key)
+    applied, applied_at = _latest_batch(context.instance, specs.sink_key(sink, table))
     behind = captured is not None and applied != captured
     lag = round(time.time() - (applied_at or captured_at or time.time()), 1) if behind else 0.0
     return dg.AssetCheckResult(
@@ -50,11 +51,12 @@ def _freshness(context, pipeline: PipelineConfig, sink: str, table: str) -> dg.A
     )
 
 
-def _initial_load(context, pipeline: PipelineConfig, sink: str, table: str) -> dg.AssetCheckResult:
+def _initial_load(context, specs: PipelineSpecs, sink: str, table: str) -> dg.AssetCheckResult:
     """Passes once every batch of a whole-table snapshot of the table (its initial load, or a later full
     re-sync) is applied to this sink table; until then it reports the progress."""
+    pipeline = specs.pipeline
     changelog = getattr(context.resources, resource_key(pipeline.name)).changelog()
-    progress = load_progress(context.instance, changelog, pipeline.name, table, sink_key(pipeline.name, sink, table))
+    progress = load_progress(context.instance, changelog, pipeline.name, table, specs.sink_key(sink, table))
     if progress is None:
         return dg.AssetCheckResult(
             passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"progress": "no snapshot planned"},
@@ -74,21 +76,23 @@ def _initial_load(context, pipeline: PipelineConfig, sink: str, table: str) -> d
     )
 
 
-def build_sink_checks(pipeline: PipelineConfig) -> list[dg.AssetChecksDefinition]:
+def build_sink_checks(specs: PipelineSpecs) -> list[dg.AssetChecksDefinition]:
+    pipeline = specs.pipeline
     checks = []
     for sink in pipeline.sinks:
         for table in pipeline.tables:
-            asset = sink_key(pipeline.name, sink, table)
-            checks.append(_make_check(pipeline, sink, table, asset, "row_count_parity", _parity,
+            asset = specs.sink_key(sink, table)
+            checks.append(_make_check(specs, sink, table, asset, "row_count_parity", _parity,
                                       "source and sink have the same number of rows"))
-            checks.append(_make_check(pipeline, sink, table, asset, "freshness", _freshness,
+            checks.append(_make_check(specs, sink, table, asset, "freshness", _freshness,
                                       "the newest captured batch is applied, or applied within the allowed lag"))
-            checks.append(_make_check(pipeline, sink, table, asset, "initial_load", _initial_load,
+            checks.append(_make_check(specs, sink, table, asset, "initial_load", _initial_load,
                                       "every batch of the table's initial load (a whole-table snapshot) is applied"))
     return checks
 
 
-def _make_check(pipeline, sink, table, asset, name, body, description):
+def _make_check(specs, sink, table, asset, name, body, description):
+    pipeline = specs.pipeline
     # an explicit op name: Dagster's default is built from the asset key, which two tables may share once
     # cleaned (public.a_b, public_a.b) and which is not a valid name for a table with a space
     @dg.multi_asset_check(
@@ -97,6 +101,6 @@ def _make_check(pipeline, sink, table, asset, name, body, description):
         required_resource_keys={resource_key(pipeline.name)},
     )
     def _check(context: dg.AssetCheckExecutionContext):
-        yield body(context, pipeline, sink, table)
+        yield body(context, specs, sink, table)
 
     return _check

@@ -19,17 +19,16 @@ from .assets import build_changes_asset, build_sink_assets, build_source_specs
 from .checks import build_sink_checks
 from .naming import (
     PIPELINE_TAG,
-    changes_key,
     check_table_keys,
     job_name,
     resource_key,
     safe_name,
     sensor_name,
-    sink_key,
 )
 from .resources import DbmazzPipelineResource
 from .resync import build_resync_job
 from .sensors import build_capture_sensor
+from .translator import DbmazzTranslator, PipelineSpecs
 
 __all__ = ["build_definitions", "load_pipeline_configs", "defs"]
 
@@ -54,10 +53,11 @@ def load_pipeline_configs() -> dict[str, PipelineConfig | ConfigError]:
     )
 
 
-def _pipeline_objects(pipeline: PipelineConfig):
-    assets: list = [*build_source_specs(pipeline), build_changes_asset(pipeline)]
-    assets += [build_sink_assets(pipeline, sink) for sink in pipeline.sinks]
-    keys = [changes_key(pipeline.name)] + [sink_key(pipeline.name, s, t) for s in pipeline.sinks for t in pipeline.tables]
+def _pipeline_objects(specs: PipelineSpecs):
+    pipeline = specs.pipeline
+    assets: list = [*build_source_specs(specs), build_changes_asset(specs)]
+    assets += [build_sink_assets(specs, sink) for sink in pipeline.sinks]
+    keys = [specs.changes_key, *specs.sink_keys]
     job = dg.define_asset_job(
         job_name(pipeline.name),
         # checks run on their own schedule: a count(*) of a large source table per batch would cost more than the batch
@@ -79,7 +79,7 @@ def _pipeline_objects(pipeline: PipelineConfig):
         cron_schedule=f"*/{pipeline.check_interval_minutes} * * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
-    return assets, [job, checks_job, build_resync_job(pipeline)], schedule, build_capture_sensor(pipeline, job), build_sink_checks(pipeline)
+    return assets, [job, checks_job, build_resync_job(pipeline)], schedule, build_capture_sensor(specs, job), build_sink_checks(specs)
 
 
 @dataclass
@@ -103,12 +103,12 @@ class _Objects:
                               asset_checks=self.checks, resources=self.resources)
 
 
-def _validated_objects(pipeline: PipelineConfig) -> _Objects:
+def _validated_objects(pipeline: PipelineConfig, translator: DbmazzTranslator | None) -> _Objects:
     """The pipeline's objects, loaded by Dagster on their own: any error here is this pipeline's alone."""
     for label, config in [("source", pipeline.source), *((f"sink {n}", c) for n, c in pipeline.sinks.items())]:
         _check_connector(pipeline.name, label, config)
     check_table_keys(list(pipeline.tables))
-    assets, jobs, schedule, sensor, checks = _pipeline_objects(pipeline)
+    assets, jobs, schedule, sensor, checks = _pipeline_objects(PipelineSpecs.resolve(pipeline, translator))
     objects = _Objects(assets, jobs, [schedule], [sensor], checks,
                        {resource_key(pipeline.name): DbmazzPipelineResource.for_pipeline(pipeline)})
     objects.definitions().get_repository_def()  # Dagster's own validation (names, keys, jobs), for this pipeline
@@ -142,20 +142,22 @@ def _broken_pipeline(name: str, error: Exception) -> _Objects:
     def broken(context: dg.SensorEvaluationContext):
         raise ConfigError(message, hint="fix the pipeline's configuration and reload the code location")
 
-    spec = dg.AssetSpec(dg.AssetKey([safe, "configuration"]), group_name=safe, description=message,
+    spec = dg.AssetSpec(dg.AssetKey([safe, "configuration"]), group_name=safe, description=message, kinds={"dbmazz"},
                         metadata={"dbmazz/error": message, PIPELINE_TAG: name})
     return _Objects(assets=[spec], sensors=[broken])
 
 
-def build_definitions(pipelines: Mapping[str, PipelineConfig | Exception]) -> dg.Definitions:
-    """Dagster definitions of every pipeline. A pipeline given as an error, or whose objects fail to build
-    or to validate, becomes a failing sensor and an asset describing the error; the others still load."""
+def build_definitions(pipelines: Mapping[str, PipelineConfig | Exception],
+                      translator: DbmazzTranslator | None = None) -> dg.Definitions:
+    """Dagster definitions of every pipeline, their assets' specs from ``translator`` (default:
+    ``DbmazzTranslator()``). A pipeline given as an error, or whose objects fail to build or to validate,
+    becomes a failing sensor and an asset describing the error; the others still load."""
     objects = _Objects()
     for name, pipeline in pipelines.items():
         try:
             if isinstance(pipeline, Exception):
                 raise pipeline
-            objects.add(_validated_objects(pipeline))
+            objects.add(_validated_objects(pipeline, translator))
         except Exception as exc:  # noqa: BLE001 - one broken pipeline must not take the code location down
             objects.add(_broken_pipeline(name, exc))
     return objects.definitions()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dagster as dg
 
 from dbmazz_connectors.changelog import ChangeLog
-from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.snapshots import SNAPSHOT_PREFIX, snapshot_of_batch
 
-from .naming import sink_key
+from .translator import PipelineSpecs
 
 __all__ = ["prune"]
 
@@ -18,19 +17,20 @@ def _age(batch_id: str) -> str:
     return batch_id[len(SNAPSHOT_PREFIX):] if batch_id.startswith(SNAPSHOT_PREFIX) else batch_id
 
 
-def prune(instance: dg.DagsterInstance, pipeline: PipelineConfig, changelog: ChangeLog, partitions: list[str]) -> list[str]:
+def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeLog, partitions: list[str]) -> list[str]:
     """Delete the oldest batches beyond retention that every sink table has applied; returns their ids.
 
     A snapshot's batches go only all together, once every one of them is applied by every sink: a
     half-applied snapshot keeps all its batches, so a sink that missed one can still be repaired
     from the change log (and the initial-load check can still count them).
     """
+    pipeline = specs.pipeline
     excess = len(partitions) - pipeline.retention_batches
     if excess <= 0:
         return []
     applied = {
-        (sink, table): set(instance.get_materialized_partitions(sink_key(pipeline.name, sink, table)))
-        for sink in pipeline.sinks for table in pipeline.tables
+        (sink, table): set(instance.get_materialized_partitions(key)) for (sink, table), key in
+        ((k, s.key) for k, s in specs.sinks.items())
     }
     prunable: list[str] = []
     seen: set[str] = set()

@@ -22,7 +22,6 @@ from .naming import (
     KIND_TAG,
     PIPELINE_TAG,
     batch_partitions,
-    changes_key,
     job_name,
     resource_key,
     resync_job_name,
@@ -30,6 +29,7 @@ from .naming import (
 )
 from .retention import prune
 from .snapshot_batches import next_snapshot_batch, plan_missing_loads, snapshot_run_tags
+from .translator import PipelineSpecs
 
 __all__ = ["build_capture_sensor", "IN_FLIGHT"]
 
@@ -50,19 +50,20 @@ def _run_in_flight(instance: dg.DagsterInstance, pipeline: str) -> dg.RunRecord 
     return None
 
 
-def _materialized_checkpoint(instance: dg.DagsterInstance, pipeline: str, log_partitions: list[str]):
+def _materialized_checkpoint(instance: dg.DagsterInstance, changes: dg.AssetKey, log_partitions: list[str]):
     """The furthest ``dbmazz/to`` Dagster recorded for the newest log batches (snapshot batches carry none)."""
     if not log_partitions:
         return None
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(changes_key(pipeline), asset_partitions=log_partitions[-5:]), limit=5
+        dg.AssetRecordsFilter(changes, asset_partitions=log_partitions[-5:]), limit=5
     ).records
     positions = [position_of(dict(r.asset_materialization.metadata)) for r in records if r.asset_materialization]
     positions = [p for p in positions if p is not None]
     return max(positions, key=lambda p: p.version) if positions else None
 
 
-def build_capture_sensor(pipeline: PipelineConfig, job) -> dg.SensorDefinition:
+def build_capture_sensor(specs: PipelineSpecs, job) -> dg.SensorDefinition:
+    pipeline = specs.pipeline
     key = resource_key(pipeline.name)
     partitions_def = batch_partitions(pipeline.name)
 
@@ -83,16 +84,17 @@ def build_capture_sensor(pipeline: PipelineConfig, job) -> dg.SensorDefinition:
         partitions = sorted(context.instance.get_dynamic_partitions(partitions_def.name))
         source = resource.source()
         try:
-            return _evaluate(context, pipeline, source, changelog, partitions, partitions_def)
+            return _evaluate(context, specs, source, changelog, partitions, partitions_def)
         finally:
             source.disconnect()
 
     return capture_sensor
 
 
-def _evaluate(context, pipeline: PipelineConfig, source, changelog, partitions, partitions_def):
+def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, partitions_def):
+    pipeline = specs.pipeline
     log_partitions = [p for p in partitions if not is_snapshot_batch(p)]
-    checkpoint, set_up = _starting_checkpoint(context, pipeline, source, changelog, log_partitions)
+    checkpoint, set_up = _starting_checkpoint(context, specs, source, changelog, log_partitions)
     obsolete = _obsolete_log_batch(context, pipeline, changelog, checkpoint, log_partitions)
     if obsolete is not None:
         log_partitions.remove(obsolete)
@@ -103,7 +105,7 @@ def _evaluate(context, pipeline: PipelineConfig, source, changelog, partitions, 
         context.log.info(f"{pipeline.name}: planned snapshot {plan.snapshot_id} ({plan.reason}) of "
                          f"{', '.join(plan.tables)}: {len(added)} batches")
     log_range = _next_log_range(pipeline, source, changelog, checkpoint, log_partitions)
-    snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added)
+    snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added, specs.changes_key)
     kind = _choose(isinstance(log_range, tuple), snapshot.batch_id is not None, context.cursor)
     requests = [partitions_def.build_add_request(added)] if added else []
     if obsolete is not None:
@@ -116,7 +118,7 @@ def _evaluate(context, pipeline: PipelineConfig, source, changelog, partitions, 
         requests.append(partitions_def.build_add_request([batch_id]))
     else:
         batch_id, tags = snapshot.batch_id, snapshot_run_tags(snapshot.batch_id)
-    pruned = prune(context.instance, pipeline, changelog, partitions)
+    pruned = prune(context.instance, specs, changelog, partitions)
     if pruned:
         requests.append(partitions_def.build_delete_request(pruned))
     run = dg.RunRequest(partition_key=batch_id, run_key=batch_id, tags={PIPELINE_TAG: pipeline.name, **tags})
@@ -178,11 +180,12 @@ def _next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint, log
     return checkpoint, current
 
 
-def _starting_checkpoint(context, pipeline: PipelineConfig, source, changelog, log_partitions: list[str]):
+def _starting_checkpoint(context, specs: PipelineSpecs, source, changelog, log_partitions: list[str]):
     """The pipeline's checkpoint, cross-checked with Dagster's record and the source's own; and whether the
     source was set up for the first time on this tick."""
+    pipeline = specs.pipeline
     checkpoint = changelog.checkpoint(pipeline.name)
-    recorded = _materialized_checkpoint(context.instance, pipeline.name, log_partitions)
+    recorded = _materialized_checkpoint(context.instance, specs.changes_key, log_partitions)
     if recorded is not None and (checkpoint is None or recorded.version > checkpoint.version):
         raise DbmazzError(
             f"the last capture recorded in Dagster ends at {recorded} but the change log {changelog.root} only "

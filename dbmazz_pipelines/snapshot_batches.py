@@ -24,7 +24,7 @@ from dbmazz_connectors.snapshots import (
     snapshot_progress,
 )
 
-from .naming import KIND_TAG, PARTITION_TAG, PIPELINE_TAG, changes_key
+from .naming import KIND_TAG, PARTITION_TAG, PIPELINE_TAG
 
 __all__ = [
     "plan_missing_loads", "next_snapshot_batch", "snapshot_metadata", "LoadProgress", "load_progress",
@@ -61,7 +61,7 @@ class NextSnapshotBatch:
 
 
 def next_snapshot_batch(instance: dg.DagsterInstance, pipeline: str, changelog: ChangeLog,
-                        partitions: list[str]) -> NextSnapshotBatch:
+                        partitions: list[str], changes: dg.AssetKey) -> NextSnapshotBatch:
     """The oldest snapshot batch partition that is not captured and was never launched.
 
     A batch whose run failed is not requested again (its run key is used): it waits for a re-run or a
@@ -71,7 +71,7 @@ def next_snapshot_batch(instance: dg.DagsterInstance, pipeline: str, changelog: 
     snapshot_parts = sorted(p for p in partitions if is_snapshot_batch(p))
     if not snapshot_parts:
         return NextSnapshotBatch(None, ())
-    captured = set(instance.get_materialized_partitions(changes_key(pipeline)))
+    captured = set(instance.get_materialized_partitions(changes))
     todo = [p for p in snapshot_parts if p not in captured]
     if not todo:
         return NextSnapshotBatch(None, ())

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .core.errors import ConfigError
 from .core.schema import split_qualified
@@ -87,6 +87,7 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _tables(cls, value: list[str]) -> list[str]:
         for table in value:
+            _dotted(table)
             split_qualified(table)
         if len(set(value)) != len(value):
             raise ValueError("expected each table once")
@@ -99,6 +100,30 @@ class PipelineConfig(BaseModel):
             if not _NAME.match(name):
                 raise ValueError(f"expected sink names of letters, digits and underscores, got {name!r}")
         return value
+
+    @model_validator(mode="after")
+    def _one_sink_table_each(self) -> PipelineConfig:
+        """Two source tables must never share a sink table: a sink that drops the source schema (ClickHouse,
+        or a ``schema`` option) would mix ``a.t`` and ``b.t``."""
+        for sink, config in self.sinks.items():
+            kind = _sink_kind(sink, config)
+            merged = kind == "clickhouse" or (kind in ("postgres", "duckdb") and config.get("schema"))
+            if not merged:
+                continue  # DuckDB keeps names differing only in case apart itself (its README)
+            seen: dict[str, str] = {}
+            for table in self.tables:
+                name = table.split(".", 1)[1]
+                if name in seen:
+                    where = (f"its 'schema: {config['schema']}' puts every table in one schema" if kind != "clickhouse"
+                             else "ClickHouse puts every table in the database of its url")
+                    other = "database" if kind == "clickhouse" else "schema"
+                    raise ValueError(
+                        f"sink {sink} would write tables {seen[name]} and {table} into one table {name} ({where}); "
+                        f"fix: replicate {table} in a pipeline of its own whose sink has another {other}"
+                        + ("" if kind == "clickhouse" else ", or drop the sink's 'schema' option (tables keep their "
+                           "source schema)") + ", or remove one of them from the tables")
+                seen[name] = table
+        return self
 
     def source_config(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The mapping for ``create_source``: secrets resolved (from ``environ``, default the process's), pipeline and tables added."""
@@ -114,6 +139,37 @@ class PipelineConfig(BaseModel):
         if "type" not in config and "url" not in config:
             config["type"] = sink
         return {**config, "pipeline": self.name}
+
+
+def _sink_kind(name: str, config: Mapping[str, Any]) -> str | None:
+    """The sink connector a sink config names (``type``, the url's scheme, or the sink's own name)."""
+    from .core.registry import SCHEMES
+
+    if config.get("type"):
+        return str(config["type"])
+    if config.get("url") and "${" not in str(config["url"]):
+        return SCHEMES.get(urlsplit(str(config["url"])).scheme.split("+")[0].lower())
+    return name if name in ("duckdb", "clickhouse", "postgres") else None
+
+
+def _dotted(table: str) -> None:
+    """A schema or table name holding a dot is refused with the statement that renames it."""
+    quoted = re.fullmatch(r'\s*("(?:[^"]|"")+"|[^."]+)\s*\.\s*("(?:[^"]|"")+"|[^."]+)\s*', table)
+    if quoted and '"' not in table:
+        return
+    if quoted:
+        schema, name = (p[1:-1].replace('""', '"') if p.startswith('"') else p for p in quoted.groups())
+    elif table.count(".") > 1:
+        schema, name = table.split(".", 1)
+    else:
+        return  # not a dotted name: split_qualified says what is wrong with it
+    if "." not in schema + name:
+        raise ValueError(f"expected tables as schema.table without quotes, got {table!r}; fix: write {schema}.{name}")
+    new = name.replace(".", "_")
+    raise ValueError(
+        f"table {schema!r}.{name!r} ({table}): schema and table names containing a dot are not supported; "
+        f'fix: rename it in the source (PostgreSQL: ALTER TABLE "{schema}"."{name}" RENAME TO "{new}"; '
+        f"MySQL: RENAME TABLE `{schema}`.`{name}` TO `{schema}`.`{new}`), or remove it from the tables")
 
 
 def literal_passwords(pipeline: PipelineConfig) -> list[str]:
@@ -159,7 +215,8 @@ def _validate(name: str, body: Mapping[str, Any]) -> PipelineConfig:
     try:
         return PipelineConfig(name=name, **body)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+                             for e in exc.errors())
         raise ConfigError(f"pipeline {name!r} is invalid: {problems}") from None
     except TypeError as exc:
         raise ConfigError(f"pipeline {name!r} is invalid: {exc}") from None

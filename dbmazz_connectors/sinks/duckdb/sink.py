@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -167,6 +169,19 @@ class DuckDbSink(SqlSink):
                 self.con.rollback()
             except Exception:  # noqa: BLE001 - no transaction open
                 pass
+
+    def _create_objects(self, state: TableState) -> None:
+        """As every SQL sink, except that DuckDB identifiers ignore case: a source table whose schema and name
+        equal another's but for case (``public.Orders``, ``public.orders``) gets a table of its own,
+        ``<name>_<8 hex digits of its source name's sha1>``; the first one created keeps the plain name."""
+        taken = self.fetchall(
+            f"SELECT table_name FROM {self.q(META_SCHEMA, 'tables')} WHERE lower(target_schema) = lower(%s) "
+            "AND lower(target_name) = lower(%s) AND table_name <> %s",
+            (state.target_schema, state.target_name, self.target_key(state.table)))
+        if taken:
+            digest = hashlib.sha1(state.table.encode()).hexdigest()[:8]
+            state = dataclasses.replace(state, target_name=f"{state.target_name}_{digest}")
+        super()._create_objects(state)
 
     def _alter(self, state: TableState, plan: ColumnPlan, details: dict[str, int]) -> TableState:
         """As every SQL sink, except a widened primary-key column: DuckDB cannot ``ALTER`` the type of a

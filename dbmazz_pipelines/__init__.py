@@ -1,5 +1,10 @@
 """Dagster orchestration for dbmazz: pipelines from configuration, sensors, partitioned assets, checks."""
 
 from .definitions import build_definitions, load_pipeline_configs
+from .resources import ChangeLogConfig, ConnectorConfig, DbmazzPipelineResource, SnapshotSettingsConfig
+from .translator import AssetRole, DbmazzAssetData, DbmazzTranslator
 
-__all__ = ["build_definitions", "load_pipeline_configs"]
+__all__ = [
+    "build_definitions", "load_pipeline_configs", "DbmazzTranslator", "DbmazzAssetData", "AssetRole",
+    "DbmazzPipelineResource", "ConnectorConfig", "ChangeLogConfig", "SnapshotSettingsConfig",
+]

@@ -99,11 +99,11 @@ def build_changes_asset(specs: PipelineSpecs) -> dg.AssetsDefinition:
 def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource) -> dg.MaterializeResult:
     """A log batch: the planned range (checkpoint, upper bound], then the source is acknowledged."""
     pipeline = specs.pipeline
-    changelog = resource.changelog()
+    changelog = resource.open_changelog()
     batch_id = context.partition_key
     start, end = _planned_range(changelog, pipeline.name, batch_id)
     began = time.monotonic()
-    source = resource.source()
+    source = resource.connect_source()
     try:
         schemas = source.table_schemas()
         manifest = capture_range(source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values())
@@ -135,10 +135,10 @@ def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> Table
 def _capture_snapshot(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource) -> dg.MaterializeResult:
     """A snapshot batch: its planned chunks read into the change log; the checkpoint does not move."""
     pipeline = specs.pipeline
-    changelog = resource.changelog()
+    changelog = resource.open_changelog()
     batch_id = context.partition_key
     began = time.monotonic()
-    source = resource.source()
+    source = resource.connect_source()
     try:
         manifest = capture_snapshot_batch(source, changelog, pipeline.name, batch_id, pipeline.snapshot_settings())
     finally:
@@ -170,7 +170,7 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
     )
     def apply(context: dg.AssetExecutionContext):
         resource = getattr(context.resources, key)
-        changelog = resource.changelog()
+        changelog = resource.open_changelog()
         batch_id = context.partition_key
         manifest = changelog.manifest(pipeline.name, batch_id)
         if manifest is None:
@@ -179,7 +179,7 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
                 f"re-sync the table instead of re-applying this batch"
             )
         selected = sorted(tables[k] for k in context.selected_asset_keys)
-        target = resource.sink(sink)
+        target = resource.connect_sink(sink)
         failed: dict[str, Exception] = {}
         try:
             for table in selected:

@@ -23,7 +23,7 @@ def _latest_batch(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[str |
 def _parity(context, specs: PipelineSpecs, sink: str, table: str) -> dg.AssetCheckResult:
     pipeline = specs.pipeline
     resource = getattr(context.resources, resource_key(pipeline.name))
-    source, target = resource.source(), resource.sink(sink)
+    source, target = resource.connect_source(), resource.connect_sink(sink)
     try:
         source_rows, sink_rows = source.row_count(table), target.row_count(table)
     finally:
@@ -55,7 +55,7 @@ def _initial_load(context, specs: PipelineSpecs, sink: str, table: str) -> dg.As
     """Passes once every batch of a whole-table snapshot of the table (its initial load, or a later full
     re-sync) is applied to this sink table; until then it reports the progress."""
     pipeline = specs.pipeline
-    changelog = getattr(context.resources, resource_key(pipeline.name)).changelog()
+    changelog = getattr(context.resources, resource_key(pipeline.name)).open_changelog()
     progress = load_progress(context.instance, changelog, pipeline.name, table, specs.sink_key(sink, table))
     if progress is None:
         return dg.AssetCheckResult(

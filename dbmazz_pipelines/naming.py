@@ -1,4 +1,8 @@
-"""Names and keys of a pipeline's Dagster objects, in one place.
+"""Names of a pipeline's Dagster objects, and the default translator's asset keys.
+
+Jobs, sensors, partitions and the resource key are named here. Asset keys are the translator's
+(``translator.py``): ``source_key``, ``changes_key`` and ``sink_key`` are what ``DbmazzTranslator``
+returns by default; code that needs a pipeline's keys asks its ``PipelineSpecs``, never these.
 
 Table names come from the source and may hold anything a database accepts (spaces, quotes, dashes,
 unicode, reserved words, names differing only in case); Dagster names allow ``[A-Za-z0-9_]`` only.

@@ -70,8 +70,8 @@ def build_resync_job(pipeline: PipelineConfig) -> dg.JobDefinition:
         """Set the source up, plan the snapshot, add its batches as partitions for the capture sensor."""
         tables, key_range = _tables_and_range(pipeline, config)
         resource = getattr(context.resources, key)
-        changelog = resource.changelog()
-        source = resource.source()
+        changelog = resource.open_changelog()
+        source = resource.connect_source()
         try:
             if config.after_lost_log:
                 plan = restart_after_lost_log(source, changelog, pipeline.name, tables, pipeline.snapshot_settings())

@@ -80,9 +80,9 @@ def build_capture_sensor(specs: PipelineSpecs, job) -> dg.SensorDefinition:
         if in_flight is not None:
             return dg.SkipReason(f"a run of {pipeline.name} is in flight (run {in_flight.dagster_run.run_id[:8]})")
         resource = getattr(context.resources, key)
-        changelog = resource.changelog()
+        changelog = resource.open_changelog()
         partitions = sorted(context.instance.get_dynamic_partitions(partitions_def.name))
-        source = resource.source()
+        source = resource.connect_source()
         try:
             return _evaluate(context, specs, source, changelog, partitions, partitions_def)
         finally:

@@ -67,5 +67,5 @@ def test_a_password_written_in_the_config_is_refused(tmp_path):
             sensor.evaluate_tick(context)
     assert "hunter2" not in str(error.value)
     safe = leaky.model_copy(update={"source": {"url": "postgresql://cap:${SHOP_PW}@db/shop"}})
-    stored = build_definitions({"p": safe}).resources["dbmazz_p"].pipeline_json
+    stored = build_definitions({"p": safe}).resources["dbmazz_p"].source.url
     assert "${SHOP_PW}" in stored  # what Dagster stores is the reference, resolved only in the run

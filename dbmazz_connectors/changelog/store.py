@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -246,12 +247,15 @@ def _fsync_dir(path: str) -> None:
 
 
 class _TableState:
-    __slots__ = ("start_schema", "schema", "part", "entries", "ops", "bytes", "max_version", "max_commit_ts_us")
+    __slots__ = ("start_schema", "schema", "part", "lane_parts", "parts_opened", "entries", "ops", "bytes", "max_version",
+                 "max_commit_ts_us")
 
     def __init__(self, schema: TableSchema) -> None:
         self.start_schema = schema
         self.schema = schema
         self.part: _Part | None = None  # the part being written
+        self.lane_parts: dict[int, _Part] = {}  # parts written by ``add_unordered``, one per lane
+        self.parts_opened = 0
         self.entries: list[dict[str, Any]] = []
         self.ops = {"insert": 0, "update": 0, "delete": 0}
         self.bytes = 0
@@ -313,6 +317,32 @@ class BatchWriter:
         self.tables: dict[str, _TableState] = {}
         self.end: Lsn | BinlogPosition | None = None
         self._written_files: list[str] = []
+        self._lock = threading.Lock()  # guards tables, entries and files against concurrent lanes
+
+    def add_unordered(self, rows: Rows, lane: int) -> None:
+        """Write rows whose order within the batch does not matter, on ``lane``'s own part.
+
+        For snapshot batches: every row has the same version and a key no other row of the batch has,
+        so parts may be written side by side. Lanes may be used from different threads at once (the
+        Parquet encoding and compression run in parallel); one lane must not be used by two threads.
+        """
+        if self.kind != "snapshot":
+            raise ChangeLogError(f"batch {self.batch_id}: only snapshot rows may be written out of order")
+        if not rows.data.num_rows:
+            return
+        with self._lock:
+            state = self._state(rows.table, rows.schema)
+            if rows.schema != state.schema:
+                raise ChangeLogError(f"batch {self.batch_id}: snapshot rows of {rows.table} arrived with another "
+                                     "schema than the table's; a snapshot reads each table with one schema")
+            part = state.lane_parts.get(lane)
+            if part is None:
+                part = state.lane_parts[lane] = self._new_part(rows.table, state, rows.data.schema)
+        part.write(rows.data)  # outside the lock: this is the work that runs in parallel
+        if part.rows >= self.log.part_rows or part.bytes >= self.log.part_bytes:
+            with self._lock:
+                del state.lane_parts[lane]
+            self._close_part(state, part)
 
     def add(self, event: ChangeEvent) -> None:
         if isinstance(event, Heartbeat):
@@ -359,7 +389,12 @@ class BatchWriter:
         return state
 
     def _open_part(self, table: str, state: _TableState, schema: pa.Schema) -> _Part:
-        name = f"part-{sum(1 for e in state.entries if e['kind'] == 'rows'):05d}.parquet"
+        state.part = self._new_part(table, state, schema)
+        return state.part
+
+    def _new_part(self, table: str, state: _TableState, schema: pa.Schema) -> _Part:
+        name = f"part-{state.parts_opened:05d}.parquet"  # in the order the table's parts were opened
+        state.parts_opened += 1
         folder = self.log.part_dir(self.pipeline, table, self.batch_id)
         self.log.fs.create_dir(folder, recursive=True)
         path = f"{folder}/{name}"
@@ -367,22 +402,25 @@ class BatchWriter:
         writer = pq.ParquetWriter(path, schema, filesystem=self.log.fs, compression=self.log.compression,
                                   use_dictionary=False, write_statistics=False)
         self._written_files.append(path)
-        state.part = _Part(name, path, writer)
-        return state.part
+        return _Part(name, path, writer)
 
     def _flush(self, table: str, state: _TableState) -> None:
-        """Close the table's current part (if any) and record it."""
+        """Close the table's current part and its lanes' parts (if any) and record them."""
         part, state.part = state.part, None
-        if part is None:
-            return
+        lane_parts, state.lane_parts = list(state.lane_parts.values()), {}
+        for each in [p for p in (part, *lane_parts) if p is not None]:
+            self._close_part(state, each)
+
+    def _close_part(self, state: _TableState, part: _Part) -> None:
         part.writer.close()
         size = self.log.fs.get_file_info(part.path).size or 0
-        state.entries.append({"kind": "rows", "file": part.name, "rows": part.rows, "bytes": size, "ops": part.ops,
-                              "min_version": part.min_version, "max_version": part.max_version})
-        for op, n in part.ops.items():
-            state.ops[op] += n
-        state.bytes += size
-        _raise_max(state, part.max_version, part.max_ts)
+        with self._lock:
+            state.entries.append({"kind": "rows", "file": part.name, "rows": part.rows, "bytes": size,
+                                  "ops": part.ops, "min_version": part.min_version, "max_version": part.max_version})
+            for op, n in part.ops.items():
+                state.ops[op] += n
+            state.bytes += size
+            _raise_max(state, part.max_version, part.max_ts)
 
     def commit(self, stats: dict[str, Any] | None = None) -> BatchManifest:
         """Write the remaining parts, then the manifest; the batch is durable when this returns."""

@@ -1,10 +1,11 @@
 """Dagster orchestration for dbmazz: pipelines from configuration, sensors, partitioned assets, checks."""
 
+from .component import DbmazzPipelineComponent
 from .definitions import build_definitions, load_pipeline_configs
 from .resources import ChangeLogConfig, ConnectorConfig, DbmazzPipelineResource, SnapshotSettingsConfig
 from .translator import AssetRole, DbmazzAssetData, DbmazzTranslator
 
 __all__ = [
-    "build_definitions", "load_pipeline_configs", "DbmazzTranslator", "DbmazzAssetData", "AssetRole",
+    "DbmazzPipelineComponent", "build_definitions", "load_pipeline_configs", "DbmazzTranslator", "DbmazzAssetData", "AssetRole",
     "DbmazzPipelineResource", "ConnectorConfig", "ChangeLogConfig", "SnapshotSettingsConfig",
 ]

@@ -71,9 +71,10 @@ def omitted_columns(config: PostgresSourceConfig, catalog: Catalog) -> list[str]
 
 
 def _server(conn, config: PostgresSourceConfig) -> list[Problem]:
-    wal_level, max_slots, used, replication, superuser, role = conn.execute(
+    wal_level, max_slots, used, replication, superuser, role, max_senders, senders = conn.execute(
         "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int, "
-        "(SELECT count(*) FROM pg_replication_slots), r.rolreplication, r.rolsuper, r.rolname "
+        "(SELECT count(*) FROM pg_replication_slots), r.rolreplication, r.rolsuper, r.rolname, "
+        "current_setting('max_wal_senders')::int, (SELECT count(*) FROM pg_stat_replication) "
         "FROM pg_roles r WHERE r.rolname = current_user").fetchone()
     problems = []
     if wal_level != "logical":
@@ -82,11 +83,18 @@ def _server(conn, config: PostgresSourceConfig) -> list[Problem]:
     if not (replication or superuser):
         problems.append(Problem("privilege", f"expected role {role} to have the REPLICATION attribute, it has not",
                                 f"as a superuser: ALTER ROLE {_ident(conn, role)} WITH REPLICATION;"))
-    exists = slot_state(conn, config.slot) is not None
-    if not exists and used >= max_slots:
-        problems.append(Problem("slots", f"expected a free replication slot, found {used} of max_replication_slots = "
-                                f"{max_slots} in use",
-                                "ALTER SYSTEM SET max_replication_slots = <more>; then restart, or drop an unused slot"))
+    # the pipeline's slot, and a temporary one while a snapshot (initial load, re-sync) is read
+    needed = (0 if slot_state(conn, config.slot) is not None else 1) + 1
+    if used + needed > max_slots:
+        problems.append(Problem("slots", f"expected {needed} free replication slot(s) (the pipeline's slot and a "
+                                f"temporary one while a snapshot is read), found {max(max_slots - used, 0)} "
+                                f"({used} of max_replication_slots = {max_slots} in use)",
+                                f"ALTER SYSTEM SET max_replication_slots = {used + needed}; then restart PostgreSQL "
+                                "(or drop an unused slot)"))
+    if senders + 1 > max_senders:  # a snapshot reads through a replication connection
+        problems.append(Problem("wal_senders", f"expected a free WAL sender for snapshots (initial loads, re-syncs), "
+                                f"found {senders} of max_wal_senders = {max_senders} in use",
+                                f"ALTER SYSTEM SET max_wal_senders = {senders + 1}; then restart PostgreSQL"))
     return problems
 
 
@@ -111,7 +119,7 @@ def _table(conn, config, catalog: Catalog, qualified: str, info: TableInfo | Non
     if info.replica_identity == "n":
         problems.append(Problem("replica_identity", f"expected REPLICA IDENTITY DEFAULT or FULL on {qualified}, "
                                 "found NOTHING (updates and deletes would not be replicated)",
-                                f"ALTER TABLE {quoted} REPLICA IDENTITY DEFAULT;"))
+                                f"as the table owner: ALTER TABLE {quoted} REPLICA IDENTITY DEFAULT;"))
     if qualified in config.replica_identity_full and info.replica_identity != "f" and not owns:
         problems.append(Problem("replica_identity", f"expected REPLICA IDENTITY FULL on {qualified} (configured), "
                                 f"found {_IDENTITY.get(info.replica_identity, '?')}; role {config.user} does not own it",
@@ -222,7 +230,8 @@ def _publication(conn, config: PostgresSourceConfig, tables: dict[str, TableInfo
     if not all_ops:
         problems.append(Problem("publication", f"expected publication {config.publication} to publish insert, "
                                 "update, delete and truncate, it does not",
-                                f"ALTER PUBLICATION {pub} SET (publish = 'insert, update, delete, truncate');"))
+                                f"as the publication's owner: ALTER PUBLICATION {pub} SET (publish = 'insert, update, "
+                                "delete, truncate');"))
     partitioned = [t for t, info in accepted.items() if info.kind == "p"]
     if partitioned and not via_root:
         problems.append(Problem("publication", f"expected publication {config.publication} to publish partitioned "

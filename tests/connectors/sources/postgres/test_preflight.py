@@ -50,7 +50,7 @@ def test_table_without_primary_key_missing_select_and_replica_identity_nothing(p
     assert found["privilege"] == [f"expected SELECT on public.secret for role {capture_role.name}, found none | fix: "
                                   f'as the table owner: GRANT SELECT ON "public"."secret" TO "{capture_role.name}";']
     assert found["replica_identity"] == ["expected REPLICA IDENTITY DEFAULT or FULL on public.ident, found NOTHING "
-                                         "(updates and deletes would not be replicated) | fix: ALTER TABLE "
+                                         "(updates and deletes would not be replicated) | fix: as the table owner: ALTER TABLE "
                                          '"public"."ident" REPLICA IDENTITY DEFAULT;']
     assert found["table"] == ["expected table public.ghost to exist, found none | fix: create it, or remove "
                               "public.ghost from the pipeline's tables"]

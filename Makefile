@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-all demo bench lint clean
+.PHONY: venv test test-all demo bench lint check-defs clean
 
 venv: $(STAMP)
 
@@ -32,7 +32,11 @@ bench: venv
 	done
 
 lint: venv
-	$(BIN)/ruff check dbmazz_connectors dbmazz_pipelines infra tests bench
+	$(BIN)/ruff check dbmazz_connectors dbmazz_pipelines dbmazz_project infra tests bench
+
+# This repository is a dg project (dbmazz_project/defs): its component pipelines and pipelines.yaml load.
+check-defs: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/dg check defs
 
 clean:
 	rm -rf $(VENV) .dbmazz .pytest_cache

@@ -30,9 +30,22 @@ from .resync import build_resync_job
 from .sensors import build_capture_sensor
 from .translator import DbmazzTranslator, PipelineSpecs
 
-__all__ = ["build_definitions", "load_pipeline_configs", "defs"]
+__all__ = ["build_definitions", "load_pipeline_configs", "configured_definitions", "defs"]
 
 _log = logging.getLogger("dbmazz")
+
+
+def pipelines_configured() -> bool:
+    """Whether ``load_pipeline_configs`` finds any configuration (else it raises)."""
+    return bool(os.environ.get("DBMAZZ_PIPELINES") or os.path.exists("pipelines.yaml") or os.environ.get("SOURCE_URL"))
+
+
+def configured_definitions(translator: DbmazzTranslator | None = None) -> dg.Definitions:
+    """The definitions of the configured pipelines (``load_pipeline_configs``); none when nothing is configured,
+    for a dg project whose pipelines may all be components."""
+    if not pipelines_configured():
+        return dg.Definitions()
+    return build_definitions(load_pipeline_configs(), translator=translator)
 
 
 def load_pipeline_configs() -> dict[str, PipelineConfig | ConfigError]:

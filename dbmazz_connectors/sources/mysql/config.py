@@ -59,7 +59,12 @@ class MySqlConfig:
         url = mapping.get("url")
         if not url:
             raise ConfigError("expected a mysql source 'url' like mysql://user:password@host:3306/db, got none")
-        parts = urlsplit(str(url))
+        try:
+            parts = urlsplit(str(url))
+            port = parts.port  # parsed here: a bad port is a ValueError
+        except ValueError as exc:  # the message names the bad part only, never the whole url (it may hold a password)
+            raise ConfigError(f"the mysql source url is not valid: {exc}",
+                              hint="expected mysql://user@host:3306/database, the password in password_env") from None
         if parts.scheme.split("+")[0].lower() not in ("mysql", "mariadb"):
             raise ConfigError(f"expected a mysql:// or mariadb:// url, got scheme {parts.scheme!r}")
         pipeline = str(mapping.get("pipeline") or "dbmazz")
@@ -75,7 +80,7 @@ class MySqlConfig:
         password = mapping.get("password") or (unquote(parts.password) if parts.password else None)
         return cls(
             host=parts.hostname or "127.0.0.1",
-            port=parts.port or 3306,
+            port=port or 3306,
             user=unquote(parts.username or "root"),
             database=parts.path.lstrip("/"),
             pipeline=pipeline,

@@ -53,6 +53,7 @@ class _Input(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port (its message names the port, not the url)
         if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
             raise ValueError("expected postgresql://user@host:port/database")
         return value

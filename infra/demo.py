@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,23 +98,49 @@ def prepare(pg: PostgresServer, workdir: Path, ch=None, orders: int = 2000) -> d
 
 
 def start_dagster(env: dict[str, str], port: int = 3000, log_path: Path | None = None) -> subprocess.Popen:
-    """``dagster dev`` (webserver + daemon) on 127.0.0.1:port, in its own process group."""
+    """``dagster dev`` (webserver + daemon) on 127.0.0.1:port, in its own process group.
+
+    Its processes get a temporary directory of their own as TMPDIR (code server sockets, run files), removed by
+    ``stop_process_group`` even when a process killed on the way could not remove its own files."""
     out = open(log_path, "w") if log_path else None
-    return subprocess.Popen(
+    temp = tempfile.mkdtemp(prefix="dbmazz-dagster-")
+    proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env={**os.environ, **env}, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None,
+        cwd=ROOT, env={**os.environ, **env, "TMPDIR": temp}, start_new_session=True, stdout=out,
+        stderr=subprocess.STDOUT if out else None,
     )
+    proc.dbmazz_temp = temp  # type: ignore[attr-defined]
+    return proc
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
+    """SIGINT to the whole group (dagster dev then stops its daemon, webserver and code servers), SIGKILL to
+    whatever of the group is still there after ``timeout``; then its temporary directory goes."""
+    deadline = time.monotonic() + timeout
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    while _group_alive(proc.pid) and time.monotonic() < deadline:  # children may outlive dagster dev briefly
+        time.sleep(0.1)
+    if _group_alive(proc.pid):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc.wait()
+    temp = getattr(proc, "dbmazz_temp", None)
+    if temp:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -65,7 +65,11 @@ class PostgresSink(SqlSink):
         try:
             self.ensure_meta()
         except Exception as exc:
-            raise self.translate_error(exc, "_dbmazz") from None
+            error = self.translate_error(exc, "_dbmazz")
+            fixes = [p.fix for p in self.preflight()] if isinstance(error, ConfigError) else []
+            if any(fixes):  # the statements that let it create its metadata schema, runnable as printed
+                error = ConfigError(error.message, hint="; ".join(dict.fromkeys(f for f in fixes if f)))
+            raise error from None
 
     def _connect_error(self, exc: Exception) -> DbmazzError:
         text = redact(" ".join(str(exc).split()) or type(exc).__name__).removeprefix("connection failed: ")

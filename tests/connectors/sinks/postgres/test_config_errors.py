@@ -48,7 +48,7 @@ def test_role_without_create_privilege_gets_the_grant_to_run(pg_db, role_without
     error = _connect_error({"url": pg_db.url_as(role_without_ddl, SECRET)})
     assert isinstance(error, ConfigError)
     assert f"{role_without_ddl} lacks a privilege" in str(error)
-    assert f"GRANT CREATE ON DATABASE {pg_db.name} TO {role_without_ddl}" in str(error)
+    assert str(error).endswith(f'fix: GRANT CREATE ON DATABASE "{pg_db.name}" TO "{role_without_ddl}"')
 
 
 def test_missing_database_is_named(pg_server):

@@ -184,7 +184,7 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
         try:
             for table in selected:
                 try:
-                    metadata = _apply_table(changelog, target, specs, manifest, table)
+                    metadata = _apply_table(changelog, target, specs, manifest, table, context.log)
                 except TransientError:
                     raise  # the sink itself is gone: every other table would fail the same way; retried whole
                 except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
@@ -200,7 +200,8 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
     return apply
 
 
-def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str) -> dict:
+def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str,
+                 log) -> dict:
     """Apply one table's changes of the batch to the sink; its materialization metadata: what the batch did,
     then the table as the sink now holds it (Dagster's standard table metadata, see ``metadata.py``)."""
     entry = manifest.tables.get(table)
@@ -209,10 +210,22 @@ def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: B
     else:
         result = apply_batch(changelog, target, specs.pipeline.name, manifest.batch_id, tables=[table])[table]
         metadata = _apply_metadata(manifest.batch_id, result, entry)
-    described = describe_sink_table(target, table)
-    rows = target.row_count(table) if described is not None else None
-    table_md = sink_table_metadata(described, rows, specs.source_key(table), entry.schema if entry else None)
+    table_md = _sink_table_metadata(target, specs, table, entry, log)
     return {**metadata, **table_md, TABLE_METADATA: table, **_kind_metadata(manifest)}
+
+
+def _sink_table_metadata(target, specs: PipelineSpecs, table: str, entry, log) -> dict[str, object]:
+    """The sink table's standard metadata; the batch is applied already, so a failure to read it is logged,
+    not raised (the table would otherwise be reported failed and re-run for nothing)."""
+    try:
+        described = describe_sink_table(target, table)
+        rows = target.row_count(table) if described is not None else None
+    except TransientError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - metadata only
+        log.warning(f"table {table}: applied, but its columns and row count could not be read: {exc}")
+        return {}
+    return sink_table_metadata(described, rows, specs.source_key(table), entry.schema if entry else None)
 
 
 def _tables_failed(sink: str, batch_id: str, selected: list[str], failed: dict[str, Exception]) -> SinkError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shlex
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -68,7 +69,7 @@ class DuckDbSink(SqlSink):
             folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):
                 raise ConfigError(f"duckdb sink: expected the folder {folder} to exist, it does not",
-                                  hint=f"mkdir -p {folder}")
+                                  hint=f"mkdir -p {shlex.quote(folder)}")
         self.con = self._open_waiting(duckdb, path)
         if self.config.threads:
             self.con.execute(f"SET threads = {int(self.config.threads)}")

@@ -4,6 +4,9 @@
 
 From Python: ``with MariaDbServer() as db: db.url()``. ``root`` stays socket-only; the admin
 account for tests is ``dbmazz_admin`` with a random password (``db.password``).
+
+``MariaDbServer(tls=make_certificates(dir))`` (``infra.tls``) serves TLS with that certificate and
+requires it (``require_secure_transport = ON``); ``connect_kwargs()`` then verifies the server.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tempfile
 from urllib.parse import quote
 
 from ._common import InfraError, apt_install, free_port, port_open, serve_forever, wait_until
+from .tls import Certificates
 
 __all__ = ["MariaDbServer"]
 
@@ -56,8 +60,11 @@ class MariaDbServer:
 
     admin_user = "dbmazz_admin"
 
-    def __init__(self, options: dict[str, str | None] | None = None) -> None:
-        merged = {**DEFAULT_OPTIONS, **(options or {})}
+    def __init__(self, options: dict[str, str | None] | None = None, tls: Certificates | None = None) -> None:
+        tls_options = {"ssl-ca": tls.ca, "ssl-cert": tls.cert, "ssl-key": tls.key,
+                       "require-secure-transport": "ON"} if tls else {}
+        merged = {**DEFAULT_OPTIONS, **tls_options, **(options or {})}
+        self.tls = tls
         self.options = {k: v for k, v in merged.items() if v is not None}
         self.password = secrets.token_hex(12)
         self.port: int | None = None
@@ -84,6 +91,8 @@ class MariaDbServer:
               "autocommit": True, "charset": "utf8mb4"}
         if database:
             kw["database"] = database
+        if self.tls:
+            kw.update(ssl_ca=self.tls.ca, ssl_verify_cert=True, ssl_verify_identity=True)
         return kw
 
     def start(self) -> MariaDbServer:

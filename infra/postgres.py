@@ -5,6 +5,9 @@
 From Python: ``with PostgresServer() as pg: pg.url()``. Password authentication is on for TCP
 (scram-sha-256), so wrong-password paths behave as in production; the superuser is ``postgres``
 with a random password (``pg.password``).
+
+``PostgresServer(tls=make_certificates(dir))`` (``infra.tls``) serves TLS only (``ssl = on``, and
+``hostnossl`` connections rejected), with that server certificate.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ._common import (
     serve_forever,
     service_user_prefix,
 )
+from .tls import Certificates
 
 __all__ = ["PostgresServer", "find_bin_dir"]
 
@@ -70,8 +74,9 @@ class PostgresServer:
 
     user = "postgres"
 
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: dict[str, str] | None = None, tls: Certificates | None = None) -> None:
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.tls = tls
         self.password = secrets.token_hex(12)
         self.port: int | None = None
         self.base: str | None = None
@@ -108,11 +113,21 @@ class PostgresServer:
         self.port = free_port()
         conf = dict(self.settings, port=str(self.port), listen_addresses="'127.0.0.1'",
                     unix_socket_directories=f"'{self.base}'")
+        if self.tls:
+            for name in ("server.pem", "server.key"):  # the key must belong to the server's user, mode 0600
+                shutil.copy(f"{self.tls.directory}/{name}", f"{self.base}/{name}")
+                os.chmod(f"{self.base}/{name}", 0o600)
+            chown_tree(self.base, "postgres")
+            conf.update(ssl="on", ssl_cert_file=f"'{self.base}/server.pem'", ssl_key_file=f"'{self.base}/server.key'")
         with open(f"{data}/postgresql.auto.conf", "a") as fh:
             for key, value in conf.items():
                 fh.write(f"{key} = {value}\n")
         with open(f"{data}/pg_hba.conf", "a") as fh:
             fh.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+        if self.tls:  # the first matching line wins: TCP without TLS is refused
+            hba = open(f"{data}/pg_hba.conf").read()
+            with open(f"{data}/pg_hba.conf", "w") as fh:
+                fh.write("hostnossl all all 0.0.0.0/0 reject\nhostnossl replication all 0.0.0.0/0 reject\n" + hba)
         try:
             self._run([f"{self._bin}/pg_ctl", "-D", data, "-l", f"{self.base}/server.log", "-w", "-t", "60", "start"])
         except subprocess.CalledProcessError as exc:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...core.errors import ConfigError
 from ...core.schema import split_qualified
 
-__all__ = ["MySqlConfig", "default_server_id", "LOOKAHEAD_SERVER_ID_OFFSET", "SNAPSHOT_METHODS"]
+__all__ = ["MySqlConfig", "default_server_id", "LOOKAHEAD_SERVER_ID_OFFSET", "SNAPSHOT_METHODS", "SSL_MODES"]
 
 _KEYS = {"url", "pipeline", "tables", "server_id", "catch_up_window_seconds", "chunk_rows", "password",
-         "connect_timeout_seconds", "read_block_rows", "read_block_bytes", "snapshot_method", "lock_wait_seconds"}
+         "connect_timeout_seconds", "read_block_rows", "read_block_bytes", "snapshot_method", "lock_wait_seconds",
+         "ssl_mode", "ssl_ca", "ssl_cert", "ssl_key"}
+# MySQL client names: DISABLED plain TCP; PREFERRED (the default) TLS when the server offers it, unverified;
+# REQUIRED TLS or no connection (the server not verified); VERIFY_CA the server's certificate signed by ssl_ca;
+# VERIFY_IDENTITY also issued for the url's host
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+_TLS_KEYS = ("ssl_mode", "ssl_ca", "ssl_cert", "ssl_key")
 SNAPSHOT_METHODS = ("auto", "binlog_snapshot", "lock_tables")
 LOOKAHEAD_SERVER_ID_OFFSET = 2**31  # the second reader that finds a large transaction's commit
 
@@ -43,6 +51,10 @@ class MySqlConfig:
     snapshot_method: str = "auto"  # auto: binlog_snapshot on MariaDB, lock_tables on MySQL
     lock_wait_seconds: int = 10  # lock_tables: how long LOCK TABLES may wait for a running transaction
     password: str | None = field(default=None, repr=False)
+    ssl_mode: str = "PREFERRED"
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.snapshot_method not in SNAPSHOT_METHODS:
@@ -78,6 +90,7 @@ class MySqlConfig:
         if not 1 <= server_id < LOOKAHEAD_SERVER_ID_OFFSET:
             raise ConfigError(f"expected a server_id between 1 and {LOOKAHEAD_SERVER_ID_OFFSET - 1}, got {server_id}")
         password = mapping.get("password") or (unquote(parts.password) if parts.password else None)
+        tls = _tls_options(parts.query, mapping)
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=port or 3306,
@@ -94,6 +107,7 @@ class MySqlConfig:
             snapshot_method=str(mapping.get("snapshot_method", "auto")),
             lock_wait_seconds=int(mapping.get("lock_wait_seconds", 10)),
             password=password,
+            **tls,
         )
 
     def snapshot_method_for(self, mariadb: bool) -> str:
@@ -104,5 +118,50 @@ class MySqlConfig:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """pymysql.connect keyword arguments (the password included: never log them)."""
-        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password or "",
-                "charset": "utf8mb4", "autocommit": True, "connect_timeout": self.connect_timeout_seconds}
+        kwargs = {"host": self.host, "port": self.port, "user": self.user, "password": self.password or "",
+                  "charset": "utf8mb4", "autocommit": True, "connect_timeout": self.connect_timeout_seconds}
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl"] = context
+        elif self.ssl_mode == "DISABLED":
+            kwargs["ssl_disabled"] = True
+        return kwargs
+
+    @property
+    def tls_required(self) -> bool:
+        """Whether a connection without TLS must be refused (pymysql goes on in clear if the server offers none)."""
+        return self.ssl_mode in ("REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of ``ssl_mode`` (None: DISABLED, or PREFERRED left to pymysql)."""
+        if self.ssl_mode in ("DISABLED", "PREFERRED"):
+            return None
+        verify = self.ssl_mode in ("VERIFY_CA", "VERIFY_IDENTITY")
+        context = ssl.create_default_context(cafile=self.ssl_ca)
+        context.check_hostname = self.ssl_mode == "VERIFY_IDENTITY"
+        context.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ssl_cert:
+            context.load_cert_chain(self.ssl_cert, self.ssl_key)
+        return context
+
+
+def _tls_options(query: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """ssl_mode/ssl_ca/ssl_cert/ssl_key from the url's query (``?ssl_mode=VERIFY_IDENTITY&ssl_ca=/ca.pem``) and the
+    config's keys (which win). An ssl_ca alone means VERIFY_IDENTITY; files must exist."""
+    parsed = parse_qs(query)
+    found = {k: parsed[k][-1] for k in _TLS_KEYS if parsed.get(k)}
+    found.update({k: str(mapping[k]) for k in _TLS_KEYS if mapping.get(k) is not None})
+    mode = found.get("ssl_mode", "VERIFY_IDENTITY" if found.get("ssl_ca") else "PREFERRED").upper()
+    if mode not in SSL_MODES:
+        raise ConfigError(f"expected ssl_mode to be one of {', '.join(SSL_MODES)}, got {found['ssl_mode']!r}",
+                          hint="VERIFY_IDENTITY checks the server's certificate (with ssl_ca) and its host name")
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY") and not found.get("ssl_ca"):
+        raise ConfigError(f"ssl_mode {mode} needs ssl_ca, the CA certificate the server is verified with",
+                          hint="set ssl_ca: /path/to/ca.pem")
+    for key in ("ssl_ca", "ssl_cert", "ssl_key"):
+        if found.get(key) and not os.path.isfile(found[key]):
+            raise ConfigError(f"{key} {found[key]} is not a readable file",
+                              hint=f"give {key} the path of a PEM file on the machine that runs dbmazz")
+    return {"ssl_mode": mode, "ssl_ca": found.get("ssl_ca"), "ssl_cert": found.get("ssl_cert"),
+            "ssl_key": found.get("ssl_key")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -63,16 +64,36 @@ class MySqlSource:
 
     # connections
     def _open(self, **options: Any) -> pymysql.Connection:
+        where = f"{self.config.user}@{self.config.host}:{self.config.port}"
         try:
-            return pymysql.connect(**self.config.connect_kwargs(), **options)
+            conn = pymysql.connect(**self.config.connect_kwargs(), **options)
         except pymysql.err.OperationalError as exc:
             code = exc.args[0] if exc.args else None
             text = redact(str(exc.args[-1]))
-            where = f"{self.config.user}@{self.config.host}:{self.config.port}"
             if code in (1045, 1044, 1049):
+                plain = self.config.ssl_mode == "DISABLED"  # MariaDB's require_secure_transport says "Access denied"
                 raise ConfigError(f"mysql refused {where}: {text}", hint="check the url's user, password and "
-                                  "database") from None
+                                  "database" + (", and TLS: a server with require_secure_transport = ON refuses a "
+                                                "connection without it (ssl_mode: VERIFY_IDENTITY, ssl_ca)"
+                                                if plain else "")) from None
+            if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text and "certificate" in text.lower():
+                raise ConfigError(f"cannot connect to mysql at {where} over TLS: {text}",
+                                  hint="check ssl_ca (the CA that signed the server's certificate) and that the host "
+                                  "in the url is a name the certificate carries (ssl_mode VERIFY_IDENTITY)") from None
+            if code == 2026 and "doesn't support" in text:  # pymysql >= 2: TLS required, none offered
+                raise ConfigError(f"mysql at {where} does not offer TLS (ssl_mode {self.config.ssl_mode})",
+                                  hint="configure ssl_cert/ssl_key on the server (have_ssl = YES), or set ssl_mode: "
+                                  "PREFERRED to connect in clear") from None
+            if code == 3159 or "secure transport" in text:  # require_secure_transport, and no TLS asked for
+                raise ConfigError(f"mysql refused {where}: {text}",
+                                  hint="the server requires TLS: set ssl_mode: VERIFY_IDENTITY and ssl_ca") from None
             raise TransientError(f"cannot reach mysql at {where}: {text}") from None
+        if self.config.tls_required and not isinstance(getattr(conn, "_sock", None), ssl.SSLSocket):
+            conn.close()
+            raise ConfigError(f"mysql at {where} does not offer TLS (ssl_mode {self.config.ssl_mode})",
+                              hint="configure ssl_cert/ssl_key on the server (have_ssl = YES), or set ssl_mode: "
+                              "PREFERRED to connect in clear")
+        return conn
 
     def connect(self) -> None:
         self._conn = self._open()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -16,6 +17,8 @@ from ...core.schema import split_qualified
 __all__ = ["PostgresSourceConfig", "ColumnSelection"]
 
 _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_TLS_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 
 
 class _Columns(BaseModel):
@@ -48,6 +51,11 @@ class _Input(BaseModel):
     decode_threads: int = Field(2, ge=1, le=16, description="threads decoding row chunks in parallel")
     connect_timeout: int = Field(10, ge=1, description="seconds")
     flush_wait_seconds: float = Field(2.0, ge=0, description="how long a read waits for the WAL to be flushed")
+    sslmode: str | None = Field(None, description="libpq sslmode: disable .. verify-full (default prefer)")
+    sslrootcert: str | None = Field(None, description="CA certificate file the server is verified with ('system': "
+                                    "the system's CAs)")
+    sslcert: str | None = Field(None, description="client certificate file (certificate authentication)")
+    sslkey: str | None = Field(None, description="client private key file")
 
     @field_validator("url")
     @classmethod
@@ -112,6 +120,7 @@ class PostgresSourceConfig:
     decode_threads: int = 2
     connect_timeout: int = 10
     flush_wait_seconds: float = 2.0
+    tls: Mapping[str, str] = field(default_factory=dict, hash=False)  # libpq sslmode/sslrootcert/sslcert/sslkey
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> PostgresSourceConfig:
@@ -152,6 +161,7 @@ class PostgresSourceConfig:
             decode_threads=raw.decode_threads,
             connect_timeout=raw.connect_timeout,
             flush_wait_seconds=raw.flush_wait_seconds,
+            tls=tls_options(raw.url, {k: getattr(raw, k) for k in _TLS_KEYS}),
         )
 
     def selection(self, table: str) -> ColumnSelection:
@@ -164,4 +174,26 @@ class PostgresSourceConfig:
                                   "connect_timeout": self.connect_timeout, "application_name": f"dbmazz_{self.pipeline}"}
         if self.password is not None:
             kwargs["password"] = self.password
+        kwargs.update(self.tls)
         return kwargs
+
+
+def tls_options(url: str, explicit: Mapping[str, str | None]) -> dict[str, str]:
+    """libpq's TLS settings from the url's query (``?sslmode=verify-full&sslrootcert=/ca.pem``) and from the
+    config's keys (which win); files must exist, sslmode must be one libpq knows."""
+    query = parse_qs(urlsplit(url).query)
+    found = {k: query[k][-1] for k in _TLS_KEYS if query.get(k)}
+    found.update({k: str(v) for k, v in explicit.items() if v is not None})
+    mode = found.get("sslmode")
+    if mode is not None and mode not in SSL_MODES:
+        raise ConfigError(f"expected sslmode to be one of {', '.join(SSL_MODES)}, got {mode!r}",
+                          hint="verify-full checks the server's certificate and host name (with sslrootcert)")
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        path = found.get(key)
+        if path and not (key == "sslrootcert" and path == "system") and not os.path.isfile(path):
+            raise ConfigError(f"{key} {path} is not a readable file",
+                              hint=f"give {key} the path of a PEM file on the machine that runs dbmazz")
+    if mode in ("verify-ca", "verify-full") and "sslrootcert" not in found:
+        raise ConfigError(f"sslmode={mode} needs sslrootcert, the CA certificate the server is verified with",
+                          hint="set sslrootcert: /path/to/ca.pem (or 'system' for the system's CAs)")
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,14 @@ class PostgresSource:
             if "password authentication failed" in text or "does not exist" in text:
                 raise ConfigError(f"cannot connect to postgres as {self.config.user}: {text}",
                                   hint="check the url, user, password and database") from None
+            if _NEEDS_TLS.search(text):
+                raise ConfigError(f"postgres at {self.config.host}:{self.config.port} refused a connection without "
+                                  f"TLS: {text}", hint="set sslmode: verify-full and sslrootcert: /path/to/ca.pem "
+                                  "in the source (or in the url's query)") from None
+            if _TLS_FAILURE.search(text):
+                raise ConfigError(f"cannot connect to postgres at {self.config.host}:{self.config.port} over TLS: {text}",
+                                  hint="check sslrootcert (the CA that signed the server's certificate) and that the "
+                                  "host in the url is a name the certificate carries (sslmode=verify-full)") from None
             raise TransientError(f"cannot connect to postgres at {self.config.host}:{self.config.port}: {text}") from None
 
     def connect(self) -> None:
@@ -299,6 +308,9 @@ class PostgresSource:
 
 # admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now: a re-run can succeed
 _SHUTDOWN = frozenset({"57P01", "57P02", "57P03"})
+# a TLS handshake or verification failure (libpq's words): a configuration problem, not worth retrying
+_TLS_FAILURE = re.compile(r"certificate|does not support SSL")
+_NEEDS_TLS = re.compile(r"pg_hba\.conf (rejects connection|entry) for .* no encryption")
 
 
 class _translate_errors:  # noqa: N801 - used as a context manager, reads like a function

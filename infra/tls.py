@@ -47,3 +47,72 @@ def make_certificates(directory: str, name: str = "dbmazz test", hosts: tuple[st
     os.chmod(f"{directory}/server.key", 0o600)
     os.chmod(f"{directory}/ca.key", 0o600)
     return Certificates(f"{directory}/ca.pem", f"{directory}/server.pem", f"{directory}/server.key", directory)
+
+
+class TlsProxy:
+    """A TLS-terminating TCP proxy on a free loopback port in front of a plain server (``target_port``), with the
+    server certificate of ``certs``: how a server that cannot serve TLS itself (the bundled ClickHouse) is reached
+    over HTTPS, as behind a load balancer. ``with TlsProxy(certs, port) as proxy: proxy.port``."""
+
+    def __init__(self, certs: Certificates, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.certs = certs
+        self.target = (target_host, target_port)
+        self.port: int | None = None
+        self._loop = None
+        self._thread = None
+
+    def start(self) -> TlsProxy:
+        import asyncio
+        import ssl
+        import threading
+
+        from ._common import free_port, port_open, wait_until
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certs.cert, self.certs.key)
+        self.port = free_port()
+        self._loop = loop = asyncio.new_event_loop()
+        loop.set_exception_handler(lambda *_: None)  # a client that drops the handshake is not our error
+
+        async def pipe(reader, writer) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader, writer) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def serve() -> None:
+            await asyncio.start_server(handle, "127.0.0.1", self.port, ssl=context)
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(serve())
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="tls-proxy", daemon=True)
+        self._thread.start()
+        wait_until(lambda: port_open(self.port), 10, "TLS proxy")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop = None
+
+    def __enter__(self) -> TlsProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

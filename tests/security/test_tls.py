@@ -3,8 +3,9 @@
 initial load, capture and apply run over TLS (through Dagster, into DuckDB: the sink equals the source); a
 certificate from another CA, or no TLS at all, fails at once with an error that says what to fix.
 
-ClickHouse: the bundled chdb-core server cannot serve HTTPS (its clickhouse-local only opens TCP and HTTP
-listeners), so the sink's TLS options (``secure``, ``ca_cert``) are not tested against a server here.
+ClickHouse: the bundled chdb-core server cannot serve HTTPS itself (its clickhouse-local opens only TCP and HTTP
+listeners), so it is reached through a TLS-terminating proxy (``infra.tls.TlsProxy``), as behind a load
+balancer: the sink verifies the proxy's certificate with ``ca_cert``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import pytest
 
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.core.errors import ConfigError
-from dbmazz_connectors.core.registry import create_source
+from dbmazz_connectors.core.registry import create_sink, create_source
 from infra.mariadb import MariaDbServer
 from infra.postgres import PostgresServer
-from infra.tls import Certificates, make_certificates
+from infra.tls import Certificates, TlsProxy, make_certificates
 from tests.connectors.sources.mysql.conftest import create_replication_user
 from tests.fixtures.servers import PgDatabase
 from tests.pipelines._harness import ShopPipeline, churn, make_shop_pipeline, start_shop
@@ -213,3 +214,36 @@ def test_mariadb_required_refuses_a_server_without_tls(mariadb_server, tmp_path,
             cur.execute(f"DROP USER '{user}'@'%'")
             cur.execute("DROP DATABASE tls_none")
         admin.close()
+
+
+# --- ClickHouse (HTTPS through a TLS-terminating proxy) ----------------------------------------------------------
+
+def test_clickhouse_sink_over_https_verifies_the_server(pg_db, ch_db, certificates, tmp_path, monkeypatch):
+    ca, other = certificates
+    server = ch_db.server
+    monkeypatch.setenv("TLS_CH_PASSWORD", server.password)
+    with TlsProxy(ca, server.port) as proxy:
+        https = f"clickhouse+https://{server.user}@127.0.0.1:{proxy.port}/{ch_db.name}"
+        shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
+        sink = {"url": f"{https}?ca_cert={ca.ca}", "password_env": "TLS_CH_PASSWORD"}
+        shop = ShopPipeline(shop.config.model_copy(update={"sinks": {"clickhouse": sink}}), shop.source_url,
+                            shop.duckdb_path)
+        defs = shop.definitions()
+        with dg.instance_for_test() as instance:
+            start_shop(shop, defs, instance)
+            churn(pg_db.url, 3)
+            launched = shop.drive(defs, instance)
+            assert launched and all(run.success for run in launched), launched
+        got = ch_db.client().query("SELECT id, quantity, status FROM orders_current ORDER BY id").result_rows
+        with pg_db.connect() as conn:
+            want = conn.execute("SELECT id, quantity, status FROM orders ORDER BY id").fetchall()
+        assert [tuple(r) for r in got] == want and want
+
+        for bad, needle in (({"url": https, "ca_cert": other.ca}, "CERTIFICATE_VERIFY_FAILED"),  # another CA
+                            ({"url": https}, "CERTIFICATE_VERIFY_FAILED")):  # the system's CAs do not know ours
+            wrong = create_sink({**bad, "password": server.password, "pipeline": "shop"})
+            with pytest.raises(ConfigError) as caught:
+                wrong.connect()
+                wrong.preflight(tables=["public.orders"])
+            assert "TLS to" in caught.value.message and needle in caught.value.message, caught.value.message
+            assert "ca_cert" in caught.value.hint

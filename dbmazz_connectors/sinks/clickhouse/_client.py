@@ -75,6 +75,7 @@ class ClickHouseClient:
                 host=cfg.host, port=cfg.port, username=cfg.username, password=cfg.password, database=cfg.database,
                 secure=cfg.secure, connect_timeout=cfg.connect_timeout, send_receive_timeout=600,
                 autogenerate_session_id=False, query_retries=0,
+                **({"verify": cfg.verify, "ca_cert": cfg.ca_cert} if cfg.secure else {}),
             )
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes a clear dbmazz error
             raise self._config_error(exc) from None
@@ -158,6 +159,10 @@ class ClickHouseClient:
         if code == _UNKNOWN_DATABASE:
             return ConfigError(f"clickhouse sink: expected the database {cfg.database!r} on {cfg.host}:{cfg.port}, "
                                "found none", hint=f"CREATE DATABASE {self.q(cfg.database)}")
+        if code is None and ("CERTIFICATE_VERIFY_FAILED" in text or "wrong version number" in text.lower()):
+            return ConfigError(f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
+                               hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
+                                    "is a name the certificate carries, and that the port serves HTTPS (8443)")
         if code is None and _unreachable(exc):
             return TransientError(f"clickhouse sink: cannot reach {where} over HTTP{'S' if cfg.secure else ''} "
                                   f"({type(exc).__name__}: {text})",
@@ -175,6 +180,10 @@ class ClickHouseClient:
                                     f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.*")
         if code in (_AUTH, _UNKNOWN_DATABASE):
             return self._config_error(exc)
+        if code is None and ("CERTIFICATE_VERIFY_FAILED" in text or "wrong version number" in text.lower()):
+            return ConfigError(f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
+                               hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
+                                    "is a name the certificate carries, and that the port serves HTTPS (8443)")
         if code is None and _unreachable(exc):
             return TransientError(f"clickhouse sink: lost the connection to {self.config.describe()} during "
                                   f"{statement} ({type(exc).__name__}: {_first_line(text)[:200]})",

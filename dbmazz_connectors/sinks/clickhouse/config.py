@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ __all__ = ["ClickHouseConfig"]
 
 _KEYS = {
     "url", "type", "host", "port", "username", "user", "password", "database", "secure", "pipeline",
-    "part_rows", "dedup_window", "connect_timeout", "out_of_range",
+    "part_rows", "dedup_window", "connect_timeout", "out_of_range", "ca_cert", "verify",
 }
 _SCHEMES = {"clickhouse": False, "clickhouse+http": False, "http": False, "clickhouse+https": True, "https": True}
 _TRUE = {"1", "true", "yes", "on"}
@@ -42,6 +43,8 @@ class ClickHouseConfig:
     dedup_window: int = 10_000
     connect_timeout: float = 10.0
     out_of_range: OutOfRange = OutOfRange.REFUSE
+    ca_cert: str | None = None  # with secure: the CA file the server's certificate is verified with
+    verify: bool = True  # with secure: verify the server's certificate (and host name)
 
     def describe(self) -> str:
         """``user@host:port/database``, for messages (never the password)."""
@@ -64,6 +67,13 @@ class ClickHouseConfig:
             values["username"] = config.get("username") or config.get("user")
         if config.get("secure") is not None:
             values["secure"] = str(config["secure"]).lower() in _TRUE
+        if config.get("ca_cert") is not None:
+            values["ca_cert"] = str(config["ca_cert"])
+        if config.get("verify") is not None:
+            values["verify"] = str(config["verify"]).lower() in _TRUE
+        if values.get("ca_cert") and not os.path.isfile(values["ca_cert"]):
+            raise ConfigError(f"clickhouse sink: ca_cert {values['ca_cert']} is not a readable file",
+                              hint="give ca_cert the path of the PEM file of the CA that signed the server's certificate")
         if not values.get("host"):
             raise ConfigError("clickhouse sink: expected 'url' (clickhouse://user:password@host:8123/database) "
                               "or 'host', got neither")
@@ -101,4 +111,8 @@ def _parse_url(url: str) -> dict[str, Any]:
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if "secure" in query:
         values["secure"] = query["secure"].lower() in _TRUE
+    if "ca_cert" in query:
+        values["ca_cert"] = query["ca_cert"]
+    if "verify" in query:
+        values["verify"] = query["verify"].lower() in _TRUE
     return values

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .changelog import BatchManifest, ChangeLog
-from .core.batch import Rows, SchemaChange, Truncate
+from .core.batch import ChangeBatch, Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
 from .core.errors import ChangeLogError, DbmazzError, PreflightError, TableChangedError
 from .core.positions import BinlogPosition, Lsn, position_from_dict
@@ -149,6 +149,10 @@ def apply_batch(
     failures: list[tuple[str, DbmazzError]] = []
     for table in tables if tables is not None else sorted(manifest.tables):
         try:
+            segments = changelog.row_segments(pipeline, batch_id, table) if manifest.kind == "snapshot" else None
+            if segments is not None and len(segments) > 1:
+                results[table] = _apply_in_segments(changelog, sink, ref, table, segments)
+                continue
             batch = changelog.read_batch(pipeline, batch_id, table)
             sink.create_table(batch.schema)
             results[table] = sink.write_batch(batch, ref)
@@ -161,6 +165,30 @@ def apply_batch(
             first.add_note(f"{other} failed too: {exc}")
         raise first
     return results
+
+
+def _apply_in_segments(changelog: ChangeLog, sink: Sink, ref: BatchRef, table: str,
+                       segments: list[tuple[str, int, tuple[int, ...]]]) -> WriteResult:
+    """Apply a snapshot batch's rows of ``table`` a segment at a time: memory stays that of one segment.
+
+    A snapshot batch holds one version and each key once, so its segments commute: each is applied
+    exactly once under its own reference (``<batch>/<file>/<first row group>``), then the batch's
+    own reference is recorded with no rows. A re-run after a crash skips the applied segments.
+    """
+    if sink.is_applied(ref, table):
+        return WriteResult(table, 0, True, sink.high_water_version(table))
+    rows, details = 0, {}
+    for file, _count, groups in segments:
+        batch = changelog.read_segment(ref.pipeline, ref.batch_id, table, file, groups)
+        sink.create_table(batch.schema)
+        part = sink.write_batch(batch, BatchRef(ref.pipeline, f"{ref.batch_id}/{file}/{groups[0]}"))
+        rows += part.rows_written
+        for key, value in part.details.items():
+            details[key] = details.get(key, 0) + value
+        del batch, part  # before the next segment is read
+    schema = changelog.manifest(ref.pipeline, ref.batch_id).tables[table].schema
+    done = sink.write_batch(ChangeBatch(table, schema, []), ref)
+    return WriteResult(table, rows, False, done.high_water_version, details)
 
 
 def fold_table(changelog: ChangeLog, pipeline: str, table: str) -> tuple[TableSchema | None, pa.Table | None]:

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -45,6 +45,7 @@ __all__ = ["ChangeLog", "BatchWriter"]
 
 _MANIFESTS = "_batches"
 _SNAPSHOTS = "_snapshots"
+SEGMENT_ROWS = 100_000  # rows a sink applies at once from a snapshot batch (engine.apply_batch)
 
 
 def _segment(name: str) -> str:
@@ -61,6 +62,7 @@ class ChangeLog:
         part_rows: int = 500_000,
         part_bytes: int = 128 * 1024 * 1024,
         compression: str = "zstd",
+        segment_rows: int = SEGMENT_ROWS,
     ) -> None:
         if "://" in root:
             self.fs, self.root = pafs.FileSystem.from_uri(root)
@@ -69,6 +71,7 @@ class ChangeLog:
         self.part_rows = part_rows
         self.part_bytes = part_bytes
         self.compression = compression
+        self.segment_rows = segment_rows
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def __repr__(self) -> str:
@@ -113,6 +116,43 @@ class ChangeLog:
         if entry is None:
             raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} has no entry for table {table}")
         return ChangeBatch(table, entry.schema, list(self._events(pipeline, batch_id, table, entry)))
+
+    def row_segments(self, pipeline: str, batch_id: str, table: str) -> list[tuple[str, int, tuple[int, ...]]] | None:
+        """A batch's rows of ``table`` cut into segments of about ``segment_rows`` rows: (file, rows, row groups).
+
+        Only for an entry of rows alone (no truncate, no schema change): then the segments may be
+        applied one by one (see ``engine.apply_batch``). None otherwise. Reads Parquet footers only.
+        """
+        manifest = self.manifest(pipeline, batch_id)
+        entry = manifest.tables.get(table) if manifest is not None else None
+        if entry is None or any(item["kind"] != "rows" for item in entry.entries):
+            return None
+        folder = self.part_dir(pipeline, table, batch_id)
+        segments: list[tuple[str, int, tuple[int, ...]]] = []
+        for item in entry.entries:
+            with self.fs.open_input_file(f"{folder}/{item['file']}") as handle:
+                meta = pq.ParquetFile(handle).metadata
+            groups: list[int] = []
+            rows = 0
+            for index in range(meta.num_row_groups):
+                groups.append(index)
+                rows += meta.row_group(index).num_rows
+                if rows >= self.segment_rows:
+                    segments.append((item["file"], rows, tuple(groups)))
+                    groups, rows = [], 0
+            if groups:
+                segments.append((item["file"], rows, tuple(groups)))
+        return segments
+
+    def read_segment(self, pipeline: str, batch_id: str, table: str, file: str, row_groups: Sequence[int]) -> ChangeBatch:
+        """The rows of some row groups of one part of a batch (a segment from ``row_segments``)."""
+        manifest = self.manifest(pipeline, batch_id)
+        entry = manifest.tables.get(table) if manifest is not None else None
+        if entry is None:
+            raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} has no entry for table {table}")
+        with self.fs.open_input_file(f"{self.part_dir(pipeline, table, batch_id)}/{file}") as handle:
+            data = pq.ParquetFile(handle).read_row_groups(list(row_groups))
+        return ChangeBatch(table, entry.schema, [Rows(entry.schema, data.cast(entry.schema.arrow_schema()))])
 
     def _events(self, pipeline: str, batch_id: str, table: str, entry: TableEntry) -> Iterable[TableEvent]:
         schema = entry.schema

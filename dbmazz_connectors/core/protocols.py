@@ -121,6 +121,9 @@ class Sink(Protocol):
         whatever order batches and snapshot chunks arrive in.
         """
 
+    def is_applied(self, ref: BatchRef, table: str) -> bool:
+        """Whether ``write_batch`` of (``ref``, ``table``) has completed on this sink (read-only)."""
+
     def high_water_version(self, table: str) -> int | None:
         """The highest ``_dbmazz_version`` applied to ``table``, or None."""
 

@@ -222,6 +222,9 @@ class SqlSink(RowMerge, ABC):
             return exc
         return self.translate_error(exc, table)
 
+    def is_applied(self, ref: BatchRef, table: str) -> bool:
+        return self._applied(ref, table)
+
     def _applied(self, ref: BatchRef, table: str) -> bool:
         return bool(self.fetchall(
             f"SELECT 1 FROM {self.q(META_SCHEMA, 'applied_batches')} "

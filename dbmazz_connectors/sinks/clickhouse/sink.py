@@ -165,6 +165,9 @@ class ClickHouseSink(ClickHouseClient):
         self.insert(APPLIED, applied_row(ref.pipeline, ref.batch_id, table, written, high), token=None)
         return WriteResult(table, written, False, high, details)
 
+    def is_applied(self, ref: BatchRef, table: str) -> bool:
+        return self._applied(ref, table)
+
     def _applied(self, ref: BatchRef, table: str) -> bool:
         return bool(self.query_rows(
             f"SELECT 1 FROM {APPLIED} FINAL WHERE pipeline = %(p)s AND batch_id = %(b)s AND table_name = %(t)s",

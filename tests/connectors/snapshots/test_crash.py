@@ -9,10 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from dbmazz_connectors.changelog import ChangeLog
+from dbmazz_connectors.core import create_sink
+from dbmazz_connectors.core.protocols import BatchRef
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import SnapshotSettings, load_plan, plan_snapshot, run_snapshot
 
 from ._scenario import assert_tables_equal
+from .conftest import _clickhouse_rows, _duckdb_rows, _postgres_rows
 
 ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = SnapshotSettings(chunk_rows=200, chunks_per_batch=2, parallelism=2)
@@ -71,3 +77,68 @@ def test_a_killed_snapshot_resumes_from_its_first_unfinished_batch(pg_db, captur
         for batch_id in [*ids, cdc.batch_id]:
             apply_batch(changelog, sink, "p", batch_id)
         assert_tables_equal(dialect, lambda table, columns, sink=sink, read=read: read(sink, table, columns))
+
+
+# Applies snapshot batches in a fresh process, a segment at a time, and dies right after the third segment
+# was committed to the sink: the batch is half applied.
+APPLY_CHILD = """
+import json, os, signal, sys
+from dbmazz_connectors.changelog import ChangeLog
+from dbmazz_connectors.core import create_sink
+from dbmazz_connectors.engine import apply_batch
+
+spec = json.loads(sys.argv[1])
+log = ChangeLog(spec["changelog"], segment_rows=spec["segment_rows"])
+sink = create_sink(spec["sink"])
+sink.connect()
+write, state = type(sink).write_batch, {"writes": 0}
+def write_then_die(self, batch, ref):
+    result = write(self, batch, ref)
+    state["writes"] += 1
+    if state["writes"] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+type(sink).write_batch = write_then_die
+for batch_id in spec["batches"]:
+    apply_batch(log, sink, "p", batch_id)
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "clickhouse", "postgres"])
+def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_again(
+        kind, tmp_path, pg_db, ch_db, pg_scenario, changelog):
+    """A snapshot batch applies a segment at a time (bounded memory); SIGKILL half-way, then a re-run: sink == source."""
+    dialect, source = pg_scenario
+    checkpoint = source.checkpoint_position()
+    settings = SnapshotSettings(chunk_rows=100, chunks_per_batch=6, parallelism=2)
+    plan = plan_snapshot(source, changelog, "p", dialect.tables, settings)
+    run_snapshot(source, changelog, plan, settings)
+    ids = plan.batch_ids()
+    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.url}[kind]
+    config = {"url": url, "pipeline": "p", **({"schema": "replica"} if kind == "postgres" else {})}
+    spec = {"changelog": changelog.root, "segment_rows": 100, "sink": config, "batches": ids}
+    child = subprocess.run([sys.executable, "-c", APPLY_CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    first = sorted(changelog.manifest("p", ids[0]).tables)[0]
+    segments = ChangeLog(changelog.root, segment_rows=100).row_segments("p", ids[0], first)
+    assert len(segments) > 3, "the scenario should give the first batch more segments than the kill point"
+    sink = create_sink(config)
+    sink.connect()
+    try:
+        assert not sink.is_applied(BatchRef("p", ids[0]), first), "the killed batch must not count as applied"
+        with pg_db.connect() as conn:  # CDC goes on between the crash and the re-run
+            conn.execute("UPDATE items SET n = n + 100 WHERE id % 7 = 0")
+            conn.execute("DELETE FROM items WHERE id % 11 = 0")
+        cdc = capture_range(source, changelog, "p", checkpoint, source.current_position())
+        resumed = apply_batch(ChangeLog(changelog.root, segment_rows=100), sink, "p", ids[0])
+        total = sum(rows for _, rows, _ in segments)
+        assert 0 < resumed[first].rows_written == total - sum(rows for _, rows, _ in segments[:3])
+        for batch_id in [*ids, cdc.batch_id]:
+            apply_batch(changelog, sink, "p", batch_id)
+        assert all(sink.is_applied(BatchRef("p", b), t) for b in ids for t in changelog.manifest("p", b).tables)
+        read = {"duckdb": _duckdb_rows, "clickhouse": _clickhouse_rows, "postgres": _postgres_rows}[kind]
+        assert_tables_equal(dialect, lambda table, columns: read(sink, table, columns))
+    finally:
+        sink.disconnect()

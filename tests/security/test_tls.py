@@ -87,6 +87,33 @@ def test_postgres_verify_full_replicates_over_tls(tls_pg_db, certificates, tmp_p
         assert shop.sink_rows(table) == shop.source_rows(table), table
 
 
+def test_postgres_sink_over_verify_full(tls_pg, certificates, tmp_path, monkeypatch):
+    """The PostgreSQL sink with the same options: a least-privilege owner of its database, TLS verified."""
+    import psycopg
+
+    ca, other = certificates
+    with psycopg.connect(tls_pg.url(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS tls_sink WITH (FORCE)")
+        conn.execute("DROP ROLE IF EXISTS tls_sinker")
+        conn.execute("CREATE ROLE tls_sinker LOGIN PASSWORD 'sink-pw-1'")
+        conn.execute("CREATE DATABASE tls_sink OWNER tls_sinker")
+    url = f"postgresql://tls_sinker:sink-pw-1@127.0.0.1:{tls_pg.port}/tls_sink"
+    sink = create_sink({"url": url + f"?sslmode=verify-full&sslrootcert={ca.ca}", "pipeline": "p"})
+    sink.connect()
+    try:
+        assert sink.conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+        assert sink.preflight(tables=["public.orders"]) == []
+    finally:
+        sink.disconnect()
+    for options, needle in (({"sslmode": "verify-full", "sslrootcert": other.ca}, "certificate verify failed"),
+                            ({"sslmode": "disable"}, "no encryption")):
+        wrong = create_sink({"url": url, "pipeline": "p", **options})
+        with pytest.raises(ConfigError) as caught:
+            wrong.connect()
+        assert "TLS to" in caught.value.message and needle in caught.value.message, caught.value.message
+        assert "sslrootcert" in caught.value.hint
+
+
 def test_postgres_wrong_ca_or_no_tls_fails_clearly(tls_pg_db, certificates, tmp_path, monkeypatch):
     _, other = certificates
     shop = make_shop_pipeline(tls_pg_db, tmp_path, monkeypatch)

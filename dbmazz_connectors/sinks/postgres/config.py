@@ -8,12 +8,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...core.errors import ConfigError
+from ...sources.postgres.config import tls_options
 from .._policy import OutOfRange
 
 __all__ = ["PostgresSinkConfig"]
 
+_TLS_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
 _KEYS = {"url", "host", "port", "user", "password", "dbname", "schema", "pipeline", "type", "connect_timeout",
-         "sslmode", "temp_buffers_mb", "out_of_range"}
+         "sslmode", "sslrootcert", "sslcert", "sslkey", "temp_buffers_mb", "out_of_range"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class PostgresSinkConfig:
     schema: str | None = None
     connect_timeout: int = 10
     sslmode: str | None = None
+    tls: Mapping[str, str] = field(default_factory=dict, hash=False)  # libpq sslmode/sslrootcert/sslcert/sslkey
     temp_buffers_mb: int = 512
     out_of_range: OutOfRange = OutOfRange.REFUSE
 
@@ -59,6 +63,7 @@ class PostgresSinkConfig:
                    dbname=str(values["dbname"]), password=values.get("password"),
                    pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
                    connect_timeout=int(config.get("connect_timeout", 10)), sslmode=config.get("sslmode"),
+                   tls=tls_options(str(config.get("url") or ""), {k: config.get(k) for k in _TLS_KEYS}),
                    temp_buffers_mb=int(config.get("temp_buffers_mb", 512)),
                    out_of_range=OutOfRange.parse(config.get("out_of_range", "refuse"), "postgres"))
 
@@ -69,4 +74,5 @@ class PostgresSinkConfig:
             kwargs["password"] = self.password
         if self.sslmode:
             kwargs["sslmode"] = self.sslmode
+        kwargs.update(self.tls)
         return kwargs

@@ -79,6 +79,10 @@ class PostgresSink(SqlSink):
         if "does not exist" in text:
             return ConfigError(f"postgres sink: {text} on {self.config.host}:{self.config.port}",
                                hint=f"create it first (CREATE DATABASE {self.config.dbname})")
+        if "no encryption" in text or "certificate" in text or "does not support SSL" in text:
+            return ConfigError(f"postgres sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
+                               hint="check sslmode and sslrootcert (the CA that signed the server's certificate), "
+                                    "and that the url's host is a name the certificate carries (verify-full)")
         return TransientError(f"postgres sink: cannot reach {self.config.host}:{self.config.port}: {text}",
                               hint="check host and port, and that the server is running and accepts TCP")
 

@@ -78,6 +78,21 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM take Ctrl-C's path (KeyboardInterrupt), so ``finally``/fixture teardown and ``atexit`` stop the
+    throw-away servers this process started; by default SIGTERM kills Python at once and leaves them running
+    (a benchmark or a test session stopped by a CI timeout). Only from the main thread, and only where nobody
+    installed a handler of their own."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def serve_forever(start: Callable[[], object], stop: Callable[[], None], describe: Callable[[], str]) -> None:
     """CLI helper: start a server, print how to reach it, stop it on Ctrl-C or SIGTERM."""
     start()

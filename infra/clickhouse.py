@@ -39,7 +39,7 @@ import time
 import urllib.request
 from urllib.parse import quote
 
-from ._common import InfraError, free_port, serve_forever, wait_until
+from ._common import InfraError, exit_on_sigterm, free_port, serve_forever, wait_until
 
 __all__ = ["ClickHouseServer"]
 
@@ -157,6 +157,7 @@ class ClickHouseServer:
                 stdin=subprocess.DEVNULL,
             )
         atexit.register(self.stop)
+        exit_on_sigterm()
         try:
             wait_until(self._ping, STARTUP_TIMEOUT_S, "ClickHouse (chdb) HTTP interface", f"{self.base}/clickhouse.log")
         except Exception:

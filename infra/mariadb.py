@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from urllib.parse import quote
 
-from ._common import InfraError, apt_install, free_port, port_open, serve_forever, wait_until
+from ._common import InfraError, apt_install, exit_on_sigterm, free_port, port_open, serve_forever, wait_until
 from .tls import Certificates
 
 __all__ = ["MariaDbServer"]
@@ -111,6 +111,7 @@ class MariaDbServer:
         args += [f"--{k}={v}" if v != "" else f"--{k}" for k, v in self.options.items()]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         atexit.register(self.stop)
+        exit_on_sigterm()
         wait_until(lambda: port_open(self.port) or self._proc.poll() is not None, 60, "MariaDB",
                    f"{self.base}/error.log")
         if self._proc.poll() is not None:

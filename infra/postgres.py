@@ -26,6 +26,7 @@ from ._common import (
     InfraError,
     apt_install,
     chown_tree,
+    exit_on_sigterm,
     free_port,
     is_root,
     serve_forever,
@@ -134,6 +135,7 @@ class PostgresServer:
             log = open(f"{self.base}/server.log").read()[-3000:] if os.path.exists(f"{self.base}/server.log") else ""
             raise InfraError(f"PostgreSQL did not start: {exc.stderr}\n{log}") from exc
         atexit.register(self.stop)
+        exit_on_sigterm()
         return self
 
     def restart(self, settings: dict[str, str] | None = None) -> None:

@@ -169,3 +169,14 @@ def test_dbmazz_check_stopped_by_sigterm_exits_at_once_with_a_message(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM
     assert took < 5
     assert "dbmazz: stopped by SIGTERM" in (tmp_path / "out.log").read_text()
+
+
+@pytest.mark.parametrize("server", ["postgres", "mariadb", "clickhouse"])
+def test_a_script_holding_a_throw_away_server_stopped_by_sigterm_leaves_nothing(server, tmp_path):
+    """A benchmark or a test session killed by SIGTERM (a CI timeout): the servers it started are stopped too."""
+    kind = {"postgres": "PostgresServer", "mariadb": "MariaDbServer", "clickhouse": "ClickHouseServer"}[server]
+    code = (f"import time; from infra.{server} import {kind}; s = {kind}().start(); print('up', flush=True); "
+            "time.sleep(120)")
+    proc, marker, temp = _start(["-c", code], tmp_path)
+    _wait(proc, tmp_path, lambda: "up" in (tmp_path / "out.log").read_text(), 90, f"the {server} server")
+    _stop_and_assert_clean(proc, marker, temp, tmp_path, 30)

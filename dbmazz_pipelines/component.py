@@ -26,13 +26,14 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import dagster as dg
+from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import BaseModel, Field, ValidationError
 
 from dbmazz_connectors.config import DEFAULT_CHANGELOG, PipelineConfig, literal_passwords
 from dbmazz_connectors.core import ConfigError
 
 from .definitions import build_definitions
-from .translator import DbmazzTranslator
+from .translator import DbmazzAssetData, DbmazzTranslator
 
 __all__ = ["DbmazzPipelineComponent", "DbmazzPipelineScaffolder"]
 
@@ -69,6 +70,19 @@ Connector = Annotated[dict[str, Any], dg.Resolver(
 Sinks = Annotated[dict[str, dict[str, Any]], dg.Resolver(
     _sinks, model_field_type=dict[str, dict[str, Any]], inject_before_resolve=False,
     description="sink name -> sink connector (duckdb, clickhouse, postgres), like the source")]
+Translation = Annotated[TranslationFn[DbmazzAssetData], TranslationFnResolver[DbmazzAssetData](
+    lambda data: {"data": data, "role": str(data.role), "table": data.table, "table_name": data.table_name,
+                  "sink": data.sink, "pipeline": data.pipeline_name})]
+
+
+class _YamlTranslator(DbmazzTranslator):
+    """The component's translator, then its ``translation`` attributes over each spec."""
+
+    def __init__(self, base: DbmazzTranslator, translation: TranslationFn[DbmazzAssetData]):
+        self.base, self.translation = base, translation
+
+    def get_asset_spec(self, data: DbmazzAssetData) -> dg.AssetSpec:
+        return self.translation(self.base.get_asset_spec(data), data)
 
 
 class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
@@ -84,6 +98,9 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
     retention_batches: int = Field(2000, description="applied batches kept in the change log")
     check_interval_minutes: int = Field(15, description="how often the sink tables' asset checks run")
     snapshot: dict[str, Any] | None = Field(None, description="chunk_rows, chunks_per_batch, parallelism of snapshots")
+    translation: Translation | None = Field(None, description=(
+        "asset attributes (group_name, owners, tags, key, description, ...) applied over every asset's default "
+        "spec; templates see role (source_table, changes, sink_table), pipeline, table, table_name, sink, spec"))
 
     def get_translator(self) -> DbmazzTranslator:
         """The translator of the pipeline's asset specs; override in a subclass to change keys, groups, owners."""
@@ -95,7 +112,7 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
         if not _NAME.match(name):
             raise ConfigError(f"expected a pipeline name of letters, digits and underscores, got {name!r}",
                               hint="set attributes.name, or rename the folder holding defs.yaml")
-        body = {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
+        body = {k: v for k, v in self.model_dump(exclude={"name", "translation"}).items() if v is not None}
         try:
             pipeline = PipelineConfig(name=name, **body)
         except ValidationError as exc:
@@ -113,7 +130,10 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
             pipeline = self.pipeline_config(context.path.name)
         except ConfigError as exc:  # the file is named: dg check defs and the UI point at it
             raise ConfigError(f"{context.path / 'defs.yaml'}: {exc}", hint=exc.hint) from None
-        return build_definitions({pipeline.name: pipeline}, translator=self.get_translator())
+        translator = self.get_translator()
+        if self.translation is not None:
+            translator = _YamlTranslator(translator, self.translation)
+        return build_definitions({pipeline.name: pipeline}, translator=translator)
 
 
 class ScaffoldParams(BaseModel):

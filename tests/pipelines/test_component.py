@@ -58,3 +58,22 @@ def test_a_component_with_a_password_in_clear_is_refused_naming_its_file(tmp_pat
     assert isinstance(cause, ConfigError), repr(error.value)
     assert "leaky/defs.yaml" in str(cause) and "password in clear" in str(cause)
     assert "hunter2" not in str(error.value)
+
+
+def test_the_component_translation_sets_keys_groups_and_owners_from_yaml():
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.scaffold_component(DbmazzPipelineComponent, defs_path="shop", defs_yaml_contents={
+            "type": "dbmazz_pipelines.DbmazzPipelineComponent",
+            "attributes": {
+                "source": {"url": "postgresql://cap@db/shop", "password": "{{ env.SHOP_PG_PASSWORD }}"},
+                "tables": ["public.orders"], "sinks": {"duckdb": {"url": "duckdb:///shop.duckdb"}},
+                "translation": {"key": "{{ role }}/{{ table_name or 'all' }}", "owners": ["team:data"],
+                                "group_name": "{{ pipeline }}_{{ 'warehouse' if role == 'sink_table' else 'cdc' }}"}}})
+        with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
+            graph = defs.get_repository_def().asset_graph
+            specs = {k.to_user_string(): graph.get(k) for k in graph.get_all_asset_keys()}
+            assert set(specs) == {"source_table/orders", "changes/all", "sink_table/orders"}
+            assert specs["sink_table/orders"].group_name == "shop_warehouse"
+            assert specs["changes/all"].group_name == "shop_cdc"
+            assert all(s.owners == ["team:data"] for s in specs.values())
+            assert [k.to_user_string() for k in specs["sink_table/orders"].parent_keys] == ["changes/all"]

@@ -19,7 +19,7 @@ from dbmazz_connectors.core import (
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import capture_snapshot_batch, is_snapshot_batch
 
-from .metadata import PARTITION_ROW_COUNT, describe_sink_table, sink_table_metadata, source_observations
+from .metadata import PARTITION_ROW_COUNT, describe_sink_table, sink_table_metadata, source_schema_events
 from .naming import (
     KIND_TAG,
     TABLE_METADATA,
@@ -113,16 +113,16 @@ def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, re
         raise _with_resync_hint(pipeline, exc) from None  # one error, its fix in Dagster terms
     finally:
         source.disconnect()
-    _observe_sources(context, specs, schemas)
+    _record_source_schemas(context, specs, schemas)
     context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")
     return dg.MaterializeResult(asset_key=specs.changes_key,
                                 metadata=capture_metadata(manifest, lag, time.monotonic() - began))
 
 
-def _observe_sources(context: dg.AssetExecutionContext, specs: PipelineSpecs, schemas) -> None:
+def _record_source_schemas(context: dg.AssetExecutionContext, specs: PipelineSpecs, schemas) -> None:
     """The source tables' column schemas, recorded on their (external) assets when they changed."""
-    for observation in source_observations(specs.source_keys, schemas, context.instance):
-        context.log_event(observation)
+    for event in source_schema_events(specs.source_keys, schemas, context.instance):
+        context.log_event(event)
 
 
 def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> TableChangedError:
@@ -144,7 +144,7 @@ def _capture_snapshot(context: dg.AssetExecutionContext, specs: PipelineSpecs, r
     finally:
         source.disconnect()
     metadata = snapshot_metadata(changelog, manifest, time.monotonic() - began)
-    _observe_sources(context, specs, {name: entry.schema for name, entry in manifest.tables.items()})
+    _record_source_schemas(context, specs, {name: entry.schema for name, entry in manifest.tables.items()})
     context.log.info(f"snapshot batch {batch_id} ({metadata['dbmazz/snapshot_batch']}): {manifest.rows} rows")
     return dg.MaterializeResult(asset_key=specs.changes_key, metadata=metadata)
 

@@ -1,7 +1,7 @@
 """Dagster's standard table metadata for a pipeline's assets (``dagster/column_schema``, ``dagster/row_count``,
 ``dagster/table_name``, ``dagster/column_lineage``), from the source's schema and the sink's own catalog.
 
-Source tables are external assets: a capture run records their schema as an observation when it changed.
+Source tables are external assets: a capture run records their schema (a materialization) when it changed.
 Sink tables record theirs with every materialization: the columns the sink actually holds (its catalog,
 dbmazz's ``_dbmazz_*`` bookkeeping columns included), the table's rows after the batch, and for each
 replicated column the source column it comes from.
@@ -17,7 +17,7 @@ import dagster as dg
 from dbmazz_connectors.core.schema import TableSchema
 
 __all__ = ["source_column_schema", "SinkTable", "describe_sink_table", "sink_table_metadata",
-           "source_observations", "BOOKKEEPING_PREFIX",
+           "source_schema_events", "BOOKKEEPING_PREFIX",
            "COLUMN_SCHEMA", "COLUMN_LINEAGE", "ROW_COUNT", "PARTITION_ROW_COUNT", "TABLE_NAME"]
 
 # Dagster's standard keys (the UI shows them on the asset's page, the catalog searches them)
@@ -44,29 +44,32 @@ def source_column_schema(schema: TableSchema) -> dg.TableSchema:
     ])
 
 
-def source_observations(keys: Mapping[str, dg.AssetKey], schemas: Mapping[str, TableSchema],
-                        instance: dg.DagsterInstance) -> list[dg.AssetObservation]:
-    """An observation per source table whose column schema differs from the last one recorded (or none was)."""
-    observations = []
+def source_schema_events(keys: Mapping[str, dg.AssetKey], schemas: Mapping[str, TableSchema],
+                         instance: dg.DagsterInstance) -> list[dg.AssetMaterialization]:
+    """A materialization of each source table whose column schema differs from the last one recorded (or none
+    was): the source table, written by its applications, changed shape. Recorded as a materialization, not an
+    observation, because the UI's *Columns* panel and column lineage read the latest materialization."""
+    events = []
     for table, schema in schemas.items():
         key = keys.get(table)
         if key is None:
             continue
         columns = source_column_schema(schema)
-        if _last_observed_schema(instance, key) == columns:
+        if _last_recorded_schema(instance, key) == columns:
             continue
-        observations.append(dg.AssetObservation(
+        events.append(dg.AssetMaterialization(
             asset_key=key,
+            description="the source table's columns as capture read them (recorded when they change)",
             metadata={COLUMN_SCHEMA: columns, TABLE_NAME: table, "dbmazz/table": table},
         ))
-    return observations
+    return events
 
 
-def _last_observed_schema(instance: dg.DagsterInstance, key: dg.AssetKey) -> dg.TableSchema | None:
-    records = instance.fetch_observations(key, limit=1).records
-    if not records or records[0].asset_observation is None:
+def _last_recorded_schema(instance: dg.DagsterInstance, key: dg.AssetKey) -> dg.TableSchema | None:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
         return None
-    value = records[0].asset_observation.metadata.get(COLUMN_SCHEMA)
+    value = event.asset_materialization.metadata.get(COLUMN_SCHEMA)
     return value.value if value is not None else None
 
 

@@ -59,11 +59,11 @@ def test_sink_and_source_tables_carry_dagsters_table_metadata(pg_db, tmp_path, m
             for column, deps in lineage.items():
                 assert [(d.asset_key, d.column_name) for d in deps] == [(source_key(shop.name, table), column)]
 
-            observed = instance.fetch_observations(source_key(shop.name, table), limit=10).records
-            assert len(observed) == 1, f"source table {table}: its unchanged schema is observed once, not per batch"
-            source_schema = observed[0].asset_observation.metadata["dagster/column_schema"].schema
+            recorded = instance.fetch_materializations(source_key(shop.name, table), limit=10).records
+            assert len(recorded) == 1, f"source table {table}: its unchanged schema is recorded once, not per batch"
+            source_schema = recorded[0].asset_materialization.metadata["dagster/column_schema"].schema
             assert [(c.name, c.type) for c in source_schema.columns] == [
                 (name, kind) for name, kind, _ in _source_columns(pg_db.url, table)]
             key = source_schema.columns[0]
             assert key.name == "id" and not key.constraints.nullable and key.description == "primary key"
-            assert observed[0].asset_observation.metadata["dagster/table_name"].value == table
+            assert recorded[0].asset_materialization.metadata["dagster/table_name"].value == table

@@ -166,6 +166,23 @@ class ClickHouseServer:
         self.startup_seconds = round(time.monotonic() - began, 2)
         return self
 
+    def kill(self) -> None:
+        """SIGKILL the server process (its data directory stays); ``start_again()`` serves it again on the
+        same port."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait(10)
+
+    def start_again(self) -> None:
+        """Serve the killed server's data directory again on the same port."""
+        assert self.base and self._proc is not None and self._proc.poll() is not None
+        with open(f"{self.base}/child.log", "a") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, self.base], cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_until(self._ping, STARTUP_TIMEOUT_S, "ClickHouse (chdb) HTTP interface", f"{self.base}/clickhouse.log")
+
     def _request_stop(self) -> None:
         assert self.base
         try:

@@ -70,6 +70,7 @@ class MariaDbServer:
         self.port: int | None = None
         self.base: str | None = None
         self._proc: subprocess.Popen | None = None
+        self._args: list[str] = []
 
     @property
     def host(self) -> str:
@@ -109,15 +110,36 @@ class MariaDbServer:
                 "--bind-address=127.0.0.1", f"--pid-file={self.base}/mysqld.pid", f"--log-error={self.base}/error.log",
                 "--user=root"]
         args += [f"--{k}={v}" if v != "" else f"--{k}" for k, v in self.options.items()]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._args = args
+        self._launch()
         atexit.register(self.stop)
         exit_on_sigterm()
+        self._bootstrap()
+        return self
+
+    def _launch(self) -> None:
+        self._proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: port_open(self.port) or self._proc.poll() is not None, 60, "MariaDB",
                    f"{self.base}/error.log")
         if self._proc.poll() is not None:
             raise InfraError("MariaDB exited at start:\n" + open(f"{self.base}/error.log").read()[-3000:])
-        self._bootstrap()
-        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash does; ``start_again()`` restarts it on the same data and port."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(30)
+
+    def shutdown(self) -> None:
+        """A clean shutdown (SIGTERM: sessions and binlog dump threads are cut); ``start_again()`` restarts it."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGTERM)
+        self._proc.wait(60)
+
+    def start_again(self) -> None:
+        """Start the killed or shut-down server again: same data directory, same port (InnoDB recovers)."""
+        assert self.base and self._proc is not None and self._proc.poll() is not None
+        self._launch()
 
     def _bootstrap(self) -> None:
         import pymysql

@@ -18,8 +18,10 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from urllib.parse import quote
 
 from ._common import (
@@ -148,6 +150,37 @@ class PostgresServer:
                     fh.write(f"{key} = {value}\n")
         self._run([f"{self._bin}/pg_ctl", "-D", data, "-l", f"{self.base}/server.log", "-w", "-t", "60", "restart",
                    "-m", "fast"])
+
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
+        assert self.base and self._bin
+        return self._run([f"{self._bin}/pg_ctl", "-D", f"{self.base}/data", "-l", f"{self.base}/server.log", *args])
+
+    def stop_fast(self) -> None:
+        """``pg_ctl stop -m fast`` (an administrator's restart: sessions and replication connections are cut);
+        ``start_again()`` brings the same cluster back on the same port."""
+        self._pg_ctl("-w", "-t", "60", "-m", "fast", "stop")
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash does (its backends exit when they notice); ``start_again()``
+        restarts the same cluster (crash recovery) on the same port."""
+        assert self.base
+        with open(f"{self.base}/data/postmaster.pid") as fh:
+            pid = int(fh.readline())
+        os.kill(pid, signal.SIGKILL)
+
+    def start_again(self, timeout: float = 60) -> None:
+        """Start the stopped or killed cluster again (same data directory and port); retried while the killed
+        server's backends are still exiting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._pg_ctl("-w", "-t", "60", "start")
+                return
+            except subprocess.CalledProcessError as exc:
+                if time.monotonic() > deadline:
+                    log = open(f"{self.base}/server.log").read()[-3000:]
+                    raise InfraError(f"PostgreSQL did not start again: {exc.stderr}\n{log}") from exc
+                time.sleep(0.5)
 
     def stop(self) -> None:
         if self.base is None:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .changelog import BatchManifest, ChangeLog
+from .changelog.store import Segment
 from .core.batch import ChangeBatch, Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
 from .core.errors import ChangeLogError, DbmazzError, PreflightError, TableChangedError
@@ -149,8 +150,8 @@ def apply_batch(
     failures: list[tuple[str, DbmazzError]] = []
     for table in tables if tables is not None else sorted(manifest.tables):
         try:
-            segments = changelog.row_segments(pipeline, batch_id, table) if manifest.kind == "snapshot" else None
-            if segments is not None and len(segments) > 1:
+            segments = changelog.segments(pipeline, batch_id, table)
+            if len(segments) > 1:
                 results[table] = _apply_in_segments(changelog, sink, ref, table, segments)
                 continue
             batch = changelog.read_batch(pipeline, batch_id, table)
@@ -168,25 +169,28 @@ def apply_batch(
 
 
 def _apply_in_segments(changelog: ChangeLog, sink: Sink, ref: BatchRef, table: str,
-                       segments: list[tuple[str, int, tuple[int, ...]]]) -> WriteResult:
-    """Apply a snapshot batch's rows of ``table`` a segment at a time: memory stays that of one segment.
+                       segments: list[Segment]) -> WriteResult:
+    """Apply a large batch of ``table`` a segment (about ``segment_rows`` rows) at a time: memory stays that of one.
 
-    A snapshot batch holds one version and each key once, so its segments commute: each is applied
-    exactly once under its own reference (``<batch>/<file>/<first row group>``), then the batch's
-    own reference is recorded with no rows. A re-run after a crash skips the applied segments.
+    The segments, applied in order, are smaller batches of the same change stream, so the sink ends as
+    the whole batch would leave it (docs/architecture.md, "The ordering invariant"). Each is applied
+    exactly once under its own reference (``<batch>/<segment>``), then the batch's own reference is
+    recorded with no rows. A re-run after a crash skips the applied segments and goes on in order; the
+    batch counts as applied only when every segment is.
     """
     if sink.is_applied(ref, table):
         return WriteResult(table, 0, True, sink.high_water_version(table))
     rows, details = 0, {}
-    for file, _count, groups in segments:
-        batch = changelog.read_segment(ref.pipeline, ref.batch_id, table, file, groups)
+    schema = segments[0].schema
+    for segment in segments:
+        batch = changelog.read_segment(ref.pipeline, ref.batch_id, table, segment)
         sink.create_table(batch.schema)
-        part = sink.write_batch(batch, BatchRef(ref.pipeline, f"{ref.batch_id}/{file}/{groups[0]}"))
+        part = sink.write_batch(batch, BatchRef(ref.pipeline, f"{ref.batch_id}/{segment.name}"))
         rows += part.rows_written
         for key, value in part.details.items():
             details[key] = details.get(key, 0) + value
+        schema = batch.final_schema
         del batch, part  # before the next segment is read
-    schema = changelog.manifest(ref.pipeline, ref.batch_id).tables[table].schema
     done = sink.write_batch(ChangeBatch(table, schema, []), ref)
     return WriteResult(table, rows, False, done.high_water_version, details)
 

@@ -16,7 +16,8 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -117,19 +118,26 @@ class ChangeLog:
             raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} has no entry for table {table}")
         return ChangeBatch(table, entry.schema, list(self._events(pipeline, batch_id, table, entry)))
 
-    def row_segments(self, pipeline: str, batch_id: str, table: str) -> list[tuple[str, int, tuple[int, ...]]] | None:
-        """A batch's rows of ``table`` cut into segments of about ``segment_rows`` rows: (file, rows, row groups).
+    def segments(self, pipeline: str, batch_id: str, table: str) -> list[Segment]:
+        """One table's batch cut, in order, into segments of about ``segment_rows`` rows (whole row groups).
 
-        Only for an entry of rows alone (no truncate, no schema change): then the segments may be
-        applied one by one (see ``engine.apply_batch``). None otherwise. Reads Parquet footers only.
+        Applying the segments one after the other gives what applying the batch gives (each is a
+        smaller batch of the same stream, and sinks converge batch by batch); see
+        ``engine.apply_batch``. Reads Parquet footers only.
         """
         manifest = self.manifest(pipeline, batch_id)
         entry = manifest.tables.get(table) if manifest is not None else None
-        if entry is None or any(item["kind"] != "rows" for item in entry.entries):
-            return None
+        if entry is None:
+            raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} has no entry for table {table}")
         folder = self.part_dir(pipeline, table, batch_id)
-        segments: list[tuple[str, int, tuple[int, ...]]] = []
+        segments: list[Segment] = []
+        schema, start, leading = entry.schema, entry.schema, []  # start: the schema before ``leading``
         for item in entry.entries:
+            if item["kind"] != "rows":
+                leading.append(item)
+                if item["kind"] == "schema":
+                    schema = TableSchema.from_dict(item["schema"])
+                continue
             with self.fs.open_input_file(f"{folder}/{item['file']}") as handle:
                 meta = pq.ParquetFile(handle).metadata
             groups: list[int] = []
@@ -137,22 +145,28 @@ class ChangeLog:
             for index in range(meta.num_row_groups):
                 groups.append(index)
                 rows += meta.row_group(index).num_rows
-                if rows >= self.segment_rows:
-                    segments.append((item["file"], rows, tuple(groups)))
-                    groups, rows = [], 0
-            if groups:
-                segments.append((item["file"], rows, tuple(groups)))
+                if rows >= self.segment_rows or index == meta.num_row_groups - 1:
+                    segments.append(Segment(f"{item['file']}/{groups[0]}", start, tuple(leading), item["file"],
+                                            tuple(groups), rows))
+                    groups, rows, leading, start = [], 0, [], schema
+        if leading or not segments:
+            segments.append(Segment("tail", start, tuple(leading), None, (), 0))
         return segments
 
-    def read_segment(self, pipeline: str, batch_id: str, table: str, file: str, row_groups: Sequence[int]) -> ChangeBatch:
-        """The rows of some row groups of one part of a batch (a segment from ``row_segments``)."""
-        manifest = self.manifest(pipeline, batch_id)
-        entry = manifest.tables.get(table) if manifest is not None else None
-        if entry is None:
-            raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} has no entry for table {table}")
-        with self.fs.open_input_file(f"{self.part_dir(pipeline, table, batch_id)}/{file}") as handle:
-            data = pq.ParquetFile(handle).read_row_groups(list(row_groups))
-        return ChangeBatch(table, entry.schema, [Rows(entry.schema, data.cast(entry.schema.arrow_schema()))])
+    def read_segment(self, pipeline: str, batch_id: str, table: str, segment: Segment) -> ChangeBatch:
+        """A segment (from ``segments``) as a batch of its own: its truncates and schema changes, then its rows."""
+        events: list[TableEvent] = []
+        schema = segment.schema
+        for item in segment.leading:
+            event = _entry_event(table, item, batch_id)
+            schema = event.schema if isinstance(event, SchemaChange) else schema
+            events.append(event)
+        if segment.file is not None:
+            path = f"{self.part_dir(pipeline, table, batch_id)}/{segment.file}"
+            with self.fs.open_input_file(path) as handle:
+                data = pq.ParquetFile(handle).read_row_groups(list(segment.row_groups))
+            events.append(Rows(schema, data.cast(schema.arrow_schema())))
+        return ChangeBatch(table, segment.schema, events)
 
     def _events(self, pipeline: str, batch_id: str, table: str, entry: TableEntry) -> Iterable[TableEvent]:
         schema = entry.schema
@@ -161,13 +175,10 @@ class ChangeLog:
             if item["kind"] == "rows":
                 data = pq.read_table(f"{folder}/{item['file']}", filesystem=self.fs)
                 yield Rows(schema, data.cast(schema.arrow_schema()))
-            elif item["kind"] == "truncate":
-                yield Truncate(table, int(item["version"]), int(item["commit_ts_us"]))
-            elif item["kind"] == "schema":
-                schema = TableSchema.from_dict(item["schema"])
-                yield SchemaChange(schema, int(item["version"]), item.get("ddl"))
             else:
-                raise ChangeLogError(f"unknown change-log entry kind {item['kind']!r} in batch {batch_id}")
+                event = _entry_event(table, item, batch_id)
+                schema = event.schema if isinstance(event, SchemaChange) else schema
+                yield event
 
     # planned ranges and the idle checkpoint (small JSON records beside the manifests)
     def _record_path(self, pipeline: str, kind: str, name: str) -> str:
@@ -276,6 +287,27 @@ class ChangeLog:
             os.fsync(out.fileno())
         os.replace(tmp, path)
         _fsync_dir(parent)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A slice of one table's batch that applies on its own (``ChangeLog.segments``): its leading truncates
+    and schema changes, then some row groups of one part (none for a ``tail``)."""
+
+    name: str  # unique within the table's batch: "<part file>/<first row group>", or "tail"
+    schema: TableSchema  # in effect where the segment starts
+    leading: tuple[dict[str, Any], ...]
+    file: str | None
+    row_groups: tuple[int, ...]
+    rows: int
+
+
+def _entry_event(table: str, item: dict[str, Any], batch_id: str) -> Truncate | SchemaChange:
+    if item["kind"] == "truncate":
+        return Truncate(table, int(item["version"]), int(item["commit_ts_us"]))
+    if item["kind"] == "schema":
+        return SchemaChange(TableSchema.from_dict(item["schema"]), int(item["version"]), item.get("ddl"))
+    raise ChangeLogError(f"unknown change-log entry kind {item['kind']!r} in batch {batch_id}")
 
 
 def _fsync_dir(path: str) -> None:

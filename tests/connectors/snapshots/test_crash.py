@@ -122,7 +122,7 @@ def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_
                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     first = sorted(changelog.manifest("p", ids[0]).tables)[0]
-    segments = ChangeLog(changelog.root, segment_rows=100).row_segments("p", ids[0], first)
+    segments = ChangeLog(changelog.root, segment_rows=100).segments("p", ids[0], first)
     assert len(segments) > 3, "the scenario should give the first batch more segments than the kill point"
     sink = create_sink(config)
     sink.connect()
@@ -133,11 +133,53 @@ def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_
             conn.execute("DELETE FROM items WHERE id % 11 = 0")
         cdc = capture_range(source, changelog, "p", checkpoint, source.current_position())
         resumed = apply_batch(ChangeLog(changelog.root, segment_rows=100), sink, "p", ids[0])
-        total = sum(rows for _, rows, _ in segments)
-        assert 0 < resumed[first].rows_written == total - sum(rows for _, rows, _ in segments[:3])
+        total = sum(segment.rows for segment in segments)
+        assert 0 < resumed[first].rows_written == total - sum(segment.rows for segment in segments[:3])
         for batch_id in [*ids, cdc.batch_id]:
             apply_batch(changelog, sink, "p", batch_id)
         assert all(sink.is_applied(BatchRef("p", b), t) for b in ids for t in changelog.manifest("p", b).tables)
+        read = {"duckdb": _duckdb_rows, "clickhouse": _clickhouse_rows, "postgres": _postgres_rows}[kind]
+        assert_tables_equal(dialect, lambda table, columns: read(sink, table, columns))
+    finally:
+        sink.disconnect()
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "clickhouse", "postgres"])
+def test_a_change_batch_applied_in_segments_and_killed_half_way_converges_on_re_run(
+        kind, tmp_path, pg_db, ch_db, pg_scenario, changelog):
+    """A large CDC batch applies a segment at a time, in order (keys change in several segments); SIGKILL
+    after the third segment, then a re-run: sink == source, and the batch equals one applied whole."""
+    dialect, source = pg_scenario
+    checkpoint = source.checkpoint_position()
+    settings = SnapshotSettings(chunk_rows=1000, chunks_per_batch=10, parallelism=2)
+    plan = plan_snapshot(source, changelog, "p", dialect.tables, settings)
+    run_snapshot(source, changelog, plan, settings)
+    with pg_db.connect() as conn:  # every key changes in several row groups of one batch
+        for round_ in range(4):
+            conn.execute("UPDATE items SET n = n + 1, label = label || %s", (f"-{round_}",))
+            conn.execute("DELETE FROM items WHERE id %% 17 = %s", (round_,))
+            conn.execute("INSERT INTO items SELECT id, 0, 'back', 1 FROM generate_series(1, 1200) id "
+                         "ON CONFLICT (id) DO NOTHING")
+            conn.execute("UPDATE pairs SET v = v + 1 WHERE b %% 3 = %s", (round_ % 3,))
+    cdc = capture_range(source, changelog, "p", checkpoint, source.current_position())
+    segments = ChangeLog(changelog.root, segment_rows=100).segments("p", cdc.batch_id, "public.items")
+    assert len(segments) > 4, "the batch should span several segments"
+    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.url}[kind]
+    config = {"url": url, "pipeline": "p", **({"schema": "replica"} if kind == "postgres" else {})}
+    sink = create_sink(config)
+    sink.connect()
+    for batch_id in plan.batch_ids():
+        apply_batch(changelog, sink, "p", batch_id)
+    sink.disconnect()
+    spec = {"changelog": changelog.root, "segment_rows": 100, "sink": config, "batches": [cdc.batch_id]}
+    child = subprocess.run([sys.executable, "-c", APPLY_CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    sink.connect()
+    try:
+        assert not sink.is_applied(BatchRef("p", cdc.batch_id), "public.items")
+        apply_batch(ChangeLog(changelog.root, segment_rows=100), sink, "p", cdc.batch_id)
+        assert all(sink.is_applied(BatchRef("p", cdc.batch_id), t) for t in cdc.tables)
         read = {"duckdb": _duckdb_rows, "clickhouse": _clickhouse_rows, "postgres": _postgres_rows}[kind]
         assert_tables_equal(dialect, lambda table, columns: read(sink, table, columns))
     finally:

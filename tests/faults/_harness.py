@@ -402,29 +402,41 @@ class FaultRig:
             time.sleep(0.05)
         raise NoRunInPhase(f"no batch run was in its {phase} step within {timeout:.0f}s")
 
-    def kill_daemon(self, down_seconds: float) -> Kill:
-        """SIGKILL the daemon process (its code server and runs live on, as after a crash), restart it later."""
+    def _wait_for_a_run(self, timeout: float) -> None:
+        """Until a batch run is in progress (so the kill cuts one), or ``timeout``; then a random instant of it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.running():
+            time.sleep(0.1)
+        time.sleep(self.random.uniform(0, 1.0))
+
+    def kill_daemon(self, down_seconds: float, timeout: float = 30) -> Kill:
+        """SIGKILL the daemon process while a run is in progress (its code server and the run live on, as after
+        a crash of the daemon alone), start a new daemon ``down_seconds`` later. Hit: a run was in progress."""
         assert self.daemon is not None
-        busy = bool(self.in_flight())
+        self._wait_for_a_run(timeout)
+        busy = bool(self.running())
         pid = self.daemon.pid
-        hit = self.daemon.poll() is None
+        alive = self.daemon.poll() is None
         os.kill(pid, signal.SIGKILL)
         at = time.time()
         self.daemon.wait(10)
         time.sleep(down_seconds)
         self.start_daemon()
-        return Kill("daemon", f"daemon pid {pid}", at, hit, f"run in flight: {busy}, down {down_seconds:.1f}s")
+        return Kill("daemon", f"daemon pid {pid}", at, alive and busy, f"run in progress: {busy}, "
+                    f"down {down_seconds:.1f}s")
 
-    def kill_server(self, which: str, down_seconds: float) -> Kill:
-        """SIGKILL a server (``source`` or ``sink``), restart it on the same port and data directory."""
+    def kill_server(self, which: str, down_seconds: float, timeout: float = 30) -> Kill:
+        """SIGKILL a server (``source`` or ``sink``) while a run is in progress, restart it on the same port and
+        data directory ``down_seconds`` later. Hit: a run was in progress when the server died."""
         server = self.source_server if which == "source" else self.sink_server
+        self._wait_for_a_run(timeout)
         busy = bool(self.running())
         server.kill()
         at = time.time()
         time.sleep(down_seconds)
         server.start_again()
         name = type(server).__name__
-        return Kill("server", f"{which} {name}", at, True, f"run in progress: {busy}, down {down_seconds:.1f}s")
+        return Kill("server", f"{which} {name}", at, busy, f"run in progress: {busy}, down {down_seconds:.1f}s")
 
     @property
     def source_server(self):

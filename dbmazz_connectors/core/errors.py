@@ -58,6 +58,18 @@ class DbmazzError(Exception):
         self.hint = redact(hint) if hint else None
         super().__init__(self.message if not self.hint else f"{self.message}; fix: {self.hint}")
 
+    def __reduce__(self):
+        # Subclasses take other constructor arguments than their ``args``: rebuild from the attributes
+        # (notes included) without calling ``__init__``, so an error survives a trip to another process.
+        return _restore_error, (type(self), self.args, dict(self.__dict__))
+
+
+def _restore_error(cls: type[DbmazzError], args: tuple, state: dict) -> DbmazzError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class TransientError(DbmazzError):
     """A failure a retry of the same step may cure (connection lost, server restarting)."""
@@ -81,6 +93,15 @@ class Problem:
 
     def __repr__(self) -> str:
         return f"Problem({self.check!r}, {self.message!r}, fix={self.fix!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and (self.check, self.message, self.fix) == (other.check, other.message, other.fix)
+
+    def __hash__(self) -> int:
+        return hash((self.check, self.message, self.fix))
+
+    def __reduce__(self):
+        return (Problem, (self.check, self.message, self.fix))
 
     def __str__(self) -> str:
         return f"[{self.check}] {self.message}" + (f"\n    fix: {self.fix}" if self.fix else "")
@@ -168,9 +189,6 @@ class UnrepresentableValueError(DbmazzError):
         self.detail = detail
         super().__init__(f"a value of {table}.{column} cannot be written: {detail}", hint=hint)
 
-    def __reduce__(self):
-        return (type(self), (self.table, self.column, self.detail, self.hint))
-
 
 class SchemaChangeError(DbmazzError):
     """A schema change the target cannot follow; raised before any data of the batch is written."""
@@ -204,5 +222,3 @@ class TableChangedError(SourceError):
         self.fix = fix
         super().__init__(f"table {table} {detail}; its changes are no longer captured", hint=fix)
 
-    def __reduce__(self):
-        return (type(self), (self.table, self.detail, self.fix))

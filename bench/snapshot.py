@@ -231,7 +231,7 @@ def main() -> None:
     sizes = (20_000, 60_000) if args.quick else (1_000_000, 5_000_000)
     with PostgresServer() as pg:
         small = _one_size(pg, sizes[0], 3, settings, other_parallelism=1 if settings.parallelism > 1 else None)
-        main_run = _one_size(pg, sizes[1], 3, settings)
+        main_run = _one_size(pg, sizes[1], 5, settings)
     write_result(
         "snapshot" + ("_quick" if args.quick else ""),
         figure="rows_per_s",
@@ -257,7 +257,7 @@ def main() -> None:
             "chunks": main_run["chunks"],
             "batches": main_run["batches"],
             "receiver": main_run["runs"][0]["receiver"],
-            "method": "best of 3 interleaved (reference, snapshot) runs at each size, after one uncounted warm-up pair "
+            "method": "best of 3 (1M rows) and 5 (5M rows) interleaved (reference, snapshot) runs, after one uncounted warm-up pair "
                       "(details.warmup); pair_ratios: each run's own reference over its snapshot; the snapshot (plan_snapshot + run_snapshot "
                       "into a change log) in a fresh process, imports not timed; the DuckDB apply (apply_batch of "
                       "every batch, sweep included, DuckDB sink memory_limit " + DUCKDB_MEMORY_LIMIT + ") measured in "

@@ -22,11 +22,11 @@ from dbmazz_connectors.core import (
     Column,
     Heartbeat,
     LogicalType,
-    Lsn,
     Rows,
     TableSchema,
     compact,
 )
+from dbmazz_connectors.sources.postgres.position import Lsn
 
 __all__ = ["ORDERS", "BenchTarget", "orders_workload", "stage_workload"]
 

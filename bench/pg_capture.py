@@ -32,9 +32,9 @@ REFERENCE_SLOT = "bench_reference"
 def _child(spec: dict) -> None:
     """Capture the range in this (fresh) process; print what it took."""
     from dbmazz_connectors.changelog import ChangeLog
-    from dbmazz_connectors.core.positions import Lsn
     from dbmazz_connectors.engine import capture_range
     from dbmazz_connectors.sources.postgres import PostgresSource
+    from dbmazz_connectors.sources.postgres.position import Lsn
 
     source = PostgresSource.from_config({"url": spec["url"], "pipeline": "bench", "tables": ["public.orders"],
                                          "slot": spec["slot"]})

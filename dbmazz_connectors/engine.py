@@ -18,7 +18,7 @@ from .changelog.store import Segment
 from .core.batch import ChangeBatch, Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
 from .core.errors import ChangeLogError, DbmazzError, PreflightError, TableChangedError
-from .core.positions import BinlogPosition, Lsn, position_from_dict
+from .core.positions import SourcePosition, position_from_dict
 from .core.protocols import BatchRef, Sink, Source, WriteResult
 from .core.schema import VERSION_COLUMN, TableSchema
 
@@ -39,7 +39,7 @@ def set_up_source(source: Source) -> None:
     source.setup()
 
 
-def batch_id_for(start: Lsn | BinlogPosition, end: Lsn | BinlogPosition) -> str:
+def batch_id_for(start: SourcePosition, end: SourcePosition) -> str:
     """A sortable, readable batch id for the range (start, end] (also the Dagster partition key)."""
     return f"{start.version:020d}-{end.version:020d}"
 
@@ -48,8 +48,8 @@ def capture_range(
     source: Source,
     changelog: ChangeLog,
     pipeline: str,
-    start: Lsn | BinlogPosition,
-    end: Lsn | BinlogPosition,
+    start: SourcePosition,
+    end: SourcePosition,
     *,
     batch_id: str | None = None,
     tables: Iterable[TableSchema] = (),
@@ -162,8 +162,8 @@ def apply_batch(
     if failures:
         table, first = failures[0]
         first.add_note(f"while applying {table} of batch {batch_id}; applied: {', '.join(results) or 'none'}")
-        for other, exc in failures[1:]:
-            first.add_note(f"{other} failed too: {exc}")
+        for other, other_exc in failures[1:]:
+            first.add_note(f"{other} failed too: {other_exc}")
         raise first
     return results
 
@@ -180,7 +180,7 @@ def _apply_in_segments(changelog: ChangeLog, sink: Sink, ref: BatchRef, table: s
     """
     if sink.is_applied(ref, table):
         return WriteResult(table, 0, True, sink.high_water_version(table))
-    rows, details = 0, {}
+    rows, details = 0, dict[str, int]()
     schema = segments[0].schema
     for segment in segments:
         batch = changelog.read_segment(ref.pipeline, ref.batch_id, table, segment)

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,7 +190,7 @@ def capture_snapshot_batch(
     batch_id: str,
     settings: SnapshotSettings = SnapshotSettings(),
     *,
-    schemas: dict[str, TableSchema] | None = None,
+    schemas: Mapping[str, TableSchema] | None = None,
 ) -> BatchManifest:
     """Read one batch of a planned snapshot into the change log. Idempotent: a complete batch is not read again.
 

@@ -10,8 +10,8 @@ from dbmazz_connectors.changelog import BatchManifest, ChangeLog
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.core import (
     ChangeLogError,
-    Lsn,
     SinkError,
+    SourcePosition,
     TableChangedError,
     TransientError,
     position_from_dict,
@@ -108,7 +108,7 @@ def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, re
         schemas = source.table_schemas()
         manifest = capture_range(source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values())
         current = source.current_position()
-        lag = current.version - manifest.end.version if isinstance(current, Lsn) else None  # WAL bytes
+        lag = current.bytes_since(manifest.end)  # bytes of source log not captured yet, where the source can tell
     except TableChangedError as exc:
         raise _with_resync_hint(pipeline, exc) from None  # one error, its fix in Dagster terms
     finally:
@@ -265,7 +265,7 @@ def _apply_metadata(batch_id: str, result, entry) -> dict[str, object]:
     return metadata
 
 
-def position_of(metadata: dict) -> object | None:
+def position_of(metadata: dict) -> SourcePosition | None:
     """The ``dbmazz/to`` position recorded in a capture materialization's metadata."""
     value = metadata.get("dbmazz/to_position")
     if value is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.positions import BinlogPosition, Lsn, position_from_dict
+from ..core.positions import SourcePosition, position_from_dict
 from ..core.schema import TableSchema
 
 __all__ = ["BatchManifest", "TableEntry", "FORMAT_VERSION"]
@@ -57,8 +57,8 @@ class BatchManifest:
 
     pipeline: str
     batch_id: str
-    start: Lsn | BinlogPosition
-    end: Lsn | BinlogPosition
+    start: SourcePosition
+    end: SourcePosition
     tables: dict[str, TableEntry]
     created_at: str
     stats: dict[str, Any] = field(default_factory=dict)

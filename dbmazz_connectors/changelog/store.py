@@ -38,7 +38,7 @@ from ..core.batch import (
     op_counts,
 )
 from ..core.errors import ChangeLogError
-from ..core.positions import BinlogPosition, Lsn, position_from_dict
+from ..core.positions import SourcePosition, position_from_dict
 from ..core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, TableSchema
 from .manifest import BatchManifest, TableEntry
 
@@ -191,23 +191,23 @@ class ChangeLog:
         except FileNotFoundError:
             return None
 
-    def write_plan(self, pipeline: str, batch_id: str, start: Lsn | BinlogPosition, end: Lsn | BinlogPosition) -> None:
+    def write_plan(self, pipeline: str, batch_id: str, start: SourcePosition, end: SourcePosition) -> None:
         """Record the range a planned batch covers, so any later run of it reads exactly that range."""
         payload = json.dumps({"start": start.to_dict(), "end": end.to_dict()}).encode()
         self._write_bytes_atomically(self._record_path(pipeline, "_plans", batch_id), payload)
 
-    def plan(self, pipeline: str, batch_id: str) -> tuple[Lsn | BinlogPosition, Lsn | BinlogPosition] | None:
+    def plan(self, pipeline: str, batch_id: str) -> tuple[SourcePosition, SourcePosition] | None:
         record = self._read_record(self._record_path(pipeline, "_plans", batch_id))
         if record is None:
             return None
         return position_from_dict(record["start"]), position_from_dict(record["end"])
 
-    def record_idle_checkpoint(self, pipeline: str, position: Lsn | BinlogPosition) -> None:
+    def record_idle_checkpoint(self, pipeline: str, position: SourcePosition) -> None:
         """Record that the source was acknowledged to ``position`` with nothing to capture before it."""
         payload = json.dumps({"position": position.to_dict(), "at": datetime.now(UTC).isoformat()}).encode()
         self._write_bytes_atomically(self._record_path(pipeline, "_state", "idle_checkpoint"), payload)
 
-    def checkpoint(self, pipeline: str) -> Lsn | BinlogPosition | None:
+    def checkpoint(self, pipeline: str) -> SourcePosition | None:
         """The position everything before which is captured: the newest log batch's end or the idle checkpoint.
 
         Snapshot batches never count: they read tables, not the source's log.
@@ -248,7 +248,7 @@ class ChangeLog:
         return sorted((p for p in plans if p is not None), key=lambda p: p["snapshot_id"])
 
     # writing
-    def writer(self, pipeline: str, batch_id: str, start: Lsn | BinlogPosition, *, kind: str = "cdc",
+    def writer(self, pipeline: str, batch_id: str, start: SourcePosition, *, kind: str = "cdc",
                snapshot: dict[str, Any] | None = None) -> BatchWriter:
         """A writer for a new batch; leftovers of an earlier, uncompleted attempt are removed."""
         if self.manifest(pipeline, batch_id) is not None:
@@ -378,7 +378,7 @@ class BatchWriter:
     when the stream ends.
     """
 
-    def __init__(self, log: ChangeLog, pipeline: str, batch_id: str, start: Lsn | BinlogPosition, *,
+    def __init__(self, log: ChangeLog, pipeline: str, batch_id: str, start: SourcePosition, *,
                  kind: str = "cdc", snapshot: dict[str, Any] | None = None) -> None:
         self.log = log
         self.kind = kind
@@ -387,7 +387,7 @@ class BatchWriter:
         self.batch_id = batch_id
         self.start = start
         self.tables: dict[str, _TableState] = {}
-        self.end: Lsn | BinlogPosition | None = None
+        self.end: SourcePosition | None = None
         self._written_files: list[str] = []
         self._lock = threading.Lock()  # guards tables, entries and files against concurrent lanes
 
@@ -418,7 +418,7 @@ class BatchWriter:
 
     def add(self, event: ChangeEvent) -> None:
         if isinstance(event, Heartbeat):
-            self.end = event.position  # type: ignore[assignment]
+            self.end = event.position
             return
         if isinstance(event, Rows):
             state = self._state(event.table, event.schema)

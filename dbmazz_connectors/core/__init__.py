@@ -21,7 +21,13 @@ from .errors import (
     UnrepresentableValueError,
     redact,
 )
-from .positions import BinlogPosition, Lsn, SourcePosition, position_from_dict
+from .positions import (
+    SourcePosition,
+    position_class,
+    position_from_dict,
+    register_position,
+    registered_positions,
+)
 from .protocols import BatchRef, LoadingModel, Sink, SinkCapabilities, Source, WriteResult
 from .registry import SINKS, SOURCES, create_sink, create_source
 from .schema import (
@@ -39,12 +45,13 @@ from .schema import (
 from .types import Kind, LogicalType
 
 __all__ = [
-    "BatchRef", "BinlogPosition", "COMMIT_TS_COLUMN", "ChangeBatch", "ChangeEvent", "ChangeLogError",
+    "BatchRef", "COMMIT_TS_COLUMN", "ChangeBatch", "ChangeEvent", "ChangeLogError",
     "Column", "ConfigError", "DbmazzError", "Heartbeat", "Kind", "LoadingModel", "LogPurgedError",
-    "LogicalType", "Lsn", "META_FIELDS", "MissingPrimaryKeyError", "OP_COLUMN", "OP_DELETE", "OP_INSERT",
+    "LogicalType", "META_FIELDS", "MissingPrimaryKeyError", "OP_COLUMN", "OP_DELETE", "OP_INSERT",
     "OP_UPDATE", "PreflightError", "Problem", "Rows", "SINKS", "SOURCES", "SchemaChange", "SchemaChangeError",
     "Sink", "SinkCapabilities", "SinkError", "SlotInvalidatedError", "Source", "SourceError", "SourcePosition",
     "TableChangedError", "TableEvent", "TableSchema", "TransientError", "Truncate", "UNKNOWN_COLUMN", "UnknownConnectorError",
     "UnmappableTypeError", "UnrepresentableValueError", "VERSION_COLUMN", "WriteResult", "compact", "conform",
-    "create_sink", "create_source", "fold", "op_counts", "position_from_dict", "redact",
+    "create_sink", "create_source", "fold", "op_counts", "position_class", "position_from_dict", "redact",
+    "register_position", "registered_positions",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = [
     "DbmazzError",
@@ -31,9 +32,9 @@ _KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*[=:]\s*)(?P<secret>'[^']*'|\"[^
 _SERVER_PHRASE = re.compile(r"using password: (?:YES|NO)\)", re.I)
 
 
-def _redact_pair(match: re.Match) -> str:
+def _redact_pair(match: re.Match[str]) -> str:
     if _SERVER_PHRASE.match(match.string, match.start() - len("using "), match.end() + 1):
-        return match.group(0)
+        return str(match.group(0))
     return f"{match.group('key')}***"
 
 
@@ -58,13 +59,13 @@ class DbmazzError(Exception):
         self.hint = redact(hint) if hint else None
         super().__init__(self.message if not self.hint else f"{self.message}; fix: {self.hint}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Subclasses take other constructor arguments than their ``args``: rebuild from the attributes
         # (notes included) without calling ``__init__``, so an error survives a trip to another process.
         return _restore_error, (type(self), self.args, dict(self.__dict__))
 
 
-def _restore_error(cls: type[DbmazzError], args: tuple, state: dict) -> DbmazzError:
+def _restore_error(cls: type[DbmazzError], args: tuple[Any, ...], state: dict[str, Any]) -> DbmazzError:
     error = cls.__new__(cls, *args)
     error.args = args
     error.__dict__.update(state)
@@ -100,7 +101,7 @@ class Problem:
     def __hash__(self) -> int:
         return hash((self.check, self.message, self.fix))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (Problem, (self.check, self.message, self.fix))
 
     def __str__(self) -> str:

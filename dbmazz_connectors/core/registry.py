@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, UnknownConnectorError
@@ -63,7 +63,7 @@ def _load(kind: str, name: str) -> type:
             f"the {kind} {name!r} needs a driver that is not installed ({exc.name})",
             hint=f"pip install 'dbmazz[{name}]'",
         ) from exc
-    return getattr(module, attr)
+    return cast(type, getattr(module, attr))
 
 
 def source_class(name: str) -> type:
@@ -90,10 +90,10 @@ def _normalise(kind: str, config: Mapping[str, Any] | str) -> tuple[str, dict[st
 def create_source(config: Mapping[str, Any] | str) -> Source:
     """Build a source from ``{"type": ..., ...}`` or a URL (``postgresql://...``)."""
     name, rest = _normalise("source", config)
-    return source_class(name).from_config(rest)
+    return cast(Source, cast(Any, source_class(name)).from_config(rest))
 
 
 def create_sink(config: Mapping[str, Any] | str) -> Sink:
     """Build a sink from ``{"type": ..., ...}`` or a URL (``duckdb:///path.db``)."""
     name, rest = _normalise("sink", config)
-    return sink_class(name).from_config(rest)
+    return cast(Sink, cast(Any, sink_class(name)).from_config(rest))

@@ -46,7 +46,9 @@ class KeyRange:
         return cls(tuple(lower) if lower is not None else None, tuple(upper) if upper is not None else None)
 
     def __str__(self) -> str:
-        show = lambda b: "(" + ", ".join(map(str, b)) + ")" if b is not None else "…"  # noqa: E731
+        def show(bound: tuple[Any, ...] | None) -> str:
+            return "(" + ", ".join(map(str, bound)) + ")" if bound is not None else "…"
+
         return f"[{show(self.lower)}, {show(self.upper)})"
 
 

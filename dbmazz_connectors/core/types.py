@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +59,7 @@ INTERVAL_ARROW = pa.struct([("months", pa.int32()), ("days", pa.int32()), ("micr
 _US_PER_DAY = 86_400_000_000
 
 
-def civil_from_days(days):
+def civil_from_days(days: Any) -> tuple[Any, Any, Any]:
     """(year, month, day) of ``days`` since 1970-01-01, proleptic Gregorian, astronomical years (1 BC = 0).
 
     ``days`` is an int (the result: ints) or a numpy array of days (the result: arrays, element-wise).

@@ -9,13 +9,13 @@ from dbmazz_connectors.core import (
     DbmazzError,
     Heartbeat,
     LogicalType,
-    Lsn,
     Rows,
     TableSchema,
     create_sink,
 )
 from dbmazz_connectors.core.types import Kind
 from dbmazz_connectors.engine import apply_batch
+from dbmazz_connectors.sources.postgres.position import Lsn
 from tests.connectors.sinks._workload import rows_table
 
 INT, TEXT = LogicalType(Kind.INT32), LogicalType(Kind.STRING)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pymysql
 
 from ...core.errors import ConfigError
-from ...core.positions import BinlogPosition
+from .position import BinlogPosition
 
 __all__ = ["binlog_end", "visible_end"]
 

@@ -8,7 +8,6 @@ import pymysql
 
 from ...core.batch import ChangeEvent, Heartbeat, Rows, SchemaChange, Truncate
 from ...core.errors import SchemaChangeError, SourceError, TableChangedError
-from ...core.positions import BinlogPosition
 from ._buffer import Layout, TableBuffer, Txn
 from ._ddl import is_dml, parse_ddl
 from ._protocol import (
@@ -26,6 +25,7 @@ from ._protocol import (
     uncompress,
 )
 from ._schema import TableInfo, resolve_layout, schema_from_info, schema_from_layout
+from .position import BinlogPosition
 
 __all__ = ["RangeReader", "BinlogFormatError", "UnknownEventError", "BinlogIncidentError"]
 

@@ -42,7 +42,6 @@ import pymysql
 
 from ...core.batch import Rows
 from ...core.errors import ConfigError, SourceError, TableChangedError, TransientError, redact
-from ...core.positions import BinlogPosition
 from ...core.schema import TableSchema
 from ...core.snapshot import SnapshotChunk
 from ._keys import key_predicate, qualified, quote
@@ -51,6 +50,7 @@ from ._resultset import fetch_blocks
 from ._schema import TableInfo
 from ._text import decode_text_rows, field_mismatch, select_expression
 from .config import MySqlConfig
+from .position import BinlogPosition
 
 __all__ = ["SnapshotReader", "SnapshotTable", "SESSION_SQL", "translate", "lock_tables_grant", "select_grant"]
 

@@ -19,7 +19,6 @@ from ...core.errors import (
     TransientError,
     redact,
 )
-from ...core.positions import BinlogPosition
 from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ._keys import plan_key_ranges
@@ -28,6 +27,7 @@ from ._protocol import DumpError, E, Event, dump_events, query_text
 from ._reader import RangeReader
 from ._schema import load_table_info, schema_from_info
 from .config import LOOKAHEAD_SERVER_ID_OFFSET, MySqlConfig
+from .position import BinlogPosition
 from .preflight import run_preflight
 from .snapshot import SESSION_SQL, SnapshotReader, SnapshotTable, select_grant, translate
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from ...core.batch import ChangeEvent, Heartbeat, Rows, SchemaChange, Truncate
 from ...core.errors import SourceError
-from ...core.positions import Lsn
 from ._rows import PADDING, PG_EPOCH_US, RelationInfo, be_int, decode_rows
+from .position import Lsn
 
 __all__ = ["PgOutputDecoder", "RelationMessage", "PendingRows", "in_order", "COPY_SIGNATURE"]
 

@@ -25,13 +25,13 @@ from psycopg import sql
 
 from ...core.batch import Rows
 from ...core.errors import SourceError
-from ...core.positions import Lsn
 from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ...core.types import Kind
 from ._catalog import split_table
 from ._reader import _put, copy_blocks
 from ._snapshot_rows import copy_layout, decode_copy_block
+from .position import Lsn
 
 __all__ = ["plan_chunks", "SnapshotReader", "key_predicate"]
 

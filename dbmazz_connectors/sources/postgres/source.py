@@ -22,13 +22,13 @@ from ...core.errors import (
     TransientError,
     redact,
 )
-from ...core.positions import Lsn
 from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ._catalog import Catalog
 from ._reader import CopyFailed, copy_blocks
 from .config import PostgresSourceConfig
 from .decoder import PgOutputDecoder, in_order
+from .position import Lsn
 from .preflight import omitted_columns, run_preflight, slot_state
 from .setup import run_setup
 from .snapshot import SnapshotReader, plan_chunks

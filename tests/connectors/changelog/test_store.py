@@ -10,13 +10,13 @@ from dbmazz_connectors.core import (
     OP_INSERT,
     ChangeLogError,
     Heartbeat,
-    Lsn,
     Rows,
     SchemaChange,
     Truncate,
 )
 from dbmazz_connectors.core.schema import Column, TableSchema
 from dbmazz_connectors.core.types import LogicalType
+from dbmazz_connectors.sources.postgres.position import Lsn
 
 from ..core._rows import ORDERS, rows
 

@@ -3,10 +3,8 @@
 import pytest
 
 from dbmazz_connectors.core import (
-    BinlogPosition,
     ConfigError,
     LogicalType,
-    Lsn,
     MissingPrimaryKeyError,
     TableSchema,
     UnknownConnectorError,
@@ -15,6 +13,8 @@ from dbmazz_connectors.core import (
     redact,
 )
 from dbmazz_connectors.core.registry import SINKS, SOURCES
+from dbmazz_connectors.sources.mysql.position import BinlogPosition
+from dbmazz_connectors.sources.postgres.position import Lsn
 
 from ._rows import ORDERS
 

@@ -53,13 +53,13 @@ from dbmazz_connectors.core import (
     Column,
     Heartbeat,
     LogicalType,
-    Lsn,
     Rows,
     SchemaChange,
     TableEvent,
     TableSchema,
     Truncate,
 )
+from dbmazz_connectors.sources.postgres.position import Lsn
 
 __all__ = [
     "ORDERS",

@@ -6,9 +6,9 @@ import datetime as dt
 from decimal import Context, Decimal
 
 from dbmazz_connectors.changelog import ChangeLog
-from dbmazz_connectors.core.positions import BinlogPosition
 from dbmazz_connectors.engine import capture_range, fold_table
 from dbmazz_connectors.sources.mysql import MySqlSource
+from dbmazz_connectors.sources.mysql.position import BinlogPosition
 from tests.fixtures.servers import MySqlDatabase
 
 _EXACT = Context(prec=100)

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pymysql
 import pytest
 
-from dbmazz_connectors.core.positions import BinlogPosition
 from dbmazz_connectors.sources.mysql import MySqlSource
 from dbmazz_connectors.sources.mysql._reader import UnknownEventError
+from dbmazz_connectors.sources.mysql.position import BinlogPosition
 from infra.mariadb import MariaDbServer
 from tests.fixtures.servers import MySqlDatabase
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[4]
 CHILD = """
 import json, os, signal, sys
 from dbmazz_connectors.changelog import ChangeLog
-from dbmazz_connectors.core.positions import Lsn
+from dbmazz_connectors.sources.postgres.position import Lsn
 from dbmazz_connectors.engine import capture_range
 from dbmazz_connectors.sources.postgres import PostgresSource
 

@@ -141,6 +141,18 @@ class MariaDbServer:
         assert self.base and self._proc is not None and self._proc.poll() is not None
         self._launch()
 
+    def restart(self, options: dict[str, str | None]) -> None:
+        """Shut down cleanly and start again on the same data and port with ``options`` changed (None removes one),
+        as an operator changes a setting that needs a restart."""
+        self.shutdown()
+        merged = {**self.options, **options}
+        self.options = {k: v for k, v in merged.items() if v is not None}
+        server = self._args[0]
+        base_args = [a for a in self._args[1:] if not any(a == f"--{k}" or a.startswith(f"--{k}=") for k in options)]
+        self._args = [server, *base_args, *(f"--{k}={v}" if v != "" else f"--{k}" for k, v in self.options.items()
+                                            if k in options)]
+        self.start_again()
+
     def _bootstrap(self) -> None:
         import pymysql
 

@@ -7,15 +7,21 @@ Global settings are put back as they were after each case (the server is shared 
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
+import pymysql
 import pytest
 
 from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.engine import apply_batch, capture_range, set_up_source
 from dbmazz_connectors.snapshots import plan_snapshot, run_snapshot
 from dbmazz_connectors.sources.mysql import MySqlSource
+from infra.mariadb import MariaDbServer
+from tests.connectors.sources.mysql.conftest import create_replication_user
 from tests.connectors.values._canon import differences, duckdb_rows, mariadb_rows
+from tests.fixtures.servers import MySqlDatabase
 
 from ..schema_evolution._compare import T
 from ._check import dbmazz_check
@@ -118,3 +124,27 @@ def _replicate(mysql_db, login, table: str, options: dict, changelog, tmp_path) 
         admin.close()
         sink.disconnect()
         source.disconnect()
+
+
+def test_binary_log_off_fixed_as_printed_then_the_pipeline_works(changelog, tmp_path, monkeypatch, capsys):
+    """log_bin needs a restart: its fix says so, and doing it (a restart with log_bin=mysql-bin) makes check ok."""
+    with MariaDbServer(options={"log-bin": None, "binlog-row-metadata": "FULL"}) as server:
+        db = MySqlDatabase(server, f"t_{secrets.token_hex(4)}")
+        admin = pymysql.connect(**server.connect_kwargs())
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{db.name}`")
+            cur.execute(f"USE `{db.name}`")  # seq_1_to_N needs a current database
+            cur.execute(f"CREATE TABLE `{db.name}`.t (id INT PRIMARY KEY, v VARCHAR(20))")
+            cur.execute(f"INSERT INTO `{db.name}`.t SELECT seq, CONCAT('t', seq) FROM seq_1_to_20")
+        user, password = create_replication_user(admin, db.name)
+        admin.close()
+        login = SimpleNamespace(url=db.url_as(user, password), user=user, password=password)
+        url = login.url.replace(f":{password}@", "@")
+        table = f"{db.name}.t"
+        code, out = dbmazz_check(tmp_path, monkeypatch, capsys, url, password, [table])
+        assert code == 1 and "[log_bin] expected the binary log on, found log_bin=OFF" in out, out
+        assert "fix: start the server with log_bin=mysql-bin (needs a restart)" in out, out
+        server.restart({"log-bin": "mysql-bin"})  # what the fix says
+        code, out = dbmazz_check(tmp_path, monkeypatch, capsys, url, password, [table])
+        assert (code, out.splitlines()[0]) == (0, "p1: ok"), out
+        _replicate(db, login, table, {}, changelog, tmp_path)

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -51,6 +51,10 @@ class _Input(BaseModel):
     decode_threads: int = Field(2, ge=1, le=16, description="threads decoding row chunks in parallel")
     connect_timeout: int = Field(10, ge=1, description="seconds")
     flush_wait_seconds: float = Field(2.0, ge=0, description="how long a read waits for the WAL to be flushed")
+    capture_mode: Literal["peek", "stream"] = Field(
+        "peek", description="peek: each read decodes the slot from its restart_lsn (pg_logical_slot_peek_binary_changes); "
+        "stream: one START_REPLICATION stream kept open across the reads of a long-lived source, so a transaction "
+        "held open does not make every read decode again the WAL since it began")
     sslmode: str | None = Field(None, description="libpq sslmode: disable .. verify-full (default prefer)")
     sslrootcert: str | None = Field(None, description="CA certificate file the server is verified with ('system': "
                                     "the system's CAs)")
@@ -120,6 +124,7 @@ class PostgresSourceConfig:
     decode_threads: int = 2
     connect_timeout: int = 10
     flush_wait_seconds: float = 2.0
+    capture_mode: str = "peek"  # "peek" or "stream" (README, "Capture modes")
     tls: Mapping[str, str] = field(default_factory=dict, hash=False)  # libpq sslmode/sslrootcert/sslcert/sslkey
 
     @classmethod
@@ -161,6 +166,7 @@ class PostgresSourceConfig:
             decode_threads=raw.decode_threads,
             connect_timeout=raw.connect_timeout,
             flush_wait_seconds=raw.flush_wait_seconds,
+            capture_mode=raw.capture_mode,
             tls=tls_options(raw.url, {k: getattr(raw, k) for k in _TLS_KEYS}),
         )
 

@@ -97,15 +97,20 @@ class PgOutputDecoder:
 
     Transactions committing at or before ``start`` are skipped (already acknowledged). The
     final Heartbeat carries max(``end``, end of the last commit seen).
+
+    ``relations``: Relation messages carried over from earlier reads of the same replication stream
+    (which sends each relation once per session), updated in place; each is resolved again, the
+    first time this range needs it, as a peek resolves the Relation message it starts with.
     """
 
     def __init__(self, start: Lsn, end: Lsn, resolve: Callable[[RelationMessage], RelationInfo | None],
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, relations: dict[int, RelationMessage] | None = None) -> None:
         self.start = start.value
         self._executor = executor
         self.end = end.value
         self._resolve = resolve
         self._relations: dict[int, RelationInfo | None] = {}
+        self._carried = relations
         self._txn_lsn = 0  # final (commit) LSN of the open transaction
         self._txn_ts = 0  # its commit timestamp, PostgreSQL epoch microseconds
         self._last_end = 0
@@ -157,7 +162,7 @@ class PgOutputDecoder:
         relids = be_int(b, starts + 1, 4, False)
         data = pa.py_buffer(buf)
         for relid in np.unique(relids).tolist():
-            info = self._relations.get(relid, False)
+            info = self._info(relid)
             if info is False:
                 raise SourceError(f"pgoutput: a change of relation {relid} arrived before its Relation message")
             if info is None:  # not a configured table
@@ -171,6 +176,13 @@ class PgOutputDecoder:
                 else:
                     yield PendingRows(info.schema, self._executor.submit(decode_rows, *args))
 
+    def _info(self, relid: int) -> RelationInfo | None | bool:
+        """The relation's info (None: not a configured table; False: no Relation message for it yet)."""
+        info = self._relations.get(relid, False)
+        if info is False and self._carried is not None and relid in self._carried:
+            info = self._relations[relid] = self._resolve(self._carried[relid])
+        return info
+
     def _control(self, buf: bytes, pos: int, kind: int, txn_lsn: int, txn_ts: int) -> Iterator[ChangeEvent]:
         skipped = txn_lsn < self.start
         if kind == _R:
@@ -178,14 +190,16 @@ class PgOutputDecoder:
             before = self._relations.get(message.relid)
             info = self._resolve(message)
             self._relations[message.relid] = info
+            if self._carried is not None:
+                self._carried[message.relid] = message
             if info is not None and before is not None and before.schema != info.schema and not skipped:
                 yield SchemaChange(info.schema, txn_lsn)
         elif kind == _T and not skipped:
             (count,) = struct.unpack_from(">i", buf, pos + 1)
             relids = struct.unpack_from(f">{count}I", buf, pos + 6)
             for relid in relids:
-                info = self._relations.get(relid)
-                if info is not None:
+                info = self._info(relid)
+                if info is not None and info is not False:
                     # an empty chunk first, so a consumer knows the table's schema before its truncate
                     yield Rows(info.schema, info.schema.arrow_schema().empty_table())
                     yield Truncate(info.schema.qualified_name, txn_lsn, txn_ts + PG_EPOCH_US)

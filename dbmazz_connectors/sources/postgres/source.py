@@ -1,4 +1,5 @@
-"""The PostgreSQL source: a pgoutput logical slot read through the SQL interface, one decode pass per range."""
+"""The PostgreSQL source: a pgoutput logical slot read through the SQL interface, one decode pass per range,
+or (``capture_mode: stream``) through one replication stream kept open across ranges."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ...core.schema import TableSchema
 from ...core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk
 from ._catalog import Catalog
 from ._reader import CopyFailed, copy_blocks
+from ._stream import ReplicationStream, SlotInUse, gap_after
 from .config import PostgresSourceConfig
 from .decoder import PgOutputDecoder, in_order
 from .position import Lsn
@@ -40,6 +42,11 @@ __all__ = ["PostgresSource"]
 DEPTH = 3
 
 # Output functions run in the decoding session: these make the text forms _convert.py expects.
+# How long a stream waits for the slot to be released (by the walsender of a process that just stopped or died).
+SLOT_WAIT_SECONDS = 15.0
+# How long an acknowledgement through the stream may take to show in pg_replication_slots.
+ACK_WAIT_SECONDS = 10.0
+
 _SESSION = ("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
             "SET extra_float_digits = 3; SET bytea_output = 'hex'")
 
@@ -50,6 +57,10 @@ class PostgresSource:
     Reading peeks at the slot (``pg_logical_slot_peek_binary_changes``) and never moves it;
     ``checkpoint`` moves it (``pg_replication_slot_advance``), called by the engine only once a
     batch is durable in the change log.
+
+    With ``capture_mode: stream`` reading goes through a ``START_REPLICATION`` stream opened by the
+    first read and kept open by this object (``_stream.py``); ``checkpoint`` then acknowledges through
+    the stream (a standby status update) and waits until the slot shows it. ``disconnect`` closes it.
     """
 
     name = "postgres"
@@ -58,6 +69,7 @@ class PostgresSource:
         self.config = config
         self._conn: psycopg.Connection | None = None
         self._stream: psycopg.Connection | None = None
+        self._replication: ReplicationStream | None = None
         self._catalog: Catalog | None = None
 
     @classmethod
@@ -69,9 +81,9 @@ class PostgresSource:
         return f"PostgresSource({c.user}@{c.host}:{c.port}/{c.dbname}, slot={c.slot})"
 
     # connections
-    def _open(self) -> psycopg.Connection:
+    def _open(self, **extra: Any) -> psycopg.Connection:
         try:
-            return psycopg.connect(**self.config.connect_kwargs(), autocommit=True)
+            return psycopg.connect(**self.config.connect_kwargs(), autocommit=True, **extra)
         except psycopg.OperationalError as exc:
             text = redact(str(exc).strip())
             if "password authentication failed" in text or "does not exist" in text:
@@ -105,6 +117,7 @@ class PostgresSource:
         return self._catalog
 
     def disconnect(self) -> None:
+        self._close_replication()
         for conn in (self._stream, self._conn):
             if conn is not None:
                 conn.close()
@@ -150,10 +163,21 @@ class PostgresSource:
         return Lsn.parse(state[3])
 
     def checkpoint(self, position: Lsn) -> None:  # type: ignore[override]
-        """Advance the slot to ``position``; a no-op at or before its confirmed position."""
+        """Advance the slot to ``position``; a no-op at or before its confirmed position.
+
+        While a stream holds the slot (``pg_replication_slot_advance`` fails on an active slot) the
+        position is acknowledged through the stream, and this returns once the slot shows it.
+        """
         confirmed = self._live_slot()
         if position <= confirmed:
             return
+        if self._replication is not None:
+            try:
+                with self._errors():
+                    self._acknowledge(self._replication, position)
+                return
+            except TransientError:
+                self._close_replication()  # the stream is gone: the slot is free for the SQL function below
         with self._errors():
             self.conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.config.slot, str(position)))
 
@@ -165,6 +189,9 @@ class PostgresSource:
         transaction at or before ``start`` still counts (the capture then just advances the slot).
         """
         self._live_slot()
+        if self.config.capture_mode == "stream":
+            with self._errors():
+                return self._stream_at(start).has_changes(end.value, self.config.read_block_bytes)
         upto = self._flushed_upto(end)
         if upto < end:
             return True  # WAL up to ``end`` is not flushed yet: nothing can be said about it
@@ -199,6 +226,9 @@ class PostgresSource:
         """
         self._live_slot()
         self._check_published()
+        if self.config.capture_mode == "stream":
+            yield from self._read_stream(start, end)
+            return
         upto = self._flushed_upto(end)
         wanted = frozenset(self.config.tables)
         with ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="dbmazz-pg-decode") as pool:
@@ -230,6 +260,107 @@ class PostgresSource:
             if not finished:  # abandoned or failed mid-COPY: the connection cannot be reused
                 conn.close()
                 self._stream = None
+
+    # the streaming mode (README, "Capture modes")
+    def _read_stream(self, start: Lsn, end: Lsn) -> Iterator[ChangeEvent]:
+        """As ``read_changes``, from the stream: the transactions committed in (start, end], then a Heartbeat.
+
+        A failure, or a consumer that stops half-way, closes the stream: the next read starts it again
+        from the slot's confirmed position.
+        """
+        c = self.config
+        with self._errors():
+            stream = self._stream_at(start)
+        wanted = frozenset(c.tables)
+        finished = False
+        try:
+            with ThreadPoolExecutor(c.decode_threads, thread_name_prefix="dbmazz-pg-decode") as pool:
+                decoder = PgOutputDecoder(start, end, lambda message: self.catalog.relation(message, wanted), pool,
+                                          relations=stream.relations)
+                with self._errors():
+                    yield from in_order(self._stream_events(stream, decoder, end), depth=c.decode_threads * DEPTH)
+            heartbeat = decoder.finish()
+            stream.position = max(stream.position, heartbeat.position.value)
+            finished = True
+        finally:
+            if not finished:
+                self._close_replication()
+        yield heartbeat
+
+    def _stream_events(self, stream: ReplicationStream, decoder: PgOutputDecoder, end: Lsn) -> Iterator[ChangeEvent]:
+        for buf, lengths in stream.blocks(end.value, self.config.read_block_rows, self.config.read_block_bytes):
+            yield from decoder.feed(buf, lengths)
+
+    def _stream_at(self, start: Lsn) -> ReplicationStream:
+        """The open stream if it can deliver (start, ...]: it has handed out nothing past ``start``; else a new one
+        from the slot's confirmed position (a re-read after a failed batch, a connection the server closed)."""
+        stream = self._replication
+        if stream is not None and (start.value < stream.position or not stream.alive()):
+            self._close_replication()
+            stream = None
+        if stream is None:
+            stream = self._replication = self._start_replication(self._live_slot())
+        return stream
+
+    def _start_replication(self, confirmed: Lsn) -> ReplicationStream:
+        block_size, segment_size = self.conn.execute(
+            "SELECT current_setting('wal_block_size')::int, "
+            "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')").fetchone()
+        deadline = time.monotonic() + SLOT_WAIT_SECONDS
+        while True:
+            conn = self._open(replication="database")
+            try:
+                result = conn.pgconn.exec_(_SESSION.encode())
+                if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                    raise CopyFailed((result.error_message or b"").decode(errors="replace").strip(), None)
+                return ReplicationStream.open(conn, self.config.slot, self.config.publication, confirmed.value,
+                                              gap_after(block_size, segment_size))
+            except SlotInUse as exc:
+                conn.close()
+                if time.monotonic() >= deadline:
+                    raise TransientError(f"postgres: {redact(exc.message).splitlines()[0]}",
+                                         hint="another capture of this pipeline holds the slot; run one at a time "
+                                              "(a capture that just stopped frees it within seconds)") from None
+                time.sleep(0.1)
+            except BaseException:
+                conn.close()
+                raise
+
+    def _acknowledge(self, stream: ReplicationStream, position: Lsn) -> None:
+        """Acknowledge ``position`` through the stream; wait until the slot's confirmed_flush_lsn shows it."""
+        stream.acknowledge(position.value)
+        deadline = time.monotonic() + ACK_WAIT_SECONDS
+        asked = time.monotonic()
+        while True:
+            state = slot_state(self.conn, self.config.slot)
+            if state and state[3] and Lsn.parse(state[3]) >= position:
+                return
+            if time.monotonic() >= deadline:
+                raise TransientError(f"postgres did not confirm {position} on slot {self.config.slot!r} within "
+                                     f"{ACK_WAIT_SECONDS:.0f} s of the acknowledgement")
+            if time.monotonic() - asked > 0.5:
+                stream.status(reply=True)
+                asked = time.monotonic()
+            time.sleep(0.005)
+
+    def _close_replication(self) -> None:
+        """Close the stream, then wait (briefly) until its walsender has released the slot."""
+        stream, self._replication = self._replication, None
+        if stream is None:
+            return
+        stream.close()
+        if self._conn is None:
+            return
+        deadline = time.monotonic() + SLOT_WAIT_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                row = self._conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                                         (self.config.slot,)).fetchone()
+                if row is None or row[0] != stream.backend_pid:
+                    return
+                time.sleep(0.01)
+        except psycopg.Error:
+            pass  # the server is gone too: nothing holds the slot once it is back
 
     # table identity (a table dropped and re-created must not be captured as silent zero rows)
     def table_identities(self) -> dict[str, str | None]:

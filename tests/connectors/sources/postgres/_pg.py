@@ -21,6 +21,7 @@ class CaptureRole:
     db: PgDatabase
     name: str
     password: str
+    mode: str = "peek"  # the capture_mode of the sources it makes
 
     def grant(self, tables: list[str], publication: str | None = "dbmazz_p1") -> None:
         """GRANT SELECT on ``tables``; create ``publication`` as the superuser and give it to the role."""
@@ -32,7 +33,8 @@ class CaptureRole:
                 conn.execute(f"ALTER PUBLICATION {publication} OWNER TO {self.name}")
 
     def source(self, tables: list[str], pipeline: str = "p1", **options) -> PostgresSource:
-        config = {"url": self.db.url_as(self.name, self.password), "pipeline": pipeline, "tables": tables, **options}
+        config = {"url": self.db.url_as(self.name, self.password), "pipeline": pipeline, "tables": tables,
+                  "capture_mode": self.mode, **options}
         source = PostgresSource.from_config(config)
         source.connect()
         return source

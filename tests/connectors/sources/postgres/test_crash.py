@@ -18,6 +18,8 @@ from ._pg import assert_folded_equals_source, capture
 
 ROOT = Path(__file__).resolve().parents[4]
 
+pytestmark = pytest.mark.usefixtures("capture_mode")  # each test in both capture modes (peek, stream)
+
 # Runs capture_range in a fresh process; the failpoint lives here, not in production code.
 CHILD = """
 import json, os, signal, sys
@@ -62,7 +64,7 @@ def _workload(pg_db, low: int) -> None:
 
 def _capture_in_child(capture_role, changelog, start, end, kill: str) -> None:
     config = {"url": capture_role.db.url_as(capture_role.name, capture_role.password), "pipeline": "p1",
-              "tables": ["public.orders"], "read_block_rows": 1000}
+              "tables": ["public.orders"], "read_block_rows": 1000, "capture_mode": capture_role.mode}
     spec = {"config": config, "changelog": changelog.root, "start": str(start), "end": str(end), "kill": kill}
     child = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pyarrow.compute as pc
+import pytest
 
 from dbmazz_connectors.core.batch import Truncate
 from dbmazz_connectors.core.schema import OP_COLUMN, UNKNOWN_COLUMN
 
 from ._pg import assert_folded_equals_source, capture, table_rows
+
+pytestmark = pytest.mark.usefixtures("capture_mode")  # each test in both capture modes (peek, stream)
 
 TABLES = ["public.orders", "public.customers", "public.docs_full", "public.docs_default"]
 

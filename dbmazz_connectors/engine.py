@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,7 +20,7 @@ from .core.batch import ChangeBatch, Rows, SchemaChange, Truncate
 from .core.compaction import conform, fold
 from .core.errors import ChangeLogError, DbmazzError, PreflightError, TableChangedError
 from .core.positions import SourcePosition, position_from_dict
-from .core.protocols import BatchRef, Sink, Source, WriteResult
+from .core.protocols import BatchRef, P, Sink, Source, WriteResult
 from .core.schema import VERSION_COLUMN, TableSchema
 
 __all__ = [
@@ -45,11 +46,11 @@ def batch_id_for(start: SourcePosition, end: SourcePosition) -> str:
 
 
 def capture_range(
-    source: Source,
+    source: Source[P],
     changelog: ChangeLog,
     pipeline: str,
-    start: SourcePosition,
-    end: SourcePosition,
+    start: P,
+    end: P,
     *,
     batch_id: str | None = None,
     tables: Iterable[TableSchema] = (),
@@ -75,7 +76,7 @@ def capture_range(
     batch_id = batch_id or batch_id_for(start, end)
     existing = changelog.manifest(pipeline, batch_id)
     if existing is not None:
-        source.checkpoint(existing.end)
+        source.checkpoint(cast(P, existing.end))  # read back from this source's own batch
         return existing
     check_table_identities(source, changelog, pipeline)
     if hasattr(source, "set_resync_floors"):
@@ -87,7 +88,7 @@ def capture_range(
     for event in source.read_changes(start, end):
         writer.add(event)
     manifest = writer.commit({"capture_seconds": round(time.monotonic() - began, 3)})
-    source.checkpoint(manifest.end)
+    source.checkpoint(cast(P, manifest.end))  # the Heartbeat the source yielded
     return manifest
 
 

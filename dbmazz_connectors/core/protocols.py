@@ -5,22 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from .batch import ChangeBatch, ChangeEvent
 from .errors import Problem
 from .positions import SourcePosition
 from .schema import TableSchema
 
-__all__ = ["Source", "Sink", "SinkCapabilities", "LoadingModel", "BatchRef", "WriteResult"]
+__all__ = ["Source", "Sink", "SinkCapabilities", "LoadingModel", "BatchRef", "WriteResult", "P"]
+
+# A source's own position type (the PostgreSQL source is a Source of WAL locations); the engine takes any Source[P].
+P = TypeVar("P", bound=SourcePosition)
 
 
 @runtime_checkable
-class Source(Protocol):
+class Source(Protocol[P]):
     """A database whose changes dbmazz captures. A source never knows where its rows go.
 
     Lifecycle: ``connect`` -> ``preflight`` -> ``setup`` -> (``current_position`` ->
     ``read_changes`` -> ``checkpoint``)* -> ``disconnect``.
+
+    Generic in its position type ``P`` (a ``SourcePosition`` subclass the source registers): the
+    positions it reports are the ones it is given back, so its methods may take ``P`` itself.
     """
 
     name: str
@@ -37,13 +43,13 @@ class Source(Protocol):
     def table_schemas(self) -> Mapping[str, TableSchema]:
         """The configured tables' current schemas, by qualified name."""
 
-    def current_position(self) -> SourcePosition:
+    def current_position(self) -> P:
         """The end of the server's log now (an upper bound for the next range)."""
 
-    def checkpoint_position(self) -> SourcePosition | None:
+    def checkpoint_position(self) -> P | None:
         """The position the source has acknowledged (nothing at or before it will be read again)."""
 
-    def read_changes(self, start: SourcePosition, end: SourcePosition) -> Iterator[ChangeEvent]:
+    def read_changes(self, start: P, end: P) -> Iterator[ChangeEvent]:
         """Yield the changes of the range (start, end] in source order, bounded in memory.
 
         The range is extended to the next transaction boundary at or after ``end``; the last
@@ -52,7 +58,7 @@ class Source(Protocol):
         acknowledges anything.
         """
 
-    def checkpoint(self, position: SourcePosition) -> None:
+    def checkpoint(self, position: P) -> None:
         """Acknowledge everything up to ``position``; called only once it is durable elsewhere.
 
         Must be idempotent; acknowledging a position at or before the current one is a no-op.

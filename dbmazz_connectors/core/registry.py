@@ -87,10 +87,10 @@ def _normalise(kind: str, config: Mapping[str, Any] | str) -> tuple[str, dict[st
     return str(name), config
 
 
-def create_source(config: Mapping[str, Any] | str) -> Source:
+def create_source(config: Mapping[str, Any] | str) -> Source[Any]:
     """Build a source from ``{"type": ..., ...}`` or a URL (``postgresql://...``)."""
     name, rest = _normalise("source", config)
-    return cast(Source, cast(Any, source_class(name)).from_config(rest))
+    return cast(Source[Any], cast(Any, source_class(name)).from_config(rest))
 
 
 def create_sink(config: Mapping[str, Any] | str) -> Sink:

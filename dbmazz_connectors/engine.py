@@ -152,7 +152,9 @@ def apply_batch(
     for table in tables if tables is not None else sorted(manifest.tables):
         try:
             segments = changelog.segments(pipeline, batch_id, table)
-            if len(segments) > 1:
+            # A schema change is checked against the sink before anything of the batch is written: such a
+            # batch applies whole (rare: DDL in the middle of a large batch)
+            if len(segments) > 1 and not any(e["kind"] == "schema" for s in segments for e in s.leading):
                 results[table] = _apply_in_segments(changelog, sink, ref, table, segments)
                 continue
             batch = changelog.read_batch(pipeline, batch_id, table)
@@ -177,7 +179,8 @@ def _apply_in_segments(changelog: ChangeLog, sink: Sink, ref: BatchRef, table: s
     the whole batch would leave it (docs/architecture.md, "The ordering invariant"). Each is applied
     exactly once under its own reference (``<batch>/<segment>``), then the batch's own reference is
     recorded with no rows. A re-run after a crash skips the applied segments and goes on in order; the
-    batch counts as applied only when every segment is.
+    batch counts as applied only when every segment is. A segment that fails (a value the sink refuses,
+    say) leaves the sink where the segments before it took it: an earlier point of the same stream.
     """
     if sink.is_applied(ref, table):
         return WriteResult(table, 0, True, sink.high_water_version(table))

@@ -24,6 +24,7 @@ INSERT INTO parts SELECT g, date '2024-01-01' + g * 7, 'x' || g FROM generate_se
 """
 
 
+@pytest.mark.usefixtures("capture_mode")  # in both capture modes
 def test_add_column_with_a_default_stops_capture_until_the_table_is_resynced(pg_db, capture_role, changelog,
                                                                              tmp_path):
     with pg_db.connect() as conn:

@@ -118,6 +118,7 @@ def _values(column: pa.ChunkedArray, name: str) -> list:
     return column.cast(_AS_INTEGERS[name]).to_pylist() if name in _AS_INTEGERS else column.to_pylist()
 
 
+@pytest.mark.usefixtures("capture_mode")  # in both capture modes
 def test_type_matrix(pg_db, capture_role, changelog):
     with pg_db.connect() as conn:
         conn.execute(DDL)
@@ -193,6 +194,7 @@ def test_multidimensional_array_is_an_error_not_a_guess(pg_db, capture_role, cha
         capture(source, changelog)
 
 
+@pytest.mark.usefixtures("capture_mode")  # in both capture modes
 def test_schema_change_mid_range(pg_db, capture_role, changelog):
     with pg_db.connect() as conn:
         conn.execute("CREATE TABLE evolving (id int PRIMARY KEY, a text)")

@@ -156,8 +156,12 @@ def _median3(runs: list[dict], key: str) -> float:
 
 
 def _summary(runs: list[dict], key: str) -> dict:
+    """Last over first batch; medians of the last and first three; and per change (the writer's pace varies on a
+    loaded machine, so batches differ in size)."""
+    per_change = [r[key] / max(r["changes"], 1) for r in runs]
     return {"last_over_first": round(runs[-1][key] / runs[0][key], 2),
-            "median_last3_over_first3": round(_median3(runs[-3:], key) / _median3(runs[:3], key), 2)}
+            "median_last3_over_first3": round(_median3(runs[-3:], key) / _median3(runs[:3], key), 2),
+            "per_change_last_over_first": round(per_change[-1] / per_change[0], 2)}
 
 
 def main() -> None:

@@ -26,11 +26,12 @@ SMALL_BLOCKS = {"read_block_rows": 1000, "read_block_bytes": 1024 * 1024}
 
 @pytest.fixture
 def items_source(pg_db, capture_role):
-    """A source for public.items with 1000-message, 1 MiB blocks, its slot set up."""
+    """A source for public.items with 1000-message, 1 MiB blocks, its slot set up (peek mode: the COPY receivers
+    read peeks; the stream mode's receiver is tested in test_stream.py)."""
     with pg_db.connect() as conn:
         conn.execute(DDL)
     capture_role.grant(["public.items"])
-    source = capture_role.source(["public.items"], **SMALL_BLOCKS)
+    source = capture_role.source(["public.items"], capture_mode="peek", **SMALL_BLOCKS)
     source.setup()
     yield source
     source.disconnect()

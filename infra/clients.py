@@ -131,9 +131,12 @@ def pgbench_init(server: PostgresServer, database: str, scale: int) -> ClientRes
     return _run("pgbench-init", [pgbench_bin(), "-i", "-s", str(scale), "--quiet"], _pg_env(server, database))
 
 
-def start_pgbench(server: PostgresServer, database: str, clients: int, seconds: int) -> ClientRun:
-    """``pgbench -c <clients> -T <seconds>`` (TPC-B-like: 3 updates and an insert per transaction), started now."""
+def start_pgbench(server: PostgresServer, database: str, clients: int, seconds: int,
+                  rate: int | None = None) -> ClientRun:
+    """``pgbench -c <clients> -T <seconds>`` (TPC-B-like: 3 updates and an insert per transaction), started now;
+    ``rate``: at most that many transactions per second (``-R``), for a steady load."""
     args = [pgbench_bin(), "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "--no-vacuum"]
+    args += ["-R", str(rate)] if rate else []
     return _start("pgbench", args, _pg_env(server, database))
 
 

@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -361,6 +362,29 @@ class FaultRig:
         running = started - ended
         return next(iter(running), None)
 
+    def step_errors(self, run_id: str) -> list[tuple[str, str, str]]:
+        """The failed steps of a run as the UI shows them: (step, error class, message), the error being the
+        one the step raised (the cause of Dagster's step execution error)."""
+        import dagster as dg
+
+        found = []
+        records = self.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            error = event.step_failure_data.error
+            chain = []
+            while error is not None:
+                chain.append(error)
+                error = error.cause or error.context
+            chosen = next((e for e in chain if e.cls_name and not e.cls_name.startswith("Dagster")),
+                          chain[0] if chain else None)
+            if chosen is not None:
+                message = chosen.message.strip()
+                prefix = f"{chosen.cls_name}: "  # 'module.Class: message' as Dagster serializes it
+                message = message.split(prefix, 1)[1] if prefix in message else message
+                found.append((event.step_key, chosen.cls_name or "", message))
+        return found
+
     @staticmethod
     def _phase_of(step: str | None) -> str | None:
         if step is None:
@@ -452,10 +476,11 @@ class FaultRig:
 
     # ---- the writer
 
-    def client(self, seconds: int) -> ClientRun:
+    def client(self, seconds: int, rate: int | None = None) -> ClientRun:
+        """The real client for ``seconds``; ``rate``: pgbench transactions per second at most (steady load)."""
         if self.source_kind == "postgres":
             assert self.pg
-            return start_pgbench(self.pg, DATABASE, self.clients, seconds)
+            return start_pgbench(self.pg, DATABASE, self.clients, seconds, rate=rate)
         assert self.my
         return start_sysbench(self.my, DATABASE, SYSBENCH_TABLES, self.table_size, self.clients, seconds)
 
@@ -498,23 +523,27 @@ class FaultRig:
         partitions = self.instance.get_dynamic_partitions(batch_partitions(PIPELINE).name)
         return [p for p in partitions if not states.get(p, (False,))[0]]
 
-    def reexecute(self, record) -> str:
-        """Re-execute a failed run (all steps), as the UI's 'Re-execute all' does; the new run's id."""
+    def reexecute(self, records: list) -> list[str]:
+        """Re-execute failed runs (all steps), as the UI's 'Re-execute all' does, through the queue (so the
+        pipeline's one-run-at-a-time limit holds); the new runs' ids."""
         from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
         from dagster._core.workspace.context import WorkspaceProcessContext
         from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-        parent = record.dagster_run
+        ids = []
         with WorkspaceProcessContext(self.instance, WorkspaceFileTarget([str(ROOT / "workspace.yaml")])) as process:
             context = process.create_request_context()
-            origin = parent.remote_job_origin
-            location = context.get_code_location(origin.repository_origin.code_location_origin.location_name)
-            remote_job = location.get_repository(origin.repository_origin.repository_name).get_full_job(parent.job_name)
-            run = self.instance.create_reexecuted_run(parent_run=parent, code_location=location,
-                                                       remote_job=remote_job, strategy=ReexecutionStrategy.ALL_STEPS,
-                                                       use_parent_run_tags=True)
-            self.instance.submit_run(run.run_id, context)
-        return run.run_id
+            for record in records:
+                parent = record.dagster_run
+                origin = parent.remote_job_origin.repository_origin
+                location = context.get_code_location(origin.code_location_origin.location_name)
+                remote_job = location.get_repository(origin.repository_name).get_full_job(parent.job_name)
+                run = self.instance.create_reexecuted_run(
+                    parent_run=parent, code_location=location, remote_job=remote_job,
+                    strategy=ReexecutionStrategy.ALL_STEPS, use_parent_run_tags=True)
+                self.instance.submit_run(run.run_id, context)
+                ids.append(run.run_id)
+        return ids
 
     def source_position(self):
         """The source's current log position, read as the capture role."""
@@ -544,14 +573,18 @@ class FaultRig:
         attempts: dict[str, int] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for record in self.failed_partitions(older_than=retry_after):
+            failed = self.failed_partitions(older_than=retry_after)
+            for record in failed:
                 partition = record.dagster_run.tags["dagster/partition"]
                 attempts[partition] = attempts.get(partition, 0) + 1
                 if attempts[partition] > 3:
                     raise AssertionError(f"partition {partition} still fails after 3 re-executions: run "
-                                         f"{record.dagster_run.run_id} (daemon log: {self.workdir}/daemon.log)")
-                reexecuted.append(self.reexecute(record))
-                self.log(f"  re-executed failed partition {partition} (run {record.dagster_run.run_id[:8]})")
+                                         f"{record.dagster_run.run_id}: {self.step_errors(record.dagster_run.run_id)}"
+                                         f" (daemon log: {self.workdir}/daemon.log)")
+            if failed:
+                reexecuted += self.reexecute(failed)
+                self.log(f"  re-executed {len(failed)} failed partitions: "
+                         f"{', '.join(r.dagster_run.tags['dagster/partition'] for r in failed[:5])}")
             checkpoint = self.checkpoint()
             caught_up = checkpoint is not None and checkpoint.version >= target.version
             if caught_up and not self.in_flight() and not self.failed_partitions() and not self.unfinished():
@@ -720,3 +753,215 @@ def wait_initial_load(rig: FaultRig, timeout: float = 240) -> float:
     rig.wait_done(lambda: rig.checkpoint() is not None, timeout, "the capture sensor's first tick")
     rig.drain(timeout=timeout)
     return time.monotonic() - began
+
+
+# ---- outages
+
+
+def slot_wal(rig: FaultRig) -> tuple[int, int]:
+    """(WAL retained by the pipeline's slot: current LSN - restart_lsn, the current LSN), as the capture role."""
+    import psycopg
+
+    assert rig.pg
+    url = rig.pg.url(DATABASE, user="faults_capture", password=rig.env["FAULTS_SOURCE_PASSWORD"])
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
+            (f"dbmazz_{PIPELINE}",)).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
+class Outage:
+    """A sink server down while the client writes: what capture did meanwhile, the slot's retained WAL, catch-up."""
+
+    sink: str
+    outage_seconds: float
+    wal_written_during_outage: int = 0
+    peak_retained_wal_during_outage: int = 0
+    peak_retained_wal: int = 0
+    retained_wal_at_outage_end: int = 0
+    retained_wal_after_catch_up: int = 0
+    checkpoint_moved_during_outage: bool = False
+    batches_planned_during_outage: int = 0
+    changelog_bytes_before: int = 0
+    changelog_bytes_after_outage: int = 0
+    failed_runs_during_outage: int = 0  # runs created while the sink was down that failed
+    sink_errors: list[str] = field(default_factory=list)
+    catch_up_seconds: float = 0.0
+    reexecuted: int = 0
+    client_transactions: int = 0
+    rows_compared: int = 0
+    diffs: dict[str, int] = field(default_factory=dict)
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds since outage start, retained bytes)
+
+    def as_dict(self) -> dict:
+        mib = 1024 * 1024
+        return {
+            "sink": self.sink, "outage_seconds": round(self.outage_seconds, 1),
+            "wal_written_during_outage_mib": round(self.wal_written_during_outage / mib, 2),
+            "peak_retained_wal_during_outage_mib": round(self.peak_retained_wal_during_outage / mib, 2),
+            "peak_retained_wal_mib": round(self.peak_retained_wal / mib, 2),
+            "retained_wal_at_outage_end_mib": round(self.retained_wal_at_outage_end / mib, 2),
+            "retained_wal_after_catch_up_mib": round(self.retained_wal_after_catch_up / mib, 2),
+            "checkpoint_moved_during_outage": self.checkpoint_moved_during_outage,
+            "batches_planned_during_outage": self.batches_planned_during_outage,
+            "changelog_mib_before": round(self.changelog_bytes_before / mib, 2),
+            "changelog_mib_after_outage": round(self.changelog_bytes_after_outage / mib, 2),
+            "failed_runs_during_outage": self.failed_runs_during_outage,
+            "sink_errors": self.sink_errors[:3], "catch_up_seconds": round(self.catch_up_seconds, 1),
+            "reexecuted_runs": self.reexecuted, "client_transactions": self.client_transactions,
+            "rows_compared": self.rows_compared, "diffs": self.diffs,
+            "retained_wal_mib_every_10s": [(round(t), round(b / mib, 2)) for t, b in self.samples[::10]],
+        }
+
+
+def sink_outage(rig: FaultRig, outage_seconds: float, *, lead_seconds: float = 5, tail_seconds: float = 10,
+                rate: int | None = None) -> Outage:
+    """Stop the ClickHouse sink (SIGKILL) while the client writes, keep it down ``outage_seconds``, bring it back
+    on the same port and data; drain (failed partitions re-executed as a user does) and compare."""
+    import threading
+
+    import dagster as dg
+
+    from dbmazz_pipelines.naming import batch_partitions
+
+    assert rig.ch is not None and rig.source_kind == "postgres" and rig.workdir
+    result = Outage("clickhouse", outage_seconds)
+    partitions = lambda: len(rig.instance.get_dynamic_partitions(batch_partitions(PIPELINE).name))  # noqa: E731
+    stop = threading.Event()
+    began = [0.0, 0.0]  # outage start, end (monotonic)
+    samples: list[tuple[float, int, int]] = []
+
+    def sample() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                retained, lsn = slot_wal(rig)
+                samples.append((time.monotonic(), retained, lsn))
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    client = rig.client(int(lead_seconds + outage_seconds + tail_seconds), rate=rate)
+    sampler.start()
+    try:
+        time.sleep(lead_seconds)
+        checkpoint_before = rig.checkpoint()
+        planned_before = partitions()
+        result.changelog_bytes_before = _tree_bytes(rig.workdir / "changelog")
+        kill_at = time.time()
+        rig.ch.kill()
+        began[0] = time.monotonic()
+        time.sleep(outage_seconds)
+        began[1] = time.monotonic()
+        checkpoint_after = rig.checkpoint()
+        result.checkpoint_moved_during_outage = checkpoint_after.version > checkpoint_before.version
+        result.batches_planned_during_outage = partitions() - planned_before
+        result.changelog_bytes_after_outage = _tree_bytes(rig.workdir / "changelog")
+        rig.ch.start_again()
+        back_at = time.time()
+        result.client_transactions = client.wait(tail_seconds + 120).transactions
+        catch_up = time.monotonic()
+        result.reexecuted = len(rig.drain(timeout=max(300, outage_seconds * 2)))
+        result.catch_up_seconds = time.monotonic() - catch_up
+        failed = [r for r in rig.runs([dg.DagsterRunStatus.FAILURE])
+                  if kill_at <= r.create_timestamp.timestamp() <= back_at]
+        result.failed_runs_during_outage = len(failed)
+        for record in failed[:3]:
+            result.sink_errors += [f"{step}: {cls}: {msg}" for step, cls, msg in rig.step_errors(record.dagster_run.run_id)]
+        result.retained_wal_after_catch_up = slot_wal(rig)[0]
+    finally:
+        stop.set()
+        sampler.join(5)
+        client.kill()
+        with contextlib.suppress(OSError):
+            os.remove(client.log_path)
+    during = [s for s in samples if began[0] <= s[0] <= began[1]]
+    if during:
+        result.wal_written_during_outage = during[-1][2] - during[0][2]
+        result.peak_retained_wal_during_outage = max(s[1] for s in during)
+        result.retained_wal_at_outage_end = during[-1][1]
+    result.peak_retained_wal = max((s[1] for s in samples), default=0)
+    result.samples = [(round(t - began[0], 1), b) for t, b, _ in samples]
+    comparison = rig.compare()
+    result.rows_compared, result.diffs = comparison.rows, comparison.diffs
+    return result
+
+
+@dataclass
+class SourceRestart:
+    """A source restarted by its administrator while a run captured: what that run's failure said, then the drain."""
+
+    run_id: str = ""
+    cut_during_capture: bool = False
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # (step, error class, message)
+    converged_seconds: float | None = None
+    rows_compared: int = 0
+    diffs: dict[str, int] = field(default_factory=dict)
+
+
+def _stop_dagster_idle(rig: FaultRig, timeout: float = 120) -> None:
+    """Stop the daemon and its runs once no batch run is in flight (a run left STARTED would hold the sensor)."""
+    rig.wait_done(lambda: not rig.in_flight(), timeout, "an idle moment between batch runs", interval=0.2)
+    rig.stop_dagster()
+    for record in rig.in_flight():  # started in the instant between: a user marks it failed in the UI
+        rig.instance.report_run_failed(record.dagster_run, "stopped with the daemon by the test")
+
+
+def _finished(rig: FaultRig, run_id: str):
+    run = rig.instance.get_run_by_id(run_id)
+    return run if run is not None and run.is_finished else None
+
+
+def source_restart(rig: FaultRig, backlog_seconds: float = 10, down_seconds: float = 2, attempts: int = 3) -> SourceRestart:
+    """Let a backlog build (daemon stopped, client writing), start the daemon, and when its run is capturing,
+    restart the source the way an administrator does (PostgreSQL ``pg_ctl stop -m fast``, MariaDB a clean
+    shutdown) then start it again. Retried (``attempts``) when the capture ended before the server went down.
+    Then the drain (run_retries re-executes the failed run) and the comparison."""
+    import dagster as dg
+
+    server = rig.source_server
+    outcome = SourceRestart()
+    for _ in range(attempts):
+        _stop_dagster_idle(rig)
+        client = rig.client(int(backlog_seconds + 60))
+        try:
+            time.sleep(backlog_seconds)
+            rig.start_daemon()
+            deadline = time.monotonic() + 120
+            run_id = None
+            while run_id is None and time.monotonic() < deadline:
+                for record in rig.running():
+                    if rig._current_step(record.dagster_run.run_id) == CAPTURE_STEP:
+                        run_id = record.dagster_run.run_id
+                        break
+                time.sleep(0.05)
+            assert run_id is not None, "no run reached its capture step"
+            (server.stop_fast if rig.source_kind == "postgres" else server.shutdown)()
+            down_at = time.time()
+            started, ended = rig._steps(run_id)
+            time.sleep(down_seconds)
+            server.start_again()
+        finally:
+            client.kill()
+            with contextlib.suppress(OSError):
+                os.remove(client.log_path)
+        run = rig.wait_done(partial(_finished, rig, run_id), 120, f"run {run_id[:8]} to end")
+        errors = rig.step_errors(run_id)
+        outcome.run_id = run_id
+        outcome.errors = errors
+        outcome.cut_during_capture = (run.status == dg.DagsterRunStatus.FAILURE
+                                      and any(step == CAPTURE_STEP for step, _, _ in errors))
+        if outcome.cut_during_capture:
+            break
+        rig.log(f"  the capture ended before the server went down (steps ended: {sorted(ended)}); again")
+    rig.drain()
+    ends = [r.end_time for r in rig.runs([dg.DagsterRunStatus.SUCCESS]) if r.start_time and r.start_time >= down_at]
+    outcome.converged_seconds = round(min(ends) - down_at, 1) if ends else None
+    comparison = rig.compare()
+    outcome.rows_compared, outcome.diffs = comparison.rows, comparison.diffs
+    return outcome

@@ -1,8 +1,10 @@
-"""Randomized fault trials through Dagster: a real client writes, something is SIGKILLed, the pipeline recovers by
-the normal means, drains, and every sink equals the source row by row (``tests/faults/_harness.py``).
+"""Faults through Dagster: a real client writes, something is SIGKILLed (or a server restarted or stopped), the
+pipeline recovers by the normal means, drains, and every sink equals the source row by row
+(``tests/faults/_harness.py``). One pipeline per source kind serves the whole module.
 
-The default run does 5 trials (3 on PostgreSQL under pgbench, 2 on MariaDB under sysbench), one per kill kind;
-``bench/faults.py`` runs 50 randomized ones, and the slow test here 12.
+The default run does 5 kill trials (3 on PostgreSQL under pgbench, 2 on MariaDB under sysbench), one per kill
+kind, and a source restart mid-capture per source; ``bench/faults.py`` runs 50 randomized trials, the slow test
+here 12; the 30-second sink outage is slow too (``bench/outage.py`` runs the 10-minute one).
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ import random
 
 import pytest
 
-from tests.faults._harness import PHASES, FaultRig, Trial, run_trial
+from tests.faults._harness import (
+    CAPTURE_STEP,
+    PHASES,
+    FaultRig,
+    Trial,
+    run_trial,
+    sink_outage,
+    source_restart,
+)
 
 WRITE_SECONDS = 12
 
@@ -50,3 +60,56 @@ def test_randomized_trials(source: str, request):
     trials = [run_trial(rig, n, rng.choice(PHASES), rng.randint(15, 40)) for n in range(6)]
     for trial in trials:
         assert trial.error is None and sum(trial.diffs.values()) == 0, trial.as_dict()
+
+
+# ---- outages
+
+MESSAGES = {
+    "postgres": ("postgres connection failed while capturing", "cannot connect to postgres"),
+    "mariadb": ("lost the binlog connection", "cannot reach mysql"),
+}
+
+
+def _assert_restart(rig: FaultRig) -> None:
+    outcome = source_restart(rig)
+    print(f"\n{rig.source_kind} restarted during run {outcome.run_id[:8]}: {outcome.errors}; converged in "
+          f"{outcome.converged_seconds}s, {outcome.rows_compared} rows compared, diffs {outcome.diffs}")
+    assert outcome.cut_during_capture, f"the restart never landed in a capture: {outcome}"
+    capture = [(cls, msg) for step, cls, msg in outcome.errors if step == CAPTURE_STEP]
+    assert capture, outcome.errors
+    cls, message = capture[0]
+    # what the user reads on the failed run: a transient error (retried by run_retries), saying what happened
+    assert cls == "TransientError", capture
+    assert message.startswith(MESSAGES[rig.source_kind]), message
+    assert rig.env["FAULTS_SOURCE_PASSWORD"] not in message
+    assert outcome.converged_seconds is not None, "no batch succeeded after the restart"
+    assert outcome.rows_compared > 0 and sum(outcome.diffs.values()) == 0, outcome
+
+
+def test_postgres_fast_shutdown_mid_capture(pg_rig: FaultRig):
+    """``pg_ctl stop -m fast`` while a run captures, then start: the run fails with a TransientError naming the
+    lost connection, its retry converges, and every sink equals the source."""
+    _assert_restart(pg_rig)
+
+
+def test_mariadb_restart_mid_capture(mariadb_rig: FaultRig):
+    """MariaDB shut down (SIGTERM) while a run captures, then started: TransientError, retry converges, sink ==
+    source."""
+    _assert_restart(mariadb_rig)
+
+
+@pytest.mark.slow
+def test_clickhouse_down_30s_under_pgbench(pg_rig: FaultRig):
+    """ClickHouse down for 30 s while pgbench writes: capture goes on (the checkpoint moves past the outage's
+    start, the change log grows), applying to ClickHouse fails with a TransientError naming it, then ClickHouse
+    comes back, its failed partitions are re-executed, the slot's retained WAL falls back, and every sink equals
+    the source. (Whether the retained WAL stays bounded over a long outage: bench/outage.py.)"""
+    outage = sink_outage(pg_rig, 30, rate=300)
+    report = outage.as_dict()
+    print(report)
+    assert outage.checkpoint_moved_during_outage, report
+    assert outage.changelog_bytes_after_outage > outage.changelog_bytes_before, report
+    assert outage.failed_runs_during_outage > 0, report  # the outage was noticed: apply to ClickHouse failed
+    assert any("clickhouse sink: cannot reach" in e and "TransientError" in e for e in outage.sink_errors), report
+    assert outage.retained_wal_after_catch_up < outage.peak_retained_wal, report
+    assert outage.rows_compared > 0 and sum(outage.diffs.values()) == 0, report

@@ -11,7 +11,15 @@ Messages (PostgreSQL's "Streaming Replication Protocol"), inside CopyBoth ``Copy
 - ``k`` primary keepalive: int64 walEnd (every change the walsender decoded before it was sent
   before it), int64 clock, byte reply-requested;
 - ``r`` standby status update (sent): int64 write, flush, apply, clock, byte reply-requested. The
-  walsender moves the slot's ``confirmed_flush_lsn`` to flush.
+  walsender moves the slot's ``confirmed_flush_lsn`` to flush (never sent lower than the slot's:
+  older servers would move it back). Only an acknowledgement carries a flush position; the other
+  updates carry flush 0 (none) and write = the last walEnd received, which is what a walsender
+  stopping for a server shutdown waits for (it exits once the client reports what it sent).
+
+Between reads nobody reads the stream: a thread (``_keep_alive``) reads what arrives into the
+look-ahead buffer (up to ``ahead_bytes``) and answers keepalives, so neither ``wal_sender_timeout``
+nor a server's fast shutdown waits on an idle source. Past ``ahead_bytes`` it stops reading and
+answering: the walsender then times out (``wal_sender_timeout``) and the next read starts a new stream.
 
 A block for ``PgOutputDecoder.feed`` is the pgoutput messages back to back, each after 6 bytes where
 a COPY row has its header (the decoder never reads them): the last 6 bytes of the XLogData header.
@@ -37,8 +45,9 @@ _ROWS = frozenset(ord(c) for c in "IUDT")
 _XLOG_HEADER = 25  # 'w', walStart, walEnd, clock
 _SKIP = _XLOG_HEADER - 6  # the payload keeps 6 bytes before it, as a COPY row's header
 _PG_EPOCH_S = 946_684_800  # 2000-01-01 in Unix seconds
-IDLE_SECONDS = 0.5  # no message for this long while reading: ask the walsender where it is
-KEEPALIVE_SECONDS = 10.0  # between reads, a status update this often (wal_sender_timeout is 60 s by default)
+IDLE_SECONDS = 0.2  # no message for this long while reading: ask the walsender where it is
+KEEPER_SECONDS = 0.5  # between reads, the stream is read this often
+STATUS_SECONDS = 10.0  # and a status update sent at least this often (wal_sender_timeout is 60 s by default)
 
 
 class SlotInUse(CopyFailed):
@@ -80,23 +89,29 @@ class ReplicationStream:
     position sent as flushed (never sent lower: the walsender would move the slot back).
     """
 
-    def __init__(self, conn: psycopg.Connection, start: int, reached: Callable[[int, int], bool]) -> None:
+    def __init__(self, conn: psycopg.Connection, start: int, reached: Callable[[int, int], bool],
+                 ahead_bytes: int = 32 * 1024 * 1024) -> None:
         self.conn = conn
         self.pgconn = conn.pgconn
         self.backend_pid = self.pgconn.backend_pid
         self.position = start
         self.acked = start
+        self.received = start  # the highest walEnd of a keepalive
         self.relations: dict = {}  # relid -> RelationMessage, as the walsender sent them (once per session)
         self._reached = reached
         self._ahead: list = []  # messages read but not handed out, oldest first
         self._head = 0
+        self._ahead_bytes = ahead_bytes
+        self._ended = False  # the server ended the stream while it was idle
+        self._reading = False  # a read is under way: the keeper leaves the stream alone
+        self._last_status = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._keeper = threading.Thread(target=self._keep_alive, name="dbmazz-pg-stream-keepalive", daemon=True)
+        self._keeper = threading.Thread(target=self._keep_alive, name="dbmazz-pg-stream-keeper", daemon=True)
 
     @classmethod
     def open(cls, conn: psycopg.Connection, slot: str, publication: str, start: int,
-             reached: Callable[[int, int], bool]) -> ReplicationStream:
+             reached: Callable[[int, int], bool], ahead_bytes: int = 32 * 1024 * 1024) -> ReplicationStream:
         """``START_REPLICATION`` on ``conn`` (a replication connection, session settings made) from ``start``."""
         quoted = '"' + publication.replace('"', '""') + '"'
         command = (f"START_REPLICATION SLOT {slot} LOGICAL {start >> 32:X}/{start & 0xFFFFFFFF:X} "
@@ -107,7 +122,7 @@ class ReplicationStream:
             code = result.error_field(pq.DiagnosticField.SQLSTATE)
             sqlstate = code.decode() if code else None
             raise (SlotInUse if sqlstate == "55006" else CopyFailed)(message, sqlstate)
-        stream = cls(conn, start, reached)
+        stream = cls(conn, start, reached, ahead_bytes)
         stream._keeper.start()
         return stream
 
@@ -117,7 +132,7 @@ class ReplicationStream:
 
     def alive(self) -> bool:
         """Whether the connection still stands (reads what has arrived; False if the server closed it)."""
-        if self.closed:
+        if self.closed or self._ended:
             return False
         try:
             with self._lock:
@@ -193,40 +208,77 @@ class ReplicationStream:
                 index += 1
             yield data
 
+    def _status_message(self, flush: int, reply: bool) -> bytes:
+        write = max(self.received, flush).to_bytes(8, "big")
+        flushed = flush.to_bytes(8, "big")
+        return (b"r" + write + flushed + flushed + _now_us().to_bytes(8, "big", signed=True)
+                + (b"\x01" if reply else b"\x00"))
+
+    def _send(self, message: bytes) -> None:
+        self.pgconn.put_copy_data(message)
+        self.pgconn.flush()
+        self._last_status = time.monotonic()
+
     def status(self, reply: bool = False) -> None:
-        """A standby status update: write = flush = apply = ``acked``."""
-        lsn = self.acked.to_bytes(8, "big")
-        message = b"r" + lsn * 3 + _now_us().to_bytes(8, "big", signed=True) + (b"\x01" if reply else b"\x00")
+        """A standby status update without a flush position (write = the last walEnd received)."""
         with self._lock:
-            self.pgconn.put_copy_data(message)
-            self.pgconn.flush()
+            self._send(self._status_message(0, reply))
 
     def acknowledge(self, position: int) -> None:
         """Tell the walsender every change up to ``position`` is durable (it moves the slot there)."""
         if position > self.acked:
             self.acked = position
-        self.status(reply=True)
+        with self._lock:
+            self._send(self._status_message(self.acked, True))
 
     def _keepalive(self, data) -> int:
-        """Answer a keepalive that asks for a reply; its walEnd."""
+        """Note a keepalive's walEnd (returned); answer it if it asks for a reply."""
+        wal_end = _u64(data, 1)
+        self.received = max(self.received, wal_end)
         if data[17]:
             self.status()
-        return _u64(data, 1)
+        return wal_end
 
     def _keep_alive(self) -> None:
-        """Between reads the socket is not read: a status update now and then keeps the walsender from timing out."""
-        while not self._stop.wait(KEEPALIVE_SECONDS):
-            if self._lock.acquire(blocking=False):
+        """Between reads: read what arrives into the look-ahead buffer and answer keepalives (see the module's doc)."""
+        while not self._stop.wait(KEEPER_SECONDS):
+            with self._lock:
+                if self._reading or self._ended or self.closed:
+                    continue
                 try:
-                    if self.closed:
-                        return
-                    lsn = self.acked.to_bytes(8, "big")
-                    self.pgconn.put_copy_data(b"r" + lsn * 3 + _now_us().to_bytes(8, "big", signed=True) + b"\x00")
-                    self.pgconn.flush()
+                    self._drain()
                 except psycopg.Error:
-                    return  # the next read finds the connection closed and starts again
-                finally:
-                    self._lock.release()
+                    self._ended = True  # the next read starts a new stream
+
+    def _drain(self) -> None:
+        """(Holding the lock, no read under way.) Buffer the messages that arrived, answer keepalives."""
+        pgconn = self.pgconn
+        pgconn.consume_input()
+        buffered = sum(len(m) for m in self._ahead[self._head:])
+        reply = False
+        while buffered < self._ahead_bytes:
+            nbytes, data = pgconn.get_copy_data(1)
+            if nbytes == 0:
+                break
+            if nbytes < 0:
+                self._ended = True
+                return
+            self._ahead.append(data)
+            buffered += nbytes
+            if data[0] == _K:
+                self.received = max(self.received, _u64(data, 1))
+                reply = reply or bool(data[17])
+        if buffered >= self._ahead_bytes:
+            return  # full: neither read nor answer until the next read (the walsender may time out)
+        if reply or time.monotonic() - self._last_status > STATUS_SECONDS:
+            self._send(self._status_message(0, False))
+
+    def _begin_read(self) -> None:
+        with self._lock:
+            self._reading = True
+
+    def _end_read(self) -> None:
+        self._reading = False
 
     # reading
     def blocks(self, end: int, block_rows: int, block_bytes: int) -> Iterator[Block]:
@@ -235,6 +287,13 @@ class ReplicationStream:
         Stops at the first Begin whose commit LSN is at or past ``end`` (kept for the next read), or at a
         keepalive whose walEnd reaches ``end`` outside a transaction.
         """
+        self._begin_read()
+        try:
+            yield from self._blocks(end, block_rows, block_bytes)
+        finally:
+            self._end_read()
+
+    def _blocks(self, end: int, block_rows: int, block_bytes: int) -> Iterator[Block]:
         buf, lengths = bytearray(), []
         in_txn = False
         while True:
@@ -269,6 +328,13 @@ class ReplicationStream:
         Reads ahead without handing anything out (the messages wait for the next read); conservative
         (True) once ``limit_bytes`` are buffered.
         """
+        self._begin_read()
+        try:
+            return self._has_changes(end, limit_bytes)
+        finally:
+            self._end_read()
+
+    def _has_changes(self, end: int, limit_bytes: int) -> bool:
         buffered, in_txn = 0, False
         for data in self._look_ahead():
             if data is None:

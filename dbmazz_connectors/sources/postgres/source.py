@@ -314,7 +314,7 @@ class PostgresSource:
                 if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
                     raise CopyFailed((result.error_message or b"").decode(errors="replace").strip(), None)
                 return ReplicationStream.open(conn, self.config.slot, self.config.publication, confirmed.value,
-                                              gap_after(block_size, segment_size))
+                                              gap_after(block_size, segment_size), self.config.read_block_bytes)
             except SlotInUse as exc:
                 conn.close()
                 if time.monotonic() >= deadline:
@@ -339,7 +339,7 @@ class PostgresSource:
                 raise TransientError(f"postgres did not confirm {position} on slot {self.config.slot!r} within "
                                      f"{ACK_WAIT_SECONDS:.0f} s of the acknowledgement")
             if time.monotonic() - asked > 0.5:
-                stream.status(reply=True)
+                stream.acknowledge(position.value)
                 asked = time.monotonic()
             time.sleep(0.005)
 

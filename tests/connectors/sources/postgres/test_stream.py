@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
+import time
+
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -9,9 +13,12 @@ from dbmazz_connectors.changelog import ChangeLog
 from dbmazz_connectors.core.batch import Heartbeat, Rows
 from dbmazz_connectors.core.errors import TransientError
 from dbmazz_connectors.engine import capture_range
+from dbmazz_connectors.sources.postgres import PostgresSource
 from dbmazz_connectors.sources.postgres import source as pg_source
+from infra.postgres import PostgresServer
+from infra.shop import create_replication_role
 
-from ._pg import assert_folded_equals_source, capture, table_rows
+from ._pg import assert_folded_equals_source, capture, folded_rows, table_rows
 
 TABLES = ["public.orders", "public.other"]
 
@@ -175,3 +182,59 @@ def test_a_slot_held_by_another_stream_is_a_transient_error_that_says_so(pg_db, 
     first.disconnect()
     assert list(second.read_changes(start, end))[-1].position >= end  # released: the slot is free for it
     second.disconnect()
+
+
+def test_server_shutdown_while_streaming(tmp_path):
+    """An idle stream does not hold up a fast shutdown; a server crash mid-read is a TransientError; after each,
+    a new source (a re-run) converges. Its own server: this one is stopped, and killed."""
+    with PostgresServer() as server:
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text); CREATE TABLE noise (id int)")
+        password = secrets.token_hex(8)
+        create_replication_role(server.url(), "dbmazz_cap", password, "dbmazz_p1", ["public.orders"])
+        config = {"url": server.url(user="dbmazz_cap", password=password), "pipeline": "p1",
+                  "tables": ["public.orders"], "capture_mode": "stream", "read_block_rows": 1000}
+        changelog = ChangeLog(str(tmp_path / "log"))
+
+        def source() -> PostgresSource:
+            made = PostgresSource.from_config(config)
+            made.connect()
+            made.setup()
+            return made
+
+        def insert(low: int, high: int) -> None:
+            with psycopg.connect(server.url(), autocommit=True) as conn:
+                conn.execute("INSERT INTO orders SELECT g, 1, repeat('x', 100) FROM generate_series(%s::int, %s::int) g",
+                             (low, high))
+
+        first = source()
+        insert(1, 1000)
+        last = capture(first, changelog)
+        with psycopg.connect(server.url(), autocommit=True) as conn:  # WAL the walsender decodes past the last ack
+            conn.execute("INSERT INTO noise SELECT generate_series(1, 1000)")
+        time.sleep(1)
+        began = time.monotonic()
+        server.stop_fast()  # the stream is open and idle: a walsender exits once the client reports what it sent
+        assert time.monotonic() - began < 15, "the walsender of an idle stream let the server stop"
+        server.start_again()
+        first.disconnect()
+
+        second = source()
+        insert(1001, 200_000)
+        start, end = second.checkpoint_position(), second.current_position()
+        events = second.read_changes(start, end)
+        assert isinstance(next(events), Rows)
+        server.kill()
+        with pytest.raises(TransientError, match="postgres"):
+            for _event in events:
+                pass
+        server.start_again()
+        second.disconnect()
+
+        third = source()
+        third.checkpoint(last.end)  # as the pipeline does: the slot may have lost an acknowledgement in the crash
+        capture(third, changelog)
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id")]
+        assert [r["id"] for r in folded_rows(changelog, "public.orders")] == ids == list(range(1, 200_001))
+        third.disconnect()

@@ -90,7 +90,7 @@ class ReplicationStream:
     """
 
     def __init__(self, conn: psycopg.Connection, start: int, reached: Callable[[int, int], bool],
-                 ahead_bytes: int = 32 * 1024 * 1024) -> None:
+                 ahead_bytes: int = 32 * 1024 * 1024, ahead_rows: int = 100_000) -> None:
         self.conn = conn
         self.pgconn = conn.pgconn
         self.backend_pid = self.pgconn.backend_pid
@@ -102,6 +102,7 @@ class ReplicationStream:
         self._ahead: list = []  # messages read but not handed out, oldest first
         self._head = 0
         self._ahead_bytes = ahead_bytes
+        self._ahead_rows = ahead_rows  # each message buffered costs a Python object too
         self._ended = False  # the server ended the stream while it was idle
         self._reading = False  # a read is under way: the keeper leaves the stream alone
         self._last_status = time.monotonic()
@@ -111,7 +112,8 @@ class ReplicationStream:
 
     @classmethod
     def open(cls, conn: psycopg.Connection, slot: str, publication: str, start: int,
-             reached: Callable[[int, int], bool], ahead_bytes: int = 32 * 1024 * 1024) -> ReplicationStream:
+             reached: Callable[[int, int], bool], ahead_bytes: int = 32 * 1024 * 1024,
+             ahead_rows: int = 100_000) -> ReplicationStream:
         """``START_REPLICATION`` on ``conn`` (a replication connection, session settings made) from ``start``."""
         quoted = '"' + publication.replace('"', '""') + '"'
         command = (f"START_REPLICATION SLOT {slot} LOGICAL {start >> 32:X}/{start & 0xFFFFFFFF:X} "
@@ -122,7 +124,7 @@ class ReplicationStream:
             code = result.error_field(pq.DiagnosticField.SQLSTATE)
             sqlstate = code.decode() if code else None
             raise (SlotInUse if sqlstate == "55006" else CopyFailed)(message, sqlstate)
-        stream = cls(conn, start, reached, ahead_bytes)
+        stream = cls(conn, start, reached, ahead_bytes, ahead_rows)
         stream._keeper.start()
         return stream
 
@@ -256,7 +258,7 @@ class ReplicationStream:
         pgconn.consume_input()
         buffered = sum(len(m) for m in self._ahead[self._head:])
         reply = False
-        while buffered < self._ahead_bytes:
+        while buffered < self._ahead_bytes and len(self._ahead) - self._head < self._ahead_rows:
             nbytes, data = pgconn.get_copy_data(1)
             if nbytes == 0:
                 break
@@ -268,7 +270,7 @@ class ReplicationStream:
             if data[0] == _K:
                 self.received = max(self.received, _u64(data, 1))
                 reply = reply or bool(data[17])
-        if buffered >= self._ahead_bytes:
+        if buffered >= self._ahead_bytes or len(self._ahead) - self._head >= self._ahead_rows:
             return  # full: neither read nor answer until the next read (the walsender may time out)
         if reply or time.monotonic() - self._last_status > STATUS_SECONDS:
             self._send(self._status_message(0, False))
@@ -322,25 +324,26 @@ class ReplicationStream:
         if lengths:
             yield buf, lengths
 
-    def has_changes(self, end: int, limit_bytes: int) -> bool:
+    def has_changes(self, end: int, limit_bytes: int, limit_rows: int) -> bool:
         """Whether a transaction committed before ``end`` and not yet handed out changes a published table.
 
         Reads ahead without handing anything out (the messages wait for the next read); conservative
-        (True) once ``limit_bytes`` are buffered.
+        (True) once ``limit_bytes`` or ``limit_rows`` messages are buffered.
         """
         self._begin_read()
         try:
-            return self._has_changes(end, limit_bytes)
+            return self._has_changes(end, limit_bytes, limit_rows)
         finally:
             self._end_read()
 
-    def _has_changes(self, end: int, limit_bytes: int) -> bool:
-        buffered, in_txn = 0, False
+    def _has_changes(self, end: int, limit_bytes: int, limit_rows: int) -> bool:
+        buffered, count, in_txn = 0, 0, False
         for data in self._look_ahead():
             if data is None:
                 self.status(reply=True)
                 continue
             buffered += len(data)
+            count += 1
             if data[0] == _W:
                 message = data[_XLOG_HEADER]
                 if message == _B:
@@ -353,6 +356,6 @@ class ReplicationStream:
                     return True
             elif data[0] == _K and self._reached(self._keepalive(data), end) and not in_txn:
                 return False
-            if buffered > limit_bytes:
+            if buffered > limit_bytes or count > limit_rows:
                 return True
         return True  # not reached: the look-ahead never ends

@@ -191,7 +191,8 @@ class PostgresSource:
         self._live_slot()
         if self.config.capture_mode == "stream":
             with self._errors():
-                return self._stream_at(start).has_changes(end.value, self.config.read_block_bytes)
+                return self._stream_at(start).has_changes(end.value, self.config.read_block_bytes,
+                                                          self.config.read_block_rows)
         upto = self._flushed_upto(end)
         if upto < end:
             return True  # WAL up to ``end`` is not flushed yet: nothing can be said about it
@@ -314,7 +315,8 @@ class PostgresSource:
                 if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
                     raise CopyFailed((result.error_message or b"").decode(errors="replace").strip(), None)
                 return ReplicationStream.open(conn, self.config.slot, self.config.publication, confirmed.value,
-                                              gap_after(block_size, segment_size), self.config.read_block_bytes)
+                                              gap_after(block_size, segment_size), self.config.read_block_bytes,
+                                              self.config.read_block_rows)
             except SlotInUse as exc:
                 conn.close()
                 if time.monotonic() >= deadline:

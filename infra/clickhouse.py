@@ -85,7 +85,10 @@ class ClickHouseServer:
     user = "dbmazz"
     noddl_user = "dbmazz_noddl"
 
-    def __init__(self) -> None:
+    def __init__(self, users: dict[str, tuple[str, list[str]]] | None = None) -> None:
+        """``users``: more users, name -> (password, grants such as ``"GRANT ALL ON shop.*"``), for
+        least-privilege logins (``users.xml`` is the only user directory: ``CREATE USER`` is not available)."""
+        self.users = dict(users or {})
         self.password = secrets.token_hex(12)
         self.noddl_password = secrets.token_hex(12)
         self.port: int | None = None
@@ -120,6 +123,9 @@ class ClickHouseServer:
             _USER.format(name=self.user, password=self.password, profile="default",
                          extra="<access_management>1</access_management>"),
             _USER.format(name=self.noddl_user, password=self.noddl_password, profile="no_ddl", extra=""),
+            *(_USER.format(name=name, password=password, profile="default",
+                           extra="<grants>" + "".join(f"<query>{g}</query>" for g in grants) + "</grants>")
+              for name, (password, grants) in self.users.items()),
         ])
         with open(f"{self.base}/config.xml", "w") as fh:
             fh.write(_CONFIG.format(port=self.port, base=self.base))

@@ -172,7 +172,10 @@ class FaultRig:
             self._servers.append(self.my)
             self.my.start()
         if "clickhouse" in self.sink_names:
-            self.ch = ClickHouseServer()
+            # the sink logs in as a user with rights on its database only (and to create MergeTree tables)
+            self.env["FAULTS_CH_PASSWORD"] = secrets.token_hex(12)
+            self.ch = ClickHouseServer(users={"faults_sinker": (self.env["FAULTS_CH_PASSWORD"], [
+                f"GRANT ALL ON {SINK_DATABASE}.*", "GRANT TABLE ENGINE ON *"])})
             self._servers.append(self.ch)
             self.ch.start()
         source = self._prepare_source()
@@ -221,8 +224,7 @@ class FaultRig:
         if "clickhouse" in self.sink_names:
             assert self.ch
             self.ch.client().command(f"CREATE DATABASE IF NOT EXISTS {SINK_DATABASE}")
-            self.env["FAULTS_CH_PASSWORD"] = self.ch.password
-            sinks["clickhouse"] = {"url": f"clickhouse://{self.ch.user}@127.0.0.1:{self.ch.port}/{SINK_DATABASE}",
+            sinks["clickhouse"] = {"url": f"clickhouse://faults_sinker@127.0.0.1:{self.ch.port}/{SINK_DATABASE}",
                                    "password_env": "FAULTS_CH_PASSWORD"}
         if "postgres" in self.sink_names:
             password = secrets.token_hex(12)

@@ -159,9 +159,15 @@ def _summary(runs: list[dict], key: str) -> dict:
     """Last over first batch; medians of the last and first three; and per change (the writer's pace varies on a
     loaded machine, so batches differ in size)."""
     per_change = [r[key] / max(r["changes"], 1) for r in runs]
+    values = [r[key] for r in runs]
+    n, mean = len(values), sum(values) / len(values)
+    slope = (sum((i - (n - 1) / 2) * (v - mean) for i, v in enumerate(values))
+             / sum((i - (n - 1) / 2) ** 2 for i in range(n))) if n > 1 else 0.0
     return {"last_over_first": round(runs[-1][key] / runs[0][key], 2),
             "median_last3_over_first3": round(_median3(runs[-3:], key) / _median3(runs[:3], key), 2),
-            "per_change_last_over_first": round(per_change[-1] / per_change[0], 2)}
+            "per_change_last_over_first": round(per_change[-1] / per_change[0], 2),
+            # least-squares growth per batch, as a share of the mean batch: robust to one noisy batch
+            "trend_per_batch_over_mean": round(slope / mean, 3) if mean else 0.0}
 
 
 def main() -> None:

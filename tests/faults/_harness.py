@@ -533,18 +533,33 @@ class FaultRig:
         from dagster._core.workspace.load_target import WorkspaceFileTarget
 
         ids = []
-        with WorkspaceProcessContext(self.instance, WorkspaceFileTarget([str(ROOT / "workspace.yaml")])) as process:
-            context = process.create_request_context()
-            for record in records:
-                parent = record.dagster_run
-                origin = parent.remote_job_origin.repository_origin
-                location = context.get_code_location(origin.code_location_origin.location_name)
-                remote_job = location.get_repository(origin.repository_name).get_full_job(parent.job_name)
-                run = self.instance.create_reexecuted_run(
-                    parent_run=parent, code_location=location, remote_job=remote_job,
-                    strategy=ReexecutionStrategy.ALL_STEPS, use_parent_run_tags=True)
-                self.instance.submit_run(run.run_id, context)
-                ids.append(run.run_id)
+        # the code server it starts loads the pipelines as the daemon does: from this rig's environment
+        saved = {key: os.environ.get(key) for key in self.env}
+        os.environ.update(self.env)
+        try:
+            with WorkspaceProcessContext(self.instance, WorkspaceFileTarget([str(ROOT / "workspace.yaml")])) as ctx:
+                ids += self._submit_reexecutions(ctx, records, ReexecutionStrategy.ALL_STEPS)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return ids
+
+    def _submit_reexecutions(self, process, records: list, strategy) -> list[str]:
+        ids = []
+        context = process.create_request_context()
+        for record in records:
+            parent = record.dagster_run
+            origin = parent.remote_job_origin.repository_origin
+            location = context.get_code_location(origin.code_location_origin.location_name)
+            remote_job = location.get_repository(origin.repository_name).get_full_job(parent.job_name)
+            run = self.instance.create_reexecuted_run(
+                parent_run=parent, code_location=location, remote_job=remote_job,
+                strategy=strategy, use_parent_run_tags=True)
+            self.instance.submit_run(run.run_id, context)
+            ids.append(run.run_id)
         return ids
 
     def source_position(self):

@@ -24,6 +24,7 @@ from .naming import (
     KIND_TAG,
     TABLE_METADATA,
     batch_partitions,
+    pool_name,
     resource_key,
     resync_job_name,
     table_identifier,
@@ -31,7 +32,13 @@ from .naming import (
 from .snapshot_batches import snapshot_metadata
 from .translator import PipelineSpecs
 
-__all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata", "position_of"]
+__all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata", "position_of",
+           "run_batches", "BACKFILL_POLICY", "MAX_BATCHES_PER_RUN"]
+
+# A backfill or re-run over many batches runs them in a few runs, each a range of batches applied in order
+# (docs/dagster.md, "Backfills"); the range is bounded so that one run's steps hold the pipeline's pool briefly.
+MAX_BATCHES_PER_RUN = 25
+BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_BATCHES_PER_RUN)
 
 
 def build_source_specs(specs: PipelineSpecs) -> list[dg.AssetSpec]:
@@ -86,21 +93,44 @@ def build_changes_asset(specs: PipelineSpecs) -> dg.AssetsDefinition:
         name=f"{pipeline.name}__changes",
         specs=[spec],
         required_resource_keys={key},
+        pool=pool_name(pipeline.name),
+        backfill_policy=BACKFILL_POLICY,
     )
     def changes(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource = getattr(context.resources, key)
-        if is_snapshot_batch(context.partition_key):
-            return _capture_snapshot(context, specs, resource)
-        return _capture_changes(context, specs, resource)
+        batches = run_batches(context)
+        for batch_id in batches:  # a range (a backfill): in order, each batch captured once (a captured one is kept)
+            capture = _capture_snapshot if is_snapshot_batch(batch_id) else _capture_changes
+            result = capture(context, specs, resource, batch_id)
+        return _over_range(result, batches)
 
     return changes
 
 
-def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource) -> dg.MaterializeResult:
+def run_batches(context: dg.AssetExecutionContext) -> list[str]:
+    """The batches (partitions) of this run in source order: one for a batch run, a range for a backfill run.
+
+    Log batch ids are ``<start>-<end>`` (20 digits each), so their order is the source's; snapshot batches
+    (``snap-...``) come after them, chunk batches before their sweep. Any order is correct (docs/architecture.md,
+    "The ordering invariant"); this one is the order the sensor would have run them in."""
+    return sorted(context.partition_keys)
+
+
+def _over_range(result: dg.MaterializeResult, batches: list[str]) -> dg.MaterializeResult:
+    """One run of several batches records one materialization per partition with the same metadata: that of
+    the last batch (its checkpoint), and which batches the run covered."""
+    if len(batches) == 1:
+        return result
+    metadata = {**(result.metadata or {}), "dbmazz/batches_in_run": len(batches),
+                "dbmazz/first_batch_in_run": batches[0], "dbmazz/last_batch_in_run": batches[-1]}
+    return dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
+
+
+def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource,
+                     batch_id: str) -> dg.MaterializeResult:
     """A log batch: the planned range (checkpoint, upper bound], then the source is acknowledged."""
     pipeline = specs.pipeline
     changelog = resource.open_changelog()
-    batch_id = context.partition_key
     start, end = _planned_range(changelog, pipeline.name, batch_id)
     began = time.monotonic()
     source = resource.connect_source()
@@ -132,11 +162,11 @@ def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> Table
     return TableChangedError(exc.table, exc.detail, fix)
 
 
-def _capture_snapshot(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource) -> dg.MaterializeResult:
+def _capture_snapshot(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource,
+                      batch_id: str) -> dg.MaterializeResult:
     """A snapshot batch: its planned chunks read into the change log; the checkpoint does not move."""
     pipeline = specs.pipeline
     changelog = resource.open_changelog()
-    batch_id = context.partition_key
     began = time.monotonic()
     source = resource.connect_source()
     try:
@@ -167,41 +197,75 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
         can_subset=True,
         partitions_def=batch_partitions(pipeline.name),
         required_resource_keys={key},
+        pool=pool_name(pipeline.name),
+        backfill_policy=BACKFILL_POLICY,
     )
     def apply(context: dg.AssetExecutionContext):
         resource = getattr(context.resources, key)
         changelog = resource.open_changelog()
-        batch_id = context.partition_key
-        manifest = changelog.manifest(pipeline.name, batch_id)
-        if manifest is None:
-            raise ChangeLogError(
-                f"batch {batch_id} is not in the change log (never captured, or pruned by retention); "
-                f"re-sync the table instead of re-applying this batch"
-            )
+        batches = run_batches(context)
+        manifests = [_captured(changelog, pipeline.name, batch_id) for batch_id in batches]
         selected = sorted(tables[k] for k in context.selected_asset_keys)
         target = resource.connect_sink(sink)
         failed: dict[str, Exception] = {}
         try:
             for table in selected:
                 try:
-                    metadata = _apply_table(changelog, target, specs, manifest, table, context.log)
+                    metadata = _apply_range(changelog, target, specs, manifests, table, context.log)
                 except TransientError:
                     raise  # the sink itself is gone: every other table would fail the same way; retried whole
                 except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
                     failed[table] = exc
-                    context.log.error(f"sink {sink}: table {table} failed to apply batch {batch_id}: {exc}")
+                    context.log.error(f"sink {sink}: table {table} failed to apply {exc.batch_id}: {exc.__cause__}")
                     continue
-                yield dg.MaterializeResult(asset_key=specs.sink_key(sink, table), metadata=metadata)
+                yield _over_range(dg.MaterializeResult(asset_key=specs.sink_key(sink, table), metadata=metadata),
+                                  batches)
         finally:
             target.disconnect()
         if failed:
-            raise _tables_failed(sink, batch_id, selected, failed)
+            raise _tables_failed(sink, batches, selected, failed)
 
     return apply
 
 
-def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str,
+def _captured(changelog: ChangeLog, pipeline: str, batch_id: str) -> BatchManifest:
+    manifest = changelog.manifest(pipeline, batch_id)
+    if manifest is None:
+        raise ChangeLogError(
+            f"batch {batch_id} is not in the change log (never captured, or pruned by retention); "
+            f"re-sync the table instead of re-applying this batch"
+        )
+    return manifest
+
+
+class _BatchFailed(Exception):
+    """One table failed at one batch of the run (later batches of the run were not applied to it)."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(batch_id)
+        self.batch_id = batch_id
+
+
+def _apply_range(changelog: ChangeLog, target, specs: PipelineSpecs, manifests: list[BatchManifest], table: str,
                  log) -> dict:
+    """Apply the run's batches to one table in order, each exactly once (an applied one is skipped by the
+    sink); a failure stops the table there. The metadata: the last batch's, the table's after the last."""
+    rows_written = 0
+    for i, manifest in enumerate(manifests):
+        try:
+            metadata = _apply_table(changelog, target, specs, manifest, table, log, describe=i == len(manifests) - 1)
+        except TransientError:
+            raise
+        except Exception as exc:
+            raise _BatchFailed(manifest.batch_id) from exc
+        rows_written += int(metadata.get("rows_written", 0))
+    if len(manifests) > 1:
+        metadata["rows_written_in_run"] = rows_written
+    return metadata
+
+
+def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str,
+                 log, describe: bool = True) -> dict:
     """Apply one table's changes of the batch to the sink; its materialization metadata: what the batch did,
     then the table as the sink now holds it (Dagster's standard table metadata, see ``metadata.py``)."""
     entry = manifest.tables.get(table)
@@ -210,7 +274,7 @@ def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: B
     else:
         result = apply_batch(changelog, target, specs.pipeline.name, manifest.batch_id, tables=[table])[table]
         metadata = _apply_metadata(manifest.batch_id, result, entry)
-    table_md = _sink_table_metadata(target, specs, table, entry, log)
+    table_md = _sink_table_metadata(target, specs, table, entry, log) if describe else {}
     return {**metadata, **table_md, TABLE_METADATA: table, **_kind_metadata(manifest)}
 
 
@@ -228,16 +292,19 @@ def _sink_table_metadata(target, specs: PipelineSpecs, table: str, entry, log) -
     return sink_table_metadata(described, rows, specs.source_key(table), entry.schema if entry else None)
 
 
-def _tables_failed(sink: str, batch_id: str, selected: list[str], failed: dict[str, Exception]) -> SinkError:
-    """One error naming every table that failed and why; the other tables of the batch were applied."""
-    reasons = "; ".join(f"{table}: {type(exc).__name__}: {exc}" for table, exc in failed.items())
+def _tables_failed(sink: str, batches: list[str], selected: list[str], failed: dict[str, Exception]) -> SinkError:
+    """One error naming every table that failed, at which batch and why; the other tables were applied."""
+    reasons = "; ".join(f"{table}: {type(exc.__cause__).__name__}: {exc.__cause__}"
+                        + (f" (at batch {exc.batch_id}; the batches before it were applied)" if len(batches) > 1 else "")
+                        for table, exc in failed.items())
     applied = len(selected) - len(failed)
+    what = f"batch {batches[0]}" if len(batches) == 1 else f"batches {batches[0]} .. {batches[-1]}"
     error = SinkError(
-        f"sink {sink}: {len(failed)} of {len(selected)} tables failed to apply batch {batch_id} ({reasons}); "
+        f"sink {sink}: {len(failed)} of {len(selected)} tables failed to apply {what} ({reasons}); "
         f"the other {applied} were applied",
         hint="fix the cause named for each table, then re-run this partition (applied tables are skipped)",
     )
-    error.__cause__ = next(iter(failed.values()))
+    error.__cause__ = next(iter(failed.values())).__cause__
     return error
 
 

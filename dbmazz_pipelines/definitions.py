@@ -34,6 +34,8 @@ __all__ = ["build_definitions", "load_pipeline_configs", "configured_definitions
 
 _log = logging.getLogger("dbmazz")
 
+LIVE_PRIORITY = "10"  # of batch runs in the run queue; a UI backfill's runs have 0
+
 
 def pipelines_configured() -> bool:
     """Whether ``load_pipeline_configs`` finds any configuration (else it raises)."""
@@ -76,7 +78,8 @@ def _pipeline_objects(specs: PipelineSpecs):
         # checks run on their own schedule: a count(*) of a large source table per batch would cost more than the batch
         selection=dg.AssetSelection.assets(*keys).without_checks(),
         executor_def=dg.in_process_executor,
-        tags={PIPELINE_TAG: pipeline.name},
+        # live batches leave the run queue before queued backfill runs (higher dagster/priority first)
+        tags={PIPELINE_TAG: pipeline.name, "dagster/priority": LIVE_PRIORITY},
         description=f"capture one batch of {pipeline.name} and apply it to every sink",
     )
     sink_keys = keys[1:]
@@ -112,8 +115,11 @@ class _Objects:
         self.resources.update(other.resources)
 
     def definitions(self) -> dg.Definitions:
+        # in-process by default, for the runs Dagster builds itself (UI backfills, materializations): a batch's
+        # steps take a second or less, a process per step several (docs/dagster.md, "Backfills")
         return dg.Definitions(assets=self.assets, jobs=self.jobs, schedules=self.schedules, sensors=self.sensors,
-                              asset_checks=self.checks, resources=self.resources)
+                              asset_checks=self.checks, resources=self.resources,
+                              executor=dg.in_process_executor if self.assets else None)
 
 
 def _validated_objects(pipeline: PipelineConfig, translator: DbmazzTranslator | None) -> _Objects:

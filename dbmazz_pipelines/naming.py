@@ -27,7 +27,7 @@ from dbmazz_connectors.core.registry import SCHEMES
 __all__ = [
     "resource_key", "changes_key", "source_key", "sink_key", "batch_partitions", "job_name", "sensor_name",
     "sink_kind", "source_kind", "resync_job_name", "PIPELINE_TAG", "KIND_TAG", "PARTITION_TAG",
-    "table_key_part", "table_identifier", "check_table_keys", "safe_name", "TABLE_METADATA",
+    "table_key_part", "pool_name", "table_identifier", "check_table_keys", "safe_name", "TABLE_METADATA",
 ]
 
 PIPELINE_TAG = "dbmazz/pipeline"
@@ -97,6 +97,11 @@ def sink_key(pipeline: str, sink: str, table: str) -> AssetKey:
 
 def batch_partitions(pipeline: str) -> DynamicPartitionsDefinition:
     return DynamicPartitionsDefinition(name=f"{pipeline}_batches")
+
+
+def pool_name(pipeline: str) -> str:
+    """The Dagster pool of a pipeline's capture and apply steps (batch runs, backfills and re-runs alike)."""
+    return f"dbmazz_{safe_name(pipeline)}"
 
 
 def job_name(pipeline: str) -> str:

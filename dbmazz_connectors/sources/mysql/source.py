@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -34,6 +35,8 @@ from .snapshot import SESSION_SQL, SnapshotReader, SnapshotTable, select_grant, 
 __all__ = ["MySqlSource"]
 
 _PURGED = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: the requested file/position is not there
+# CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_CONNECTION_KILLED, CR_SERVER_LOST_EXTENDED: the server went away
+_LOST = frozenset({2006, 2013, 1927, 2055})
 # snapshot connections decode nothing: values stay text (binary as bytes) for the columnar decoder
 _TEXT_CONVERSIONS = {k: v for k, v in converters.conversions.items() if not isinstance(k, int)}
 _TRANSACTIONAL_ENGINES = ("innodb",)
@@ -113,6 +116,19 @@ class MySqlSource:
             self._conn = self._open()
         return self._conn
 
+    @contextlib.contextmanager
+    def _lost_connection(self) -> Iterator[None]:
+        """The server went away mid-query (a restart, a killed session): a TransientError, a re-run can succeed."""
+        try:
+            yield
+        except pymysql.err.OperationalError as exc:
+            code = exc.args[0] if exc.args else None
+            if code not in _LOST:
+                raise
+            self._conn = None  # never reused
+            where = f"{self.config.host}:{self.config.port}"
+            raise TransientError(f"lost the connection to mysql at {where}: {redact(str(exc.args[-1]))}") from None
+
     def _query_one(self, sql: str) -> tuple:
         with self.conn.cursor() as cur:
             cur.execute(sql)
@@ -131,7 +147,8 @@ class MySqlSource:
         """Nothing to create: a binlog reader needs no slot (see ``preflight`` for the requirements)."""
 
     def table_schemas(self) -> dict[str, TableSchema]:
-        infos = load_table_info(self.conn, self.config.tables)
+        with self._lost_connection():
+            infos = load_table_info(self.conn, self.config.tables)
         missing = [t for t in self.config.tables if t not in infos]
         if missing:
             raise ConfigError(f"expected the tables {missing} to exist, found none of that name",
@@ -140,7 +157,8 @@ class MySqlSource:
 
     def current_position(self) -> BinlogPosition:
         """The binlog position everything before which is committed and visible (``_position.visible_end``)."""
-        return visible_end(self.conn, self.mariadb)
+        with self._lost_connection():
+            return visible_end(self.conn, self.mariadb)
 
     def checkpoint_position(self) -> BinlogPosition | None:
         return None

@@ -137,24 +137,28 @@ class PostgresSource:
 
     def table_schemas(self) -> dict[str, TableSchema]:
         schemas = {}
-        for qualified in self.config.tables:
-            info = self.catalog.table(qualified)
-            if info is None:
-                raise SourceError(f"expected table {qualified} to exist, found none")
-            schemas[qualified] = self.catalog.schema_of(info)
+        with self._errors():  # a server restarting (57P01) mid-capture: a TransientError, like the reads
+            for qualified in self.config.tables:
+                info = self.catalog.table(qualified)
+                if info is None:
+                    raise SourceError(f"expected table {qualified} to exist, found none")
+                schemas[qualified] = self.catalog.schema_of(info)
         return schemas
 
     # positions
     def current_position(self) -> Lsn:
         """Everything committed so far (the WAL insert position)."""
-        return Lsn.parse(self.conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
+        with self._errors():
+            return Lsn.parse(self.conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0])
 
     def checkpoint_position(self) -> Lsn | None:
-        state = slot_state(self.conn, self.config.slot)
+        with self._errors():
+            state = slot_state(self.conn, self.config.slot)
         return Lsn.parse(state[3]) if state and state[3] else None
 
     def _live_slot(self) -> Lsn:
-        state = slot_state(self.conn, self.config.slot)
+        with self._errors():
+            state = slot_state(self.conn, self.config.slot)
         if state is None:
             raise SourceError(f"expected replication slot {self.config.slot!r} to exist, found none",
                               hint="run setup (dbmazz check shows what is missing)")
@@ -214,7 +218,8 @@ class PostgresSource:
         """Wait (briefly) until the WAL is flushed to ``end``: decoding reads flushed WAL only."""
         deadline = time.monotonic() + self.config.flush_wait_seconds
         while True:
-            flushed = Lsn.parse(self.conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])
+            with self._errors():
+                flushed = Lsn.parse(self.conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])
             if flushed >= end or time.monotonic() >= deadline:
                 return min(flushed, end)
             time.sleep(0.02)
@@ -390,11 +395,12 @@ class PostgresSource:
     def _check_published(self) -> None:
         """Every configured table must be in the publication: a table dropped and re-created (or removed from
         the publication) is not, and its changes would silently not be decoded."""
-        published = {r[0] for r in self.conn.execute(
-            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
-            (self.config.publication,))}
-        via_root = self.conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s",
-                                     (self.config.publication,)).fetchone()
+        with self._errors():
+            published = {r[0] for r in self.conn.execute(
+                "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+                (self.config.publication,))}
+            via_root = self.conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s",
+                                         (self.config.publication,)).fetchone()
         for table in self.config.tables:
             if via_root == (False,) and getattr(self.catalog.table(table), "kind", "") == "p":  # as partitions'
                 fix = sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(

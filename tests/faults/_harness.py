@@ -809,6 +809,7 @@ class Outage:
     changelog_bytes_before: int = 0
     changelog_bytes_after_outage: int = 0
     failed_runs_during_outage: int = 0  # runs created while the sink was down that failed
+    failed_runs_since_outage: int = 0  # runs that failed after the sink went down (retried or re-executed)
     sink_errors: list[str] = field(default_factory=list)
     catch_up_seconds: float = 0.0
     reexecuted: int = 0
@@ -831,6 +832,7 @@ class Outage:
             "changelog_mib_before": round(self.changelog_bytes_before / mib, 2),
             "changelog_mib_after_outage": round(self.changelog_bytes_after_outage / mib, 2),
             "failed_runs_during_outage": self.failed_runs_during_outage,
+            "failed_runs_since_outage": self.failed_runs_since_outage,
             "sink_errors": self.sink_errors[:3], "catch_up_seconds": round(self.catch_up_seconds, 1),
             "reexecuted_runs": self.reexecuted, "client_transactions": self.client_transactions,
             "rows_compared": self.rows_compared, "diffs": self.diffs,
@@ -888,7 +890,9 @@ def sink_outage(rig: FaultRig, outage_seconds: float, *, lead_seconds: float = 5
         failed = [r for r in rig.runs([dg.DagsterRunStatus.FAILURE])
                   if kill_at <= r.create_timestamp.timestamp() <= back_at]
         result.failed_runs_during_outage = len(failed)
-        for record in failed[:3]:
+        noticed = [r for r in rig.runs([dg.DagsterRunStatus.FAILURE]) if (r.end_time or 0) >= kill_at]
+        result.failed_runs_since_outage = len(noticed)
+        for record in noticed[:3]:
             result.sink_errors += [f"{step}: {cls}: {msg}" for step, cls, msg in rig.step_errors(record.dagster_run.run_id)]
         result.retained_wal_after_catch_up = slot_wal(rig)[0]
     finally:

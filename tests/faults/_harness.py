@@ -556,7 +556,7 @@ class FaultRig:
             location = context.get_code_location(origin.code_location_origin.location_name)
             remote_job = location.get_repository(origin.repository_name).get_full_job(parent.job_name)
             run = self.instance.create_reexecuted_run(
-                parent_run=parent, code_location=location, remote_job=remote_job,
+                request_context=context, parent_run=parent, code_location=location, remote_job=remote_job,
                 strategy=strategy, use_parent_run_tags=True)
             self.instance.submit_run(run.run_id, context)
             ids.append(run.run_id)

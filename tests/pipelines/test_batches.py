@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dbmazz_pipelines import checks
 from dbmazz_pipelines.naming import changes_key, sink_key
 
 from ._harness import churn as _churn
@@ -78,6 +79,8 @@ def test_checkpoint_survives_a_fresh_dagster_instance(pg_db, tmp_path, monkeypat
 
 
 def test_checks_report_parity_and_freshness(pg_db, tmp_path, monkeypatch):
+    # parity waits for capture to pass the source's count; no sensor ticks here (see test_parity.py for that)
+    monkeypatch.setattr(checks, "_parity_wait", lambda pipeline: 1.0)
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = shop.definitions()
     with dg.instance_for_test() as instance:
@@ -93,4 +96,6 @@ def test_checks_report_parity_and_freshness(pg_db, tmp_path, monkeypatch):
         parity = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations() if e.check_name == "row_count_parity"}
         orders = parity["public.orders"]
         assert orders.metadata["source_rows"].value == len(shop.source_rows("public.orders"))
-        assert orders.passed == (orders.metadata["source_rows"].value == orders.metadata["sink_rows"].value)
+        # lag is not damage: with capture behind the count, parity says it could not compare (a warning, passed)
+        assert orders.passed and orders.severity == dg.AssetCheckSeverity.WARN
+        assert orders.metadata["verdict"].value == "not compared" and "capture is at" in orders.description

@@ -86,12 +86,14 @@ def _assert_restart(rig: FaultRig) -> None:
     assert outcome.rows_compared > 0 and sum(outcome.diffs.values()) == 0, outcome
 
 
+@pytest.mark.slow  # ~2 min; the TransientError per call is covered quickly by sources/postgres/test_connection_lost.py
 def test_postgres_fast_shutdown_mid_capture(pg_rig: FaultRig):
     """``pg_ctl stop -m fast`` while a run captures, then start: the run fails with a TransientError naming the
     lost connection, its retry converges, and every sink equals the source."""
     _assert_restart(pg_rig)
 
 
+@pytest.mark.slow  # ~2 min: the default run keeps `make test` near 20 minutes on 2 cores
 def test_mariadb_restart_mid_capture(mariadb_rig: FaultRig):
     """MariaDB shut down (SIGTERM) while a run captures, then started: TransientError, retry converges, sink ==
     source."""

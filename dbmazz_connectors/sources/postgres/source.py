@@ -166,7 +166,7 @@ class PostgresSource:
             raise SlotInvalidatedError(self.config.slot, "wal_status = lost")
         return Lsn.parse(state[3])
 
-    def checkpoint(self, position: Lsn) -> None:  # type: ignore[override]
+    def checkpoint(self, position: Lsn) -> None:
         """Advance the slot to ``position``; a no-op at or before its confirmed position.
 
         While a stream holds the slot (``pg_replication_slot_advance`` fails on an active slot) the
@@ -224,7 +224,7 @@ class PostgresSource:
                 return min(flushed, end)
             time.sleep(0.02)
 
-    def read_changes(self, start: Lsn, end: Lsn) -> Iterator[ChangeEvent]:  # type: ignore[override]
+    def read_changes(self, start: Lsn, end: Lsn) -> Iterator[ChangeEvent]:
         """Yield the changes of (start, end] in commit order, in row chunks; last a Heartbeat.
 
         Repeatable until ``checkpoint``; memory is bounded by ``read_block_rows``/``read_block_bytes``

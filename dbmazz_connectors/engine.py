@@ -151,12 +151,16 @@ def apply_batch(
     failures: list[tuple[str, DbmazzError]] = []
     for table in tables if tables is not None else sorted(manifest.tables):
         try:
-            segments = changelog.segments(pipeline, batch_id, table)
-            # A schema change is checked against the sink before anything of the batch is written: such a
-            # batch applies whole (rare: DDL in the middle of a large batch)
-            if len(segments) > 1 and not any(e["kind"] == "schema" for s in segments for e in s.leading):
-                results[table] = _apply_in_segments(changelog, sink, ref, table, segments)
-                continue
+            # Only a batch larger than a segment is cut (the manifest says so: no part is read for the many small
+            # ones), and not one that changes the schema: that is checked against the sink before anything of the
+            # batch is written, so such a batch applies whole (rare: DDL in the middle of a large batch)
+            entry = manifest.tables.get(table)
+            if (entry is not None and sum(entry.ops.values()) > changelog.segment_rows
+                    and not any(e["kind"] == "schema" for e in entry.entries)):
+                segments = changelog.segments(pipeline, batch_id, table)
+                if len(segments) > 1:
+                    results[table] = _apply_in_segments(changelog, sink, ref, table, segments)
+                    continue
             batch = changelog.read_batch(pipeline, batch_id, table)
             sink.create_table(batch.schema)
             results[table] = sink.write_batch(batch, ref)

@@ -418,6 +418,8 @@ class FaultRig:
                     continue
                 time.sleep(self.random.uniform(0, 0.3))
                 step = self._current_step(run_id)
+                if self._phase_of(step) != phase:  # the step ended during the random wait: look again, kill nothing
+                    continue
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 at = time.time()

@@ -732,7 +732,11 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
     try:
         time.sleep(rig.random.uniform(2, max(3, write_seconds * 0.6)))
         if phase in ("capture", "apply"):
-            trial.kill = rig.kill_run(phase, timeout=max(30, write_seconds))
+            for _ in range(3):  # a step can end between the last look and the kill: then kill the next run too
+                trial.kill = rig.kill_run(phase, timeout=max(30, write_seconds))
+                if trial.kill.hit:
+                    break
+                rig.log(f"  trial {number}: missed ({trial.kill.detail}), killing again")
         elif phase == "daemon":
             trial.kill = rig.kill_daemon(rig.random.uniform(0.5, 5))
         else:

@@ -51,12 +51,16 @@ class BenchTarget:
     """``sink_config``: the mapping for ``create_sink`` (without ``pipeline``).
     ``raw_load(final_rows, schema) -> seconds``: bulk-load the final rows (data columns plus
     ``_dbmazz_version``/``_dbmazz_commit_ts``) into a fresh table of the same shape the sink creates.
-    ``check(sink, schema) -> {"rows": n, ...}``: read back what the sink holds after the apply."""
+    ``check(sink, schema) -> {"rows": n, ...}``: read back what the sink holds after the apply.
+    ``raw_load_in_batches(final_rows, schema, batch_rows) -> seconds``: as ``raw_load``, but in slices of
+    ``batch_rows`` rows, each committed on its own: the durable commits the sink pays per applied batch, so
+    the steady state is compared with a load that pays them too. None: compared with the one-load reference."""
 
     sink_config: dict[str, Any]
     raw_load: Callable[[pa.Table, TableSchema], float]
     check: Callable[[Any, TableSchema], dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
+    raw_load_in_batches: Callable[[pa.Table, TableSchema, int], float] | None = None
 
 
 _STATUSES = pa.array(["new", "paid", "shipped", "delivered", "returned"])

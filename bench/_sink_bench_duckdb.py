@@ -13,17 +13,29 @@ from dbmazz_connectors.core import TableSchema
 from dbmazz_connectors.sinks.duckdb import DuckDbSink
 
 
-def _raw_load(workdir: str):
-    def load(final: pa.Table, schema: TableSchema) -> float:
+def _raw_load_in_batches(workdir: str):
+    def load(final: pa.Table, schema: TableSchema, batch_rows: int) -> float:
         raw = DuckDbSink.from_config({"path": f"{workdir}/raw.duckdb", "schema": "bench_raw"})
         raw.connect()
         raw.create_table(schema)  # the same table DDL as the sink's
         con = raw.con
         began = time.perf_counter()
-        con.register("final_rows", final)
-        con.execute('INSERT INTO "bench_raw"."orders" SELECT * FROM final_rows')
+        for start in range(0, final.num_rows, batch_rows):
+            con.begin()  # one durable commit per slice, as the sink commits each applied batch
+            con.register("final_rows", final.slice(start, batch_rows))
+            con.execute('INSERT INTO "bench_raw"."orders" SELECT * FROM final_rows')
+            con.unregister("final_rows")
+            con.commit()
         raw.disconnect()  # the checkpoint, as for the apply
         return time.perf_counter() - began
+    return load
+
+
+def _raw_load(workdir: str):
+    load_in_batches = _raw_load_in_batches(workdir)
+
+    def load(final: pa.Table, schema: TableSchema) -> float:
+        return load_in_batches(final, schema, max(final.num_rows, 1))
     return load
 
 
@@ -34,4 +46,5 @@ def _check(sink: DuckDbSink, schema: TableSchema) -> dict:
 
 @contextmanager
 def target(workdir: str) -> Iterator[BenchTarget]:
-    yield BenchTarget({"url": f"duckdb:///{workdir}/sink.duckdb"}, _raw_load(workdir), _check)
+    yield BenchTarget({"url": f"duckdb:///{workdir}/sink.duckdb"}, _raw_load(workdir), _check,
+                      raw_load_in_batches=_raw_load_in_batches(workdir))

@@ -19,6 +19,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
+from typing import ClassVar
 from urllib.parse import quote
 
 from ._common import InfraError, apt_install, exit_on_sigterm, free_port, port_open, serve_forever, wait_until
@@ -59,6 +61,8 @@ class MariaDbServer:
     """Start/stop one throw-away MariaDB. ``options`` override ``DEFAULT_OPTIONS`` (value None removes one)."""
 
     admin_user = "dbmazz_admin"
+    # called with the server before it is stopped and its directory (general.log included) removed
+    on_stop: ClassVar[list[Callable[[MariaDbServer], None]]] = []
 
     def __init__(self, options: dict[str, str | None] | None = None, tls: Certificates | None = None) -> None:
         tls_options = {"ssl-ca": tls.ca, "ssl-cert": tls.cert, "ssl-key": tls.key,
@@ -87,6 +91,11 @@ class MariaDbServer:
         auth = quote(user) + (f":{quote(password)}" if password else "")
         return f"mysql://{auth}@{self.host}:{self.port}/{database}"
 
+    @property
+    def general_log_path(self) -> str:
+        assert self.base
+        return f"{self.base}/general.log"
+
     def connect_kwargs(self, database: str | None = None) -> dict:
         kw = {"host": self.host, "port": self.port, "user": self.admin_user, "password": self.password,
               "autocommit": True, "charset": "utf8mb4"}
@@ -109,6 +118,8 @@ class MariaDbServer:
         args = [server, "--no-defaults", f"--datadir={data}", f"--socket={self.socket}", f"--port={self.port}",
                 "--bind-address=127.0.0.1", f"--pid-file={self.base}/mysqld.pid", f"--log-error={self.base}/error.log",
                 "--user=root"]
+        if os.environ.get("DBMAZZ_GENERAL_LOG"):  # every login and command, for tests/fixtures/least_privilege.py
+            args += ["--general-log=ON", f"--general-log-file={self.general_log_path}"]
         args += [f"--{k}={v}" if v != "" else f"--{k}" for k, v in self.options.items()]
         self._args = args
         self._launch()
@@ -165,6 +176,14 @@ class MariaDbServer:
     def stop(self) -> None:
         if self.base is None:
             return
+        try:
+            for hook in self.on_stop:
+                hook(self)
+        finally:
+            self._remove()
+
+    def _remove(self) -> None:
+        assert self.base
         base, self.base = self.base, None
         if self._proc and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGKILL)

@@ -22,6 +22,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from typing import ClassVar
 from urllib.parse import quote
 
 from ._common import (
@@ -52,6 +54,11 @@ DEFAULT_SETTINGS: dict[str, str] = {
     "full_page_writes": "off",
     "max_wal_size": "4GB",
     "timezone": "UTC",
+    # every login in server.log (user, database, application_name): the tests check that no dbmazz connection
+    # logged in as a superuser (tests/fixtures/least_privilege.py)
+    "log_connections": "on",
+    "log_line_prefix": "'%m [%p] '",
+    "log_timezone": "UTC",
 }
 
 
@@ -76,6 +83,8 @@ class PostgresServer:
     """Start/stop one throw-away cluster. ``settings`` override ``DEFAULT_SETTINGS``."""
 
     user = "postgres"
+    # called with the server before it is stopped and its directory (server.log included) removed
+    on_stop: ClassVar[list[Callable[[PostgresServer], None]]] = []
 
     def __init__(self, settings: dict[str, str] | None = None, tls: Certificates | None = None) -> None:
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
@@ -94,6 +103,11 @@ class PostgresServer:
         password = self.password if user == self.user and password is None else password
         auth = quote(user) + (f":{quote(password)}" if password else "")
         return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}"
+
+    @property
+    def log_path(self) -> str:
+        assert self.base
+        return f"{self.base}/server.log"
 
     def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
         return subprocess.run([*service_user_prefix("postgres"), *args], check=True, capture_output=True, text=True, **kw)
@@ -185,6 +199,14 @@ class PostgresServer:
     def stop(self) -> None:
         if self.base is None:
             return
+        try:
+            for hook in self.on_stop:
+                hook(self)
+        finally:
+            self._remove()
+
+    def _remove(self) -> None:
+        assert self.base
         base, self.base = self.base, None
         if self._bin and os.path.exists(f"{base}/data/postmaster.pid"):
             subprocess.run([*service_user_prefix("postgres"), f"{self._bin}/pg_ctl", "-D", f"{base}/data", "-m",

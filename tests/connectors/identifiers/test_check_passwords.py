@@ -12,11 +12,13 @@ def _write(path, source_url: str, sink_dir) -> str:
     return str(path)
 
 
-def test_check_refuses_a_literal_password_and_accepts_a_reference(pg_db, tmp_path, capsys, monkeypatch):
+def test_check_refuses_a_literal_password_and_accepts_a_reference(pg_db, pg_capture_login, tmp_path, capsys,
+                                                                  monkeypatch):
     with pg_db.connect() as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    url = pg_db.url  # the superuser's url, password included
-    password = url.split("@")[0].rsplit(":", 1)[1]
+    pg_capture_login.grant(["public.t"])
+    url = pg_db.url_as(pg_capture_login.name, pg_capture_login.password)  # the capture role's, password included
+    password = pg_capture_login.password
     assert main(["check", _write(tmp_path / "leaky.yaml", url, tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "[config] expected the source's password from the environment, found it written in the file" in out

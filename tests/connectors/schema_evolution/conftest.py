@@ -25,7 +25,7 @@ def make_sink(tmp_path, request) -> Iterator[Callable[[str], object]]:
         elif kind == "clickhouse":
             config = {"url": request.getfixturevalue("ch_db").url}
         else:
-            config = {"url": request.getfixturevalue("pg_sink_db").url, "schema": "replica"}
+            config = {"url": request.getfixturevalue("pg_sink_db").sink_url, "schema": "replica"}
         sink = create_sink({**config, "pipeline": "p1"})
         sink.connect()
         made.append(sink)

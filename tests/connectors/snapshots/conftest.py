@@ -36,7 +36,7 @@ def sinks(tmp_path, ch_db, pg_db):
     made = {
         "duckdb": (create_sink({"url": f"duckdb:///{tmp_path}/sink.duckdb", "pipeline": "p"}), _duckdb_rows),
         "clickhouse": (create_sink({"url": ch_db.url, "pipeline": "p"}), _clickhouse_rows),
-        "postgres": (create_sink({"url": pg_db.url, "pipeline": "p", "schema": "replica"}), _postgres_rows),
+        "postgres": (create_sink({"url": pg_db.sink_url, "pipeline": "p", "schema": "replica"}), _postgres_rows),
     }
     for sink, _ in made.values():
         sink.connect()

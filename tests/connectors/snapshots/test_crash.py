@@ -115,7 +115,7 @@ def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_
     plan = plan_snapshot(source, changelog, "p", dialect.tables, settings)
     run_snapshot(source, changelog, plan, settings)
     ids = plan.batch_ids()
-    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.url}[kind]
+    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.sink_url}[kind]
     config = {"url": url, "pipeline": "p", **({"schema": "replica"} if kind == "postgres" else {})}
     spec = {"changelog": changelog.root, "segment_rows": 100, "sink": config, "batches": ids}
     child = subprocess.run([sys.executable, "-c", APPLY_CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True,
@@ -164,7 +164,7 @@ def test_a_change_batch_applied_in_segments_and_killed_half_way_converges_on_re_
     cdc = capture_range(source, changelog, "p", checkpoint, source.current_position())
     segments = ChangeLog(changelog.root, segment_rows=100).segments("p", cdc.batch_id, "public.items")
     assert len(segments) > 4, "the batch should span several segments"
-    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.url}[kind]
+    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.sink_url}[kind]
     config = {"url": url, "pipeline": "p", **({"schema": "replica"} if kind == "postgres" else {})}
     sink = create_sink(config)
     sink.connect()

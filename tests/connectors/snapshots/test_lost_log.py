@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 import psycopg
 import pytest
@@ -13,6 +14,7 @@ from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import SnapshotSettings, restart_after_lost_log, run_snapshot
 from dbmazz_connectors.sources.postgres import PostgresSource
 from infra.postgres import PostgresServer
+from infra.shop import create_replication_role
 
 from ._scenario import POSTGRES, Dialect, assert_tables_equal, seed_tables
 from .conftest import _duckdb_rows
@@ -22,7 +24,10 @@ def test_invalidated_slot_then_restart_with_a_resync(tmp_path):
     with PostgresServer(settings={"max_slot_wal_keep_size": "1MB", "max_wal_size": "64MB"}) as server:
         dialect = Dialect(connect=lambda: psycopg.connect(server.url()), schema="public", **POSTGRES)
         seed_tables(dialect)
-        source = PostgresSource.from_config({"url": server.url(), "pipeline": "p", "tables": dialect.tables})
+        password = secrets.token_hex(8)  # the documented least-privilege capture role
+        create_replication_role(server.url(), "dbmazz_capture", password, "dbmazz_p", dialect.tables)
+        url = server.url(user="dbmazz_capture", password=password)
+        source = PostgresSource.from_config({"url": url, "pipeline": "p", "tables": dialect.tables})
         source.connect()
         log = ChangeLog(str(tmp_path / "log"))
         sink = create_sink({"url": f"duckdb:///{tmp_path}/sink.duckdb", "pipeline": "p"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -21,12 +22,12 @@ def make_sink(tmp_path, ch_db, pg_sink_db) -> Iterator[Callable[..., object]]:
         if kind == "duckdb":
             config = {"url": f"duckdb:///{tmp_path}/{name}.duckdb"}
         elif kind == "postgres":
-            config = {"url": pg_sink_db.url, "schema": name}
+            config = {"url": pg_sink_db.sink_url, "schema": name}
         else:
             database = f"{ch_db.name}_{out_of_range}_{uuid.uuid4().hex[:4]}"
             admin.command(f"CREATE DATABASE `{database}`")
             databases.append(database)
-            config = {"url": ch_db.server.url(database)}
+            config = {"url": dataclasses.replace(ch_db, name=database).url}
         sink = create_sink({**config, "type": kind, "pipeline": pipeline, "out_of_range": out_of_range})
         sink.connect()
         made.append(sink)

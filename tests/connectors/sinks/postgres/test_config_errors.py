@@ -96,24 +96,25 @@ def test_create_on_the_database_is_not_enough_for_public_on_postgres_15(pg_db, r
     sink.disconnect()
 
 
-def test_dbmazz_check_names_the_schema_grant_for_the_pipeline_tables(pg_db, role_without_ddl, tmp_path, capsys,
-                                                                      monkeypatch):
+def test_dbmazz_check_names_the_schema_grant_for_the_pipeline_tables(pg_db, pg_capture_login, role_without_ddl,
+                                                                      tmp_path, capsys, monkeypatch):
     from dbmazz_connectors.cli import main as cli_main
 
     with pg_db.connect() as conn:
         conn.execute(f'GRANT CREATE ON DATABASE "{pg_db.name}" TO {role_without_ddl}')
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         conn.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+    pg_capture_login.grant(["public.orders"])
     monkeypatch.setenv("SINK_PASSWORD", SECRET)
     config = tmp_path / "pipelines.yaml"
     config.write_text(f"""
 pipelines:
   p1:
-    source: {{url: "{pg_db.url}"}}
+    source: {{url: "{pg_db.url_as(pg_capture_login.name, '').replace(':@', '@')}"}}
     tables: [public.orders]
     sinks: {{pg: {{url: "{pg_db.url_as(role_without_ddl, '').replace(':@', '@')}", password_env: SINK_PASSWORD}}}}
-""".replace(f":{pg_db.server.password}@", "@"), encoding="utf-8")
-    monkeypatch.setenv("PGPASSWORD", pg_db.server.password)
+""", encoding="utf-8")
+    monkeypatch.setenv("PGPASSWORD", pg_capture_login.password)  # the source's (the sink's is SINK_PASSWORD)
     cli_main(["check", str(config)])
     out = capsys.readouterr().out
     assert f'sink pg: [postgres.privileges] {role_without_ddl} may not create tables in schema public' in out

@@ -40,7 +40,7 @@ EXPECTED = {
 
 @pytest.fixture
 def sink(pg_db):
-    sink = create_sink({"url": pg_db.url, "pipeline": "p"})
+    sink = create_sink({"url": pg_db.sink_url, "pipeline": "p"})
     sink.connect()
     yield sink
     sink.disconnect()

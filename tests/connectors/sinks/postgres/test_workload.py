@@ -11,7 +11,7 @@ from .._workload import assert_sink_equals, mixed_workload, write_batches
 
 @pytest.fixture
 def sink(pg_db):
-    sink = create_sink({"url": pg_db.url, "pipeline": "p"})
+    sink = create_sink({"url": pg_db.sink_url, "pipeline": "p"})
     sink.connect()
     yield sink
     sink.disconnect()

@@ -12,6 +12,7 @@ from dbmazz_connectors.cli import main as cli_main
 from dbmazz_connectors.core.errors import PreflightError, SlotInvalidatedError
 from dbmazz_connectors.sources.postgres import PostgresSource
 from infra.postgres import PostgresServer
+from infra.shop import create_replication_role
 
 
 def _problems(source: PostgresSource) -> dict[str, list[str]]:
@@ -83,11 +84,18 @@ def test_role_without_replication_and_publication_it_cannot_create(pg_db):
             conn.execute(f"DROP ROLE {role}")
 
 
+def _capture_url(server: PostgresServer) -> str:
+    """The documented least-privilege capture role on ``public.t`` of the server's ``postgres`` database."""
+    password = secrets.token_hex(8)
+    create_replication_role(server.url(), "dbmazz_capture", password, "dbmazz_p1", ["public.t"])
+    return server.url(user="dbmazz_capture", password=password)
+
+
 def test_wal_level_replica():
     with PostgresServer(settings={"wal_level": "replica"}) as server:
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-        source = PostgresSource.from_config({"url": server.url(), "pipeline": "p1", "tables": ["public.t"]})
+        source = PostgresSource.from_config({"url": _capture_url(server), "pipeline": "p1", "tables": ["public.t"]})
         source.connect()
         found = _problems(source)
         assert found == {"wal_level": ["expected wal_level = logical, found replica | fix: ALTER SYSTEM SET "
@@ -101,7 +109,8 @@ def test_invalidated_slot():
     with PostgresServer(settings={"max_slot_wal_keep_size": "1MB", "max_wal_size": "64MB"}) as server:
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
-            source = PostgresSource.from_config({"url": server.url(), "pipeline": "p1", "tables": ["public.t"]})
+            source = PostgresSource.from_config({"url": _capture_url(server), "pipeline": "p1",
+                                                 "tables": ["public.t"]})
             source.connect()
             source.setup()
             start = source.checkpoint_position()

@@ -27,6 +27,7 @@ SINKS: dict[str, str] = {
     "duckdb": "dbmazz_connectors.sinks.duckdb.sink:DuckDbSink",
     "clickhouse": "dbmazz_connectors.sinks.clickhouse.sink:ClickHouseSink",
     "postgres": "dbmazz_connectors.sinks.postgres.sink:PostgresSink",
+    "starrocks": "dbmazz_connectors.sinks.starrocks.sink:StarRocksSink",
 }
 
 # URL scheme -> connector name, for configs given as a URL
@@ -39,6 +40,7 @@ SCHEMES: dict[str, str] = {
     "clickhouse": "clickhouse",
     "http": "clickhouse",
     "https": "clickhouse",
+    "starrocks": "starrocks",
 }
 
 _GROUPS = {"source": "dbmazz.sources", "sink": "dbmazz.sinks"}

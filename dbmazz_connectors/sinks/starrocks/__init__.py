@@ -1,0 +1,5 @@
+"""The StarRocks sink: Primary Key tables loaded by Stream Load over HTTP, DDL over the MySQL protocol."""
+
+from .config import StarRocksConfig
+
+__all__ = ["StarRocksConfig"]

@@ -1,0 +1,412 @@
+"""The StarRocks sink: Primary Key tables, Stream Load with a version merge condition, tombstones.
+
+Per source table ``schema.name`` the configured database holds a Primary Key table ``name``: the key
+columns first (StarRocks wants them so), the other source columns, ``_dbmazz_version``,
+``_dbmazz_commit_ts`` and ``_dbmazz_is_deleted`` (1 = a tombstone: a deleted key, kept so an older
+change loaded later cannot resurrect it). Users read live rows with ``WHERE _dbmazz_is_deleted = 0``
+(or the ``name_current`` view).
+
+Order independence: every load carries ``merge_condition: _dbmazz_version``, so a row replaces the
+stored one only when its version is at least the stored one; deletes are upserts of tombstones for
+the same reason (a physical delete would forget the version). Exactly once: each request has a
+label derived from (pipeline, batch, table, step, group, part), so a request repeated after a crash
+is answered "Label Already Exists" and counts as loaded; an applied-batch record is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ...core.batch import ChangeBatch
+from ...core.errors import Problem, SchemaChangeError, UnmappableTypeError
+from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities, WriteResult
+from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, Column, TableSchema
+from .._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
+from .._policy import COUNTERS, ValueGuard
+from ._body import DELETED_COLUMN, Group, groups_of, json_body, label_for, load_headers
+from ._client import StarRocksClient
+from .config import StarRocksConfig
+from .types import StarRocksTypes
+
+__all__ = ["StarRocksSink"]
+
+TABLES = "_dbmazz_tables"
+APPLIED = "_dbmazz_applied_batches"
+_SCHEMA_WAIT = 120.0  # seconds an ADD COLUMN may take to become visible (a StarRocks schema-change job)
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What the sink knows about one source table: its sink table, the columns it holds, the last truncate."""
+
+    table: str
+    target: str
+    schema: TableSchema  # the sink's logical schema (dropped columns kept)
+    truncated_version: int = 0
+
+
+class StarRocksSink(StarRocksClient):
+    """Writes ChangeBatches into StarRocks; see the module docstring for the layout and guarantees."""
+
+    name = "starrocks"
+    types = StarRocksTypes
+
+    def __init__(self, config: StarRocksConfig) -> None:
+        super().__init__(config)
+        self._states: dict[str, TableState] = {}
+        self.guard = ValueGuard(self.name, config.out_of_range, StarRocksTypes.value_rule)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> StarRocksSink:
+        return cls(StarRocksConfig.from_mapping(config))
+
+    def capabilities(self) -> SinkCapabilities:
+        return SinkCapabilities(
+            LoadingModel.STAGED_BATCH,
+            supports_upsert=True,
+            supports_delete=True,
+            supports_schema_evolution=True,
+            supports_transactions=False,
+            max_batch_rows=None,
+        )
+
+    def connect(self) -> None:
+        self.open()
+        db = self.q(self.config.database)
+        self.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+        self.execute(f"USE {db}")
+        self.execute(
+            self._ddl(
+                TABLES,
+                [
+                    "`table_name` VARCHAR(512) NOT NULL",
+                    "`target` VARCHAR(512)",
+                    "`schema_json` STRING",
+                    "`truncated_version` LARGEINT",
+                ],
+                ["table_name"],
+            )
+        )
+        self.execute(
+            self._ddl(
+                APPLIED,
+                [
+                    "`pipeline` VARCHAR(256) NOT NULL",
+                    "`batch_id` VARCHAR(256) NOT NULL",
+                    "`table_name` VARCHAR(512) NOT NULL",
+                    "`rows_written` BIGINT",
+                    "`high_water_version` LARGEINT",
+                    "`applied_at` DATETIME",
+                ],
+                ["pipeline", "batch_id", "table_name"],
+            )
+        )
+
+    def preflight(self, tables: Sequence[str] = ()) -> list[Problem]:
+        return self.check_access()
+
+    def _ddl(self, table: str, columns: list[str], key: list[str]) -> str:
+        keys = ", ".join(self.q(k) for k in key)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.q(table)} ({', '.join(columns)}) PRIMARY KEY ({keys}) "
+            f'DISTRIBUTED BY HASH({keys}) PROPERTIES ("replication_num" = "{int(self.config.replication_num)}")'
+        )
+
+    # ---- tables
+    def target_name(self, table: str) -> str:
+        return table.partition(".")[2] or table
+
+    def table_state(self, table: str) -> TableState | None:
+        if table in self._states:
+            return self._states[table]
+        rows = self.query_rows(
+            f"SELECT target, schema_json, truncated_version FROM {TABLES} WHERE table_name = %s", (table,)
+        )
+        if not rows:
+            return None
+        target, schema_json, truncated = rows[0]
+        state = TableState(table, target, TableSchema.from_dict(json.loads(schema_json)), int(truncated or 0))
+        self._states[table] = state
+        return state
+
+    def _save_state(self, state: TableState) -> None:
+        self.execute(
+            f"INSERT INTO {TABLES} (table_name, target, schema_json, truncated_version) VALUES (%s, %s, %s, %s)",
+            (state.table, state.target, json.dumps(state.schema.to_dict()), state.truncated_version),
+        )
+        self._states[state.table] = state
+
+    def create_table(self, schema: TableSchema) -> None:
+        """Create the sink table, its ``_current`` view and its state row. Idempotent."""
+        schema.require_primary_key()
+        if self.table_state(schema.qualified_name) is not None:
+            return
+        for col in schema.columns:
+            self.types.native(col.type)  # fails early on a type with no mapping
+            if col.name in schema.primary_key and not self.types.can_be_key(col.type):
+                raise UnmappableTypeError(
+                    schema.qualified_name, col.name, f"{col.type} (as a primary-key column)", "starrocks"
+                )
+        columns = tuple(
+            Column(c.name, c.type, c.name not in schema.primary_key, c.source_type) for c in schema.columns
+        )
+        schema = TableSchema(schema.schema, schema.name, columns, schema.primary_key)
+        state = TableState(schema.qualified_name, self.target_name(schema.qualified_name), schema)
+        key = [schema.column(k) for k in schema.primary_key]
+        rest = [c for c in schema.columns if c.name not in schema.primary_key]
+        cols = [f"{self.q(c.name)} {self.types.native(c.type)} NOT NULL" for c in key]
+        cols += [f"{self.q(c.name)} {self.types.native(c.type)} NULL" for c in rest]
+        cols += [
+            f"{self.q(VERSION_COLUMN)} LARGEINT NOT NULL",
+            f"{self.q(COMMIT_TS_COLUMN)} DATETIME NULL",
+            f"{self.q(DELETED_COLUMN)} BOOLEAN NOT NULL",
+        ]
+        self.execute(self._ddl(state.target, cols, list(schema.primary_key)))
+        self._create_view(state)
+        self._save_state(state)
+
+    def _create_view(self, state: TableState) -> None:
+        cols = ", ".join(self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN])
+        self.execute(
+            f"CREATE OR REPLACE VIEW {self.q(state.target + '_current')} AS SELECT {cols} "
+            f"FROM {self.q(state.target)} WHERE {self.q(DELETED_COLUMN)} = 0"
+        )
+
+    # ---- writing
+    def write_batch(self, batch: ChangeBatch, ref: BatchRef) -> WriteResult:
+        """Apply one table's batch; a batch already recorded is skipped (``already_applied``)."""
+        table = batch.table
+        if self._applied(ref, table):
+            return WriteResult(table, 0, True, self.high_water_version(table))
+        self.create_table(batch.schema)
+        state = self.table_state(table)
+        assert state is not None
+        steps = plan_batch(batch)
+        plans = self._plan_schemas(state, batch.schema, steps)  # every check before anything is written
+        details = {
+            "stale": 0,
+            "unknown_values_missing": 0,
+            "upserted": 0,
+            "tombstones": 0,
+            "truncates": 0,
+            "columns_added": 0,
+            "loads": 0,
+            "loads_already_done": 0,
+            "partial_loads": 0,
+            **dict.fromkeys(COUNTERS, 0),
+        }
+        guarded = {
+            index: self.guard.apply(step.rows, step.schema, table, details)  # may refuse: before any write
+            for index, step in enumerate(steps)
+            if isinstance(step, RowsStep)
+        }
+        written, high = 0, 0
+        for index, step in enumerate(steps):
+            if index in plans:
+                state = self._alter(state, plans[index])
+                details["columns_added"] += len(plans[index].added)
+            if isinstance(step, TruncateStep):
+                state = self._truncate(state, step.version)
+                details["truncates"] += 1
+                high = max(high, step.version)
+            elif isinstance(step, RowsStep):
+                count, top = self._write_rows(state, step, guarded[index], ref, index, details)
+                written, high = written + count, max(high, top)
+        high = max(high, self.high_water_version(table) or 0)
+        self.execute(
+            f"INSERT INTO {APPLIED} (pipeline, batch_id, table_name, rows_written, high_water_version, "
+            "applied_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                ref.pipeline,
+                ref.batch_id,
+                table,
+                written,
+                high,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            ),
+        )
+        return WriteResult(table, written, False, high, details)
+
+    def is_applied(self, ref: BatchRef, table: str) -> bool:
+        return self._applied(ref, table)
+
+    def _applied(self, ref: BatchRef, table: str) -> bool:
+        return bool(
+            self.query_rows(
+                f"SELECT 1 FROM {APPLIED} WHERE pipeline = %s AND batch_id = %s AND table_name = %s",
+                (ref.pipeline, ref.batch_id, table),
+            )
+        )
+
+    def _plan_schemas(
+        self, state: TableState, start: TableSchema, steps: list[Step]
+    ) -> dict[int, ColumnPlan]:
+        """The DDL each step needs (key -1: before the first); a type change StarRocks cannot follow raises."""
+        plans: dict[int, ColumnPlan] = {}
+        current = state.schema
+        incoming = [(-1, start)] + [
+            (i, s.new if isinstance(s, SchemaStep) else s.schema)
+            for i, s in enumerate(steps)
+            if isinstance(s, SchemaStep | RowsStep)
+        ]
+        for index, schema in incoming:
+            plan = reconcile_columns(current, schema, sink="starrocks", same_native=self.types.same_native)
+            if plan.widened:
+                old, new = plan.widened[0]
+                raise SchemaChangeError(
+                    f"starrocks: column {schema.qualified_name}.{new.name} changed from {old.type} to {new.type}; "
+                    "the StarRocks sink does not widen columns in place yet",
+                    hint="re-snapshot the table into a new sink table, or ALTER TABLE ... MODIFY COLUMN in StarRocks "
+                    "and re-run",
+                )
+            if plan.schema != current:
+                first = plans.get(max(index, 0))
+                plans[max(index, 0)] = (
+                    plan if first is None else ColumnPlan(plan.schema, first.added + plan.added, ())
+                )
+                current = plan.schema
+        return plans
+
+    def _alter(self, state: TableState, plan: ColumnPlan) -> TableState:
+        present = self._columns(state.target)
+        for col in plan.added:
+            if (
+                col.name not in present
+            ):  # StarRocks has no ADD COLUMN IF NOT EXISTS: a re-run skips what is there
+                self.execute(
+                    f"ALTER TABLE {self.q(state.target)} ADD COLUMN {self.q(col.name)} "
+                    f"{self.types.native(col.type)} NULL"
+                )
+        self._wait_for_columns(state.target, [c.name for c in plan.added])
+        state = TableState(state.table, state.target, plan.schema, state.truncated_version)
+        self._create_view(state)
+        self._save_state(state)
+        return state
+
+    def _columns(self, target: str) -> set[str]:
+        rows = self.query_rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (self.config.database, target),
+        )
+        return {r[0] for r in rows}
+
+    def _wait_for_columns(self, target: str, names: list[str]) -> None:
+        """ADD COLUMN runs as a schema-change job; loads naming the column fail until it is visible."""
+        deadline = time.monotonic() + _SCHEMA_WAIT
+        while not set(names) <= self._columns(target):
+            if time.monotonic() > deadline:
+                raise SchemaChangeError(
+                    f"starrocks: the columns {names} of {target} did not appear within {_SCHEMA_WAIT:.0f} s",
+                    hint="SHOW ALTER TABLE COLUMN; re-run once it finished",
+                )
+            time.sleep(0.5)
+
+    def _truncate(self, state: TableState, version: int) -> TableState:
+        """Remove rows older than the truncate and remember it, so older replays are skipped.
+
+        Rows at exactly ``version`` stay: the same transaction wrote them after the truncate."""
+        state = TableState(state.table, state.target, state.schema, max(state.truncated_version, version))
+        self._save_state(state)
+        self.execute(f"DELETE FROM {self.q(state.target)} WHERE {self.q(VERSION_COLUMN)} < {int(version)}")
+        return state
+
+    def _write_rows(
+        self,
+        state: TableState,
+        step: RowsStep,
+        rows: pa.Table,
+        ref: BatchRef,
+        index: int,
+        details: dict[str, int],
+    ) -> tuple[int, int]:
+        if state.truncated_version and rows.num_rows:
+            keep = pc.greater_equal(
+                rows.column(VERSION_COLUMN), pa.scalar(state.truncated_version, pa.uint64())
+            )
+            kept = rows.filter(keep)
+            details["stale"] += rows.num_rows - kept.num_rows
+            rows = kept
+        if rows.num_rows == 0:
+            return 0, 0
+        for group in groups_of(rows, step.schema, state.schema.column_names):
+            if group.unknown:
+                details["unknown_values_missing"] += self._missing(state, group)
+            details["tombstones" if group.deleted else "upserted"] += group.rows.num_rows
+            details["partial_loads"] += int(group.partial)
+            self._load_group(state, step.schema, group, ref, index, details)
+        return rows.num_rows, int(pc.max(rows.column(VERSION_COLUMN)).as_py())
+
+    def _load_group(
+        self,
+        state: TableState,
+        schema: TableSchema,
+        group: Group,
+        ref: BatchRef,
+        index: int,
+        details: dict[str, int],
+    ) -> None:
+        part_rows = self.config.part_rows
+        for part, offset in enumerate(range(0, group.rows.num_rows, part_rows)):
+            piece = Group(
+                group.tag,
+                group.rows.slice(offset, part_rows),
+                group.columns,
+                group.unknown,
+                group.partial,
+                group.deleted,
+            )
+            label = label_for(ref.pipeline, ref.batch_id, state.table, index, group.tag, part)
+            result = self.load(
+                state.target,
+                load_headers(piece, label, self.config.load_timeout),
+                json_body(piece, schema),
+                state.table,
+            )
+            details["loads"] += 1
+            details["loads_already_done"] += int(result.already_loaded)
+
+    def _missing(self, state: TableState, group: Group) -> int:
+        """Unknown values with no live sink row to keep them from (they become NULL): counted, like other sinks."""
+        key = list(state.schema.primary_key)
+        texts = [
+            StarRocksTypes.json_values(group.rows.column(k), state.schema.column(k).type).to_pylist()
+            for k in key
+        ]
+        conditions = [
+            " AND ".join(
+                f"{self.q(k)} = {self.literal(json.loads(t[i]))}" for k, t in zip(key, texts, strict=True)
+            )
+            for i in range(group.rows.num_rows)
+        ]
+        found = 0
+        for start in range(0, len(conditions), 500):
+            where = " OR ".join(f"({c})" for c in conditions[start : start + 500])
+            rows = self.query_rows(
+                f"SELECT count(*) FROM {self.q(state.target)} "
+                f"WHERE {self.q(DELETED_COLUMN)} = 0 AND ({where})"
+            )
+            found += int(rows[0][0])
+        return (group.rows.num_rows - found) * len(group.unknown)
+
+    # ---- reading
+    def high_water_version(self, table: str) -> int | None:
+        rows = self.query_rows(
+            f"SELECT max(high_water_version) FROM {APPLIED} WHERE table_name = %s", (table,)
+        )
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def row_count(self, table: str) -> int:
+        state = self.table_state(table)
+        if state is None:
+            return 0
+        rows = self.query_rows(
+            f"SELECT count(*) FROM {self.q(state.target)} WHERE {self.q(DELETED_COLUMN)} = 0"
+        )
+        return int(rows[0][0])

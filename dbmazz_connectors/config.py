@@ -14,6 +14,7 @@ file: ``password_env: SHOP_PG_PASSWORD`` (or ``${VAR}`` inside a URL) is resolve
           clickhouse: {url: "http://127.0.0.1:8123", database: shop}
         changelog: ./.dbmazz/changelog      # or any pyarrow filesystem URI (s3://bucket/prefix)
         poll_interval_seconds: 5
+        run_mode: batch                      # or stream: one long-lived run per pipeline (docs/operations.md)
         snapshot: {chunk_rows: 100000, chunks_per_batch: 10, parallelism: 4}   # optional: initial loads, re-syncs
 
 Connector mappings go to the registry as they are, plus ``pipeline`` and ``tables`` for sources,
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -75,6 +76,11 @@ class PipelineConfig(BaseModel):
     retention_batches: int = Field(2000, ge=10, description="applied batches kept in the change log")
     check_interval_minutes: int = Field(15, ge=1, le=59, description="how often the sink tables' asset checks run")
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig, description="how initial loads and re-syncs read")
+    run_mode: Literal["batch", "stream"] = Field("batch", description=(
+        "batch: the capture sensor launches one run per batch; stream: a long-lived run captures and applies "
+        "a batch every stream_interval_seconds (seconds from commit to sink instead of ~10)"))
+    stream_minutes: int = Field(10, ge=1, le=240, description="how long one streaming run lives before it ends cleanly")
+    stream_interval_seconds: float = Field(1.0, gt=0, le=60, description="how often a streaming run captures a batch")
 
     @field_validator("name")
     @classmethod

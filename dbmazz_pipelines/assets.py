@@ -33,7 +33,7 @@ from .snapshot_batches import snapshot_metadata
 from .translator import PipelineSpecs
 
 __all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata", "position_of",
-           "run_batches", "BACKFILL_POLICY", "MAX_BATCHES_PER_RUN"]
+           "run_batches", "capture_log_batch", "apply_table", "BACKFILL_POLICY", "MAX_BATCHES_PER_RUN"]
 
 # A backfill or re-run over many batches runs them in a few runs, each a range of batches applied in order
 # (docs/dagster.md, "Backfills"); the range is bounded so that one run's steps hold the pipeline's pool briefly.
@@ -129,11 +129,22 @@ def _over_range(result: dg.MaterializeResult, batches: list[str]) -> dg.Material
 def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource,
                      batch_id: str) -> dg.MaterializeResult:
     """A log batch: the planned range (checkpoint, upper bound], then the source is acknowledged."""
-    pipeline = specs.pipeline
     changelog = resource.open_changelog()
+    source = resource.connect_source()
+    try:
+        manifest, metadata = capture_log_batch(context, specs, source, changelog, batch_id)
+    finally:
+        source.disconnect()
+    return dg.MaterializeResult(asset_key=specs.changes_key, metadata=metadata)
+
+
+def capture_log_batch(context, specs: PipelineSpecs, source, changelog: ChangeLog,
+                      batch_id: str) -> tuple[BatchManifest, dict[str, object]]:
+    """Capture a planned log batch with a connected source (a batch run's capture step, and each batch of a
+    streaming run): its manifest and the checkpoint metadata its materialization records."""
+    pipeline = specs.pipeline
     start, end = _planned_range(changelog, pipeline.name, batch_id)
     began = time.monotonic()
-    source = resource.connect_source()
     try:
         schemas = source.table_schemas()
         manifest = capture_range(source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values())
@@ -141,15 +152,12 @@ def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, re
         lag = current.bytes_since(manifest.end)  # bytes of source log not captured yet, where the source can tell
     except TableChangedError as exc:
         raise _with_resync_hint(pipeline, exc) from None  # one error, its fix in Dagster terms
-    finally:
-        source.disconnect()
     _record_source_schemas(context, specs, schemas)
     context.log.info(f"batch {batch_id}: {manifest.rows} changes from {manifest.start} to {manifest.end}")
-    return dg.MaterializeResult(asset_key=specs.changes_key,
-                                metadata=capture_metadata(manifest, lag, time.monotonic() - began))
+    return manifest, capture_metadata(manifest, lag, time.monotonic() - began)
 
 
-def _record_source_schemas(context: dg.AssetExecutionContext, specs: PipelineSpecs, schemas) -> None:
+def _record_source_schemas(context, specs: PipelineSpecs, schemas) -> None:
     """The source tables' column schemas, recorded on their (external) assets when they changed."""
     for event in source_schema_events(specs.source_keys, schemas, context.instance):
         context.log_event(event)
@@ -253,7 +261,7 @@ def _apply_range(changelog: ChangeLog, target, specs: PipelineSpecs, manifests: 
     rows_written = 0
     for i, manifest in enumerate(manifests):
         try:
-            metadata = _apply_table(changelog, target, specs, manifest, table, log, describe=i == len(manifests) - 1)
+            metadata = apply_table(changelog, target, specs, manifest, table, log, describe=i == len(manifests) - 1)
         except TransientError:
             raise
         except Exception as exc:
@@ -264,7 +272,7 @@ def _apply_range(changelog: ChangeLog, target, specs: PipelineSpecs, manifests: 
     return metadata
 
 
-def _apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str,
+def apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str,
                  log, describe: bool = True) -> dict:
     """Apply one table's changes of the batch to the sink; its materialization metadata: what the batch did,
     then the table as the sink now holds it (Dagster's standard table metadata, see ``metadata.py``)."""

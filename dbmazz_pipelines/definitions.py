@@ -28,6 +28,7 @@ from .naming import (
 from .resources import DbmazzPipelineResource
 from .resync import build_resync_job
 from .sensors import build_capture_sensor
+from .stream import build_stream_job
 from .translator import DbmazzTranslator, PipelineSpecs
 
 __all__ = ["build_definitions", "load_pipeline_configs", "configured_definitions", "defs"]
@@ -95,7 +96,9 @@ def _pipeline_objects(specs: PipelineSpecs):
         cron_schedule=f"*/{pipeline.check_interval_minutes} * * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
-    return assets, [job, checks_job, build_resync_job(pipeline)], schedule, build_capture_sensor(specs, job), build_sink_checks(specs)
+    stream_job = build_stream_job(specs) if pipeline.run_mode == "stream" else None
+    jobs = [job, checks_job, build_resync_job(pipeline), *([stream_job] if stream_job is not None else [])]
+    return assets, jobs, schedule, build_capture_sensor(specs, job, stream_job), build_sink_checks(specs)
 
 
 @dataclass

@@ -9,6 +9,7 @@ live changes and live changes never starve a snapshot.
 from __future__ import annotations
 
 import json
+import time
 
 import dagster as dg
 
@@ -29,9 +30,12 @@ from .naming import (
 )
 from .retention import prune
 from .snapshot_batches import next_snapshot_batch, plan_missing_loads, snapshot_run_tags
+from .stream import stream_job_name
 from .translator import PipelineSpecs
 
-__all__ = ["build_capture_sensor", "IN_FLIGHT"]
+__all__ = ["build_capture_sensor", "IN_FLIGHT", "next_log_range", "starting_checkpoint"]
+
+STREAM_BACKOFF_SECONDS = 60
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -42,8 +46,8 @@ IN_FLIGHT = [
 
 
 def _run_in_flight(instance: dg.DagsterInstance, pipeline: str) -> dg.RunRecord | None:
-    """A queued or running batch or re-sync run of the pipeline."""
-    for name in (job_name(pipeline), resync_job_name(pipeline)):
+    """A queued or running batch, streaming or re-sync run of the pipeline."""
+    for name in (job_name(pipeline), stream_job_name(pipeline), resync_job_name(pipeline)):
         records = instance.get_run_records(dg.RunsFilter(job_name=name, statuses=IN_FLIGHT), limit=1)
         if records:
             return records[0]
@@ -62,14 +66,14 @@ def _materialized_checkpoint(instance: dg.DagsterInstance, changes: dg.AssetKey,
     return max(positions, key=lambda p: p.version) if positions else None
 
 
-def build_capture_sensor(specs: PipelineSpecs, job) -> dg.SensorDefinition:
+def build_capture_sensor(specs: PipelineSpecs, job, stream_job=None) -> dg.SensorDefinition:
     pipeline = specs.pipeline
     key = resource_key(pipeline.name)
     partitions_def = batch_partitions(pipeline.name)
 
     @dg.sensor(
         name=sensor_name(pipeline.name),
-        job=job,
+        jobs=[job, stream_job] if stream_job is not None else [job],
         minimum_interval_seconds=pipeline.poll_interval_seconds,
         required_resource_keys={key},
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -94,7 +98,7 @@ def build_capture_sensor(specs: PipelineSpecs, job) -> dg.SensorDefinition:
 def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, partitions_def):
     pipeline = specs.pipeline
     log_partitions = [p for p in partitions if not is_snapshot_batch(p)]
-    checkpoint, set_up = _starting_checkpoint(context, specs, source, changelog, log_partitions)
+    checkpoint, set_up = starting_checkpoint(context, specs, source, changelog, log_partitions)
     obsolete = _obsolete_log_batch(context, pipeline, changelog, checkpoint, log_partitions)
     if obsolete is not None:
         log_partitions.remove(obsolete)
@@ -105,14 +109,20 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
         context.log.info(f"{pipeline.name}: planned snapshot {plan.snapshot_id} ({plan.reason}) of "
                          f"{', '.join(plan.tables)}: {len(added)} batches")
     log_range = _next_log_range(pipeline, source, changelog, checkpoint, log_partitions)
+    streaming = pipeline.run_mode == "stream"
+    # a streaming run captures the newest planned batch first (a killed streaming run left it uncaptured)
+    uncaptured = bool(log_partitions) and changelog.manifest(pipeline.name, log_partitions[-1]) is None
+    log_ready = isinstance(log_range, tuple) or (streaming and uncaptured)
     snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added, specs.changes_key)
-    kind = _choose(isinstance(log_range, tuple), snapshot.batch_id is not None, context.cursor)
+    kind = _choose(log_ready, snapshot.batch_id is not None, context.cursor)
     requests = [partitions_def.build_add_request(added)] if added else []
     if obsolete is not None:
         requests.append(partitions_def.build_delete_request([obsolete]))
     if kind is None:
         reason = _skip_reason(pipeline, log_range, snapshot.failed)
         return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests) if requests else dg.SkipReason(reason)
+    if kind == "cdc" and streaming:
+        return _start_stream(context, pipeline, requests)
     if kind == "cdc":
         batch_id, tags = _plan_log_batch(pipeline, changelog, *log_range)
         requests.append(partitions_def.build_add_request([batch_id]))
@@ -121,8 +131,25 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
     pruned = prune(context.instance, specs, changelog, partitions)
     if pruned:
         requests.append(partitions_def.build_delete_request(pruned))
-    run = dg.RunRequest(partition_key=batch_id, run_key=batch_id, tags={PIPELINE_TAG: pipeline.name, **tags})
+    run = dg.RunRequest(job_name=job_name(pipeline.name), partition_key=batch_id, run_key=batch_id, tags={PIPELINE_TAG: pipeline.name, **tags})
     return dg.SensorResult(run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": kind}))
+
+
+def _start_stream(context, pipeline: PipelineConfig, requests: list):
+    """A streaming run (``run_mode: stream``) instead of one batch run; after two failed streaming runs in a
+    row, the next waits STREAM_BACKOFF_SECONDS after the last (a cause that persists fills no Runs page)."""
+    records = context.instance.get_run_records(dg.RunsFilter(job_name=stream_job_name(pipeline.name)), limit=2)
+    failed = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+    if len(records) == 2 and len(failed) == 2:
+        ended = failed[0].end_time or failed[0].update_timestamp.timestamp()
+        wait = ended + STREAM_BACKOFF_SECONDS - time.time()
+        if wait > 0:
+            reason = (f"the last two streaming runs of {pipeline.name} failed (run {failed[0].dagster_run.run_id[:8]}"
+                      f"); the next starts in {wait:.0f}s")
+            return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests) if requests \
+                else dg.SkipReason(reason)
+    run = dg.RunRequest(job_name=stream_job_name(pipeline.name), tags={PIPELINE_TAG: pipeline.name, KIND_TAG: "stream"})
+    return dg.SensorResult(run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": "cdc"}))
 
 
 def _plan_log_batch(pipeline: PipelineConfig, changelog, start, end) -> tuple[str, dict[str, str]]:
@@ -169,18 +196,26 @@ def _next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint, log
     if log_partitions and changelog.manifest(pipeline.name, log_partitions[-1]) is None:
         return (f"batch {log_partitions[-1]} has not been captured yet; re-run its partition of "
                 f"{pipeline.name}/changes (nothing newer is planned until it succeeds)")
+    found, _, reason = next_log_range(pipeline, source, changelog, checkpoint)
+    return found if found is not None else reason
+
+
+def next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint):
+    """``(range, checkpoint, reason)``: the range (checkpoint, current] to capture next, or None and why not;
+    the checkpoint, moved to the current position when the source holds nothing of the pipeline's tables up
+    to it (recorded, then the source acknowledged). The sensor's planning, also a streaming run's."""
     current = source.current_position()
     if current.version <= checkpoint.version:
-        return f"{pipeline.name} is idle at {checkpoint}"
+        return None, checkpoint, f"{pipeline.name} is idle at {checkpoint}"
     pending = getattr(source, "pending_changes", None)
     if pending is not None and not pending(checkpoint, current):
         changelog.record_idle_checkpoint(pipeline.name, current)  # recorded first, then acknowledged
         source.checkpoint(current)
-        return f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it"
-    return checkpoint, current
+        return None, current, f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it"
+    return (checkpoint, current), checkpoint, ""
 
 
-def _starting_checkpoint(context, specs: PipelineSpecs, source, changelog, log_partitions: list[str]):
+def starting_checkpoint(context, specs: PipelineSpecs, source, changelog, log_partitions: list[str]):
     """The pipeline's checkpoint, cross-checked with Dagster's record and the source's own; and whether the
     source was set up for the first time on this tick."""
     pipeline = specs.pipeline

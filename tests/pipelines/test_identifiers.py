@@ -185,7 +185,7 @@ def _read_back(sink, table: str) -> list[tuple]:
 
 @pytest.mark.slow
 def test_hostile_table_names_replicate_into_every_sink(pg_db, ch_db, tmp_path, monkeypatch):
-    monkeypatch.setenv("TEST_PG_SINK_URL", pg_db.url)  # referenced, never written in the config
+    monkeypatch.setenv("TEST_PG_SINK_URL", pg_db.sink_url)  # referenced, never written in the config
     monkeypatch.setenv("TEST_CH_SINK_URL", ch_db.url)
     sinks = {"postgres": {"url": "${TEST_PG_SINK_URL}", "schema": "replica"}, "clickhouse": {"url": "${TEST_CH_SINK_URL}"}}
     odd = _hostile_pipeline(pg_db, tmp_path, monkeypatch, REPLICATED, sinks)

@@ -23,6 +23,7 @@ from dbmazz_connectors.core.errors import DbmazzError
 from dbmazz_connectors.core.registry import create_source
 from infra._common import free_port
 from infra.shop import SHOP_TABLES, create_replication_role, create_shop, seed_customers, seed_orders
+from tests.fixtures.clickhouse import SINK_PASSWORD, SINK_USER
 from tests.pipelines._harness import ShopPipeline, churn
 
 SECRET = "Zq7-secret-pw-x9"
@@ -200,7 +201,7 @@ def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_ro
                                                          caplog, capfd):
     caplog.set_level(logging.DEBUG)
     admin = full_row_metadata
-    ch_password = ch_db.server.password
+    ch_password = SINK_PASSWORD  # the sink's least-privilege user (tests/fixtures/clickhouse.py)
     evidence = Evidence(SECRET, WRONG, ch_password)
     user = f"sec_{mysql_db.name[-8:]}"
     with admin.cursor() as cur:
@@ -212,7 +213,7 @@ def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_ro
     monkeypatch.setenv("SECRET_MY_PW", SECRET)
     monkeypatch.setenv("SECRET_CH_PW", ch_password)
     source = {"url": mysql_db.server.url("", user=user), "password_env": "SECRET_MY_PW"}
-    sink = {"url": ch_db.server.url(ch_db.name, user=ch_db.server.user, password=""), "password_env": "SECRET_CH_PW"}
+    sink = {"url": ch_db.server.url(ch_db.name, user=SINK_USER, password=""), "password_env": "SECRET_CH_PW"}
     pipeline = PipelineConfig(name="shop_my", source=source, tables=[f"{mysql_db.name}.orders"],
                               sinks={"clickhouse": sink}, changelog=str(tmp_path / "changelog"))
     try:
@@ -245,7 +246,7 @@ def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_ro
             evidence.files("dagster home", tmp_path / "dagster")
             events = "\n".join(text for where, text in evidence.items if where.startswith("run "))
             assert "Access denied for user" in events, "the runs' failures are part of the evidence"
-            assert "refused user dbmazz (wrong password or unknown user)" in events, "the apply failure is evidence"
+            assert f"refused user {SINK_USER} (wrong password or unknown user)" in events, "the apply failure is evidence"
         for table in client.query("SHOW TABLES").result_rows:
             evidence.add(f"clickhouse {table[0]}", client.query(f"SELECT * FROM `{table[0]}`").result_rows)
 

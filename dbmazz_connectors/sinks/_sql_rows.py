@@ -47,13 +47,13 @@ class RowMerge:
 
     upsert_by_replace = False  # True: delete the keys, then a plain INSERT (faster than ON CONFLICT in DuckDB)
 
-    def drop_stale(self, staged: str, state: TableState, on_key: str, min_version: int) -> int:
+    def drop_stale(self, staged: str, state: TableState, on_key: str, min_version: int, high_water: int | None) -> int:
         """Remove staged rows older than what the sink holds (a truncate, a live row, a tombstone); returns how many.
 
         Every version in the sink came from an applied batch, so when the oldest staged row is at or
-        above the table's high-water version nothing can be stale (in-order CDC): the joins are skipped.
+        above the table's high-water version (``high_water``, read in this transaction) nothing can be
+        stale (in-order CDC): the joins are skipped.
         """
-        high_water = self.high_water_version(state.table)
         if min_version >= max(high_water or 0, state.truncated_version):
             return 0
         v = self.q(VERSION_COLUMN)
@@ -65,19 +65,19 @@ class RowMerge:
     def drop_staged(self, staged: str) -> None:
         self.execute(f"DROP TABLE {staged}")
 
-    def _apply_rows(self, state: TableState, step: RowsStep, details: dict[str, int]) -> None:
+    def _apply_rows(self, state: TableState, step: RowsStep, details: dict[str, int], high_water: int | None) -> None:
         rows = with_unknown_key(self.guard.apply(step.rows, step.schema, state.table, details))
         ops = rows.column(OP_COLUMN)
         deletes = pc.sum(pc.equal(ops, OP_DELETE)).as_py() or 0
         unknown = rows.column(UNKNOWN_KEY)
         groups = [] if unknown.null_count == len(unknown) else pc.unique(unknown.drop_null()).to_pylist()
         min_version = int(pc.min(rows.column(VERSION_COLUMN)).as_py())
-        if self._append_only(state, rows, min_version) and self.direct_insert(state, step.schema, rows):
+        if self._append_only(state, rows, min_version, high_water) and self.direct_insert(state, step.schema, rows):
             details["upserted"] += rows.num_rows
             return
         staged = self.stage(rows, step.schema, state.table)
         on_key = " AND ".join(f"x.{self.q(k)} = w.{self.q(k)}" for k in step.schema.primary_key)
-        details["stale"] += self.drop_stale(staged, state, on_key, min_version)
+        details["stale"] += self.drop_stale(staged, state, on_key, min_version, high_water)
         self._tombstones(state, staged, on_key, deletes, details)
         names = step.schema.column_names
         full = f"{self.q(UNKNOWN_KEY)} IS NULL"
@@ -96,7 +96,7 @@ class RowMerge:
             details["upserted"] += self._upsert(state, staged, known, where, (group,))
         self.drop_staged(staged)
 
-    def _append_only(self, state: TableState, rows: pa.Table, min_version: int) -> bool:
+    def _append_only(self, state: TableState, rows: pa.Table, min_version: int, high_water: int | None) -> bool:
         """Only inserts, all newer than anything applied, every value known, no tombstones, every sink
         column in the batch: such rows can go straight into the table (if none of their keys exists)."""
         if not pc.all(pc.equal(rows.column(OP_COLUMN), OP_INSERT)).as_py():
@@ -105,7 +105,7 @@ class RowMerge:
             return False
         if not set(state.schema.column_names) <= set(rows.column_names):
             return False
-        if min_version < max(self.high_water_version(state.table) or 0, state.truncated_version):
+        if min_version < max(high_water or 0, state.truncated_version):
             return False
         return not self.fetchall(f"SELECT 1 FROM {self.tomb(state)} LIMIT 1")
 

@@ -43,8 +43,6 @@ from ._sql_rows import META_SCHEMA, UNKNOWN_KEY, RowMerge, TableState
 __all__ = ["SqlSink", "TableState", "META_SCHEMA", "UNKNOWN_KEY"]
 
 
-
-
 class SqlSink(RowMerge, ABC):
     """Shared algorithm; a subclass provides the connection, quoting, staging and type table."""
 
@@ -193,18 +191,19 @@ class SqlSink(RowMerge, ABC):
         table = batch.table
         if self.table_state(table) is None:
             self.create_table(batch.schema)
-        if self._applied(ref, table):
-            return WriteResult(table, 0, True, self.high_water_version(table))
         state = self.table_state(table)
         assert state is not None
-        planned = self._validate(state, batch)
+        # The applied check, the schema check and the table's high-water version are read once each, inside the
+        # transaction (after the table's lock): per batch these metadata queries cost as much as a small batch's rows.
         self.begin()
         try:
             self.lock_table_state(table)
             if self._applied(ref, table):
                 self.rollback()
                 return WriteResult(table, 0, True, self.high_water_version(table))
-            details, rows, state = self._run(state, planned)
+            planned = self._validate(state, batch)  # before anything of the batch is written
+            before = self.high_water_version(table)
+            details, rows, state = self._run(state, planned, before)
             high_water = _batch_high_water(batch)
             self.execute(f"INSERT INTO {self.q(META_SCHEMA, 'applied_batches')} (pipeline, batch_id, table_name, "
                          "rows_written, high_water_version) VALUES (%s, %s, %s, %s, %s)",
@@ -215,7 +214,8 @@ class SqlSink(RowMerge, ABC):
             self.rollback()
             raise self._wrap(exc, table) from exc
         self._states[table] = state
-        return WriteResult(table, rows, False, self.high_water_version(table), details)
+        after = max((v for v in (before, high_water) if v is not None), default=None)
+        return WriteResult(table, rows, False, after, details)
 
     def _wrap(self, exc: BaseException, table: str) -> BaseException:
         if isinstance(exc, DbmazzError) or not isinstance(exc, Exception):
@@ -248,7 +248,8 @@ class SqlSink(RowMerge, ABC):
             planned.append((plan, step))
         return planned
 
-    def _run(self, state: TableState, planned) -> tuple[dict[str, int], int, TableState]:
+    def _run(self, state: TableState, planned, high_water: int | None) -> tuple[dict[str, int], int, TableState]:
+        """Apply the planned steps; ``high_water``: the table's high-water version before this batch."""
         details = {"upserted": 0, "deleted": 0, "stale": 0, "unknown_values_missing": 0, "truncates": 0,
                    "columns_added": 0, "columns_widened": 0, **dict.fromkeys(COUNTERS, 0)}
         rows = 0
@@ -260,7 +261,7 @@ class SqlSink(RowMerge, ABC):
                 details["truncates"] += 1
             elif isinstance(step, RowsStep) and step.rows.num_rows:
                 rows += step.rows.num_rows
-                self._apply_rows(state, step, details)
+                self._apply_rows(state, step, details, high_water)
         return details, rows, state
 
     def _alter(self, state: TableState, plan: ColumnPlan, details: dict[str, int]) -> TableState:

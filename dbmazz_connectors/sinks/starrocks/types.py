@@ -29,6 +29,8 @@ Everything here is column-wise (pyarrow compute): a value never becomes a Python
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -182,8 +184,25 @@ def _json_values(array: pa.Array, logical: LogicalType) -> pa.Array:
             '{"months": ', parts[0], ', "days": ', parts[1], ', "micros": ', parts[2], "}", ""
         )
         return _quoted(_escaped(text))
-    # decimals, text, json, uuid, enum, time: the exact text, quoted
+    if kind is Kind.DECIMAL and pa.types.is_decimal(array.type):
+        return _quoted(_plain_decimals(pc.cast(array, pa.string())))
+    # unbounded decimals (text), text, json, uuid, enum, time: the exact text, quoted
     return _quoted(_escaped(pc.cast(array, pa.string())))
+
+
+def _plain_decimals(text: pa.Array) -> pa.Array:
+    """Arrow writes some decimals in exponent form ("1E-10", "0E-10" for a zero of scale 10), which a
+    DECIMAL column may not parse: those rows (only where the scale is above 6) are rewritten plainly."""
+    sci = pc.match_substring(text, "E").fill_null(False)
+    if not pc.any(sci).as_py():
+        return text
+    rows = np.flatnonzero(sci.to_numpy(zero_copy_only=False))
+    plain = pa.array([format(Decimal(v), "f") for v in text.take(pa.array(rows)).to_pylist()], pa.string())
+    positions = np.full(len(text), -1, dtype=np.int64)
+    positions[rows] = np.arange(len(rows))
+    merged = pa.concat_arrays([text, plain])
+    index = np.where(positions >= 0, len(text) + positions, np.arange(len(text)))
+    return merged.take(pa.array(index))
 
 
 def _json_lists(array: pa.Array, element: LogicalType) -> pa.Array:

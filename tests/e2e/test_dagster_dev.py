@@ -97,5 +97,18 @@ def _check_lineage_page(port: int) -> None:
         page.wait_for_timeout(1000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "lineage.png"))
+        _check_sink_table_page(page, port)
         browser.close()
     assert not errors, f"browser console errors: {errors}"
+
+
+def _check_sink_table_page(page, port: int) -> None:
+    """A sink table's page shows its column schema (``dagster/column_schema``): the sink's columns and types."""
+    page.goto(f"http://127.0.0.1:{port}/assets/shop/duckdb/public.orders", wait_until="networkidle")
+    columns = page.get_by_text("Columns").first
+    columns.wait_for(timeout=30_000)
+    for column in ("customer_id", "quantity", "amount", "status", "created_at"):
+        page.get_by_text(column, exact=True).first.wait_for(timeout=10_000)
+    columns.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "sink-table-columns.png"), full_page=True)

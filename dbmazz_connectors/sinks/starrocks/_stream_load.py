@@ -208,7 +208,7 @@ def _read_response(reader: Any) -> _Http:
 
 
 def _read_chunked(reader: Any) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         size = int(reader.readline().split(b";")[0].strip() or b"0", 16)
         if size == 0:

@@ -66,7 +66,7 @@ class ChangeLog:
         segment_rows: int = SEGMENT_ROWS,
     ) -> None:
         if "://" in root:
-            self.fs, self.root = pafs.FileSystem.from_uri(root)
+            self.fs, self.root = _open_uri(root)
         else:
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(root)
         self.part_rows = part_rows
@@ -300,6 +300,32 @@ class Segment:
     file: str | None
     row_groups: tuple[int, ...]
     rows: int
+
+
+def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and root path of a change-log URI, refusing credentials in it.
+
+    A key pair in the URI (``s3://KEY:SECRET@bucket/...``, which pyarrow accepts) would travel wherever the
+    URI does: pipelines.yaml, the Dagster resource's config shown in the UI, error messages (pyarrow's own
+    parse errors quote the whole URI, and an AWS secret with a ``/`` in it fails to parse). The store's
+    credentials belong in the environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile, an
+    instance or pod role), where pyarrow's default credential chain finds them.
+    """
+    scheme, _, rest = uri.partition("://")
+    userinfo, at, host_path = rest.split("?", 1)[0].partition("@")
+    # an AWS secret may hold a '/', so the user part is not cut at the first slash
+    if at and (":" in userinfo or "/" not in userinfo):
+        raise ChangeLogError(
+            f"the change-log URI {scheme}://***@{host_path} carries credentials",
+            hint="remove them from the URI and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or "
+                 "role) in the environment of the daemon, the code server and every run")
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise ChangeLogError(f"the change-log URI {uri} is not a filesystem URI pyarrow accepts: {exc}",
+                             hint="a local folder, file:///path, or s3://bucket/prefix (options as query "
+                                  "parameters: endpoint_override=host:port&scheme=http for an S3-compatible "
+                                  "store)") from None
 
 
 def _entry_event(table: str, item: dict[str, Any], batch_id: str) -> Truncate | SchemaChange:

@@ -171,7 +171,7 @@ def _put(target: tuple[str, int], path: str, headers: dict[str, str], body: byte
             + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             + "\r\n"
         )
-        sock.sendall(head.encode("latin-1"))
+        sock.sendall(head.encode())  # UTF-8: column names in the columns header may be non-ASCII
         reader = sock.makefile("rb")
         readable, _, _ = select.select([sock], [], [], _CONTINUE_WAIT)
         if readable:

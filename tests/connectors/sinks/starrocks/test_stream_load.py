@@ -125,3 +125,38 @@ def test_delete_then_older_insert_replayed_keeps_the_key_deleted(sink, sr_db):  
     apply("b1-again-under-a-new-id", (OP_INSERT, 10, {"id": 1, "qty": 1}, None))
     assert sink.row_count("public.items") == 0
     assert sink.query_rows("SELECT _dbmazz_is_deleted, _dbmazz_version FROM items") == [(1, 20)]
+
+
+def test_non_ascii_and_quoted_names_reach_their_columns(sink):  # noqa: F811
+    from dbmazz_connectors.core import (
+        OP_INSERT,
+        OP_UPDATE,
+        ChangeBatch,
+        Column,
+        LogicalType,
+        Rows,
+        TableSchema,
+    )
+
+    from .._workload import rows_table
+
+    schema = TableSchema(
+        "public",
+        "prix",
+        (
+            Column("clé", LogicalType.of("string"), False),
+            Column("montant €", LogicalType.of("int64")),
+            Column('note "x"', LogicalType.of("string")),
+        ),
+        ("clé",),
+    )
+
+    def apply(batch_id, *changes):
+        rows = rows_table(schema, list(changes))
+        sink.write_batch(
+            ChangeBatch(schema.qualified_name, schema, [Rows(schema, rows)]), BatchRef("p", batch_id)
+        )
+
+    apply("b1", (OP_INSERT, 10, {"clé": "ü", "montant €": 5, 'note "x"': "kept"}, None))
+    apply("b2", (OP_UPDATE, 20, {"clé": "ü", "montant €": 6}, ['note "x"']))
+    assert sink.query_rows('SELECT `clé`, `montant €`, `note "x"` FROM prix_current') == [("ü", 6, "kept")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from dbmazz_connectors.core import TableSchema
 from dbmazz_connectors.sinks.postgres import PostgresSink
 from dbmazz_connectors.sinks.postgres.sink import copy_csv
 from infra.postgres import PostgresServer
+
+SINK_ROLE = "bench_sink"
 
 
 def _raw_load(url: str):
@@ -33,7 +36,21 @@ def _check(sink: PostgresSink, schema: TableSchema) -> dict:
     return {"rows": int(rows), "sum_customer_id": int(customers)}
 
 
+def _sink_role(server: PostgresServer) -> str:
+    """The sink's documented minimum (its README): LOGIN, CREATE on the database, and on schema public (PostgreSQL
+    15 gives no one CREATE there); returns its url. The raw load runs as the same role, on the same footing."""
+    import psycopg
+
+    password = secrets.token_hex(12)
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {SINK_ROLE} LOGIN PASSWORD '{password}'")
+        conn.execute(f"GRANT CREATE ON DATABASE postgres TO {SINK_ROLE}")
+        conn.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {SINK_ROLE}")
+    return server.url(user=SINK_ROLE, password=password)
+
+
 @contextmanager
 def target(workdir: str) -> Iterator[BenchTarget]:
     with PostgresServer() as server:
-        yield BenchTarget({"url": server.url()}, _raw_load(server.url()), _check)
+        url = _sink_role(server)
+        yield BenchTarget({"url": url}, _raw_load(url), _check)

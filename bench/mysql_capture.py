@@ -11,6 +11,7 @@ bench/results/mysql_capture.json (shared/BENCH.md format).
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,24 @@ ORDERS = """CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id INT NOT NULL
 INSERT = """INSERT INTO orders SELECT seq, seq % 9973, ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'done'),
   (seq % 100000) / 100, TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND,
   IF(seq % 5 = 0, NULL, CONCAT('note for order ', seq)), NULL FROM seq_{lo}_to_{hi}"""
+
+
+CAPTURE_USER = "bench_capture"
+
+
+def create_capture_user(server: MariaDbServer) -> str:
+    """The source's documented grants (docs/operations.md), nothing more; returns its password. The reference
+    loop logs in as the same user, so both read the binlog on the same footing."""
+    import pymysql
+
+    password = secrets.token_hex(12)
+    conn = pymysql.connect(**server.connect_kwargs())
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE USER '{CAPTURE_USER}'@'%' IDENTIFIED BY '{password}'")
+        cur.execute(f"GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{CAPTURE_USER}'@'%'")
+        cur.execute(f"GRANT SELECT ON shop.* TO '{CAPTURE_USER}'@'%'")
+    conn.close()
+    return password
 
 
 def make_workload(server: MariaDbServer, rows: int) -> int:
@@ -46,8 +65,9 @@ def make_workload(server: MariaDbServer, rows: int) -> int:
     return rows + rows // 4 + rows // 10
 
 
-def run_source(server: MariaDbServer, start, end) -> tuple[int, float, float]:
-    source = MySqlSource.from_config({"url": server.url("shop"), "pipeline": "bench", "tables": ["shop.orders"]})
+def run_source(server: MariaDbServer, password: str, start, end) -> tuple[int, float, float]:
+    url = server.url("shop", user=CAPTURE_USER, password=password)
+    source = MySqlSource.from_config({"url": url, "pipeline": "bench", "tables": ["shop.orders"]})
     source.connect()
     began, rows, peak = time.perf_counter(), 0, 0.0
     for event in source.read_changes(start, end):
@@ -59,11 +79,11 @@ def run_source(server: MariaDbServer, start, end) -> tuple[int, float, float]:
     return rows, seconds, peak
 
 
-def run_reference(server: MariaDbServer, start) -> tuple[int, float]:
+def run_reference(server: MariaDbServer, password: str, start) -> tuple[int, float]:
     from pymysqlreplication import BinLogStreamReader
     from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-    settings = {"host": server.host, "port": server.port, "user": server.admin_user, "passwd": server.password}
+    settings = {"host": server.host, "port": server.port, "user": CAPTURE_USER, "passwd": password}
     began, rows = time.perf_counter(), 0
     reader = BinLogStreamReader(connection_settings=settings, server_id=4242, log_file=start.file,
                                 log_pos=start.offset, resume_stream=True, blocking=False, is_mariadb=False,
@@ -81,7 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     inserts = 50_000 if args.quick else 500_000
     with MariaDbServer() as server:
-        probe = MySqlSource.from_config({"url": server.url(), "pipeline": "bench", "tables": ["shop.orders"]})
+        password = create_capture_user(server)
+        url = server.url(user=CAPTURE_USER, password=password)
+        probe = MySqlSource.from_config({"url": url, "pipeline": "bench", "tables": ["shop.orders"]})
         probe.connect()
         start = probe.current_position()
         began = time.perf_counter()
@@ -89,8 +111,8 @@ def main() -> None:
         write_seconds = time.perf_counter() - began
         end = probe.current_position()
         probe.disconnect()
-        rows, seconds, peak = run_source(server, start, end)
-        ref_rows, ref_seconds = run_reference(server, start)
+        rows, seconds, peak = run_source(server, password, start, end)
+        ref_rows, ref_seconds = run_reference(server, password, start)
     assert rows == changes, f"the source emitted {rows} row changes, expected {changes}"
     assert ref_rows == changes, f"the reference loop saw {ref_rows} row changes, expected {changes}"
     write_result(

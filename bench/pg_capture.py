@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from bench._common import peak_rss_mb, write_result  # noqa: E402
 from bench._pg_workload import ORDERS_DDL, run_orders_workload  # noqa: E402
 
 REFERENCE_SLOT = "bench_reference"
+CAPTURE_ROLE = "bench_capture"  # the documented least-privilege role (infra.shop.create_replication_role)
 
 
 def _child(spec: dict) -> None:
@@ -62,9 +64,9 @@ def _reference(conn, end: str) -> tuple[int, float]:
     return count, time.perf_counter() - began
 
 
-def _capture_in_child(pg, db: str, slot: str, start, end, receiver: str = "") -> dict:
+def _capture_in_child(url: str, slot: str, start, end, receiver: str = "") -> dict:
     with tempfile.TemporaryDirectory(prefix="dbmazz-bench-") as folder:
-        spec = {"url": pg.url(db), "slot": slot, "start": str(start), "end": str(end), "changelog": folder}
+        spec = {"url": url, "slot": slot, "start": str(start), "end": str(end), "changelog": folder}
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
                              capture_output=True, text=True, env={**os.environ, "DBMAZZ_PG_RECEIVER": receiver})
     return json.loads(out.stdout)
@@ -77,6 +79,7 @@ def _one_backlog(pg, rows: int, rounds: int, python_receiver: bool = False) -> d
     import psycopg
 
     from dbmazz_connectors.sources.postgres import PostgresSource
+    from infra.shop import create_replication_role
 
     db = f"bench_{rows}"
     with psycopg.connect(pg.url(), autocommit=True) as admin:
@@ -85,7 +88,10 @@ def _one_backlog(pg, rows: int, rounds: int, python_receiver: bool = False) -> d
     slots = [f"dbmazz_bench_{i}" for i in range(rounds + python_receiver)]
     with psycopg.connect(pg.url(db), autocommit=True) as conn:
         conn.execute(ORDERS_DDL)
-        source = PostgresSource.from_config({"url": pg.url(db), "pipeline": "bench", "tables": ["public.orders"],
+        password = secrets.token_hex(12)
+        create_replication_role(pg.url(db), CAPTURE_ROLE, password, "dbmazz_bench", ["public.orders"])
+        url = pg.url(db, user=CAPTURE_ROLE, password=password)
+        source = PostgresSource.from_config({"url": url, "pipeline": "bench", "tables": ["public.orders"],
                                              "slot": slots[0]})
         source.connect()
         source.setup()
@@ -102,10 +108,10 @@ def _one_backlog(pg, rows: int, rounds: int, python_receiver: bool = False) -> d
         runs = []
         if python_receiver:
             result["python_receiver_seconds"] = round(
-                _capture_in_child(pg, db, slots.pop(), start, end, receiver="python")["seconds"], 3)
+                _capture_in_child(url, slots.pop(), start, end, receiver="python")["seconds"], 3)
         for slot in slots:
             count, reference_seconds = _reference(conn, str(end))
-            capture = _capture_in_child(pg, db, slot, start, end)
+            capture = _capture_in_child(url, slot, start, end)
             runs.append({"reference_seconds": round(reference_seconds, 3), "capture_seconds": round(capture["seconds"], 3),
                          "peak_rss_mb": round(capture["peak_rss_mb"], 1)})
             result.update(capture, reference_count=count)

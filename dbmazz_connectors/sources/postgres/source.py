@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +16,7 @@ from psycopg import sql
 from ...core.batch import ChangeEvent, Rows
 from ...core.errors import (
     ConfigError,
+    DbmazzError,
     Problem,
     SlotInvalidatedError,
     SourceError,
@@ -442,11 +443,20 @@ class PostgresSource:
             yield from reader.read(chunks, parallelism)
 
     def _errors(self):
-        return _translate_errors(self.config.slot)
+        return _translate_errors(self.config.slot, self._slot_lost)
+
+    def _slot_lost(self) -> bool:
+        """Whether the server marks the slot invalidated (``wal_status = lost``), asked on a connection of its own
+        (the failed one may be mid-COPY): an error's text is never what decides."""
+        try:
+            with self._open() as conn:
+                state = slot_state(conn, self.config.slot)
+        except (DbmazzError, psycopg.Error):
+            return False
+        return bool(state and state[2] == "lost")
 
 
-# admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now: a re-run can succeed
-_SHUTDOWN = frozenset({"57P01", "57P02", "57P03"})
+_NOT_IN_PREREQUISITE_STATE = "55000"
 # a TLS handshake or verification failure (libpq's words): a configuration problem, not worth retrying
 _TLS_FAILURE = re.compile(r"certificate|does not support SSL")
 _NEEDS_TLS = re.compile(r"pg_hba\.conf (rejects connection|entry) for .* no encryption")
@@ -455,8 +465,9 @@ _NEEDS_TLS = re.compile(r"pg_hba\.conf (rejects connection|entry) for .* no encr
 class _translate_errors:  # noqa: N801 - used as a context manager, reads like a function
     """Map driver errors to dbmazz errors (slot invalidated, connection lost), passwords redacted."""
 
-    def __init__(self, slot: str) -> None:
+    def __init__(self, slot: str, slot_lost: Callable[[], bool]) -> None:
         self.slot = slot
+        self.slot_lost = slot_lost
 
     def __enter__(self) -> None:
         return None
@@ -465,12 +476,22 @@ class _translate_errors:  # noqa: N801 - used as a context manager, reads like a
         if exc is None or not isinstance(exc, psycopg.Error | CopyFailed):
             return False
         text = redact(str(exc).strip())
-        if "invalidated" in text:
-            raise SlotInvalidatedError(self.slot, text.splitlines()[0]) from None
-        if isinstance(exc, pg_errors.UndefinedObject) or getattr(exc, "sqlstate", None) == "42704":
-            raise SourceError(f"postgres: {text}", hint="run setup (dbmazz check shows what is missing)") from None
         sqlstate = getattr(exc, "sqlstate", None)
-        if (isinstance(exc, psycopg.OperationalError) or (isinstance(exc, CopyFailed) and sqlstate is None)
-                or (sqlstate or "").startswith("08") or sqlstate in _SHUTDOWN):
+        # object_not_in_prerequisite_state: among others, a slot the server invalidated; the slot's state decides
+        if sqlstate == _NOT_IN_PREREQUISITE_STATE and self.slot_lost():
+            raise SlotInvalidatedError(self.slot, text.splitlines()[0]) from None
+        if isinstance(exc, pg_errors.UndefinedObject) or sqlstate == "42704":
+            raise SourceError(f"postgres: {text}", hint="run setup (dbmazz check shows what is missing)") from None
+        lost_link = sqlstate is None and isinstance(exc, psycopg.OperationalError | CopyFailed)  # no server error
+        if lost_link or (sqlstate or "").startswith(("08", "57P0")):  # connection exceptions, shutdowns
             raise TransientError(f"postgres connection failed while capturing: {text}") from None
+        if sqlstate is not None and _transient(sqlstate):
+            raise TransientError(f"postgres failed while capturing (a re-run can succeed): {text}") from None
         raise SourceError(f"postgres failed while capturing: {text}") from None
+
+
+def _transient(sqlstate: str) -> bool:
+    """Server errors a re-run can get past: connection exceptions (08), insufficient resources (53), a slot in
+    use by another session (55006), operator intervention such as a shutdown or a cancel (57), serialization
+    failures and deadlocks (40001, 40P01)."""
+    return sqlstate[:2] in ("08", "53", "57") or sqlstate in ("55006", "40001", "40P01")

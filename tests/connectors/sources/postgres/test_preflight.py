@@ -130,6 +130,11 @@ def test_invalidated_slot():
             list(source.read_changes(start, source.current_position()))
         with pytest.raises(SlotInvalidatedError):
             source.checkpoint(source.current_position())
+        # the server's error while decoding (SQLSTATE 55000) is told apart by asking the slot's state, not by its text
+        with pytest.raises(SlotInvalidatedError, match="can no longer get changes"):
+            with source._errors():
+                source.conn.execute("SELECT count(*) FROM pg_logical_slot_peek_changes('dbmazz_p1', NULL, NULL, "
+                                    "'proto_version', '1', 'publication_names', 'dbmazz_p1')")
         source.disconnect()
 
 

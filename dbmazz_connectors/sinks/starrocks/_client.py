@@ -75,6 +75,16 @@ class StarRocksClient:
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, sql) from None
 
+    def query_named(self, sql: str, params: tuple[Any, ...] | None = None) -> list[dict[str, Any]]:
+        """Rows as {column: value} (for SHOW statements, whose columns are known by name)."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql, params)
+                names = [d[0] for d in cur.description or ()]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, sql) from None
+
     def load(self, target: str, headers: dict[str, str], body: bytes, source_table: str) -> LoadResponse:
         """One Stream Load into ``target`` of the configured database."""
         cfg = self.config

@@ -197,6 +197,7 @@ class StarRocksSink(StarRocksClient):
             "tombstones": 0,
             "truncates": 0,
             "columns_added": 0,
+            "columns_widened": 0,
             "loads": 0,
             "loads_already_done": 0,
             "partial_loads": 0,
@@ -212,6 +213,7 @@ class StarRocksSink(StarRocksClient):
             if index in plans:
                 state = self._alter(state, plans[index])
                 details["columns_added"] += len(plans[index].added)
+                details["columns_widened"] += len(plans[index].widened)
             if isinstance(step, TruncateStep):
                 state = self._truncate(state, step.version)
                 details["truncates"] += 1
@@ -258,55 +260,78 @@ class StarRocksSink(StarRocksClient):
         ]
         for index, schema in incoming:
             plan = reconcile_columns(current, schema, sink="starrocks", same_native=self.types.same_native)
-            if plan.widened:
-                old, new = plan.widened[0]
-                raise SchemaChangeError(
-                    f"starrocks: column {schema.qualified_name}.{new.name} changed from {old.type} to {new.type}; "
-                    "the StarRocks sink does not widen columns in place yet",
-                    hint="re-snapshot the table into a new sink table, or ALTER TABLE ... MODIFY COLUMN in StarRocks "
-                    "and re-run",
-                )
+            for old, new in plan.widened:
+                if new.name in schema.primary_key or not self.types.can_modify(old.type, new.type):
+                    raise SchemaChangeError(
+                        f"starrocks: column {schema.qualified_name}.{new.name} changed from {old.type} to "
+                        f"{new.type}, which a Primary Key table cannot follow in place (a key column, or an "
+                        "array element type)",
+                        hint="re-snapshot the table into a new sink table",
+                    )
             if plan.schema != current:
                 first = plans.get(max(index, 0))
                 plans[max(index, 0)] = (
-                    plan if first is None else ColumnPlan(plan.schema, first.added + plan.added, ())
+                    plan
+                    if first is None
+                    else ColumnPlan(plan.schema, first.added + plan.added, first.widened + plan.widened)
                 )
                 current = plan.schema
         return plans
 
     def _alter(self, state: TableState, plan: ColumnPlan) -> TableState:
+        """ADD COLUMN / MODIFY COLUMN, each waited for (StarRocks runs one schema change per table at a time).
+
+        StarRocks has neither ADD COLUMN IF NOT EXISTS nor a no-op MODIFY ("Nothing is changed"), so a
+        re-run after a crash first reads what the table already has and skips that."""
         present = self._columns(state.target)
+        target = self.q(state.target)
         for col in plan.added:
-            if (
-                col.name not in present
-            ):  # StarRocks has no ADD COLUMN IF NOT EXISTS: a re-run skips what is there
+            if col.name not in present:
                 self.execute(
-                    f"ALTER TABLE {self.q(state.target)} ADD COLUMN {self.q(col.name)} "
-                    f"{self.types.native(col.type)} NULL"
+                    f"ALTER TABLE {target} ADD COLUMN {self.q(col.name)} {self.types.native(col.type)} NULL"
                 )
-        self._wait_for_columns(state.target, [c.name for c in plan.added])
+                self._wait_for_schema_change(state.target)
+        for _, new in plan.widened:
+            if not self.types.holds(present.get(new.name), new.type):
+                self.execute(
+                    f"ALTER TABLE {target} MODIFY COLUMN {self.q(new.name)} {self.types.native(new.type)} NULL"
+                )
+                self._wait_for_schema_change(state.target)
         state = TableState(state.table, state.target, plan.schema, state.truncated_version)
         self._create_view(state)
         self._save_state(state)
         return state
 
-    def _columns(self, target: str) -> set[str]:
+    def _columns(self, target: str) -> dict[str, tuple[str, int | None, int | None]]:
+        """name -> (data_type, numeric precision, numeric scale) as information_schema shows them."""
         rows = self.query_rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            "SELECT column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s",
             (self.config.database, target),
         )
-        return {r[0] for r in rows}
+        return {r[0]: (str(r[1]), r[2], r[3]) for r in rows}
 
-    def _wait_for_columns(self, target: str, names: list[str]) -> None:
-        """ADD COLUMN runs as a schema-change job; loads naming the column fail until it is visible."""
+    def _wait_for_schema_change(self, target: str) -> None:
+        """Until the table's schema-change jobs are done (a job that was cancelled fails the batch)."""
         deadline = time.monotonic() + _SCHEMA_WAIT
-        while not set(names) <= self._columns(target):
+        while True:
+            jobs = self.query_named(f"SHOW ALTER TABLE COLUMN WHERE TableName = {self.literal(target)}")
+            pending = [j for j in jobs if str(j.get("State")) not in ("FINISHED", "CANCELLED")]
+            if not pending:
+                break
             if time.monotonic() > deadline:
                 raise SchemaChangeError(
-                    f"starrocks: the columns {names} of {target} did not appear within {_SCHEMA_WAIT:.0f} s",
-                    hint="SHOW ALTER TABLE COLUMN; re-run once it finished",
+                    f"starrocks: the schema change of {target} did not finish within {_SCHEMA_WAIT:.0f} s "
+                    f"(state {pending[-1].get('State')})",
+                    hint="SHOW ALTER TABLE COLUMN; re-run the batch once it finished",
                 )
             time.sleep(0.5)
+        latest = max(jobs, key=lambda j: str(j.get("CreateTime")), default=None)
+        if latest is not None and latest.get("State") == "CANCELLED":
+            raise SchemaChangeError(
+                f"starrocks: the schema change of {target} was cancelled: {latest.get('Msg')}",
+                hint="SHOW ALTER TABLE COLUMN for the reason; fix it and re-run the batch",
+            )
 
     def _truncate(self, state: TableState, version: int) -> TableState:
         """Remove rows older than the truncate and remember it, so older replays are skipped.

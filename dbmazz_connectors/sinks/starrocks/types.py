@@ -47,6 +47,14 @@ from .._policy import ValueRule, temporal_rule
 
 __all__ = ["StarRocksTypes"]
 
+_ALIASES = {
+    "integer": "int",
+    "decimal32": "decimal",
+    "decimal64": "decimal",
+    "decimal128": "decimal",
+    "varchar": "varchar",
+    "hugeint": "largeint",
+}
 _CONTROL = [chr(c) for c in range(0x20)]
 _HEX = np.array([f"{b:02x}" for b in range(256)], dtype="S2").view(np.uint8).reshape(256, 2)
 
@@ -110,6 +118,26 @@ class StarRocksTypes:
     @classmethod
     def can_be_key(cls, logical: LogicalType) -> bool:
         return logical.kind in cls.KEY_KINDS
+
+    @classmethod
+    def can_modify(cls, old: LogicalType, new: LogicalType) -> bool:
+        """Whether ``ALTER TABLE ... MODIFY COLUMN`` can take a value column from ``old`` to ``new``
+        (scalars only: an array's element type is not changed in place)."""
+        return Kind.ARRAY not in (old.kind, new.kind) and cls.native(new) != "STRING"
+
+    @classmethod
+    def holds(cls, column: tuple[str, int | None, int | None] | None, logical: LogicalType) -> bool:
+        """Whether an information_schema column (data_type, precision, scale) already is ``logical``'s type."""
+        if column is None:
+            return False
+        data_type, precision, scale = column
+        have = _ALIASES.get(data_type.lower().split("(")[0].strip(), data_type.lower().split("(")[0].strip())
+        want = cls.native(logical).lower().split("(")[0].split("<")[0].strip()
+        if want != have:
+            return False
+        if logical.kind is Kind.DECIMAL and want == "decimal":
+            return (precision, scale) == (logical.precision, logical.scale or 0)
+        return True
 
     @classmethod
     def same_native(cls, a: LogicalType, b: LogicalType) -> bool:

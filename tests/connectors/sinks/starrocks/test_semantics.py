@@ -1,6 +1,8 @@
 """Schema changes, truncates and unknown values in the StarRocks sink (scenarios in ../_scenarios.py),
 read back through the ``items_current`` view over the MySQL protocol of the stand-in StarRocks."""
 
+import json
+
 import pytest
 
 from dbmazz_connectors.core import OP_INSERT, SchemaChange, SchemaChangeError, create_sink
@@ -52,7 +54,7 @@ def test_a_widening_applied_again_after_a_crash_skips_the_done_modify(sink):
     sink.execute(
         "INSERT INTO _dbmazz_tables (table_name, target, schema_json, truncated_version) "
         "VALUES (%s, %s, %s, %s)",
-        ("public.items", "items", __import__("json").dumps(_scenarios.BASE.to_dict()), 0),
+        ("public.items", "items", json.dumps(_scenarios.BASE.to_dict()), 0),
     )
     sink._states.clear()  # as a new process would: the state saved before the crash
     wide = _scenarios._with(_scenarios.BASE, qty="int64", price="decimal(12,2)")

@@ -22,6 +22,7 @@ __all__ = [
     "UnknownConnectorError",
     "TransientError",
     "redact",
+    "caused_by",
 ]
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)@", re.I)
@@ -36,6 +37,29 @@ def _redact_pair(match: re.Match[str]) -> str:
     if _SERVER_PHRASE.match(match.string, match.start() - len("using "), match.end() + 1):
         return str(match.group(0))
     return f"{match.group('key')}***"
+
+
+def caused_by(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` or an error it wraps is a ``kind``: classify by type, not by the words of a message.
+
+    Drivers wrap the error that happened (``__cause__``, ``__context__``, urllib3's ``reason``, PyMySQL's
+    ``original_exception``); a TLS verification failure, say, stays an ``ssl.SSLCertVerificationError`` inside.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return True
+        for attr in ("__cause__", "__context__", "reason", "original_exception"):
+            inner = getattr(current, attr, None)
+            if isinstance(inner, BaseException):
+                pending.append(inner)
+        pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+    return False
 
 
 def redact(text: str) -> str:

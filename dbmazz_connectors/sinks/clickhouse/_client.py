@@ -8,12 +8,13 @@ place tests wrap to kill the process mid-write).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 
-from ...core.errors import ConfigError, DbmazzError, Problem, SinkError, TransientError, redact
+from ...core.errors import ConfigError, DbmazzError, Problem, SinkError, TransientError, caused_by, redact
 from .config import ClickHouseConfig
 
 __all__ = ["ClickHouseClient"]
@@ -140,14 +141,11 @@ class ClickHouseClient:
                             f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.* TO {self.config.username}")]
         return []
 
-    def _code(self, exc: Exception) -> int | None:
+    @staticmethod
+    def _code(exc: Exception) -> int | None:
+        """The server's error code, which clickhouse-connect takes from the X-ClickHouse-Exception-Code header."""
         code = getattr(exc, "code", None)
-        if code is None and "Code: " in str(exc):
-            try:
-                code = int(str(exc).split("Code: ", 1)[1].split(".", 1)[0])
-            except ValueError:
-                return None
-        return code
+        return code if isinstance(code, int) else None
 
     def _config_error(self, exc: Exception) -> DbmazzError:
         cfg, code, text = self.config, self._code(exc), _first_line(redact(str(exc)))[:300]
@@ -159,7 +157,7 @@ class ClickHouseClient:
         if code == _UNKNOWN_DATABASE:
             return ConfigError(f"clickhouse sink: expected the database {cfg.database!r} on {cfg.host}:{cfg.port}, "
                                "found none", hint=f"CREATE DATABASE {self.q(cfg.database)}")
-        if code is None and ("CERTIFICATE_VERIFY_FAILED" in text or "wrong version number" in text.lower()):
+        if code is None and caused_by(exc, ssl.SSLError):  # verification failed, or the port does not speak TLS
             return ConfigError(f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
                                hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
                                     "is a name the certificate carries, and that the port serves HTTPS (8443)")
@@ -180,7 +178,7 @@ class ClickHouseClient:
                                     f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.*")
         if code in (_AUTH, _UNKNOWN_DATABASE):
             return self._config_error(exc)
-        if code is None and ("CERTIFICATE_VERIFY_FAILED" in text or "wrong version number" in text.lower()):
+        if code is None and caused_by(exc, ssl.SSLError):  # verification failed, or the port does not speak TLS
             return ConfigError(f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
                                hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
                                     "is a name the certificate carries, and that the port serves HTTPS (8443)")

@@ -18,6 +18,7 @@ from ...core.errors import (
     SourceError,
     TableChangedError,
     TransientError,
+    caused_by,
     redact,
 )
 from ...core.schema import TableSchema
@@ -79,7 +80,7 @@ class MySqlSource:
                                   "database" + (", and TLS: a server with require_secure_transport = ON refuses a "
                                                 "connection without it (ssl_mode: VERIFY_IDENTITY, ssl_ca)"
                                                 if plain else "")) from None
-            if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text and "certificate" in text.lower():
+            if caused_by(exc, ssl.SSLError):  # the handshake or the certificate's verification failed
                 raise ConfigError(f"cannot connect to mysql at {where} over TLS: {text}",
                                   hint="check ssl_ca (the CA that signed the server's certificate) and that the host "
                                   "in the url is a name the certificate carries (ssl_mode VERIFY_IDENTITY)") from None

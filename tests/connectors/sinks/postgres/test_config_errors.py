@@ -51,8 +51,9 @@ def test_role_without_create_privilege_gets_the_grant_to_run(pg_db, role_without
     assert str(error).endswith(f'fix: GRANT CREATE ON DATABASE "{pg_db.name}" TO "{role_without_ddl}"')
 
 
-def test_missing_database_is_named(pg_server):
-    error = _connect_error({"url": pg_server.url("nope_db")}, secret=pg_server.password)
+def test_missing_database_is_named(pg_db):
+    role, password = pg_db.sink_role  # the sink's least-privilege role, into a database that does not exist
+    error = _connect_error({"url": pg_db.server.url("nope_db", user=role, password=password)}, secret=password)
     assert isinstance(error, ConfigError)
     assert 'database "nope_db" does not exist' in str(error) and "CREATE DATABASE nope_db" in str(error)
 

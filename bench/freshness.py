@@ -1,7 +1,7 @@
 """Freshness: seconds from a source commit to visible in the sink, under a steady workload, default settings.
 
-Starts a throw-away PostgreSQL, the demo's shop pipeline (DuckDB sink) under ``dagster dev``, writes ~200
-changes/s, and polls the sink: an order inserted at commit time t is visible once the sink's max(id) reaches it
+Starts a throw-away PostgreSQL, the demo's shop pipeline (DuckDB sink) under ``dagster dev``, waits until its
+initial load is applied (every snapshot batch: steady state), writes ~200 changes/s, and polls the sink: an order inserted at commit time t is visible once the sink's max(id) reaches it
 (batches apply whole transactions in order). value = p95 seconds; reference = the sensor interval; ratio =
 interval / p95 (latency: higher is better). Writes bench/results/freshness.json.
 
@@ -28,10 +28,11 @@ import duckdb  # noqa: E402
 import yaml  # noqa: E402
 
 from bench._common import RESULTS, write_result  # noqa: E402
+from dbmazz_pipelines.naming import batch_partitions, sink_key  # noqa: E402
 from infra._common import free_port  # noqa: E402
 from infra.demo import prepare, start_dagster, stop_process_group  # noqa: E402
 from infra.postgres import PostgresServer  # noqa: E402
-from infra.shop import ShopWorkload  # noqa: E402
+from infra.shop import SHOP_TABLES, ShopWorkload  # noqa: E402
 
 POLL_INTERVAL = 5  # the pipeline default (poll_interval_seconds)
 
@@ -53,6 +54,19 @@ def _wait_http(url: str, timeout: float) -> None:
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def _wait_initial_load(home: str, timeout: float) -> None:
+    """Until the initial load's batches (every ``snap-`` partition) are applied to every sink table."""
+    keys = [sink_key("shop", "duckdb", table) for table in SHOP_TABLES]
+    deadline = time.monotonic() + timeout
+    with dg.DagsterInstance.from_config(home) as instance:
+        while time.monotonic() < deadline:
+            snapshot = {p for p in instance.get_dynamic_partitions(batch_partitions("shop").name) if p.startswith("snap-")}
+            if snapshot and all(snapshot <= instance.get_materialized_partitions(key) for key in keys):
+                return
+            time.sleep(0.5)
+    raise RuntimeError(f"the initial load was not applied within {timeout}s")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -110,7 +124,8 @@ def main() -> None:
         dagster = start_dagster(env, port, workdir / "dagster.log")
         try:
             _wait_http(f"http://127.0.0.1:{port}/server_info", 180)
-            time.sleep(15)  # let the sensor set up the slot before the workload starts
+            # steady state: the workload starts once the initial load of the seeded shop is visible in the sink
+            _wait_initial_load(env["DAGSTER_HOME"], 300)
             workload = ShopWorkload(pg.url("shop"), rate=args.rate, per_transaction=5).start()
             started = time.time()
             visible_at: list[tuple[float, int]] = []

@@ -136,10 +136,11 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
 
 
 def _start_stream(context, pipeline: PipelineConfig, requests: list):
-    """A streaming run (``run_mode: stream``) instead of one batch run; after two failed streaming runs in a
-    row, the next waits STREAM_BACKOFF_SECONDS after the last (a cause that persists fills no Runs page)."""
+    """A streaming run (``run_mode: stream``) instead of one batch run; after two streaming runs in a row that
+    failed within STREAM_BACKOFF_SECONDS of their start, the next waits STREAM_BACKOFF_SECONDS after the last (a
+    cause that persists fills no Runs page; a run that streamed for long and failed at its end does not count)."""
     records = context.instance.get_run_records(dg.RunsFilter(job_name=stream_job_name(pipeline.name)), limit=2)
-    failed = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+    failed = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE and _short(r)]
     if len(records) == 2 and len(failed) == 2:
         ended = failed[0].end_time or failed[0].update_timestamp.timestamp()
         wait = ended + STREAM_BACKOFF_SECONDS - time.time()
@@ -150,6 +151,12 @@ def _start_stream(context, pipeline: PipelineConfig, requests: list):
                 else dg.SkipReason(reason)
     run = dg.RunRequest(job_name=stream_job_name(pipeline.name), tags={PIPELINE_TAG: pipeline.name, KIND_TAG: "stream"})
     return dg.SensorResult(run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": "cdc"}))
+
+
+def _short(record: dg.RunRecord) -> bool:
+    if record.start_time is None or record.end_time is None:
+        return True  # never started, or killed: its end is when it was marked failed
+    return record.end_time - record.start_time < STREAM_BACKOFF_SECONDS
 
 
 def _plan_log_batch(pipeline: PipelineConfig, changelog, start, end) -> tuple[str, dict[str, str]]:

@@ -220,3 +220,24 @@ def test_a_sigkilled_streaming_run_is_recovered_by_the_next_without_losing_or_do
             applied = instance.get_materialized_partitions(sink_key(shop.name, "duckdb", table))
             assert set(partitions) <= applied, sorted(set(partitions) - applied)[:3]
         assert shop.tick(defs, instance).run_requests == []
+
+
+def test_after_two_streaming_runs_failed_at_start_the_sensor_waits(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, **STREAM)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance:
+        start_shop(shop, defs, instance)
+        churn(pg_db.url, 1)
+        password = os.environ["TEST_SHOP_PASSWORD"]
+        for _ in range(2):
+            request = _stream_request(shop, defs, instance)
+            monkeypatch.setenv("TEST_SHOP_PASSWORD", "not-the-password")  # the run cannot log in
+            job = defs.resolve_job_def(stream_job_name(shop.name))
+            assert not job.execute_in_process(
+                instance=instance, tags=dict(request.tags), raise_on_error=False
+            ).success
+            monkeypatch.setenv("TEST_SHOP_PASSWORD", password)
+        result = shop.tick(defs, instance)
+        assert result.run_requests == []
+        assert "the last two streaming runs of shop failed" in result.skip_message, result.skip_message
+        assert "the next starts in" in result.skip_message

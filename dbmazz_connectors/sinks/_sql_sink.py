@@ -93,6 +93,10 @@ class SqlSink(RowMerge, ABC):
     def alter_type_sql(self, target: str, column: str, native: str) -> str:
         return f"ALTER TABLE {target} ALTER COLUMN {self.q(column)} TYPE {native}"
 
+    def target_key_clause(self, key_columns: str) -> str:
+        """The target table's key constraint (after its columns); the apply keeps one row per key either way."""
+        return f", PRIMARY KEY ({key_columns})"
+
     def check_widening(self, plan: ColumnPlan, table: str) -> None:
         """Refuse widenings the sink cannot run in place (before anything is written)."""
         return None
@@ -167,8 +171,8 @@ class SqlSink(RowMerge, ABC):
         self.ensure_schema(state.target_schema)
         self.execute(
             f"CREATE TABLE IF NOT EXISTS {self.target(state)} ({', '.join(cols)}, "
-            f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, {self.q(COMMIT_TS_COLUMN)} TIMESTAMPTZ NOT NULL, "
-            f"PRIMARY KEY ({pk}))"
+            f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, {self.q(COMMIT_TS_COLUMN)} TIMESTAMPTZ NOT NULL"
+            f"{self.target_key_clause(pk)})"
         )
         key_cols = [f"{self.q(k)} {self.types.native(schema.column(k).type)} NOT NULL" for k in key]
         self.execute(f"CREATE TABLE IF NOT EXISTS {self.tomb(state)} ({', '.join(key_cols)}, "

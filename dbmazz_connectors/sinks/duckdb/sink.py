@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import shlex
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from ...core.errors import (
     UnrepresentableValueError,
 )
 from ...core.protocols import LoadingModel, SinkCapabilities
-from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, VERSION_COLUMN, TableSchema
+from ...core.schema import COMMIT_TS_COLUMN, OP_COLUMN, OP_DELETE, VERSION_COLUMN, TableSchema
 from .._plan import ColumnPlan
 from .._sql_sink import META_SCHEMA, UNKNOWN_KEY, SqlSink, TableState
 from .config import DuckDbConfig
@@ -32,6 +33,9 @@ __all__ = ["DuckDbSink"]
 _STAGE = "__dbmazz_stage"
 _CATALOG = "dbmazz_sink"
 _WORK = "__dbmazz_work"
+# one writer lock per (database file, table) for the connections of this process (see lock_table_state)
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 
 def _quote(part: str) -> str:
@@ -55,6 +59,7 @@ class DuckDbSink(SqlSink):
         super().__init__(config.pipeline, config.schema, config.out_of_range)
         self.config = config
         self.con: Any = None
+        self._held: list[threading.Lock] = []
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DuckDbSink:
@@ -119,8 +124,9 @@ class DuckDbSink(SqlSink):
 
     def disconnect(self) -> None:
         if self.con is not None:
-            self.con.close()
+            self.con.close()  # an open transaction is rolled back
             self.con = None
+        self._release()
         self._states.clear()
 
     def preflight(self, tables: Sequence[str] = ()) -> list[Problem]:
@@ -143,6 +149,47 @@ class DuckDbSink(SqlSink):
     def q(self, *parts: str) -> str:
         return ".".join(_quote(p) for p in parts)
 
+    def target_key_clause(self, key_columns: str) -> str:
+        """No PRIMARY KEY unless configured: DuckDB's key index (an ART) made each 100k-change batch of updates and
+        deletes 2.5x dearer (re-inserting a key deleted in the same transaction is its slow path), while the apply
+        keeps one row per key by itself (each key's one change deletes the key, then inserts it)."""
+        return super().target_key_clause(key_columns) if self.config.primary_key else ""
+
+    def lock_table_state(self, table: str) -> None:
+        """Hold the table's writer lock until commit or rollback: without a key index nothing else would stop two
+        connections of this process (the only other writers DuckDB lets in) from both inserting a new key."""
+        path = self.config.path
+        if path == ":memory:":
+            return  # every connection to :memory: is a database of its own
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault((os.path.realpath(path), self.target_key(table)), threading.Lock())
+        if not lock.acquire(timeout=self.config.lock_wait_seconds):
+            raise TransientError(f"duckdb sink: another connection of this process kept writing {table} for "
+                                 f"{self.config.lock_wait_seconds:g}s", hint="apply one batch of a table at a time; "
+                                 "retrying this one is safe")
+        self._held.append(lock)
+
+    def _release(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+    def _upsert(self, state: TableState, staged: str, names: list[str], where: str, params: Sequence = ()) -> int:
+        """UPDATE the keys the table holds, then INSERT the others: ``ON CONFLICT`` needs the key index,
+        which a table has only with ``primary_key: true`` (works either way)."""
+        key = state.schema.primary_key
+        cols = [*names, VERSION_COLUMN, COMMIT_TS_COLUMN]
+        on_key = " AND ".join(f"x.{_quote(k)} = w.{_quote(k)}" for k in key)
+        rows = f"w.{_quote(OP_COLUMN)} <> {OP_DELETE} AND w.{where}"
+        sets = ", ".join(f"{_quote(c)} = w.{_quote(c)}" for c in cols if c not in key)
+        updated = self.execute(f"UPDATE {self.target(state)} x SET {sets} FROM {staged} w WHERE {on_key} AND {rows}",
+                               params)
+        collist = ", ".join(_quote(c) for c in cols)
+        inserted = self.execute(
+            f"INSERT INTO {self.target(state)} ({collist}) SELECT {', '.join('w.' + _quote(c) for c in cols)} "
+            f"FROM {staged} w WHERE {rows} AND NOT EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key})",
+            params)
+        return updated + inserted
+
     def _require(self) -> Any:
         if self.con is None:
             raise SinkError("duckdb sink: not connected", hint="call connect() first")
@@ -162,14 +209,19 @@ class DuckDbSink(SqlSink):
         self._require().begin()
 
     def commit(self) -> None:
-        self._require().commit()
+        try:
+            self._require().commit()
+        finally:
+            self._release()
 
     def rollback(self) -> None:
-        if self.con is not None:
-            try:
+        try:
+            if self.con is not None:
                 self.con.rollback()
-            except Exception:  # noqa: BLE001 - no transaction open
-                pass
+        except Exception:  # noqa: BLE001 - no transaction open
+            pass
+        finally:
+            self._release()
 
     def _create_objects(self, state: TableState) -> None:
         """As every SQL sink, except that DuckDB identifiers ignore case: a source table whose schema and name
@@ -193,22 +245,27 @@ class DuckDbSink(SqlSink):
         others = ColumnPlan(plan.schema, plan.added, tuple(w for w in plan.widened if w not in keyed))
         state = super()._alter(state, others, details)
         columns = [*plan.schema.columns]
+        keyed_target = bool(self.fetchall(  # a table created with primary_key: true keeps its key index
+            "SELECT 1 FROM duckdb_constraints() WHERE database_name = current_database() AND schema_name = %s "
+            "AND table_name = %s AND constraint_type = 'PRIMARY KEY'", (state.target_schema, state.target_name)))
         self._rebuild(state.target_schema, state.target_name, state.schema,
                       [(c.name, self.types.native(c.type), c.name in state.schema.primary_key) for c in columns]
-                      + [(VERSION_COLUMN, self.types.VERSION, True), (COMMIT_TS_COLUMN, "TIMESTAMPTZ", True)])
+                      + [(VERSION_COLUMN, self.types.VERSION, True), (COMMIT_TS_COLUMN, "TIMESTAMPTZ", True)],
+                      keyed_target)
         self._rebuild(META_SCHEMA, state.tombstones, state.schema,
                       [(k, self.types.native(state.schema.column(k).type), True) for k in state.schema.primary_key]
-                      + [(VERSION_COLUMN, self.types.VERSION, True)])
+                      + [(VERSION_COLUMN, self.types.VERSION, True)], True)
         details["columns_widened"] += len(keyed)
         return state
 
-    def _rebuild(self, schema_name: str, name: str, schema: TableSchema, columns: list[tuple[str, str, bool]]) -> None:
+    def _rebuild(self, schema_name: str, name: str, schema: TableSchema, columns: list[tuple[str, str, bool]],
+                 primary_key: bool) -> None:
         """Copy the table ``schema_name.name`` into a new one with ``columns`` (name, native type, not null)."""
         work = name + "__dbmazz_rebuild"
         defs = ", ".join(f"{_quote(c)} {native}{' NOT NULL' if not_null else ''}" for c, native, not_null in columns)
         names = ", ".join(_quote(c) for c, _, _ in columns)
-        self.execute(f"CREATE TABLE {self.q(schema_name, work)} ({defs}, "
-                     f"PRIMARY KEY ({', '.join(_quote(k) for k in schema.primary_key)}))")
+        key = f", PRIMARY KEY ({', '.join(_quote(k) for k in schema.primary_key)})" if primary_key else ""
+        self.execute(f"CREATE TABLE {self.q(schema_name, work)} ({defs}{key})")
         self.execute(f"INSERT INTO {self.q(schema_name, work)} ({names}) SELECT {names} FROM {self.q(schema_name, name)}")
         self.execute(f"DROP TABLE {self.q(schema_name, name)}")
         self.execute(f"ALTER TABLE {self.q(schema_name, work)} RENAME TO {_quote(name)}")

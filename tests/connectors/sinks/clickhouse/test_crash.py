@@ -1,48 +1,17 @@
-"""A ClickHouse apply SIGKILLed mid-batch: the view shows the state before or after the batch, and
-re-applying every batch converges (the dedup tokens turn the re-sent inserts into no-ops)."""
-
-import json
-import subprocess
-import sys
-
-import pytest
+"""A ClickHouse apply SIGKILLed between a truncate and its inserts (the kill points every sink shares, with the
+view showing the state before or after the batch: ../conformance/)."""
 
 from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.engine import apply_batch
 
-from .._workload import assert_sink_equals, mixed_workload, source_rows_after, write_batches
-from .test_workload import current_rows
-
-# (statement of batch 4 the process dies right after, the state the view shows then, batch recorded)
-KILL_POINTS = [
-    ("ALTER TABLE", "before", False),  # the added column, before any row of the batch
-    ("INSERT INTO orders", "after", False),  # the batch's rows, before the applied record
-    ("INSERT INTO _dbmazz_applied_batches", "after", True),
-]
+from .._workload import assert_sink_equals, mixed_workload, write_batches
+from ..conformance.kit import run_killed
 
 
-def _kill(ch_db, changelog, ids, kill_batch, kill_at):
-    spec = {"sink": {"url": ch_db.url, "pipeline": "p"}, "changelog": changelog.root, "pipeline": "p",
-            "batches": ids, "kill_batch": kill_batch, "kill_at": kill_at}
-    proc = subprocess.run([sys.executable, "-m", "tests.connectors.sinks.clickhouse._kill_apply", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -9, f"the applier was not killed: {proc.returncode}\n{proc.stderr[-2000:]}"
-
-
-@pytest.mark.parametrize("kill_at,state,recorded", KILL_POINTS)
-def test_sigkill_mid_batch_leaves_before_or_after_and_reapply_converges(ch_db, changelog, tmp_path, kill_at, state,
-                                                                        recorded):
-    wl = mixed_workload(seed=31)
-    ids = write_batches(changelog, "p", wl.batches)
-    _kill(ch_db, changelog, ids, ids[4], kill_at)
-    sink = create_sink({"url": ch_db.url, "pipeline": "p"})
-    sink.connect()
-    schema, rows = source_rows_after(wl.batches[: 5 if state == "after" else 4], str(tmp_path / "state"))
-    assert_sink_equals(current_rows(sink, schema), rows)
-    results = [apply_batch(changelog, sink, "p", batch_id)["public.orders"] for batch_id in ids]
-    assert [r.already_applied for r in results] == [True] * 4 + [recorded] + [False]
-    assert_sink_equals(current_rows(sink, wl.final_schema), wl.expected)
-    sink.disconnect()
+def _current_rows(sink, schema):
+    cols = ", ".join(sink.q(c) for c in schema.column_names)
+    data = sink.client.query_arrow(f"SELECT {cols} FROM {sink.q(schema.name + '_current')} ORDER BY 1")
+    return [tuple(row.values()) for row in data.to_pylist()]
 
 
 def test_sigkill_between_truncate_and_its_inserts_converges_on_reapply(ch_db, changelog):
@@ -50,11 +19,13 @@ def test_sigkill_between_truncate_and_its_inserts_converges_on_reapply(ch_db, ch
     shows the table emptied; re-applying the batch brings it to the source state."""
     wl = mixed_workload(seed=32)
     ids = write_batches(changelog, "p", wl.batches)
-    _kill(ch_db, changelog, ids, ids[3], "DELETE FROM")
-    sink = create_sink({"url": ch_db.url, "pipeline": "p"})
+    config = {"url": ch_db.url, "pipeline": "p"}
+    run_killed(config, "tests.connectors.sinks.conformance._kill:clickhouse_hooks", changelog, ids, ids[3],
+               "DELETE FROM")
+    sink = create_sink(config)
     sink.connect()
     assert sink.row_count("public.orders") == 0
     for batch_id in ids:
         apply_batch(changelog, sink, "p", batch_id)
-    assert_sink_equals(current_rows(sink, wl.final_schema), wl.expected)
+    assert_sink_equals(_current_rows(sink, wl.final_schema), wl.expected)
     sink.disconnect()

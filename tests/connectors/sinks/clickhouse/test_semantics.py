@@ -1,6 +1,6 @@
-"""Schema changes, truncates and unknown values in the ClickHouse sink (scenarios in ../_scenarios.py).
+"""ClickHouse-only schema changes (the scenarios every sink shares run in ../conformance/).
 
-The shared scenarios read ``public.items`` with SQL; here that is the ``items_current`` view.
+``fetchall`` reads ``public.items`` as the ``items_current`` view.
 """
 
 import pytest
@@ -30,11 +30,6 @@ def sink(ch_db):
     sink.connect()
     yield _ViewReader(sink)
     sink.disconnect()
-
-
-@pytest.mark.parametrize("scenario", _scenarios.__all__)
-def test_scenario(sink, scenario):
-    getattr(_scenarios, scenario)(sink)
 
 
 def test_a_widened_sorting_key_rebuilds_the_table(sink):

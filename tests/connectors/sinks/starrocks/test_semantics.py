@@ -1,4 +1,4 @@
-"""Schema changes, truncates and unknown values in the StarRocks sink (scenarios in ../_scenarios.py),
+"""StarRocks-only schema changes and partial updates (the scenarios every sink shares run in ../conformance/),
 read back through the ``items_current`` view over the MySQL protocol of the stand-in StarRocks."""
 
 import json
@@ -18,11 +18,6 @@ def sink(sr_db):
     sink.connect()
     yield ViewReader(sink)
     sink.disconnect()
-
-
-@pytest.mark.parametrize("scenario", _scenarios.__all__)
-def test_scenario(sink, scenario):
-    getattr(_scenarios, scenario)(sink)
 
 
 def test_a_widened_key_column_is_refused_before_any_row_is_written(sink):

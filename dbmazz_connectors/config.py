@@ -99,6 +99,15 @@ class PipelineConfig(BaseModel):
             raise ValueError("expected each table once")
         return value
 
+    @field_validator("changelog")
+    @classmethod
+    def _changelog(cls, value: str) -> str:
+        from .changelog.store import CREDENTIALS_HINT, credentials_in_uri
+
+        if credentials_in_uri(value):  # refused here, before Dagster stores and shows the resource's config
+            raise ValueError(f"the change-log URI carries credentials; fix: {CREDENTIALS_HINT}")
+        return value
+
     @field_validator("sinks")
     @classmethod
     def _sinks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -149,13 +158,13 @@ class PipelineConfig(BaseModel):
 
 def _sink_kind(name: str, config: Mapping[str, Any]) -> str | None:
     """The sink connector a sink config names (``type``, the url's scheme, or the sink's own name)."""
-    from .core.registry import SCHEMES
+    from .core.registry import connector_for_scheme
 
     if config.get("type"):
         return str(config["type"])
     if config.get("url") and "${" not in str(config["url"]):
-        return SCHEMES.get(urlsplit(str(config["url"])).scheme.split("+")[0].lower())
-    return name if name in ("duckdb", "clickhouse", "postgres") else None
+        return connector_for_scheme(urlsplit(str(config["url"])).scheme)
+    return name if name in ("duckdb", "clickhouse", "postgres", "starrocks") else None
 
 
 def _dotted(table: str) -> None:

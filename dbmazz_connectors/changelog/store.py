@@ -302,6 +302,19 @@ class Segment:
     rows: int
 
 
+CREDENTIALS_HINT = ("remove them from the URI and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or "
+                    "role) in the environment of the daemon, the code server and every run")
+
+
+def credentials_in_uri(uri: str) -> bool:
+    """Whether a filesystem URI carries a user part (``scheme://KEY:SECRET@...``)."""
+    if "://" not in uri:
+        return False
+    userinfo, at, _ = uri.partition("://")[2].split("?", 1)[0].partition("@")
+    # an AWS secret may hold a '/', so the user part is not cut at the first slash
+    return bool(at) and (":" in userinfo or "/" not in userinfo)
+
+
 def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and root path of a change-log URI, refusing credentials in it.
 
@@ -311,14 +324,10 @@ def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     credentials belong in the environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile, an
     instance or pod role), where pyarrow's default credential chain finds them.
     """
-    scheme, _, rest = uri.partition("://")
-    userinfo, at, host_path = rest.split("?", 1)[0].partition("@")
-    # an AWS secret may hold a '/', so the user part is not cut at the first slash
-    if at and (":" in userinfo or "/" not in userinfo):
-        raise ChangeLogError(
-            f"the change-log URI {scheme}://***@{host_path} carries credentials",
-            hint="remove them from the URI and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or "
-                 "role) in the environment of the daemon, the code server and every run")
+    if credentials_in_uri(uri):
+        scheme, _, rest = uri.partition("://")
+        raise ChangeLogError(f"the change-log URI {scheme}://***@{rest.split('?', 1)[0].partition('@')[2]} "
+                             "carries credentials", hint=CREDENTIALS_HINT)
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:

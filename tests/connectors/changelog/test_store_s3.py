@@ -8,7 +8,7 @@ credentials stay out of it, and no error quotes a secret.
 import pytest
 
 from dbmazz_connectors.changelog import ChangeLog
-from dbmazz_connectors.core import OP_INSERT, ChangeLogError, Heartbeat, Rows
+from dbmazz_connectors.core import OP_INSERT, ChangeLogError, ConfigError, Heartbeat, Rows
 from dbmazz_connectors.sources.postgres.position import Lsn
 
 from ..core._rows import ORDERS, rows
@@ -100,3 +100,19 @@ def test_credentials_in_the_uri_are_refused_without_quoting_them(userinfo):
 def test_an_unknown_uri_option_says_what_is_accepted():
     with pytest.raises(ChangeLogError, match="endpoint_override=host:port&scheme=http"):
         ChangeLog("s3://bucket/changelog?endpoint=127.0.0.1:9000")
+
+
+def test_a_pipeline_with_credentials_in_its_change_log_uri_is_refused_at_load(tmp_path):
+    """Before Dagster stores and shows the resource's config: the pipeline does not load."""
+    from dbmazz_connectors.config import load_pipelines
+
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(
+        "pipelines:\n  shop:\n    source: {url: 'postgresql://capture@127.0.0.1/shop'}\n"
+        "    tables: [public.orders]\n    sinks: {duckdb: {url: 'duckdb:///shop.duckdb'}}\n"
+        "    changelog: 's3://AKIAEXAMPLE:s3cr3t/x@bucket/cl?scheme=http'\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_pipelines(str(path))
+    assert "carries credentials" in str(raised.value)
+    assert "s3cr3t" not in str(raised.value) and "AKIAEXAMPLE" not in str(raised.value)

@@ -13,7 +13,7 @@ import dagster as dg
 from dbmazz_connectors.config import PipelineConfig, load_pipelines_each, pipeline_from_env
 from dbmazz_connectors.core import ConfigError
 from dbmazz_connectors.core.errors import redact
-from dbmazz_connectors.core.registry import SCHEMES, sink_class, source_class
+from dbmazz_connectors.core.registry import SCHEMES, connector_for_scheme, sink_class, source_class
 
 from .assets import build_changes_asset, build_sink_assets, build_source_specs
 from .checks import build_sink_checks
@@ -145,7 +145,7 @@ def _check_connector(pipeline: str, label: str, config: dict) -> None:
         return  # the url comes from the environment (SOURCE_URL): its scheme is known when a connector is built
     if name is None:
         scheme = urlsplit(str(config.get("url", ""))).scheme.split("+")[0].lower()
-        name = SCHEMES.get(scheme) if scheme else (label.split(" ", 1)[1] if kind == "sink" else None)
+        name = connector_for_scheme(scheme) if scheme else (label.split(" ", 1)[1] if kind == "sink" else None)
         if name is None:
             raise ConfigError(f"pipeline {pipeline}: expected a 'type' or a url with a known scheme "
                               f"({', '.join(sorted(SCHEMES))}) for the {label}, got {scheme or 'neither'!r}")

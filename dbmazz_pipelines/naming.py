@@ -22,7 +22,7 @@ from dagster import AssetKey, DynamicPartitionsDefinition
 
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.core import ConfigError
-from dbmazz_connectors.core.registry import SCHEMES
+from dbmazz_connectors.core.registry import connector_for_scheme
 
 __all__ = [
     "resource_key", "changes_key", "source_key", "sink_key", "batch_partitions", "job_name", "sensor_name",
@@ -119,8 +119,7 @@ def sensor_name(pipeline: str) -> str:
 def _kind(config: dict, default: str) -> str:
     if "type" in config:
         return str(config["type"])
-    scheme = urlsplit(str(config.get("url", ""))).scheme.split("+")[0].lower()
-    return SCHEMES.get(scheme, default)
+    return connector_for_scheme(urlsplit(str(config.get("url", ""))).scheme) or default
 
 
 def source_kind(pipeline: PipelineConfig) -> str:

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from .errors import ConfigError, UnknownConnectorError
 from .protocols import Sink, Source
 
-__all__ = ["SOURCES", "SINKS", "SCHEMES", "create_source", "create_sink", "source_class", "sink_class"]
+__all__ = ["SOURCES", "SINKS", "SCHEMES", "connector_for_scheme", "create_source", "create_sink", "source_class",
+           "sink_class"]
 
 SOURCES: dict[str, str] = {
     "postgres": "dbmazz_connectors.sources.postgres.source:PostgresSource",
@@ -53,6 +54,18 @@ def _registered(kind: str) -> dict[str, str]:
     return table
 
 
+def connector_for_scheme(scheme: str) -> str | None:
+    """The connector a URL scheme names: the in-tree table, else an out-of-tree connector registered under that
+    name through an entry point (``sqlite = "pkg.sink:SqliteSink"`` serves ``sqlite://...`` urls)."""
+    scheme = scheme.split("+")[0].lower()
+    if scheme in SCHEMES:
+        return SCHEMES[scheme]
+    for group in _GROUPS.values():
+        if any(ep.name == scheme for ep in entry_points(group=group)):
+            return scheme
+    return None
+
+
 def _load(kind: str, name: str) -> type:
     table = _registered(kind)
     if name not in table:
@@ -82,8 +95,7 @@ def _normalise(kind: str, config: Mapping[str, Any] | str) -> tuple[str, dict[st
     config = dict(config)
     name = config.pop("type", None)
     if name is None and "url" in config:
-        scheme = urlsplit(str(config["url"])).scheme.split("+")[0].lower()
-        name = SCHEMES.get(scheme)
+        name = connector_for_scheme(urlsplit(str(config["url"])).scheme)
     if name is None:
         raise ConfigError(f"expected a {kind} 'type' or a 'url' with a known scheme, got neither")
     return str(name), config

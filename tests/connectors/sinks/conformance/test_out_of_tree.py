@@ -24,8 +24,10 @@ def test_the_entry_point_is_what_makes_the_name_known(sqlite_entry_point, tmp_pa
         create_sink({"type": "sqlite", "url": f"sqlite:///{tmp_path}/s.db"})
 
 
-def test_a_url_alone_does_not_find_an_out_of_tree_sink(sqlite_entry_point, tmp_path):
-    """URL schemes come from core's SCHEMES table only: an entry point registers a name, so the config says
-    ``type: sqlite`` (a scheme registry for entry points would be a core change)."""
+def test_a_url_alone_finds_an_out_of_tree_sink_by_its_entry_point_name(sqlite_entry_point, tmp_path, monkeypatch):
+    """An entry point's name is also its URL scheme: ``sqlite:///...`` finds the sink without a ``type``."""
+    sink = create_sink({"url": f"sqlite:///{tmp_path}/s.db", "pipeline": "p"})
+    assert isinstance(sink, SqliteSink)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != sqlite_entry_point])
     with pytest.raises(ConfigError, match="expected a sink 'type' or a 'url' with a known scheme"):
         create_sink(f"sqlite:///{tmp_path}/s.db")

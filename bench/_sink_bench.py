@@ -54,7 +54,8 @@ class BenchTarget:
     ``check(sink, schema) -> {"rows": n, ...}``: read back what the sink holds after the apply.
     ``raw_load_in_batches(final_rows, schema, batch_rows) -> seconds``: as ``raw_load``, but in slices of
     ``batch_rows`` rows, each committed on its own: the durable commits the sink pays per applied batch, so
-    the steady state is compared with a load that pays them too. None: compared with the one-load reference."""
+    the steady state is compared with a load that pays them too (into a table of its own: ``raw_load`` runs in
+    the same target, for ``ratio_vs_one_load``). None: compared with the one-load reference."""
 
     sink_config: dict[str, Any]
     raw_load: Callable[[pa.Table, TableSchema], float]

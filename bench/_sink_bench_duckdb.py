@@ -13,9 +13,9 @@ from dbmazz_connectors.core import TableSchema
 from dbmazz_connectors.sinks.duckdb import DuckDbSink
 
 
-def _raw_load_in_batches(workdir: str):
+def _raw_load_in_batches(workdir: str, name: str = "raw_batches"):
     def load(final: pa.Table, schema: TableSchema, batch_rows: int) -> float:
-        raw = DuckDbSink.from_config({"path": f"{workdir}/raw.duckdb", "schema": "bench_raw"})
+        raw = DuckDbSink.from_config({"path": f"{workdir}/{name}.duckdb", "schema": "bench_raw"})
         raw.connect()
         raw.create_table(schema)  # the same table DDL as the sink's
         con = raw.con
@@ -32,7 +32,7 @@ def _raw_load_in_batches(workdir: str):
 
 
 def _raw_load(workdir: str):
-    load_in_batches = _raw_load_in_batches(workdir)
+    load_in_batches = _raw_load_in_batches(workdir, "raw")  # a file of its own: both loads may run in one target
 
     def load(final: pa.Table, schema: TableSchema) -> float:
         return load_in_batches(final, schema, max(final.num_rows, 1))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ from ._common import InfraError, exit_on_sigterm, free_port, port_open, serve_fo
 __all__ = ["S3Server"]
 
 REGION = "us-east-1"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REQUEST = re.compile(r'"([A-Z]+) (\S+) HTTP/')
 
 
 class S3Server:
@@ -78,6 +81,12 @@ class S3Server:
     def log_path(self) -> str:
         assert self.base
         return f"{self.base}/server.log"
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request served so far, from the server's access log."""
+        with open(self.log_path, errors="replace") as fh:
+            text = _ANSI.sub("", fh.read())
+        return _REQUEST.findall(text)
 
     def start(self) -> S3Server:
         try:

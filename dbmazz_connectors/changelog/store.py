@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +50,12 @@ _SNAPSHOTS = "_snapshots"
 SEGMENT_ROWS = 100_000  # rows a sink applies at once from a snapshot batch (engine.apply_batch)
 
 
+# manifests read by ``ChangeLog.batches``, per (filesystem, path): ((size, mtime), manifest), least recent first
+_MANIFEST_CACHE: OrderedDict[tuple[str, str], tuple[tuple[int | None, int | None], BatchManifest]] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 50_000
+
+
 def _segment(name: str) -> str:
     return quote(name, safe=".-_")
 
@@ -65,6 +72,7 @@ class ChangeLog:
         compression: str = "zstd",
         segment_rows: int = SEGMENT_ROWS,
     ) -> None:
+        self._origin = root if "://" in root else "file"  # tells filesystems apart in the manifest cache
         if "://" in root:
             self.fs, self.root = _open_uri(root)
         else:
@@ -101,12 +109,31 @@ class ChangeLog:
     def batches(self, pipeline: str) -> list[BatchManifest]:
         """Every complete batch of the pipeline, ordered by position."""
         selector = pafs.FileSelector(f"{self._pipeline_dir(pipeline)}/{_MANIFESTS}", allow_not_found=True)
-        manifests = []
-        for info in self.fs.get_file_info(selector):
-            if info.is_file and info.path.endswith(".json"):
-                with self.fs.open_input_stream(info.path) as stream:
-                    manifests.append(BatchManifest.from_dict(json.loads(stream.read())))
+        manifests = [self._listed_manifest(info) for info in self.fs.get_file_info(selector)
+                     if info.is_file and info.path.endswith(".json")]
         return sorted(manifests, key=lambda m: (m.end.version, m.start.version))
+
+    def _listed_manifest(self, info: pafs.FileInfo) -> BatchManifest:
+        """A listed manifest, read once per process while its size and modification time stay the same.
+
+        A complete batch is never rewritten, only deleted (retention; ``delete_batch`` forgets it here too), so
+        the sensor, which lists every kept batch on each tick, reads only the new ones: on an object store each
+        read is a request, and reading 500 manifests took seconds (``docs/deployment.md``).
+        """
+        key = (self._origin, info.path)
+        stamp = (info.size, info.mtime_ns)
+        with _CACHE_LOCK:
+            cached = _MANIFEST_CACHE.get(key)
+            if cached is not None and cached[0] == stamp:
+                _MANIFEST_CACHE.move_to_end(key)
+                return cached[1]
+        with self.fs.open_input_stream(info.path) as stream:
+            manifest = BatchManifest.from_dict(json.loads(stream.read()))
+        with _CACHE_LOCK:
+            _MANIFEST_CACHE[key] = (stamp, manifest)
+            while len(_MANIFEST_CACHE) > _CACHE_SIZE:
+                _MANIFEST_CACHE.popitem(last=False)
+        return manifest
 
     def read_batch(self, pipeline: str, batch_id: str, table: str) -> ChangeBatch:
         """One table's changes of a complete batch (an empty batch if the table had none)."""
@@ -258,6 +285,8 @@ class ChangeLog:
 
     def delete_batch(self, pipeline: str, batch_id: str) -> None:
         """Remove a batch: the manifest first (so it stops existing at once), then its parts and plan."""
+        with _CACHE_LOCK:
+            _MANIFEST_CACHE.pop((self._origin, self.manifest_path(pipeline, batch_id)), None)
         for path in (self.manifest_path(pipeline, batch_id), self._record_path(pipeline, "_plans", batch_id)):
             try:
                 self.fs.delete_file(path)

@@ -116,3 +116,42 @@ def test_a_pipeline_with_credentials_in_its_change_log_uri_is_refused_at_load(tm
         load_pipelines(str(path))
     assert "carries credentials" in str(raised.value)
     assert "s3cr3t" not in str(raised.value) and "AKIAEXAMPLE" not in str(raised.value)
+
+
+def _commit(log, batch_id: str, low: int, rows_: int = 1):
+    writer = log.writer("p", batch_id, Lsn(low))
+    writer.add(Rows(ORDERS, rows(ORDERS, [(OP_INSERT, low + 1 + n, {"id": n}) for n in range(rows_)])))
+    writer.add(Heartbeat(Lsn(low + 50)))
+    return writer.commit()
+
+
+def _manifest_reads(s3, log) -> list[str]:
+    """GETs of manifest objects the store served (its access log), not listings."""
+    return [
+        path for method, path in s3.requests() if method == "GET" and "/_batches/" in path and "?" not in path
+    ]
+
+
+def test_listing_again_reads_only_the_new_manifests(log, s3):
+    """The sensor lists every kept batch on each tick: each manifest is read from the store once."""
+    for n in range(5):
+        _commit(log, f"b{n}", 100 * n)
+    before = len(_manifest_reads(s3, log))
+    assert len(log.batches("p")) == 5
+    assert len(_manifest_reads(s3, log)) - before == 5
+    assert log.checkpoint("p") == Lsn(450) and len(log.batches("p")) == 5
+    assert len(_manifest_reads(s3, log)) - before == 5  # listed twice more, read no more
+    _commit(log, "b5", 500)
+    assert log.checkpoint("p") == Lsn(550)
+    assert len(_manifest_reads(s3, log)) - before == 6  # only b5's
+
+
+def test_a_deleted_and_rewritten_batch_is_read_again(log):
+    _commit(log, "b0", 0)
+    _commit(log, "b1", 100)
+    assert [m.rows for m in log.batches("p")] == [1, 1]
+    log.delete_batch("p", "b1")
+    assert [m.batch_id for m in log.batches("p")] == ["b0"]
+    _commit(log, "b1", 100, rows_=3)  # the same id, other content: never served from what was read before
+    assert [m.rows for m in log.batches("p")] == [1, 3]
+    assert ChangeLog(log._origin).batches("p")[-1].rows == 3  # another ChangeLog of the same root agrees

@@ -77,6 +77,12 @@ def test_three_pipelines_under_writers_on_postgres_storage_and_s3(write_seconds)
             assert rows > 0 and set(diffs) == set(pipeline.sinks)
             assert sum(diffs.values()) == 0, f"{pipeline.name}: {diffs} {examples[:6]}"
 
+        instance = topology.instance  # the test reads the same dagster.yaml as the daemon
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
         daemon_pid = topology.daemon.pid
         pids: dict[int, str] = {}
         for pipeline in topology.pipelines.values():
@@ -90,6 +96,10 @@ def test_three_pipelines_under_writers_on_postgres_storage_and_s3(write_seconds)
                 assert pid not in pids, f"runs {pids[pid]} and {record.dagster_run.run_id} share pid {pid}"
                 pids[pid] = record.dagster_run.run_id
                 assert record.dagster_run.tags["dbmazz/pipeline"] == pipeline.name
+                queued = instance.get_records_for_run(
+                    record.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED
+                ).records
+                assert queued, f"run {record.dagster_run.run_id} did not go through the queue"
             finished = [r for r in topology.runs(pipeline) if r.start_time and r.end_time]
             assert not _overlaps(finished), f"{pipeline.name}: runs at the same time {_overlaps(finished)}"
         # runs of different pipelines did overlap: the limit is per pipeline, not one run for the whole instance
@@ -111,7 +121,8 @@ def test_three_pipelines_under_writers_on_postgres_storage_and_s3(write_seconds)
         storage = _storage_text(topology)
         assert "dbmazz/pipeline" in storage  # the dump does hold the runs
         files = _files_text(topology.workdir / "dagster_home") + (topology.workdir / "daemon.log").read_text()
-        files += _files_text(Path(topology.pg.base)) if topology.pg.base else ""
+        # and every login, as the PostgreSQL server logged it
+        files += Path(topology.pg.log_path).read_text(errors="replace")
         for name, secret in topology.secrets().items():
             assert secret not in storage, f"{name} is in Dagster's storage"
             assert secret not in files, f"{name} is in a log or in DAGSTER_HOME"

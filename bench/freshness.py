@@ -56,14 +56,18 @@ def _wait_http(url: str, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
-def _wait_initial_load(home: str, timeout: float) -> None:
-    """Until the initial load's batches (every ``snap-`` partition) are applied to every sink table."""
+def _wait_initial_load(home: str, timeout: float, streaming: bool) -> None:
+    """Until the initial load's batches (every ``snap-`` partition) are applied to every sink table, and with
+    ``run_mode: stream`` the streaming run, which the sensor then keeps alive, has started."""
     keys = [sink_key("shop", "duckdb", table) for table in SHOP_TABLES]
     deadline = time.monotonic() + timeout
     with dg.DagsterInstance.from_config(home) as instance:
         while time.monotonic() < deadline:
             snapshot = {p for p in instance.get_dynamic_partitions(batch_partitions("shop").name) if p.startswith("snap-")}
-            if snapshot and all(snapshot <= instance.get_materialized_partitions(key) for key in keys):
+            loaded = snapshot and all(snapshot <= instance.get_materialized_partitions(key) for key in keys)
+            running = instance.get_run_records(
+                dg.RunsFilter(job_name="shop_stream", statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
+            if loaded and (running or not streaming):
                 return
             time.sleep(0.5)
     raise RuntimeError(f"the initial load was not applied within {timeout}s")
@@ -125,7 +129,7 @@ def main() -> None:
         try:
             _wait_http(f"http://127.0.0.1:{port}/server_info", 180)
             # steady state: the workload starts once the initial load of the seeded shop is visible in the sink
-            _wait_initial_load(env["DAGSTER_HOME"], 300)
+            _wait_initial_load(env["DAGSTER_HOME"], 300, args.run_mode == "stream")
             workload = ShopWorkload(pg.url("shop"), rate=args.rate, per_transaction=5).start()
             started = time.time()
             visible_at: list[tuple[float, int]] = []

@@ -109,11 +109,12 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
         context.log.info(f"{pipeline.name}: planned snapshot {plan.snapshot_id} ({plan.reason}) of "
                          f"{', '.join(plan.tables)}: {len(added)} batches")
     log_range = _next_log_range(pipeline, source, changelog, checkpoint, log_partitions)
-    streaming = pipeline.run_mode == "stream"
-    # a streaming run captures the newest planned batch first (a killed streaming run left it uncaptured)
-    uncaptured = bool(log_partitions) and changelog.manifest(pipeline.name, log_partitions[-1]) is None
-    log_ready = isinstance(log_range, tuple) or (streaming and uncaptured)
     snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added, specs.changes_key)
+    # run_mode: stream keeps a streaming run alive, idle or not (the first commit after a quiet spell is seen
+    # within a second, not after a tick and a run's start), except to let waiting snapshot batches run while
+    # there is nothing to capture; a streaming run captures a planned, uncaptured batch first
+    streaming = pipeline.run_mode == "stream"
+    log_ready = isinstance(log_range, tuple) or (streaming and snapshot.batch_id is None)
     kind = _choose(log_ready, snapshot.batch_id is not None, context.cursor)
     requests = [partitions_def.build_add_request(added)] if added else []
     if obsolete is not None:

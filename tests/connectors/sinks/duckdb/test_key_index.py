@@ -3,7 +3,15 @@
 
 import pytest
 
-from dbmazz_connectors.core import OP_INSERT, BatchRef, ChangeBatch, Rows, TransientError, create_sink
+from dbmazz_connectors.core import (
+    OP_INSERT,
+    BatchRef,
+    ChangeBatch,
+    ConfigError,
+    Rows,
+    TransientError,
+    create_sink,
+)
 
 from .. import _scenarios
 from .._scenarios import BASE
@@ -72,3 +80,11 @@ def test_second_writer_of_a_table_at_the_same_time_waits_then_fails_transiently(
     finally:
         second.disconnect()
         first.disconnect()
+
+
+def test_primary_key_option_takes_true_or_false_only(tmp_path):
+    url = f"duckdb:///{tmp_path}/s.duckdb"
+    with pytest.raises(ConfigError, match="expected primary_key to be true or false, got 'yes'"):
+        create_sink({"url": url, "primary_key": "yes"})
+    assert create_sink({"url": url, "primary_key": "true"}).config.primary_key is True
+    assert create_sink({"url": url}).config.primary_key is False

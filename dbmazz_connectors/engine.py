@@ -25,6 +25,7 @@ from .core.schema import VERSION_COLUMN, TableSchema
 
 __all__ = [
     "set_up_source", "capture_range", "apply_batch", "fold_table", "batch_id_for", "check_table_identities",
+    "tombstone_horizon",
 ]
 
 
@@ -90,6 +91,21 @@ def capture_range(
     manifest = writer.commit({"capture_seconds": round(time.monotonic() - began, 3)})
     source.checkpoint(cast(P, manifest.end))  # the Heartbeat the source yielded
     return manifest
+
+
+def tombstone_horizon(changelog: ChangeLog, pipeline: str) -> int | None:
+    """The lowest version any change still replayable can carry; a sink may forget tombstones below it.
+
+    Every batch still in the change log holds versions above its start (a snapshot batch: at or above its
+    floor, its start); batches captured later start at the checkpoint, past all of them. With no batch
+    kept, the checkpoint itself bounds what can come; None when nothing is known (prune nothing).
+    Why this is safe: docs/architecture.md, "Forgetting tombstones".
+    """
+    starts = [m.start.version for m in changelog.batches(pipeline)]
+    if starts:
+        return min(starts)
+    checkpoint = changelog.checkpoint(pipeline)
+    return None if checkpoint is None else checkpoint.version
 
 
 def resync_floors(changelog: ChangeLog, pipeline: str) -> dict[str, int]:

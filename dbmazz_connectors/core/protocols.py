@@ -12,7 +12,7 @@ from .errors import Problem
 from .positions import SourcePosition
 from .schema import TableSchema
 
-__all__ = ["Source", "Sink", "SinkCapabilities", "LoadingModel", "BatchRef", "WriteResult", "P"]
+__all__ = ["Source", "Sink", "TombstonePruning", "SinkCapabilities", "LoadingModel", "BatchRef", "WriteResult", "P"]
 
 # A source's own position type (the PostgreSQL source is a Source of WAL locations); the engine takes any Source[P].
 P = TypeVar("P", bound=SourcePosition)
@@ -137,3 +137,21 @@ class Sink(Protocol):
         """Live rows of the sink table for source table ``table`` (0 if it does not exist yet)."""
 
     def disconnect(self) -> None: ...
+
+
+@runtime_checkable
+class TombstonePruning(Protocol):
+    """Optional sink capability: forget tombstones no replay can still need (``isinstance(sink, TombstonePruning)``).
+
+    A sink keeps a tombstone per deleted key so an older change applied later cannot resurrect it. Every
+    change that can still be applied comes from the change log, whose batches all hold versions at or above
+    ``engine.tombstone_horizon``; a tombstone below it can never be outvoted, so it may go (docs/architecture.md).
+    """
+
+    def prune_tombstones(self, table: str | None, below_version: int) -> int:
+        """Forget the tombstones of source table ``table`` (None: every table) whose version is below
+        ``below_version``, together with any older row of their keys; returns how many keys were forgotten.
+
+        Must be idempotent and crash-safe: a prune killed at any point, then run again, leaves live rows
+        exactly as before, and never lets an older row of a forgotten key become visible.
+        """

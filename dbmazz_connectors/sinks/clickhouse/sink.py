@@ -255,6 +255,39 @@ class ClickHouseSink(ClickHouseClient):
             return "String"  # uuids are compared as text; enum labels are plain strings
         return self.types.native(logical, nullable=False)
 
+    # ---- forgetting tombstones
+    def prune_tombstones(self, table: str | None, below_version: int) -> int:
+        """Forget keys whose winning row is a tombstone below ``below_version``; returns how many.
+
+        Deleting only the tombstone would let an older live row of the key, still in an unmerged part,
+        win again. So the keys are fixed first in a work table (the engine the sink's grants already
+        cover; one row per key), then two mutations run, each waited for:
+        the older live rows of those keys go first (the tombstone still wins meanwhile), then the
+        tombstones. A mutation runs part by part; killed half-way (or between the two), the view never
+        shows a forgotten key, and a re-run picks the same keys again (their winner is still a tombstone).
+        """
+        tables = [table] if table is not None else [
+            r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} FINAL ORDER BY table_name")]
+        return sum(self._prune_table(state, int(below_version))
+                   for state in map(self.table_state, tables) if state is not None)
+
+    def _prune_table(self, state: TableState, below: int) -> int:
+        target, work = self.q(state.target), self.q(state.target + "__dbmazz_prune")
+        key = ", ".join(self.q(k) for k in state.schema.primary_key)
+        deleted, version = self.q(DELETED_COLUMN), self.q(VERSION_COLUMN)
+        self.command(f"DROP TABLE IF EXISTS {work} SYNC")
+        # not FINAL: it hides tombstones. The winner is the highest version; at a tie a live row counts as winning
+        self.command(f"CREATE TABLE {work} ENGINE = ReplacingMergeTree ORDER BY ({key}) AS SELECT {key} FROM {target} "
+                     f"GROUP BY {key} HAVING max({version}) < {below} "
+                     f"AND argMax({deleted}, ({version}, 1 - {deleted})) = 1")
+        forgotten = int(self.query_rows(f"SELECT count() FROM {work}")[0][0])
+        if forgotten:
+            older = f"{version} < {below} AND ({key}) IN (SELECT {key} FROM {work})"
+            self.command(f"ALTER TABLE {target} DELETE WHERE {deleted} = 0 AND {older}", settings=_LWD)
+            self.command(f"ALTER TABLE {target} DELETE WHERE {deleted} = 1 AND {older}", settings=_LWD)
+        self.command(f"DROP TABLE IF EXISTS {work} SYNC")
+        return forgotten
+
     # ---- reading
     def high_water_version(self, table: str) -> int | None:
         rows = self.query_rows(f"SELECT maxOrNull(high_water_version) FROM {APPLIED} FINAL WHERE table_name = %(t)s",

@@ -420,6 +420,27 @@ class StarRocksSink(StarRocksClient):
             found += int(rows[0][0])
         return (group.rows.num_rows - found) * len(group.unknown)
 
+    # ---- forgetting tombstones
+    def prune_tombstones(self, table: str | None, below_version: int) -> int:
+        """Delete tombstones below ``below_version``; returns how many went.
+
+        A Primary Key table holds one row per key, so the tombstone is the key's only row: deleting it
+        cannot let an older one win. A row loaded meanwhile has a version at or above the horizon, which
+        the condition keeps. Idempotent: a re-run finds nothing left to delete.
+        """
+        tables = [table] if table is not None else [
+            r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} ORDER BY table_name")]
+        forgotten = 0
+        for state in map(self.table_state, tables):
+            if state is None:
+                continue
+            where = f"{self.q(DELETED_COLUMN)} = 1 AND {self.q(VERSION_COLUMN)} < {int(below_version)}"
+            count = int(self.query_rows(f"SELECT count(*) FROM {self.q(state.target)} WHERE {where}")[0][0])
+            if count:
+                self.execute(f"DELETE FROM {self.q(state.target)} WHERE {where}")
+            forgotten += count
+        return forgotten
+
     # ---- reading
     def high_water_version(self, table: str) -> int | None:
         rows = self.query_rows(

@@ -1,15 +1,27 @@
-"""Retention: batches past ``retention_batches`` that every sink has applied leave the change log and the UI."""
+"""Retention: batches past ``retention_batches`` that every sink has applied leave the change log and the UI;
+then sinks that can forget tombstones below the new horizon do (``forget_tombstones``)."""
 
 from __future__ import annotations
+
+import time
 
 import dagster as dg
 
 from dbmazz_connectors.changelog import ChangeLog
+from dbmazz_connectors.config import PipelineConfig
+from dbmazz_connectors.core import create_sink
+from dbmazz_connectors.core.protocols import TombstonePruning
+from dbmazz_connectors.engine import tombstone_horizon
 from dbmazz_connectors.snapshots import SNAPSHOT_PREFIX, snapshot_of_batch
 
 from .translator import PipelineSpecs
 
-__all__ = ["prune"]
+__all__ = ["prune", "forget_tombstones", "TOMBSTONE_INTERVAL_SECONDS"]
+
+# Forgetting tombstones scans each sink table (ClickHouse: a GROUP BY over every row), so retention does it at
+# most this often per pipeline and process, not on every sensor tick that prunes a batch.
+TOMBSTONE_INTERVAL_SECONDS = 600.0
+_last_forgotten: dict[str, float] = {}
 
 
 def _age(batch_id: str) -> str:
@@ -46,7 +58,41 @@ def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeL
                 prunable += members
     for batch_id in prunable:
         changelog.delete_batch(pipeline.name, batch_id)
+    if prunable and time.monotonic() - _last_forgotten.get(pipeline.name, -TOMBSTONE_INTERVAL_SECONDS) >= \
+            TOMBSTONE_INTERVAL_SECONDS:
+        _last_forgotten[pipeline.name] = time.monotonic()
+        forget_tombstones(changelog, pipeline, dg.get_dagster_logger())
     return prunable
+
+
+def forget_tombstones(changelog: ChangeLog, pipeline: PipelineConfig, log=None) -> dict[str, int]:
+    """Each sink that can (``TombstonePruning``) forgets the tombstones below the change log's horizon.
+
+    Returns the keys forgotten per sink. A sink that fails is logged and skipped: nothing is lost, the next
+    retention forgets them (the horizon only rises). Safe at any time, as often as wanted (docs/architecture.md).
+    """
+    horizon = tombstone_horizon(changelog, pipeline.name)
+    if horizon is None:
+        return {}
+    forgotten: dict[str, int] = {}
+    for name in pipeline.sinks:
+        try:
+            sink = create_sink(pipeline.sink_config(name))
+            if not isinstance(sink, TombstonePruning):
+                continue
+            sink.connect()
+            try:
+                forgotten[name] = sink.prune_tombstones(None, horizon)
+            finally:
+                sink.disconnect()
+        except Exception as exc:  # noqa: BLE001 - the batches are already pruned; never fail retention for this
+            if log is not None:
+                log.warning(f"pipeline {pipeline.name}: sink {name} kept its tombstones for now: {exc}")
+            continue
+        if log is not None:
+            log.info(f"pipeline {pipeline.name}: sink {name} forgot {forgotten[name]} tombstones below version "
+                     f"{horizon}")
+    return forgotten
 
 
 def _applied_everywhere(changelog: ChangeLog, pipeline: str, batch_id: str, applied: dict) -> bool:

@@ -82,7 +82,9 @@ def forget_tombstones(changelog: ChangeLog, pipeline: PipelineConfig, log=None) 
                 continue
             sink.connect()
             try:
-                forgotten[name] = sink.prune_tombstones(None, horizon)
+                # the pipeline's own tables only: another pipeline's tables in the same database have versions
+                # of another source, which this horizon says nothing about
+                forgotten[name] = sum(sink.prune_tombstones(table, horizon) for table in pipeline.tables)
             finally:
                 sink.disconnect()
         except Exception as exc:  # noqa: BLE001 - the batches are already pruned; never fail retention for this

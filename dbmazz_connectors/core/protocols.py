@@ -151,6 +151,8 @@ class TombstonePruning(Protocol):
     def prune_tombstones(self, table: str | None, below_version: int) -> int:
         """Forget the tombstones of source table ``table`` (None: every table) whose version is below
         ``below_version``, together with any older row of their keys; returns how many keys were forgotten.
+        None means every table the sink holds, whichever pipeline wrote it: a horizon is one source's, so
+        retention names its pipeline's tables.
 
         Must be idempotent and crash-safe: a prune killed at any point, then run again, leaves live rows
         exactly as before, and never lets an older row of a forgotten key become visible.

@@ -293,6 +293,31 @@ class SqlSink(RowMerge, ABC):
         return TableState(state.table, state.target_schema, state.target_name, state.tombstones, state.schema,
                           truncated)
 
+    # ---- forgetting tombstones
+    def prune_tombstones(self, table: str | None, below_version: int) -> int:
+        """Delete tombstones below ``below_version`` (None: of every table); returns how many went.
+
+        Live rows and tombstones are in separate tables, so a deleted key has no other row to win again.
+        One transaction per table, under the table's writer lock like a batch; idempotent.
+        """
+        names = [table] if table is not None else [
+            r[0] for r in self.fetchall(f"SELECT table_name FROM {self.q(META_SCHEMA, 'tables')} ORDER BY 1")]
+        forgotten = 0
+        for name in names:  # a target key ("schema.name") maps to itself, so either kind of name does
+            state = self.table_state(name)
+            if state is None:
+                continue
+            self.begin()
+            try:
+                self.lock_table_state(name)
+                forgotten += self.execute(f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} < %s",
+                                          (int(below_version),))
+                self.commit()
+            except BaseException as exc:
+                self.rollback()
+                raise self._wrap(exc, name) from exc
+        return forgotten
+
     # ---- reads
     def row_count(self, table: str) -> int:
         """Live rows of the sink table for source table ``table`` (0 if it does not exist yet)."""

@@ -60,6 +60,7 @@ class DuckDbSink(SqlSink):
         self.config = config
         self.con: Any = None
         self._held: list[threading.Lock] = []
+        self._catalog: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DuckDbSink:
@@ -76,6 +77,7 @@ class DuckDbSink(SqlSink):
                 raise ConfigError(f"duckdb sink: expected the folder {folder} to exist, it does not",
                                   hint=f"mkdir -p {shlex.quote(folder)}")
         self.con = self._open_waiting(duckdb, path)
+        self._catalog = self.con.execute("SELECT current_database()").fetchone()[0]
         if self.config.threads:
             self.con.execute(f"SET threads = {int(self.config.threads)}")
         if self.config.memory_limit:
@@ -147,6 +149,10 @@ class DuckDbSink(SqlSink):
 
     # ---- dialect hooks
     def q(self, *parts: str) -> str:
+        """A quoted name; a schema-qualified one also names the catalog: a file ``public.duckdb`` is the catalog
+        ``public``, in which ``public.orders`` is ambiguous (catalog or schema)."""
+        if len(parts) == 2 and self._catalog is not None:
+            parts = (self._catalog, *parts)
         return ".".join(_quote(p) for p in parts)
 
     def target_key_clause(self, key_columns: str) -> str:

@@ -29,7 +29,13 @@ SQL_KILL_POINTS = (
     KillPoint("COMMIT", "after", True),
 )
 KILL_POINTS = {
-    "duckdb": SQL_KILL_POINTS,
+    # the file sink.duckdb is the catalog "sink": the sink names tables by catalog, schema and table
+    "duckdb": (
+        KillPoint("ALTER TABLE", "before", False),
+        KillPoint('INSERT INTO "sink"."public"."orders"', "before", False),
+        KillPoint('INSERT INTO "sink"."_dbmazz"."applied_batches"', "before", False),
+        KillPoint("COMMIT", "after", True),
+    ),
     "postgres": SQL_KILL_POINTS,
     "clickhouse": (
         KillPoint("ALTER TABLE", "before", False),  # the added column, before any row of the batch

@@ -23,7 +23,8 @@ def test_names_differing_in_case_get_distinct_stable_tables(tmp_path):
         sink.create_table(schema)
         _apply(sink, f"b{n}", schema, Rows(schema, rows_table(schema, [(OP_INSERT, 10 + n, {"id": n, "v": schema.qualified_name}, None)])))
     targets = [sink.target(sink.table_state(s.qualified_name)) for s in tables]
-    assert targets == ['"public"."Orders"', '"public"."orders_e9183522"', '"Sales"."t"', '"sales"."t_4441f274"'], targets
+    assert targets == ['"s"."public"."Orders"', '"s"."public"."orders_e9183522"', '"s"."Sales"."t"',
+                       '"s"."sales"."t_4441f274"'], targets  # catalog (the file s.duckdb), schema, table
     for schema, target in zip(tables, targets, strict=True):
         assert sink.fetchall(f"SELECT id, v FROM {target}") == [(tables.index(schema), schema.qualified_name)]
     sink.disconnect()

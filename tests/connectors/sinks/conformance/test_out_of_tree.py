@@ -24,7 +24,9 @@ def test_the_entry_point_is_what_makes_the_name_known(sqlite_entry_point, tmp_pa
         create_sink({"type": "sqlite", "url": f"sqlite:///{tmp_path}/s.db"})
 
 
-def test_a_url_alone_finds_an_out_of_tree_sink_by_its_entry_point_name(sqlite_entry_point, tmp_path, monkeypatch):
+def test_a_url_alone_finds_an_out_of_tree_sink_by_its_entry_point_name(
+    sqlite_entry_point, tmp_path, monkeypatch
+):
     """An entry point's name is also its URL scheme: ``sqlite:///...`` finds the sink without a ``type``."""
     sink = create_sink({"url": f"sqlite:///{tmp_path}/s.db", "pipeline": "p"})
     assert isinstance(sink, SqliteSink)

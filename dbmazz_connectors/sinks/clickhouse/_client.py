@@ -8,6 +8,7 @@ place tests wrap to kill the process mid-write).
 from __future__ import annotations
 
 import logging
+import secrets
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -20,9 +21,13 @@ from .config import ClickHouseConfig
 __all__ = ["ClickHouseClient"]
 
 # ClickHouse error codes that mean "the configuration is wrong", with the fix
+# What the sink's user needs on its database (README, "Requirements"); TABLE ENGINE where the server asks for it
+SINK_PRIVILEGES = ("SELECT", "INSERT", "ALTER", "CREATE TABLE", "CREATE VIEW", "DROP TABLE", "DROP VIEW")
+_SYNC = {"mutations_sync": 2, "lightweight_deletes_sync": 2}
 _AUTH = 516
 _UNKNOWN_DATABASE = 81
-_DENIED = {392: "allow_ddl = 0", 164: "readonly", 497: "missing grant"}
+_MISSING_GRANT = 497
+_DENIED = {392: "allow_ddl = 0", 164: "readonly", _MISSING_GRANT: "missing grant"}
 # clickhouse-connect logs this warning before raising the error the sink turns into its own message
 _DRIVER_NOISE = "Unexpected Http Driver Exception"
 _DRIVER_LOGGERS = ("clickhouse_connect.driver._backend.http_sync", "clickhouse_connect.driver.httpclient")
@@ -137,9 +142,51 @@ class ClickHouseClient:
         if int(readonly) or not int(allow_ddl):
             return [Problem("clickhouse_ddl", f"expected user {self.config.username} to be allowed DDL, found "
                             f"readonly = {readonly}, allow_ddl = {allow_ddl}",
-                            "give the user a profile with readonly = 0 and allow_ddl = 1, and GRANT CREATE TABLE, "
-                            f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.* TO {self.config.username}")]
-        return []
+                            "give the user a profile with readonly = 0 and allow_ddl = 1, and " + self.grants())]
+        return self._probe_rights()
+
+    def grants(self) -> str:
+        """The statements that give the sink's user every right an apply uses, runnable as printed."""
+        db, user = self.q(self.config.database), self.q(self.config.username)
+        return (f"GRANT {', '.join(SINK_PRIVILEGES)} ON {db}.* TO {user}; "
+                f"GRANT TABLE ENGINE ON ReplacingMergeTree TO {user}")
+
+    def _probe_rights(self) -> list[Problem]:
+        """Do, on scratch tables, each kind of statement an apply runs (a rebuild's EXCHANGE and DROP, the view,
+        mutations and lightweight deletes included): a grant that is missing fails here, not in the first apply."""
+        name = f"_dbmazz_check_{secrets.token_hex(4)}"
+        table, other, view = self.q(name), self.q(name + "_w"), self.q(name + "_current")
+        steps = [
+            ("create a ReplacingMergeTree table", f"CREATE TABLE {table} (k UInt64, v UInt64) "
+                                                  "ENGINE = ReplacingMergeTree(v) ORDER BY k"),
+            ("add a column", f"ALTER TABLE {table} ADD COLUMN c Nullable(String)"),
+            ("insert", f"INSERT INTO {table} (k, v, c) VALUES (1, 1, 'x')"),
+            ("read", f"SELECT count() FROM {table}"),
+            ("delete rows", f"DELETE FROM {table} WHERE k = 0"),
+            ("run a mutation", f"ALTER TABLE {table} DELETE WHERE k = 0"),
+            ("create a view", f"CREATE OR REPLACE VIEW {view} AS SELECT k FROM {table}"),
+            ("exchange tables", f"CREATE TABLE {other} AS {table}"),
+            ("exchange tables", f"EXCHANGE TABLES {table} AND {other}"),
+        ]
+        problems: list[Problem] = []
+        for what, sql in steps:
+            try:
+                self.command(sql, settings=_SYNC)
+            except DbmazzError as exc:
+                problems.append(Problem("clickhouse_rights", f"expected user {self.config.username} to be allowed "
+                                        f"to {what} in {self.config.database}, the server refused: {exc.message}",
+                                        self.grants()))
+                break
+        for drop in (f"DROP VIEW IF EXISTS {view} SYNC", f"DROP TABLE IF EXISTS {other} SYNC",
+                     f"DROP TABLE IF EXISTS {table} SYNC"):
+            try:
+                self.command(drop)
+            except DbmazzError as exc:  # the scratch tables stay: say so, with the rights that are missing
+                problems.append(Problem("clickhouse_rights", f"expected user {self.config.username} to be allowed "
+                                        f"to drop tables and views in {self.config.database} (left {name}*: drop "
+                                        f"them), the server refused: {exc.message}", self.grants()))
+                break
+        return problems
 
     @staticmethod
     def _code(exc: Exception) -> int | None:
@@ -174,8 +221,8 @@ class ClickHouseClient:
         if code in _DENIED:
             return ConfigError(f"clickhouse sink: user {self.config.username} may not run {statement} "
                                f"({_DENIED[code]}): {_first_line(text)[:200]}",
-                               hint="give the user DDL rights: readonly = 0, allow_ddl = 1 and GRANT CREATE TABLE, "
-                                    f"ALTER, INSERT, SELECT, DELETE ON {self.config.database}.*")
+                               hint=self.grants() if code == _MISSING_GRANT else
+                               "give the user a profile with readonly = 0 and allow_ddl = 1, and " + self.grants())
         if code in (_AUTH, _UNKNOWN_DATABASE):
             return self._config_error(exc)
         if code is None and caused_by(exc, ssl.SSLError):  # verification failed, or the port does not speak TLS

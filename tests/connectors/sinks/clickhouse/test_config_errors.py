@@ -66,7 +66,7 @@ def test_no_ddl_privilege_is_reported_by_preflight_and_connect(ch_db):
     problems = sink.preflight()
     assert [p.check for p in problems] == ["clickhouse_ddl"]
     assert "expected user dbmazz_noddl to be allowed DDL, found readonly = 0, allow_ddl = 0" in problems[0].message
-    with pytest.raises(ConfigError, match=r"user dbmazz_noddl may not run CREATE TABLE.*fix: give the user DDL"):
+    with pytest.raises(ConfigError, match=r"user dbmazz_noddl may not run CREATE TABLE.*fix: give the user a profile with readonly = 0 and allow_ddl = 1"):
         sink.connect()
     assert server.noddl_password not in str(problems[0])
 

@@ -428,8 +428,11 @@ class StarRocksSink(StarRocksClient):
         cannot let an older one win. A row loaded meanwhile has a version at or above the horizon, which
         the condition keeps. Idempotent: a re-run finds nothing left to delete.
         """
-        tables = [table] if table is not None else [
-            r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} ORDER BY table_name")]
+        tables = (
+            [table]
+            if table is not None
+            else [r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} ORDER BY table_name")]
+        )
         forgotten = 0
         for state in map(self.table_state, tables):
             if state is None:

@@ -97,11 +97,16 @@ def tombstone_horizon(changelog: ChangeLog, pipeline: str) -> int | None:
     """The lowest version any change still replayable can carry; a sink may forget tombstones below it.
 
     Every batch still in the change log holds versions above its start (a snapshot batch: at or above its
-    floor, its start); batches captured later start at the checkpoint, past all of them. With no batch
+    floor, its start); a snapshot that retention has not pruned may still write chunks at its floor; batches
+    captured later start at the checkpoint, past all of them. With no batch
     kept, the checkpoint itself bounds what can come; None when nothing is known (prune nothing).
     Why this is safe: docs/architecture.md, "Forgetting tombstones".
     """
     starts = [m.start.version for m in changelog.batches(pipeline)]
+    # a snapshot not yet pruned may still write batches (chunks not read yet): their rows are as old as its floor
+    pruned = changelog.pruned_snapshots(pipeline)
+    starts += [position_from_dict(plan["floor"]).version for plan in changelog.snapshot_plans(pipeline)
+               if plan["snapshot_id"] not in pruned]
     if starts:
         return min(starts)
     checkpoint = changelog.checkpoint(pipeline)

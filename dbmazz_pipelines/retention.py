@@ -58,6 +58,9 @@ def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeL
                 prunable += members
     for batch_id in prunable:
         changelog.delete_batch(pipeline.name, batch_id)
+    for snapshot_id in dict.fromkeys(s for s in map(snapshot_of_batch, prunable) if s is not None):
+        # after its batches: a crash in between leaves the snapshot counted in the tombstone horizon (safe)
+        changelog.record_snapshot_pruned(pipeline.name, snapshot_id)
     if prunable and time.monotonic() - _last_forgotten.get(pipeline.name, -TOMBSTONE_INTERVAL_SECONDS) >= \
             TOMBSTONE_INTERVAL_SECONDS:
         _last_forgotten[pipeline.name] = time.monotonic()

@@ -47,6 +47,7 @@ __all__ = ["ChangeLog", "BatchWriter"]
 
 _MANIFESTS = "_batches"
 _SNAPSHOTS = "_snapshots"
+_PRUNED_SNAPSHOTS = "_pruned_snapshots"
 SEGMENT_ROWS = 100_000  # rows a sink applies at once from a snapshot batch (engine.apply_batch)
 
 
@@ -273,6 +274,17 @@ class ChangeLog:
         plans = [self._read_record(info.path) for info in self.fs.get_file_info(selector)
                  if info.is_file and info.path.endswith(".json")]
         return sorted((p for p in plans if p is not None), key=lambda p: p["snapshot_id"])
+
+    def record_snapshot_pruned(self, pipeline: str, snapshot_id: str) -> None:
+        """Record that retention removed every batch of a snapshot (its plan stays: it says the table was loaded)."""
+        payload = json.dumps({"at": datetime.now(UTC).isoformat()}).encode()
+        self._write_bytes_atomically(self._record_path(pipeline, _PRUNED_SNAPSHOTS, snapshot_id), payload)
+
+    def pruned_snapshots(self, pipeline: str) -> set[str]:
+        """The snapshots whose batches retention removed, all of them (``record_snapshot_pruned``)."""
+        selector = pafs.FileSelector(f"{self._pipeline_dir(pipeline)}/{_PRUNED_SNAPSHOTS}", allow_not_found=True)
+        return {info.base_name.removesuffix(".json") for info in self.fs.get_file_info(selector)
+                if info.is_file and info.base_name.endswith(".json")}
 
     # writing
     def writer(self, pipeline: str, batch_id: str, start: SourcePosition, *, kind: str = "cdc",

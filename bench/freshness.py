@@ -13,7 +13,10 @@ batch every second) instead of one run per batch; ``--capture-mode stream`` sets
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -29,7 +32,7 @@ import yaml  # noqa: E402
 
 from bench._common import RESULTS, write_result  # noqa: E402
 from dbmazz_pipelines.naming import batch_partitions, sink_key  # noqa: E402
-from infra._common import free_port  # noqa: E402
+from infra._common import exit_on_sigterm, free_port  # noqa: E402
 from infra.demo import prepare, start_dagster, stop_process_group  # noqa: E402
 from infra.postgres import PostgresServer  # noqa: E402
 from infra.shop import SHOP_TABLES, ShopWorkload  # noqa: E402
@@ -121,6 +124,9 @@ def main() -> None:
     args = parser.parse_args()
     seconds = 60 if args.quick else 180
     workdir = Path(tempfile.mkdtemp(prefix="dbmazz-freshness-"))
+    exit_on_sigterm()  # SIGTERM takes Ctrl-C's path: the servers stop and the folder goes
+    if not os.environ.get("DBMAZZ_KEEP_WORKDIR"):  # DBMAZZ_KEEP_WORKDIR=1 keeps the logs to look at
+        atexit.register(shutil.rmtree, workdir, True)
     with PostgresServer() as pg:
         env = prepare(pg, workdir)
         _configure(Path(env["DBMAZZ_PIPELINES"]), args.run_mode, args.capture_mode)
@@ -159,7 +165,8 @@ def main() -> None:
         latencies.append(max(0.0, seen_t - committed))
     missing = len(workload.commits) - len(latencies)
     if not latencies:
-        raise SystemExit(f"no inserted order became visible in the sink; see {workdir / 'dagster.log'}")
+        raise SystemExit("no inserted order became visible in the sink; run with DBMAZZ_KEEP_WORKDIR=1 and see "
+                         f"{workdir / 'dagster.log'}")
     p50, p95 = _percentile(latencies, 0.5), _percentile(latencies, 0.95)
     previous = _previous(args.run_mode or "batch")
     write_result(

@@ -741,7 +741,11 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
             trial.kill = rig.kill_daemon(rig.random.uniform(0.5, 5))
         else:
             which = rig.random.choice(["source", "sink"])
-            trial.kill = rig.kill_server(which, rig.random.uniform(0.5, 3))
+            for _ in range(3):  # no run was in progress when the server went down: take it down again
+                trial.kill = rig.kill_server(which, rig.random.uniform(0.5, 3))
+                if trial.kill.hit:
+                    break
+                rig.log(f"  trial {number}: missed ({trial.kill.detail}), killing the {which} again")
             if which == "source" and not client.running():  # the client lost its connections: write on
                 left = max(1, int(write_seconds - (time.monotonic() - client.started)))
                 client.kill()

@@ -109,6 +109,8 @@ def test_parity_is_silent_on_lag_and_fails_on_rows_deleted_in_the_sink(pg_db, tm
         assert writer.writes > 100
         orders = damaged["public.orders"]
         assert not orders["passed"] and orders["severity"] == "ERROR"
-        assert orders["metadata"]["unexplained_rows"] == 3
-        assert "3 rows missing in the sink" in orders["description"]
+        # 3 rows deleted; a batch applied while the check counts can make one look explained (counted as one of
+        # the captured changes between the reads): the check still fails, naming rows missing in the sink
+        assert 1 <= orders["metadata"]["unexplained_rows"] <= 3, orders["metadata"]
+        assert "rows missing in the sink" in orders["description"], orders["description"]
         assert damaged["public.customers"]["passed"]

@@ -14,7 +14,7 @@ file: ``password_env: SHOP_PG_PASSWORD`` (or ``${VAR}`` inside a URL) is resolve
           clickhouse: {url: "http://127.0.0.1:8123", database: shop}
         changelog: ./.dbmazz/changelog      # or any pyarrow filesystem URI (s3://bucket/prefix)
         poll_interval_seconds: 5
-        run_mode: batch                      # or stream: one long-lived run per pipeline (docs/operations.md)
+        run_mode: stream                     # the default: one long-lived run per pipeline; or batch: a run per batch (docs/dagster.md)
         snapshot: {chunk_rows: 100000, chunks_per_batch: 10, parallelism: 4}   # optional: initial loads, re-syncs
 
 Connector mappings go to the registry as they are, plus ``pipeline`` and ``tables`` for sources,
@@ -76,9 +76,10 @@ class PipelineConfig(BaseModel):
     retention_batches: int = Field(2000, ge=10, description="applied batches kept in the change log")
     check_interval_minutes: int = Field(15, ge=1, le=59, description="how often the sink tables' asset checks run")
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig, description="how initial loads and re-syncs read")
-    run_mode: Literal["batch", "stream"] = Field("batch", description=(
-        "batch: the capture sensor launches one run per batch; stream: a long-lived run captures and applies "
-        "a batch every stream_interval_seconds (seconds from commit to sink instead of ~10)"))
+    run_mode: Literal["batch", "stream"] = Field("stream", description=(
+        "stream (default): a long-lived run per pipeline captures and applies a batch every "
+        "stream_interval_seconds (a commit is in the sink within seconds; one run per stream_minutes); "
+        "batch: the capture sensor launches one run per batch (~10-30 s from commit to sink, a run per batch)"))
     stream_minutes: int = Field(10, ge=1, le=240, description="how long one streaming run lives before it ends cleanly")
     stream_interval_seconds: float = Field(1.0, gt=0, le=60, description="how often a streaming run captures a batch")
 

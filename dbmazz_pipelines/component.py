@@ -98,9 +98,9 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
     retention_batches: int = Field(2000, description="applied batches kept in the change log")
     check_interval_minutes: int = Field(15, description="how often the sink tables' asset checks run")
     snapshot: dict[str, Any] | None = Field(None, description="chunk_rows, chunks_per_batch, parallelism of snapshots")
-    run_mode: Literal["batch", "stream"] = Field("batch", description=(
-        "batch: one run per batch; stream: a long-lived run per pipeline captures and applies a batch every "
-        "stream_interval_seconds"))
+    run_mode: Literal["batch", "stream"] = Field("stream", description=(
+        "stream (default): a long-lived run per pipeline captures and applies a batch every "
+        "stream_interval_seconds; batch: one run per batch"))
     stream_minutes: int = Field(10, description="how long one streaming run lives before it ends cleanly")
     stream_interval_seconds: float = Field(1.0, description="how often a streaming run captures a batch")
     translation: Translation | None = Field(None, description=(

@@ -292,6 +292,7 @@ class Topology:
                     "changelog": self.changelog_uri,
                     "poll_interval_seconds": self.poll_interval,
                     "check_interval_minutes": 59,
+                    "run_mode": "batch",  # the rehearsal counts and times one run per batch
                     "snapshot": {
                         "chunk_rows": 50_000,
                         "chunks_per_batch": 4,

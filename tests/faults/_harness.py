@@ -125,8 +125,10 @@ class FaultRig:
 
     def __init__(self, source: str = "postgres", *, scale: int = 1, table_size: int = 10_000, clients: int = 2,
                  poll_interval: int = 2, sinks: tuple[str, ...] = ("duckdb", "clickhouse", "postgres"),
-                 seed: int | None = None, log=print) -> None:
+                 seed: int | None = None, log=print, run_mode: str = "batch") -> None:
         assert source in ("postgres", "mariadb"), source
+        assert run_mode in ("batch", "stream"), run_mode
+        self.run_mode = run_mode  # written in pipelines.yaml either way (the trials kill batch runs by step)
         self.source_kind = source
         self.scale = scale
         self.table_size = table_size
@@ -248,7 +250,7 @@ class FaultRig:
         document = {"pipelines": {PIPELINE: {
             "source": source, "tables": self.tables, "sinks": sinks, "changelog": str(self.workdir / "changelog"),
             "poll_interval_seconds": self.poll_interval, "check_interval_minutes": 59,
-            "snapshot": {"chunk_rows": 50_000, "chunks_per_batch": 2},
+            "snapshot": {"chunk_rows": 50_000, "chunks_per_batch": 2}, "run_mode": self.run_mode,
         }}}
         (self.workdir / "pipelines.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         self.env.update(DAGSTER_HOME=str(home), DBMAZZ_PIPELINES=str(self.workdir / "pipelines.yaml"))

@@ -31,10 +31,18 @@ class Launched:
 
 @dataclass
 class ShopPipeline:
+    """A pipeline driven tick by tick. ``drive`` and ``run_batch`` run one batch run per sensor request, so a
+    config that leaves ``run_mode`` to its default (``stream``) runs here with ``run_mode: batch``; a streaming
+    pipeline sets ``run_mode: stream`` itself (tests/pipelines/test_stream.py)."""
+
     config: PipelineConfig
     source_url: str
     duckdb_path: Path
     cursor: str | None = None  # the sensor's cursor, kept between ticks as the daemon does
+
+    def __post_init__(self) -> None:
+        if "run_mode" not in self.config.model_fields_set:
+            self.config = self.config.model_copy(update={"run_mode": "batch"})
 
     @property
     def name(self) -> str:
@@ -114,7 +122,9 @@ class ShopPipeline:
 
 
 def make_shop_pipeline(pg_db, tmp_path: Path, monkeypatch, name: str = "shop", **config) -> ShopPipeline:
-    """The shop tables (empty) and a capture role; ``config`` overrides PipelineConfig fields (e.g. snapshot)."""
+    """The shop tables (empty) and a capture role; ``config`` overrides PipelineConfig fields (e.g. snapshot).
+    ``run_mode`` is ``batch`` unless given: the tests drive one batch run per sensor request."""
+    config.setdefault("run_mode", "batch")
     create_shop(pg_db.url)
     password = secrets.token_hex(8)
     create_replication_role(pg_db.url, f"cap_{pg_db.name}", password, f"dbmazz_{name}", SHOP_TABLES)

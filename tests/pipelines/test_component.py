@@ -24,6 +24,7 @@ def test_a_scaffolded_component_loads_and_replicates_a_batch(pg_db, tmp_path, mo
         document["type"] = "dbmazz_pipelines.DbmazzPipelineComponent"  # the name the docs use
         document["attributes"]["source"]["slot"] = shop.config.source["slot"]
         document["attributes"]["changelog"] = shop.config.changelog
+        document["attributes"]["run_mode"] = "batch"  # the test runs the sensor's batch runs one by one
         (path / "defs.yaml").write_text(yaml.safe_dump(document))
 
         with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):

@@ -25,6 +25,30 @@ TABLES = ("public.orders", "public.customers")
 STREAM = {"run_mode": "stream", "stream_interval_seconds": 0.2}
 
 
+def test_stream_is_the_default_run_mode_of_pipelines_yaml_and_the_component(tmp_path):
+    """A pipeline that says nothing of run_mode gets the streaming job, which its capture sensor launches."""
+    from dbmazz_connectors.config import PipelineConfig
+    from dbmazz_pipelines import DbmazzPipelineComponent
+    from dbmazz_pipelines.definitions import build_definitions
+    from dbmazz_pipelines.naming import sensor_name
+
+    config = PipelineConfig(
+        name="p",
+        source={"url": "postgresql://cap@db/shop", "password_env": "P_PW"},
+        tables=["public.orders"],
+        sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/p.duckdb"}},
+    )
+    assert config.run_mode == "stream" and config.stream_minutes == 10
+    repo = build_definitions({"p": config}).get_repository_def()
+    # snapshot batches run as batch runs, live changes in the streaming run
+    assert repo.has_job(stream_job_name("p")) and repo.has_job("p_batch")
+    assert stream_job_name("p") in {t.job_name for t in repo.get_sensor_def(sensor_name("p")).targets}
+    component = DbmazzPipelineComponent(
+        source=config.source, tables=config.tables, sinks=config.sinks, changelog=str(tmp_path / "log")
+    )
+    assert component.pipeline_config("p").run_mode == "stream"
+
+
 def _stream_request(shop, defs, instance) -> dg.RunRequest:
     result = shop.tick(defs, instance)
     assert len(result.run_requests) == 1, result.skip_message

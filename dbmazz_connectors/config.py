@@ -82,6 +82,9 @@ class PipelineConfig(BaseModel):
         "batch: the capture sensor launches one run per batch (~10-30 s from commit to sink, a run per batch)"))
     stream_minutes: int = Field(10, ge=1, le=240, description="how long one streaming run lives before it ends cleanly")
     stream_interval_seconds: float = Field(1.0, gt=0, le=60, description="how often a streaming run captures a batch")
+    max_batch_bytes: int = Field(256 * 1024 * 1024, ge=0, description=(
+        "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries: a backlog "
+        "becomes several batches; 0: no cap"))
 
     @field_validator("name")
     @classmethod

@@ -103,6 +103,8 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
         "stream_interval_seconds; batch: one run per batch"))
     stream_minutes: int = Field(10, description="how long one streaming run lives before it ends cleanly")
     stream_interval_seconds: float = Field(1.0, description="how often a streaming run captures a batch")
+    max_batch_bytes: int = Field(256 * 1024 * 1024, description=(
+        "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries; 0: no cap"))
     translation: Translation | None = Field(None, description=(
         "asset attributes (group_name, owners, tags, key, description, ...) applied over every asset's default "
         "spec; templates see role (source_table, changes, sink_table), pipeline, table, table_name, sink, spec"))

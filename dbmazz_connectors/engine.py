@@ -25,8 +25,12 @@ from .core.schema import VERSION_COLUMN, TableSchema
 
 __all__ = [
     "set_up_source", "capture_range", "apply_batch", "fold_table", "batch_id_for", "check_table_identities",
-    "tombstone_horizon",
+    "tombstone_horizon", "bounded_end", "DEFAULT_MAX_BATCH_BYTES",
 ]
+
+# The default cap on the source log a batch covers (a pipeline's ``max_batch_bytes``): a backlog becomes batches
+# of about this much WAL or binlog (~1M changes of a narrow table), while normal traffic is far below it.
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
 
 
 def set_up_source(source: Source) -> None:
@@ -44,6 +48,23 @@ def set_up_source(source: Source) -> None:
 def batch_id_for(start: SourcePosition, end: SourcePosition) -> str:
     """A sortable, readable batch id for the range (start, end] (also the Dagster partition key)."""
     return f"{start.version:020d}-{end.version:020d}"
+
+
+def bounded_end(start: P, current: P, max_bytes: int | None) -> P:
+    """Where the batch starting after ``start`` ends: ``current``, or at most ``max_bytes`` of source log after
+    ``start`` where the position type can tell (``SourcePosition.capped``). ``max_bytes`` None or 0: no cap.
+
+    The source still takes every transaction whole by its commit position (the range extends to the next
+    transaction boundary at or after the end), so a cap never splits one; a transaction larger than the cap lands
+    whole in the batch holding its commit, and a capped range inside it holds no change and only moves the
+    checkpoint. Why this is safe: docs/architecture.md, "Bounded batches".
+    """
+    if not max_bytes or current <= start:
+        return current
+    capped = start.capped(current, max_bytes)
+    if type(capped) is not type(current) or not start < capped <= current:  # a plugin's mistake: no cap
+        return current
+    return cast(P, capped)
 
 
 def capture_range(

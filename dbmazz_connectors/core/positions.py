@@ -84,6 +84,17 @@ class SourcePosition(ABC):
         """Bytes of source log between ``earlier`` and this position, where the source can tell (capture lag)."""
         return None
 
+    def capped(self, limit: SourcePosition, max_bytes: int) -> SourcePosition:
+        """A position at most ``max_bytes`` of source log after this one, and not past ``limit``: where a batch
+        starting here ends when its size is capped (docs/architecture.md, "Bounded batches").
+
+        The source extends a range to the next transaction boundary, so the result may be any position of the
+        log, even inside a transaction. The default, for a type whose log has no byte arithmetic, is ``limit``
+        (no cap). An override returns a position ``p`` with ``self < p <= limit`` (``limit`` itself when it is
+        within the cap), of this type.
+        """
+        return limit
+
     def _comparable(self, other: object) -> bool:
         return isinstance(other, SourcePosition) and other.kind == self.kind
 

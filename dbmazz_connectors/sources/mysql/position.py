@@ -54,6 +54,23 @@ class BinlogPosition(SourcePosition):
             return self.offset - earlier.offset
         return None  # the sizes of the files in between are not known here
 
+    def capped(self, limit: SourcePosition, max_bytes: int) -> SourcePosition:
+        """``max_bytes`` further in this binlog file, or ``limit`` when it is nearer (README, "Bounded batches").
+
+        The sizes of the files in between are not known here, so a cap never reaches into a later file: a read
+        reaching the end of this file meets its rotate event, a transaction boundary past the capped position,
+        and ends the batch there, at the next file's start. The capped position has no GTID set (the batch's end,
+        the Heartbeat the reader yields, carries it).
+        """
+        if not isinstance(limit, BinlogPosition) or max_bytes <= 0 or limit <= self:
+            return limit
+        offset = min(self.offset + max_bytes, 2**32 - 1)
+        if limit.file == self.file and limit.offset <= offset:
+            return limit
+        if offset == self.offset:  # the offset cannot grow (a file at 4 GiB): no cap
+            return limit
+        return BinlogPosition(self.file, offset)
+
     def __str__(self) -> str:
         return f"{self.file}:{self.offset}" + (f" [{self.gtid_set}]" if self.gtid_set else "")
 

@@ -40,6 +40,12 @@ class Lsn(SourcePosition):
     def bytes_since(self, earlier: SourcePosition) -> int | None:
         return self.value - earlier.value if isinstance(earlier, Lsn) else None
 
+    def capped(self, limit: SourcePosition, max_bytes: int) -> SourcePosition:
+        """``min(limit, self + max_bytes)``: an LSN is a byte offset in the WAL (README, "Bounded batches")."""
+        if not isinstance(limit, Lsn) or max_bytes <= 0 or limit.value - self.value <= max_bytes:
+            return limit
+        return Lsn(self.value + max_bytes)
+
     def __str__(self) -> str:
         return f"{self.value >> 32:X}/{self.value & 0xFFFFFFFF:X}"
 

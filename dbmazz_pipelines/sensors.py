@@ -15,7 +15,7 @@ import dagster as dg
 
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.core import DbmazzError
-from dbmazz_connectors.engine import batch_id_for, set_up_source
+from dbmazz_connectors.engine import batch_id_for, bounded_end, set_up_source
 from dbmazz_connectors.snapshots import is_snapshot_batch, plans
 
 from .assets import position_of
@@ -220,7 +220,7 @@ def next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint):
         changelog.record_idle_checkpoint(pipeline.name, current)  # recorded first, then acknowledged
         source.checkpoint(current)
         return None, current, f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it"
-    return (checkpoint, current), checkpoint, ""
+    return (checkpoint, bounded_end(checkpoint, current, pipeline.max_batch_bytes)), checkpoint, ""
 
 
 def starting_checkpoint(context, specs: PipelineSpecs, source, changelog, log_partitions: list[str]):

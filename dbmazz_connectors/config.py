@@ -85,6 +85,10 @@ class PipelineConfig(BaseModel):
     max_batch_bytes: int = Field(256 * 1024 * 1024, ge=0, description=(
         "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries: a backlog "
         "becomes several batches; 0: no cap"))
+    freshness_warn_seconds: int = Field(120, ge=0, description=(
+        "a sink table not known current for this long is WARN in its Dagster freshness policy (0: no warning)"))
+    freshness_fail_seconds: int = Field(600, ge=0, description=(
+        "a sink table not known current for this long is FAIL in its Dagster freshness policy (0: no policy)"))
 
     @field_validator("name")
     @classmethod
@@ -119,6 +123,16 @@ class PipelineConfig(BaseModel):
             if not _NAME.match(name):
                 raise ValueError(f"expected sink names of letters, digits and underscores, got {name!r}")
         return value
+
+    @model_validator(mode="after")
+    def _freshness_windows(self) -> PipelineConfig:
+        """Dagster's time-window freshness policy takes windows of a minute or more, the warning one shorter."""
+        warn, fail = self.freshness_warn_seconds, self.freshness_fail_seconds
+        if fail and fail < 60 or warn and warn < 60:
+            raise ValueError("expected freshness_warn_seconds and freshness_fail_seconds of 60 or more (or 0: off)")
+        if fail and warn and warn >= fail:
+            raise ValueError(f"expected freshness_warn_seconds ({warn}) below freshness_fail_seconds ({fail})")
+        return self
 
     @model_validator(mode="after")
     def _one_sink_table_each(self) -> PipelineConfig:

@@ -105,6 +105,10 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
     stream_interval_seconds: float = Field(1.0, description="how often a streaming run captures a batch")
     max_batch_bytes: int = Field(256 * 1024 * 1024, description=(
         "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries; 0: no cap"))
+    freshness_warn_seconds: int = Field(120, description=(
+        "a sink table not known current for this long is WARN in its Dagster freshness policy (0: no warning)"))
+    freshness_fail_seconds: int = Field(600, description=(
+        "a sink table not known current for this long is FAIL in its Dagster freshness policy (0: no policy)"))
     translation: Translation | None = Field(None, description=(
         "asset attributes (group_name, owners, tags, key, description, ...) applied over every asset's default "
         "spec; templates see role (source_table, changes, sink_table), pipeline, table, table_name, sink, spec"))

@@ -1,9 +1,10 @@
 """The job ``<pipeline>_stream``: one long-lived run that captures and applies a batch every second or so.
 
-A batch run costs seconds to start (a process, the code, the resources) on top of the sensor's interval, so
-``run_mode: batch`` shows a commit in the sink ~8-15 s later. With ``run_mode: stream`` the capture sensor
-starts this job instead when there are changes to capture; its one op loops for ``stream_minutes`` (then the
-run ends cleanly, so new code and retries take effect), every ``stream_interval_seconds``:
+``run_mode: stream`` is the default. A batch run costs seconds to start (a process, the code, the resources) on
+top of the sensor's interval, so ``run_mode: batch`` (one run per batch, the alternative) shows a commit in the
+sink ~8-15 s later. In stream mode the capture sensor starts this job instead and keeps one alive; its one op
+loops for ``stream_minutes`` (then the run ends cleanly, so new code takes effect), every
+``stream_interval_seconds``:
 
 - plans the next range (checkpoint, current] exactly as the sensor plans a batch (``write_plan``, the same
   batch id) and adds it as a partition of ``<pipeline>_batches``;
@@ -13,7 +14,8 @@ run ends cleanly, so new code and retries take effect), every ``stream_interval_
   materialization for that partition.
 
 So the sensor's checkpoint cross-check, retention, checks, re-runs and backfills see the same partitions and
-metadata as in batch mode. The run holds one source connection (a PostgreSQL ``capture_mode: stream`` keeps one
+metadata as in batch mode, and the Runs page shows one streaming run per pipeline per ``stream_minutes`` (plus
+the snapshot batch runs of initial loads and re-syncs). The run holds one source connection (a PostgreSQL ``capture_mode: stream`` keeps one
 replication stream for the whole run) and connects each sink per batch (a DuckDB file stays readable by others
 between batches).
 
@@ -26,7 +28,9 @@ range first). A sink table that fails to apply does not stop capture or the othe
 iteration from its oldest unapplied batch on (in order, with a back-off); if some are still unapplied when the
 run ends, the run fails naming them, and the next streaming run applies them first (it finds the captured
 batches a sink table has no materialization for). A killed run is replayed the same way: batches are
-idempotent (docs/architecture.md, "The ordering invariant").
+idempotent (docs/architecture.md, "The ordering invariant"). The instance's ``run_retries`` do not apply to
+streaming runs (``dagster/max_retries: 0``): the sensor starts the next one, with its back-off after repeated
+failures; a retry besides would be a second run racing it (seen in tests/faults/test_stream_faults.py).
 """
 
 import time
@@ -119,7 +123,13 @@ def build_stream_job(specs: PipelineSpecs) -> dg.JobDefinition:
     @dg.job(
         name=stream_job_name(pipeline.name),
         executor_def=dg.in_process_executor,
-        tags={PIPELINE_TAG: pipeline.name, KIND_TAG: "stream", "dagster/priority": "10"},
+        # no run_retries: the capture sensor starts the next streaming run (module doc)
+        tags={
+            PIPELINE_TAG: pipeline.name,
+            KIND_TAG: "stream",
+            "dagster/priority": "10",
+            "dagster/max_retries": "0",
+        },
         description=f"capture and apply {pipeline.name}'s changes every {pipeline.stream_interval_seconds:g} s "
         f"for {pipeline.stream_minutes} min (run_mode: stream); launched by its capture sensor",
     )

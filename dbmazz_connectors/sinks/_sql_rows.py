@@ -43,7 +43,7 @@ class TableState:
 
 class RowMerge:
     """The rows part of ``SqlSink`` (which provides ``q``, ``execute``, ``fetchall``, ``stage``, ``target``,
-    ``tomb``, ``high_water_version`` and ``guard``)."""
+    ``tomb`` and ``high_water_version``)."""
 
     upsert_by_replace = False  # True: delete the keys, then a plain INSERT (faster than ON CONFLICT in DuckDB)
 
@@ -65,8 +65,10 @@ class RowMerge:
     def drop_staged(self, staged: str) -> None:
         self.execute(f"DROP TABLE {staged}")
 
-    def _apply_rows(self, state: TableState, step: RowsStep, details: dict[str, int], high_water: int | None) -> None:
-        rows = with_unknown_key(self.guard.apply(step.rows, step.schema, state.table, details))
+    def _apply_rows(self, state: TableState, step: RowsStep, rows: pa.Table, details: dict[str, int],
+                    high_water: int | None) -> None:
+        """Merge ``rows`` (the step's rows, through the sink's ``out_of_range`` policy) into the table."""
+        rows = with_unknown_key(rows)
         ops = rows.column(OP_COLUMN)
         deletes = pc.sum(pc.equal(ops, OP_DELETE)).as_py() or 0
         unknown = rows.column(UNKNOWN_KEY)

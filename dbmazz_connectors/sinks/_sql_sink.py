@@ -12,48 +12,47 @@ Layout in the sink database:
   applied later (a snapshot chunk, a replay) cannot resurrect a deleted row.
 
 Per key the change with the highest version wins; on equal versions the later-applied one.
-Rows steps are applied by ``_sql_rows.RowMerge``, after the sink's ``out_of_range`` policy
-(``_policy.ValueGuard``) has dealt with values the sink cannot hold.
+The apply is the toolkit's (``toolkit.SinkBase.write_batch``); this class provides its hooks in SQL,
+one transaction per batch (``batch_scope``). Rows steps are applied by ``_sql_rows.RowMerge``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ..core.batch import ChangeBatch
-from ..core.errors import DbmazzError, SchemaChangeError, UnmappableTypeError
-from ..core.protocols import BatchRef, WriteResult
+from ..core.errors import DbmazzError, SchemaChangeError
+from ..core.protocols import BatchRef
 from ..core.schema import (
     COMMIT_TS_COLUMN,
     VERSION_COLUMN,
     TableSchema,
 )
-from ..core.types import LogicalType
-from ._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
-from ._policy import COUNTERS, OutOfRange, ValueGuard
+from ._plan import ColumnPlan, RowsStep
+from ._policy import OutOfRange
 from ._sql_rows import META_SCHEMA, UNKNOWN_KEY, RowMerge, TableState
+from .toolkit.base import ApplyContext, SinkBase
 
 __all__ = ["SqlSink", "TableState", "META_SCHEMA", "UNKNOWN_KEY"]
 
 
-class SqlSink(RowMerge, ABC):
-    """Shared algorithm; a subclass provides the connection, quoting, staging and type table."""
+class SqlSink(RowMerge, SinkBase[TableState]):
+    """The toolkit's hooks in SQL; a subclass provides the connection, quoting, staging and type table."""
 
-    name: str
-    types: Any  # a class with native(), same_native(), value_rule(), VERSION
+    DETAILS = ("upserted", "deleted", "stale", "unknown_values_missing", "truncates", "columns_added",
+               "columns_widened")
 
     def __init__(self, pipeline: str, schema: str | None, out_of_range: OutOfRange = OutOfRange.REFUSE) -> None:
+        super().__init__(out_of_range)
         self.pipeline = pipeline
         self.schema_override = schema
-        self._states: dict[str, TableState] = {}
-        self.guard = ValueGuard(self.name, out_of_range, self.types.value_rule)
 
     # ---- dialect hooks
     @abstractmethod
@@ -97,10 +96,6 @@ class SqlSink(RowMerge, ABC):
         """The target table's key constraint (after its columns); the apply keeps one row per key either way."""
         return f", PRIMARY KEY ({key_columns})"
 
-    def check_widening(self, plan: ColumnPlan, table: str) -> None:
-        """Refuse widenings the sink cannot run in place (before anything is written)."""
-        return None
-
     # ---- metadata
     def ensure_meta(self) -> None:
         v = self.types.VERSION
@@ -117,18 +112,23 @@ class SqlSink(RowMerge, ABC):
             "PRIMARY KEY (pipeline, batch_id, table_name))"
         )
 
-    def table_state(self, table: str) -> TableState | None:
-        if table in self._states:
-            return self._states[table]
+    def load_state(self, table: str) -> TableState | None:
         rows = self.fetchall(
             f"SELECT target_schema, target_name, tombstones, schema_json, truncated_version "
             f"FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s", (self.target_key(table),))
         if not rows:
             return None
         ts, tn, tomb, schema_json, truncated = rows[0]
-        state = TableState(table, ts, tn, tomb, TableSchema.from_dict(json.loads(schema_json)), int(truncated))
-        self._states[table] = state
-        return state
+        return TableState(table, ts, tn, tomb, TableSchema.from_dict(json.loads(schema_json)), int(truncated))
+
+    def save_state(self, state: TableState) -> None:
+        self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET schema_json = %s, truncated_version = %s "
+                     "WHERE table_name = %s",
+                     (json.dumps(state.schema.to_dict()), state.truncated_version, self.target_key(state.table)))
+
+    def state_tables(self) -> list[str]:
+        # a target key ("schema.name") maps to itself, so either kind of name does for table_state
+        return [r[0] for r in self.fetchall(f"SELECT table_name FROM {self.q(META_SCHEMA, 'tables')} ORDER BY 1")]
 
     def target_key(self, table: str) -> str:
         """The sink table a source table ``schema.name`` goes to, as ``schema.name`` (the metadata key)."""
@@ -142,26 +142,27 @@ class SqlSink(RowMerge, ABC):
         return self.q(META_SCHEMA, state.tombstones)
 
     # ---- create
-    def create_table(self, schema: TableSchema) -> None:
-        """Create the target and tombstone tables and the table's metadata row. Idempotent."""
-        schema.require_primary_key()
-        if self.table_state(schema.qualified_name) is not None:
-            return
-        for col in schema.columns:
-            self._native(schema.qualified_name, col.name, col.type)
-        schema = TableSchema(schema.schema, schema.name, tuple(
-            c if c.nullable or c.name in schema.primary_key else type(c)(c.name, c.type, True, c.source_type)
+    def sink_schema(self, schema: TableSchema) -> TableSchema:
+        """Non-key columns nullable (key columns as the source has them)."""
+        return TableSchema(schema.schema, schema.name, tuple(
+            c if c.nullable or c.name in schema.primary_key else dataclasses.replace(c, nullable=True)
             for c in schema.columns), schema.primary_key)
-        state = TableState(schema.qualified_name, self.schema_override or schema.schema, schema.name,
-                           _tombstone_name(self.target_key(schema.qualified_name)), schema, 0)
+
+    def new_state(self, schema: TableSchema) -> TableState:
+        return TableState(schema.qualified_name, self.schema_override or schema.schema, schema.name,
+                          _tombstone_name(self.target_key(schema.qualified_name)), schema, 0)
+
+    def create_target(self, state: TableState) -> TableState:
+        """The target and tombstone tables and the table's metadata row, in one transaction. Idempotent."""
         self.begin()
         try:
             self._create_objects(state)
             self.commit()
         except BaseException as exc:
-            self._states.pop(schema.qualified_name, None)
+            self.forget_state(state.table)
             self.rollback()
-            raise self._wrap(exc, schema.qualified_name) from exc
+            raise self._wrap(exc, state.table) from exc
+        return self.load_state(state.table) or state  # as stored: a concurrent creator's, or a renamed target
 
     def _create_objects(self, state: TableState) -> None:
         schema, key = state.schema, state.schema.primary_key
@@ -183,43 +184,21 @@ class SqlSink(RowMerge, ABC):
              json.dumps(schema.to_dict())),
         )
 
-    def _native(self, table: str, column: str, logical: LogicalType) -> str:
-        try:
-            return self.types.native(logical)
-        except KeyError:
-            raise UnmappableTypeError(table, column, str(logical), self.name) from None
-
-    # ---- write
-    def write_batch(self, batch: ChangeBatch, ref: BatchRef) -> WriteResult:
-        """Apply one table's batch exactly once (see the module docstring)."""
-        table = batch.table
-        if self.table_state(table) is None:
-            self.create_table(batch.schema)
-        state = self.table_state(table)
-        assert state is not None
-        # The applied check, the schema check and the table's high-water version are read once each, inside the
-        # transaction (after the table's lock): per batch these metadata queries cost as much as a small batch's rows.
+    # ---- the apply's hooks
+    @contextmanager
+    def batch_scope(self, table: str) -> Iterator[None]:
+        """One transaction per batch, after the table's writer lock: the applied check, the schema check and the
+        table's high-water version are read once each inside it (per batch these metadata queries cost as much as
+        a small batch's rows)."""
         self.begin()
         try:
             self.lock_table_state(table)
-            if self._applied(ref, table):
-                self.rollback()
-                return WriteResult(table, 0, True, self.high_water_version(table))
-            planned = self._validate(state, batch)  # before anything of the batch is written
-            before = self.high_water_version(table)
-            details, rows, state = self._run(state, planned, before)
-            high_water = _batch_high_water(batch)
-            self.execute(f"INSERT INTO {self.q(META_SCHEMA, 'applied_batches')} (pipeline, batch_id, table_name, "
-                         "rows_written, high_water_version) VALUES (%s, %s, %s, %s, %s)",
-                         (ref.pipeline, ref.batch_id, self.target_key(table), rows, high_water))
+            yield
             self.commit()
         except BaseException as exc:
-            self._states.pop(table, None)
+            self.forget_state(table)
             self.rollback()
             raise self._wrap(exc, table) from exc
-        self._states[table] = state
-        after = max((v for v in (before, high_water) if v is not None), default=None)
-        return WriteResult(table, rows, False, after, details)
 
     def _wrap(self, exc: BaseException, table: str) -> BaseException:
         if isinstance(exc, DbmazzError) or not isinstance(exc, Exception):
@@ -227,95 +206,49 @@ class SqlSink(RowMerge, ABC):
         return self.translate_error(exc, table)
 
     def is_applied(self, ref: BatchRef, table: str) -> bool:
-        return self._applied(ref, table)
-
-    def _applied(self, ref: BatchRef, table: str) -> bool:
         return bool(self.fetchall(
             f"SELECT 1 FROM {self.q(META_SCHEMA, 'applied_batches')} "
             "WHERE pipeline = %s AND batch_id = %s AND table_name = %s",
             (ref.pipeline, ref.batch_id, self.target_key(table))))
 
-    def _validate(self, state: TableState, batch: ChangeBatch) -> list[tuple[ColumnPlan | None, Step | None]]:
-        """Every schema change of the batch, checked against the sink before anything is written."""
-        planned: list[tuple[ColumnPlan | None, Step | None]] = []
-        current = state.schema
-        for step in [None, *plan_batch(batch)]:
-            incoming = batch.schema if step is None else (
-                step.new if isinstance(step, SchemaStep) else step.schema if isinstance(step, RowsStep) else None)
-            plan = None
-            if incoming is not None:
-                for col in incoming.columns:
-                    self._native(batch.table, col.name, col.type)
-                plan = reconcile_columns(current, incoming, sink=self.name, same_native=self.types.same_native)
-                self.check_widening(plan, batch.table)
-                current = plan.schema
-            planned.append((plan, step))
-        return planned
+    def record_applied(self, ctx: ApplyContext, rows_written: int, high_water: int | None) -> None:
+        self.execute(f"INSERT INTO {self.q(META_SCHEMA, 'applied_batches')} (pipeline, batch_id, table_name, "
+                     "rows_written, high_water_version) VALUES (%s, %s, %s, %s, %s)",
+                     (ctx.ref.pipeline, ctx.ref.batch_id, self.target_key(ctx.table), rows_written, high_water))
 
-    def _run(self, state: TableState, planned, high_water: int | None) -> tuple[dict[str, int], int, TableState]:
-        """Apply the planned steps; ``high_water``: the table's high-water version before this batch."""
-        details = {"upserted": 0, "deleted": 0, "stale": 0, "unknown_values_missing": 0, "truncates": 0,
-                   "columns_added": 0, "columns_widened": 0, **dict.fromkeys(COUNTERS, 0)}
-        rows = 0
-        for plan, step in planned:
-            if plan is not None and (plan.added or plan.widened or plan.schema != state.schema):
-                state = self._alter(state, plan, details)
-            if isinstance(step, TruncateStep):
-                state = self._truncate(state, step.version)
-                details["truncates"] += 1
-            elif isinstance(step, RowsStep) and step.rows.num_rows:
-                rows += step.rows.num_rows
-                self._apply_rows(state, step, details, high_water)
-        return details, rows, state
-
-    def _alter(self, state: TableState, plan: ColumnPlan, details: dict[str, int]) -> TableState:
+    def alter_columns(self, state: TableState, plan: ColumnPlan) -> None:
         for col in plan.added:
             self.execute(f"ALTER TABLE {self.target(state)} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
                          f"{self.types.native(col.type)}")
-            details["columns_added"] += 1
         for _old, new in plan.widened:
             native = self.types.native(new.type)
             self.execute(self.alter_type_sql(self.target(state), new.name, native))
             if new.name in state.schema.primary_key:
                 self.execute(self.alter_type_sql(self.tomb(state), new.name, native))
-            details["columns_widened"] += 1
-        self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET schema_json = %s WHERE table_name = %s",
-                     (json.dumps(plan.schema.to_dict()), self.target_key(state.table)))
-        return TableState(state.table, state.target_schema, state.target_name, state.tombstones, plan.schema,
-                          state.truncated_version)
 
-    def _truncate(self, state: TableState, version: int) -> TableState:
+    def truncate_rows(self, state: TableState, version: int) -> None:
         self.execute(f"DELETE FROM {self.target(state)} WHERE {self.q(VERSION_COLUMN)} <= %s", (version,))
         self.execute(f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} <= %s", (version,))
-        truncated = max(state.truncated_version, version)
-        self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET truncated_version = %s WHERE table_name = %s",
-                     (truncated, self.target_key(state.table)))
-        return TableState(state.table, state.target_schema, state.target_name, state.tombstones, state.schema,
-                          truncated)
+
+    def write_rows(self, state: TableState, step: RowsStep, rows: pa.Table, ctx: ApplyContext) -> int:
+        self._apply_rows(state, step, rows, ctx.details, ctx.high_water)
+        return rows.num_rows
 
     # ---- forgetting tombstones
-    def prune_tombstones(self, table: str | None, below_version: int) -> int:
-        """Delete tombstones below ``below_version`` (None: of every table); returns how many went.
+    def prune_table(self, state: TableState, below_version: int) -> int:
+        """Delete the table's tombstones below ``below_version``, in one transaction under its writer lock.
 
-        Live rows and tombstones are in separate tables, so a deleted key has no other row to win again.
-        One transaction per table, under the table's writer lock like a batch; idempotent.
+        Live rows and tombstones are in separate tables, so a deleted key has no other row to win again. Idempotent.
         """
-        names = [table] if table is not None else [
-            r[0] for r in self.fetchall(f"SELECT table_name FROM {self.q(META_SCHEMA, 'tables')} ORDER BY 1")]
-        forgotten = 0
-        for name in names:  # a target key ("schema.name") maps to itself, so either kind of name does
-            state = self.table_state(name)
-            if state is None:
-                continue
-            self.begin()
-            try:
-                self.lock_table_state(name)
-                forgotten += self.execute(f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} < %s",
-                                          (int(below_version),))
-                self.commit()
-            except BaseException as exc:
-                self.rollback()
-                raise self._wrap(exc, name) from exc
+        self.begin()
+        try:
+            self.lock_table_state(state.table)
+            forgotten = self.execute(f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} < %s",
+                                     (int(below_version),))
+            self.commit()
+        except BaseException as exc:
+            self.rollback()
+            raise self._wrap(exc, state.table) from exc
         return forgotten
 
     # ---- reads
@@ -338,14 +271,3 @@ class SqlSink(RowMerge, ABC):
 def _tombstone_name(table: str) -> str:
     digest = hashlib.sha1(table.encode()).hexdigest()[:8]
     return f"{table[:40]}__{digest}"
-
-
-def _batch_high_water(batch: ChangeBatch) -> int | None:
-    versions: list[int] = []
-    for event in batch.events:
-        data = getattr(event, "data", None)
-        if data is not None and data.num_rows:
-            versions.append(int(pc.max(data.column(VERSION_COLUMN)).as_py()))
-        elif getattr(event, "version", None) is not None:
-            versions.append(int(event.version))
-    return max(versions) if versions else None

@@ -43,15 +43,17 @@ from ...core.types import (
     Kind,
     LogicalType,
 )
-from .._policy import ValueRule, temporal_rule
+from .._policy import temporal_rule
+from ..toolkit.types import TypeMapper
 
 __all__ = ["ClickHouseTypes"]
 
 
-class ClickHouseTypes:
-    """The ClickHouse type table; class-level so docs, DDL and tests read one source."""
+class ClickHouseTypes(TypeMapper):
+    """The ClickHouse type table (data on ``TypeMapper``); class-level so docs, DDL and tests read one source."""
 
-    NATIVE: dict[Kind, str] = {
+    SINK = "clickhouse"
+    NATIVE = {
         Kind.BOOL: "Bool",
         Kind.INT8: "Int8",
         Kind.INT16: "Int16",
@@ -71,7 +73,7 @@ class ClickHouseTypes:
         Kind.TIMESTAMPTZ: "DateTime64(6, 'UTC')",
         Kind.INTERVAL: "Tuple(months Int32, days Int32, micros Int64)",
     }
-    LOGICAL: dict[str, LogicalType] = {
+    LOGICAL = {
         "Bool": LogicalType.of("bool"),
         "Int8": LogicalType.of("int8"),
         "Int16": LogicalType.of("int16"),
@@ -93,6 +95,22 @@ class ClickHouseTypes:
     MIN_US, MAX_US = -62_167_219_200_000_000, 253_402_300_799_999_999  # 0000-01-01 00:00, 9999-12-31 23:59:59.999999
     DATE_RANGE = "0000-01-01..9999-12-31"
     TIMESTAMP_RANGE = "0000-01-01 00:00:00..9999-12-31 23:59:59.999999"
+    MAX_DECIMAL_PRECISION = None  # up to 76 digits (Decimal256 beyond 38); sources bring no wider ones
+    UNBOUNDED_DECIMAL = "String"  # unbounded numeric: exact text incl. NaN
+    VERSION = "UInt64"
+    # The values of each kind ClickHouse cannot hold (for the sink's ``out_of_range`` policy)
+    RULES = {
+        Kind.DATE: temporal_rule(Kind.DATE, MIN_DAY, MAX_DAY,
+                                 f"a date within {DATE_RANGE} (the ClickHouse Date32 range)"),
+        Kind.TIMESTAMP: temporal_rule(Kind.TIMESTAMP, MIN_US, MAX_US,
+                                      f"a timestamp within {TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)"),
+        Kind.TIMESTAMPTZ: temporal_rule(Kind.TIMESTAMPTZ, MIN_US, MAX_US,
+                                        f"a timestamp within {TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)"),
+    }
+
+    @classmethod
+    def decimal(cls, precision: int, scale: int) -> str:
+        return f"Decimal({precision}, {scale})"
 
     @classmethod
     def native(cls, logical: LogicalType, nullable: bool = True) -> str:
@@ -100,10 +118,7 @@ class ClickHouseTypes:
         if logical.kind is Kind.ARRAY:
             assert logical.element is not None
             return f"Array({cls.native(logical.element)})"
-        if logical.kind is Kind.DECIMAL:
-            base = "String" if logical.precision is None else f"Decimal({logical.precision}, {logical.scale or 0})"
-        else:
-            base = cls.NATIVE[logical.kind]
+        base = cls.scalar(logical)
         base = f"Nullable({base})" if nullable else base
         return f"LowCardinality({base})" if logical.kind is Kind.ENUM else base
 
@@ -121,21 +136,6 @@ class ClickHouseTypes:
         if match := re.match(r"^Decimal(?:\d+)?\((\d+),\s*(\d+)\)$", native):
             return LogicalType.decimal(int(match.group(1)), int(match.group(2)))
         return cls.LOGICAL[native]
-
-    @classmethod
-    def same_native(cls, a: LogicalType, b: LogicalType) -> bool:
-        return cls.native(a) == cls.native(b)
-
-    @classmethod
-    def value_rule(cls, logical: LogicalType) -> ValueRule | None:
-        """The values of ``logical`` ClickHouse cannot hold (for the sink's ``out_of_range`` policy)."""
-        if logical.kind is Kind.DATE:
-            return temporal_rule(Kind.DATE, cls.MIN_DAY, cls.MAX_DAY,
-                                 f"a date within {cls.DATE_RANGE} (the ClickHouse Date32 range)")
-        if logical.kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-            return temporal_rule(logical.kind, cls.MIN_US, cls.MAX_US,
-                                 f"a timestamp within {cls.TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)")
-        return None
 
     @classmethod
     def read_expr(cls, column: str, logical: LogicalType) -> str:

@@ -242,27 +242,26 @@ class DuckDbSink(SqlSink):
             state = dataclasses.replace(state, target_name=f"{state.target_name}_{digest}")
         super()._create_objects(state)
 
-    def _alter(self, state: TableState, plan: ColumnPlan, details: dict[str, int]) -> TableState:
+    def alter_columns(self, state: TableState, plan: ColumnPlan) -> None:
         """As every SQL sink, except a widened primary-key column: DuckDB cannot ``ALTER`` the type of a
         column an index covers, so the table (and its tombstones) is copied into a new one under the same name."""
         keyed = [(old, new) for old, new in plan.widened if new.name in state.schema.primary_key]
         if not keyed:
-            return super()._alter(state, plan, details)
-        others = ColumnPlan(plan.schema, plan.added, tuple(w for w in plan.widened if w not in keyed))
-        state = super()._alter(state, others, details)
-        columns = [*plan.schema.columns]
+            return super().alter_columns(state, plan)
+        super().alter_columns(state, ColumnPlan(plan.schema, plan.added, tuple(w for w in plan.widened
+                                                                                 if w not in keyed)))
+        schema = plan.schema
         keyed_target = bool(self.fetchall(  # a table created with primary_key: true keeps its key index
             "SELECT 1 FROM duckdb_constraints() WHERE database_name = current_database() AND schema_name = %s "
             "AND table_name = %s AND constraint_type = 'PRIMARY KEY'", (state.target_schema, state.target_name)))
-        self._rebuild(state.target_schema, state.target_name, state.schema,
-                      [(c.name, self.types.native(c.type), c.name in state.schema.primary_key) for c in columns]
+        self._rebuild(state.target_schema, state.target_name, schema,
+                      [(c.name, self.types.native(c.type), c.name in schema.primary_key) for c in schema.columns]
                       + [(VERSION_COLUMN, self.types.VERSION, True), (COMMIT_TS_COLUMN, "TIMESTAMPTZ", True)],
                       keyed_target)
-        self._rebuild(META_SCHEMA, state.tombstones, state.schema,
-                      [(k, self.types.native(state.schema.column(k).type), True) for k in state.schema.primary_key]
+        self._rebuild(META_SCHEMA, state.tombstones, schema,
+                      [(k, self.types.native(schema.column(k).type), True) for k in schema.primary_key]
                       + [(VERSION_COLUMN, self.types.VERSION, True)], True)
-        details["columns_widened"] += len(keyed)
-        return state
+        return None
 
     def _rebuild(self, schema_name: str, name: str, schema: TableSchema, columns: list[tuple[str, str, bool]],
                  primary_key: bool) -> None:

@@ -32,15 +32,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...core.types import Kind, LogicalType
-from .._policy import ValueRule
+from ..toolkit.types import TypeMapper
 
 __all__ = ["DuckDbTypes"]
 
 
-class DuckDbTypes:
-    """The DuckDB type table; class-level so docs, DDL and tests read one source."""
+class DuckDbTypes(TypeMapper):
+    """The DuckDB type table (data on ``TypeMapper``); class-level so docs, DDL and tests read one source.
 
-    NATIVE: dict[Kind, str] = {
+    No ``RULES``: DuckDB holds every value of every logical type (its DATE and TIMESTAMP span the whole
+    int32/int64 range with +-infinity, and VARCHAR holds NUL characters)."""
+
+    SINK = "duckdb"
+    NATIVE = {
         Kind.BOOL: "BOOLEAN",
         Kind.INT8: "TINYINT",
         Kind.INT16: "SMALLINT",
@@ -60,7 +64,7 @@ class DuckDbTypes:
         Kind.TIMESTAMPTZ: "TIMESTAMPTZ",
         Kind.INTERVAL: "INTERVAL",
     }
-    LOGICAL: dict[str, LogicalType] = {
+    LOGICAL = {
         "BOOLEAN": LogicalType.of("bool"),
         "TINYINT": LogicalType.of("int8"),
         "SMALLINT": LogicalType.of("int16"),
@@ -81,18 +85,8 @@ class DuckDbTypes:
         "INTERVAL": LogicalType.of("interval"),
     }
     MAX_DECIMAL_PRECISION = 38
+    WIDE_DECIMAL = UNBOUNDED_DECIMAL = "VARCHAR"  # exact text (DuckDB DECIMAL stops at 38 digits)
     VERSION = "UBIGINT"
-
-    @classmethod
-    def native(cls, logical: LogicalType) -> str:
-        if logical.kind is Kind.DECIMAL:
-            if logical.precision is None or logical.precision > cls.MAX_DECIMAL_PRECISION:
-                return "VARCHAR"
-            return f"DECIMAL({logical.precision},{logical.scale or 0})"
-        if logical.kind is Kind.ARRAY:
-            assert logical.element is not None
-            return f"{cls.native(logical.element)}[]"
-        return cls.NATIVE[logical.kind]
 
     @classmethod
     def logical(cls, native: str) -> LogicalType:
@@ -103,16 +97,6 @@ class DuckDbTypes:
         if match := re.match(r"^DECIMAL\((\d+),\s*(\d+)\)$", native):
             return LogicalType.decimal(int(match.group(1)), int(match.group(2)))
         return cls.LOGICAL[native]
-
-    @classmethod
-    def value_rule(cls, logical: LogicalType) -> ValueRule | None:
-        """None: DuckDB holds every value of every logical type (its DATE and TIMESTAMP span the whole
-        int32/int64 range with +-infinity, and VARCHAR holds NUL characters)."""
-        return None
-
-    @classmethod
-    def same_native(cls, a: LogicalType, b: LogicalType) -> bool:
-        return cls.native(a) == cls.native(b)
 
     @classmethod
     def prepare(cls, array: pa.ChunkedArray, logical: LogicalType) -> pa.ChunkedArray:

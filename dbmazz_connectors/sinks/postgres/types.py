@@ -45,7 +45,8 @@ from ...core.types import (
     LogicalType,
     civil_from_days,
 )
-from .._policy import ValueRule, temporal_rule, text_rule
+from .._policy import temporal_rule, text_rule
+from ..toolkit.types import TypeMapper
 
 __all__ = ["PostgresTypes", "StagedColumn"]
 
@@ -66,10 +67,11 @@ class StagedColumn:
     staging_type: str
 
 
-class PostgresTypes:
-    """The PostgreSQL type table; class-level so docs, DDL and tests read one source."""
+class PostgresTypes(TypeMapper):
+    """The PostgreSQL type table (data on ``TypeMapper``); class-level so docs, DDL and tests read one source."""
 
-    NATIVE: dict[Kind, str] = {
+    SINK = "postgres"
+    NATIVE = {
         Kind.BOOL: "boolean",
         Kind.INT8: "smallint",
         Kind.INT16: "smallint",
@@ -89,7 +91,7 @@ class PostgresTypes:
         Kind.TIMESTAMPTZ: "timestamptz",
         Kind.INTERVAL: "interval",
     }
-    LOGICAL: dict[str, LogicalType] = {
+    LOGICAL = {
         "boolean": LogicalType.of("bool"),
         "smallint": LogicalType.of("int16"),
         "integer": LogicalType.of("int32"),
@@ -112,17 +114,23 @@ class PostgresTypes:
         "interval": LogicalType.of("interval"),
     }
     VERSION = "numeric(20,0)"
+    UNBOUNDED_DECIMAL = "numeric"
+    # The values PostgreSQL cannot hold (for the sink's ``out_of_range`` policy)
+    RULES = {
+        Kind.DATE: temporal_rule(Kind.DATE, _PG_MIN_DATE, _PG_MAX_DATE,
+                                 "a date within 4714-11-24 BC..5874897-12-31 (the PostgreSQL range)"),
+        **{kind: temporal_rule(kind, _PG_MIN_TS_US, TIMESTAMP_POS_INFINITY,
+                               "a timestamp from 4714-11-24 BC on (the PostgreSQL range)")
+           for kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ)},
+        **dict.fromkeys((Kind.STRING, Kind.ENUM), text_rule(
+            "a text without NUL (\\x00) characters, which PostgreSQL text cannot hold", "\x00")),
+        Kind.JSON: text_rule("a JSON text without NUL characters or \\u0000 escapes, which jsonb cannot hold",
+                             _JSON_NUL, regex=True, replacement="\\1\\2"),
+    }
 
     @classmethod
-    def native(cls, logical: LogicalType) -> str:
-        if logical.kind is Kind.DECIMAL:
-            if logical.precision is None:
-                return "numeric"
-            return f"numeric({logical.precision},{logical.scale or 0})"
-        if logical.kind is Kind.ARRAY:
-            assert logical.element is not None
-            return f"{cls.native(logical.element)}[]"
-        return cls.NATIVE[logical.kind]
+    def decimal(cls, precision: int, scale: int) -> str:
+        return f"numeric({precision},{scale})"
 
     @classmethod
     def logical(cls, native: str) -> LogicalType:
@@ -133,27 +141,6 @@ class PostgresTypes:
         if native != "numeric(20,0)" and (match := re.match(r"^numeric\((\d+),(\d+)\)$", native)):
             return LogicalType.decimal(int(match.group(1)), int(match.group(2)))
         return cls.LOGICAL[native]
-
-    @classmethod
-    def same_native(cls, a: LogicalType, b: LogicalType) -> bool:
-        return cls.native(a) == cls.native(b)
-
-    @classmethod
-    def value_rule(cls, logical: LogicalType) -> ValueRule | None:
-        """The values of ``logical`` PostgreSQL cannot hold (for the sink's ``out_of_range`` policy)."""
-        kind = logical.kind
-        if kind is Kind.DATE:
-            return temporal_rule(kind, _PG_MIN_DATE, _PG_MAX_DATE,
-                                 "a date within 4714-11-24 BC..5874897-12-31 (the PostgreSQL range)")
-        if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-            return temporal_rule(kind, _PG_MIN_TS_US, TIMESTAMP_POS_INFINITY,
-                                 "a timestamp from 4714-11-24 BC on (the PostgreSQL range)")
-        if kind in (Kind.STRING, Kind.ENUM):
-            return text_rule("a text without NUL (\\x00) characters, which PostgreSQL text cannot hold", "\x00")
-        if kind is Kind.JSON:
-            return text_rule("a JSON text without NUL characters or \\u0000 escapes, which jsonb cannot hold",
-                             _JSON_NUL, regex=True, replacement="\\1\\2")
-        return None
 
     # ---- staging
     @classmethod

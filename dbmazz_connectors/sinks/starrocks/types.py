@@ -44,6 +44,7 @@ from ...core.types import (
     LogicalType,
 )
 from .._policy import ValueRule, temporal_rule
+from ..toolkit.types import TypeMapper
 
 __all__ = ["StarRocksTypes"]
 
@@ -59,10 +60,11 @@ _CONTROL = [chr(c) for c in range(0x20)]
 _HEX = np.array([f"{b:02x}" for b in range(256)], dtype="S2").view(np.uint8).reshape(256, 2)
 
 
-class StarRocksTypes:
-    """The StarRocks type table; class-level so docs, DDL and tests read one source."""
+class StarRocksTypes(TypeMapper):
+    """The StarRocks type table (data on ``TypeMapper``); class-level so docs, DDL and tests read one source."""
 
-    NATIVE: dict[Kind, str] = {
+    SINK = "starrocks"
+    NATIVE = {
         Kind.BOOL: "BOOLEAN",
         Kind.INT8: "TINYINT",
         Kind.INT16: "SMALLINT",
@@ -99,21 +101,20 @@ class StarRocksTypes:
         }
     )
     MAX_DECIMAL_PRECISION = 38
+    WIDE_DECIMAL = UNBOUNDED_DECIMAL = "STRING"  # exact text
+    VERSION = "LARGEINT"
     MIN_DAY, MAX_DAY = -719_528, 2_932_896  # 0000-01-01, 9999-12-31
     MIN_US, MAX_US = -62_167_219_200_000_000, 253_402_300_799_999_999
     DATE_RANGE = "0000-01-01..9999-12-31"
     TIMESTAMP_RANGE = "0000-01-01 00:00:00..9999-12-31 23:59:59.999999"
 
     @classmethod
-    def native(cls, logical: LogicalType) -> str:
-        if logical.kind is Kind.ARRAY:
-            assert logical.element is not None
-            return f"ARRAY<{cls.native(logical.element)}>"
-        if logical.kind is Kind.DECIMAL:
-            if logical.precision is None or logical.precision > cls.MAX_DECIMAL_PRECISION:
-                return "STRING"
-            return f"DECIMAL({logical.precision}, {logical.scale or 0})"
-        return cls.NATIVE[logical.kind]
+    def decimal(cls, precision: int, scale: int) -> str:
+        return f"DECIMAL({precision}, {scale})"
+
+    @classmethod
+    def array(cls, element: str) -> str:
+        return f"ARRAY<{element}>"
 
     @classmethod
     def can_be_key(cls, logical: LogicalType) -> bool:
@@ -138,31 +139,6 @@ class StarRocksTypes:
         if logical.kind is Kind.DECIMAL and want == "decimal":
             return (precision, scale) == (logical.precision, logical.scale or 0)
         return True
-
-    @classmethod
-    def same_native(cls, a: LogicalType, b: LogicalType) -> bool:
-        return cls.native(a) == cls.native(b)
-
-    @classmethod
-    def value_rule(cls, logical: LogicalType) -> ValueRule | None:
-        """The values of ``logical`` StarRocks (through JSON) cannot hold, for the ``out_of_range`` policy."""
-        if logical.kind is Kind.DATE:
-            return temporal_rule(
-                Kind.DATE,
-                cls.MIN_DAY,
-                cls.MAX_DAY,
-                f"a date within {cls.DATE_RANGE} (the StarRocks DATE range)",
-            )
-        if logical.kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-            return temporal_rule(
-                logical.kind,
-                cls.MIN_US,
-                cls.MAX_US,
-                f"a timestamp within {cls.TIMESTAMP_RANGE} (the StarRocks DATETIME range)",
-            )
-        if logical.kind in (Kind.FLOAT32, Kind.FLOAT64):
-            return _finite_rule()
-        return None
 
     @classmethod
     def json_values(cls, array: pa.Array | pa.ChunkedArray, logical: LogicalType) -> pa.Array:
@@ -310,3 +286,24 @@ def _finite_rule() -> ValueRule:
     return ValueRule(
         "a finite number (JSON, which Stream Load reads, has no NaN or infinity)", outside, nearest, show
     )
+
+
+# The values of each kind StarRocks (through JSON) cannot hold, for the ``out_of_range`` policy
+StarRocksTypes.RULES = {
+    Kind.DATE: temporal_rule(
+        Kind.DATE,
+        StarRocksTypes.MIN_DAY,
+        StarRocksTypes.MAX_DAY,
+        f"a date within {StarRocksTypes.DATE_RANGE} (the StarRocks DATE range)",
+    ),
+    **{
+        kind: temporal_rule(
+            kind,
+            StarRocksTypes.MIN_US,
+            StarRocksTypes.MAX_US,
+            f"a timestamp within {StarRocksTypes.TIMESTAMP_RANGE} (the StarRocks DATETIME range)",
+        )
+        for kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
+    },
+    **dict.fromkeys((Kind.FLOAT32, Kind.FLOAT64), _finite_rule()),
+}

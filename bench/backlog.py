@@ -56,11 +56,22 @@ def _child(spec: dict) -> None:
         source = PostgresSource.from_config({"url": spec["url"], "pipeline": PIPELINE, "tables": [TABLE]})
         source.connect()
         start, end = changelog.plan(PIPELINE, spec["batch_id"])  # the range the planner recorded
-        manifest = capture_range(source, changelog, PIPELINE, start, end, batch_id=spec["batch_id"],
-                                 tables=source.table_schemas().values())  # as the Dagster capture does
+        manifest = capture_range(
+            source,
+            changelog,
+            PIPELINE,
+            start,
+            end,
+            batch_id=spec["batch_id"],
+            tables=source.table_schemas().values(),
+        )  # as the Dagster capture does
         source.disconnect()
-        result = {"batch_id": manifest.batch_id, "changes": manifest.rows, "bytes": manifest.bytes,
-                  "wal_bytes": manifest.end.bytes_since(manifest.start)}
+        result = {
+            "batch_id": manifest.batch_id,
+            "changes": manifest.rows,
+            "bytes": manifest.bytes,
+            "wal_bytes": manifest.end.bytes_since(manifest.start),
+        }
     else:
         sink = create_sink(spec["sink"])
         sink.connect()
@@ -68,11 +79,20 @@ def _child(spec: dict) -> None:
         for batch_id in spec["batches"]:
             t0 = time.perf_counter()
             applied = apply_batch(changelog, sink, PIPELINE, batch_id)[TABLE]
-            batches.append({"batch_id": batch_id, "rows_written": applied.rows_written,
-                            "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+            batches.append(
+                {
+                    "batch_id": batch_id,
+                    "rows_written": applied.rows_written,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "peak_rss_mb": round(peak_rss_mb(), 1),
+                }
+            )
         sink.disconnect()
-        result = {"batches": len(batches), "rows_written": sum(b["rows_written"] for b in batches),
-                  "per_batch": batches}
+        result = {
+            "batches": len(batches),
+            "rows_written": sum(b["rows_written"] for b in batches),
+            "per_batch": batches,
+        }
     result.update(seconds=round(time.perf_counter() - began, 2), peak_rss_mb=round(peak_rss_mb(), 1))
     print(json.dumps(result))
 
@@ -90,7 +110,9 @@ def _standin(directory: str) -> None:
 
 def _step(spec: dict) -> dict:
     # the spec (urls with the throw-away servers' passwords) goes through stdin, not the command line
-    out = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(spec), capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child"], input=json.dumps(spec), capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise SystemExit(f"the {spec['step']} step failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout)
@@ -179,8 +201,14 @@ def _folded_check(changelog: str, batches: list[str]) -> list[str]:
         for rows in batch.rows():
             state = fold(state, rows.data, batch.schema.primary_key)
     live = state.filter(pc.not_equal(state.column("_dbmazz_op"), 2))
-    return _normal([live.num_rows, pc.sum(live.column("customer_id")).as_py(), pc.sum(live.column("amount")).as_py(),
-                    pc.count_distinct(live.column("status")).as_py()])
+    return _normal(
+        [
+            live.num_rows,
+            pc.sum(live.column("customer_id")).as_py(),
+            pc.sum(live.column("amount")).as_py(),
+            pc.count_distinct(live.column("status")).as_py(),
+        ]
+    )
 
 
 def _plan_and_capture(role_url: str, changelog: str, max_bytes: int) -> list[dict]:
@@ -199,14 +227,20 @@ def _plan_and_capture(role_url: str, changelog: str, max_bytes: int) -> list[dic
         end = bounded_end(checkpoint, current, max_bytes)
         batch_id = batch_id_for(checkpoint, end)
         log.write_plan(PIPELINE, batch_id, checkpoint, end)
-        captures.append(_step({"step": "capture", "url": role_url, "changelog": changelog, "batch_id": batch_id}))
+        captures.append(
+            _step({"step": "capture", "url": role_url, "changelog": changelog, "batch_id": batch_id})
+        )
         checkpoint = log.checkpoint(PIPELINE)
     return captures
 
 
 def _start_standin(directory: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--standin", directory], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--standin", directory],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return proc, json.loads(proc.stdout.readline())["url"]
 
 
@@ -220,11 +254,19 @@ def _stop_standin(proc: subprocess.Popen) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=10_000_000)
-    parser.add_argument("--max-batch-bytes", type=int, default=None, help="the cap (default 256 MiB; --quick 8 MiB)")
-    parser.add_argument("--starrocks-changes", type=int, default=None,
-                        help="apply to the StarRocks stand-in only the first batches up to this many changes")
+    parser.add_argument(
+        "--max-batch-bytes", type=int, default=None, help="the cap (default 256 MiB; --quick 8 MiB)"
+    )
+    parser.add_argument(
+        "--starrocks-changes",
+        type=int,
+        default=None,
+        help="apply to the StarRocks stand-in only the first batches up to this many changes",
+    )
     parser.add_argument("--sinks", default="duckdb,clickhouse,postgres,starrocks")
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (300,000 changes, 8 MiB batches)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small smoke run (300,000 changes, 8 MiB batches)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--standin", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -242,7 +284,11 @@ def main() -> None:
     max_bytes = args.max_batch_bytes or (8 * 1024 * 1024 if args.quick else DEFAULT_MAX_BATCH_BYTES)
     chunk = 20_000 if args.quick else 200_000  # rows per transaction of the workload
     wanted = args.sinks.split(",")
-    with PostgresServer() as pg, ClickHouseServer() as ch, tempfile.TemporaryDirectory(prefix="dbmazz-backlog-") as tmp:
+    with (
+        PostgresServer() as pg,
+        ClickHouseServer() as ch,
+        tempfile.TemporaryDirectory(prefix="dbmazz-backlog-") as tmp,
+    ):
         began = time.perf_counter()
         admin_url, role_url, written = _source(pg, changes, chunk)
         load_seconds = time.perf_counter() - began
@@ -259,8 +305,11 @@ def main() -> None:
         standin, standin_url = _start_standin(f"{tmp}/starrocks") if "starrocks" in wanted else (None, "")
         try:
             sinks = {
-                "duckdb": {"url": f"duckdb:///{tmp}/sink.duckdb", "pipeline": PIPELINE,
-                           "memory_limit": DUCKDB_MEMORY_LIMIT},
+                "duckdb": {
+                    "url": f"duckdb:///{tmp}/sink.duckdb",
+                    "pipeline": PIPELINE,
+                    "memory_limit": DUCKDB_MEMORY_LIMIT,
+                },
                 "clickhouse": {"url": ch.url("backlog"), "pipeline": PIPELINE},
                 "postgres": {"url": _pg_sink_role(pg), "pipeline": PIPELINE},
                 "starrocks": {"url": standin_url, "pipeline": PIPELINE},
@@ -270,17 +319,22 @@ def main() -> None:
                 these, want = batches, expected
                 if name == "starrocks" and args.starrocks_changes:
                     upto, total = 0, 0
-                    while upto < len(captures) and total + captures[upto]["changes"] <= args.starrocks_changes:
+                    while (
+                        upto < len(captures) and total + captures[upto]["changes"] <= args.starrocks_changes
+                    ):
                         total += captures[upto]["changes"]
                         upto += 1
-                    these = batches[:max(upto, 1)]
+                    these = batches[: max(upto, 1)]
                     want = _folded_check(changelog, these) if len(these) < len(batches) else expected
-                applies[name] = _step({"step": "apply", "sink": sinks[name], "changelog": changelog,
-                                       "batches": these})
+                applies[name] = _step(
+                    {"step": "apply", "sink": sinks[name], "changelog": changelog, "batches": these}
+                )
                 applies[name]["changes"] = sum(c["changes"] for c in captures if c["batch_id"] in these)
                 found = _sink_check(name, sinks[name])
                 applies[name]["equals_source"] = found == want
-                applies[name]["compared_with"] = "source" if want is expected else "change log folded to its batches"
+                applies[name]["compared_with"] = (
+                    "source" if want is expected else "change log folded to its batches"
+                )
                 if found != want:
                     raise SystemExit(f"{name} differs from the source: {found} != {want}")
         finally:
@@ -296,19 +350,24 @@ def main() -> None:
         higher_is_better=False,
         peak_rss=peak,
         details={
-            "changes": sum(c["changes"] for c in captures), "changes_written": written,
-            "load_seconds": round(load_seconds, 1), "max_batch_bytes": max_bytes,
-            "batches": len(captures), "capture_seconds": round(capture_seconds, 1),
+            "changes": sum(c["changes"] for c in captures),
+            "changes_written": written,
+            "load_seconds": round(load_seconds, 1),
+            "max_batch_bytes": max_bytes,
+            "batches": len(captures),
+            "capture_seconds": round(capture_seconds, 1),
             "capture_peak_rss_mb": max(c["peak_rss_mb"] for c in captures),
-            "capture": captures, "apply": applies, "source_check": expected,
+            "capture": captures,
+            "apply": applies,
+            "source_check": expected,
             "starrocks_standin_peak_rss_mb": standin_rss,
             "method": "the slot set up first, then the backlog written (orders: inserts, 25% updated, 10% "
-                      f"deleted, {chunk} rows a transaction); planned as the sensor plans it, batches ending at "
-                      f"bounded_end(checkpoint, current, {max_bytes}) (cut at transaction boundaries), each "
-                      "captured in a fresh process; then per sink one fresh process applying every batch in order "
-                      f"(peak RSS of each process); DuckDB memory_limit {DUCKDB_MEMORY_LIMIT}; each sink compared "
-                      "with the source (count and sums of the live rows); the StarRocks stand-in (a Python "
-                      "server over DuckDB) in a process of its own, not counted in the figure",
+            f"deleted, {chunk} rows a transaction); planned as the sensor plans it, batches ending at "
+            f"bounded_end(checkpoint, current, {max_bytes}) (cut at transaction boundaries), each "
+            "captured in a fresh process; then per sink one fresh process applying every batch in order "
+            f"(peak RSS of each process); DuckDB memory_limit {DUCKDB_MEMORY_LIMIT}; each sink compared "
+            "with the source (count and sums of the live rows); the StarRocks stand-in (a Python "
+            "server over DuckDB) in a process of its own, not counted in the figure",
         },
     )
 

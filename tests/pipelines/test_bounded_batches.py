@@ -18,13 +18,17 @@ def test_a_backlog_is_planned_as_capped_batches_one_per_tick(pg_db, tmp_path, mo
         start_shop(shop, defs, instance)
         with psycopg.connect(pg_db.url, autocommit=True) as conn:
             for _ in range(5):
-                conn.execute("INSERT INTO orders (customer_id, quantity, amount, status) "
-                             "SELECT g % 100 + 1, g % 7, g * 1.25, 'new' FROM generate_series(1, 400) g")
+                conn.execute(
+                    "INSERT INTO orders (customer_id, quantity, amount, status) "
+                    "SELECT g % 100 + 1, g % 7, g * 1.25, 'new' FROM generate_series(1, 400) g"
+                )
             conn.execute("UPDATE orders SET status = 'paid' WHERE id % 3 = 0")
         first = shop.tick(defs, instance)
         assert len(first.run_requests) == 1 and first.run_requests[0].tags["dbmazz/kind"] == "cdc"
         blocked = shop.tick(defs, instance)
-        assert not blocked.run_requests, "one capped batch at a time: the next is planned once this one is captured"
+        assert not blocked.run_requests, (
+            "one capped batch at a time: the next is planned once this one is captured"
+        )
         shop.run_batch(defs, instance, first.run_requests[0].partition_key)
         launched = shop.drive(defs, instance, limit=60)
         assert all(run.success for run in launched) and {run.kind for run in launched} == {"cdc"}

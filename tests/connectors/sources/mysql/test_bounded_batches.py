@@ -61,8 +61,17 @@ def _capture_backlog(source, changelog: ChangeLog, start, current, pipeline: str
         assert end.file == checkpoint.file and end.offset - checkpoint.offset <= CAP or end == current
         batch_id = batch_id_for(checkpoint, end)
         changelog.write_plan(pipeline, batch_id, checkpoint, end)
-        manifests.append(capture_range(source, changelog, pipeline, checkpoint, end, batch_id=batch_id,
-                                       tables=source.table_schemas().values()))  # as the Dagster capture does
+        manifests.append(
+            capture_range(
+                source,
+                changelog,
+                pipeline,
+                checkpoint,
+                end,
+                batch_id=batch_id,
+                tables=source.table_schemas().values(),
+            )
+        )  # as the Dagster capture does
         checkpoint = manifests[-1].end
     return manifests
 
@@ -88,7 +97,9 @@ def _assert_whole_transactions(per_batch: list[Counter], sizes: list[int]) -> No
     assert sorted(merged.values()) == sorted(sizes), "each transaction whole, once"
 
 
-def _assert_sink_equals_source(mysql_db, tmp_path, changelog: ChangeLog, manifests, pipeline: str = "p1") -> None:
+def _assert_sink_equals_source(
+    mysql_db, tmp_path, changelog: ChangeLog, manifests, pipeline: str = "p1"
+) -> None:
     sink = create_sink({"url": f"duckdb:///{tmp_path}/bounded_{pipeline}.duckdb", "pipeline": pipeline})
     sink.connect()
     try:
@@ -126,9 +137,12 @@ def test_a_backlog_becomes_capped_batches_of_whole_transactions(mysql_db, make_s
     _, planned_end = changelog.plan("p1", large[0].batch_id)
     assert isinstance(planned_end, BinlogPosition) and planned_end.offset - large[0].start.offset <= CAP
     assert large[0].end.offset - large[0].start.offset > 50 * CAP, (
-        "the large transaction extended its batch past the cap, to its commit")
+        "the large transaction extended its batch past the cap, to its commit"
+    )
     rotated = [m for m in manifests if m.end.file != m.start.file]
-    assert [(m.end.file, m.end.offset) for m in rotated] == [(current.file, 4)], "a cap stops at the file's end"
+    assert [(m.end.file, m.end.offset) for m in rotated] == [(current.file, 4)], (
+        "a cap stops at the file's end"
+    )
     for before, after in zip(manifests, manifests[1:], strict=False):
         assert after.start == before.end, "each batch starts where the last one ended"
     assert_folded_equals_source(mysql_db, changelog, "t")
@@ -179,12 +193,29 @@ def test_a_capture_killed_in_a_capped_batch_resumes_with_the_same_boundaries(mys
 
     root = str(tmp_path / "resumed")
     c = source.config
-    config = {"url": f"mysql://{c.user}:{c.password}@{c.host}:{c.port}/{c.database}", "pipeline": "p1",
-              "tables": list(c.tables), "chunk_rows": 100}
-    spec = {"config": config, "changelog": root, "part_rows": 500, "cap": CAP, "start": start.to_dict(),
-            "current": current.to_dict()}
-    child = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(spec), cwd=ROOT, capture_output=True,
-                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    config = {
+        "url": f"mysql://{c.user}:{c.password}@{c.host}:{c.port}/{c.database}",
+        "pipeline": "p1",
+        "tables": list(c.tables),
+        "chunk_rows": 100,
+    }
+    spec = {
+        "config": config,
+        "changelog": root,
+        "part_rows": 500,
+        "cap": CAP,
+        "start": start.to_dict(),
+        "current": current.to_dict(),
+    }
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        input=json.dumps(spec),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     log = ChangeLog(root, part_rows=500)
     done = log.batches("p1")
@@ -192,11 +223,15 @@ def test_a_capture_killed_in_a_capped_batch_resumes_with_the_same_boundaries(mys
     assert len(planned) == len(done) + 1, "killed in a planned batch, before its manifest"
     unfinished = planned[-1].removesuffix(".json")
     assert log.manifest("p1", unfinished) is None
-    assert os.listdir(log.part_dir("p1", f"{mysql_db.name}.t", unfinished)), "the killed batch left a part behind"
+    assert os.listdir(log.part_dir("p1", f"{mysql_db.name}.t", unfinished)), (
+        "the killed batch left a part behind"
+    )
 
     # the resume, as the sensor or a streaming run does it: the planned, uncaptured batch first, from its plan
     first, end = log.plan("p1", unfinished)
-    again = capture_range(source, log, "p1", first, end, batch_id=unfinished, tables=source.table_schemas().values())
+    again = capture_range(
+        source, log, "p1", first, end, batch_id=unfinished, tables=source.table_schemas().values()
+    )
     manifests = [*done, again]
     manifests += _capture_backlog(source, log, again.end, current)
     assert [m.batch_id for m in manifests] == [m.batch_id for m in expected], "the same boundaries"

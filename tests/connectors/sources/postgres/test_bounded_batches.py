@@ -22,7 +22,8 @@ from dbmazz_connectors.engine import apply_batch, batch_id_for, bounded_end, cap
 from ._pg import assert_folded_equals_source, source_rows
 
 ROOT = Path(__file__).resolve().parents[4]
-CAP = 96 * 1024  # bytes of WAL per batch: the small transactions below take ~25 KB each, the large one ~2.5 MB
+# bytes of WAL per batch: the small transactions below take ~25 KB each, the large one ~2.5 MB
+CAP = 96 * 1024
 TABLE = "public.orders"
 
 
@@ -31,21 +32,27 @@ def _transactions(pg_db) -> list[int]:
     sizes = []
     with pg_db.connect() as conn, pg_db.connect() as other:
         for low in range(1, 2001, 200):  # 10 transactions of 200 inserts
-            conn.execute("INSERT INTO orders SELECT g, g, 'o' || g FROM generate_series(%s::int, %s::int) g",
-                         (low, low + 199))
+            conn.execute(
+                "INSERT INTO orders SELECT g, g, 'o' || g FROM generate_series(%s::int, %s::int) g",
+                (low, low + 199),
+            )
             sizes.append(200)
         # one transaction open while four others commit: its changes come first in the WAL, its commit last
         other.autocommit = False
         other.execute("UPDATE orders SET qty = qty + 1000 WHERE id <= 100")
         for low in range(2001, 2801, 200):
-            conn.execute("INSERT INTO orders SELECT g, g, 'o' || g FROM generate_series(%s::int, %s::int) g",
-                         (low, low + 199))
+            conn.execute(
+                "INSERT INTO orders SELECT g, g, 'o' || g FROM generate_series(%s::int, %s::int) g",
+                (low, low + 199),
+            )
             sizes.append(200)
         other.execute("DELETE FROM orders WHERE id BETWEEN 101 AND 150")
         other.commit()
         sizes.append(150)
         # a transaction of ~2.5 MB of WAL, 25 caps: it lands whole in one batch, the ranges inside it are empty
-        conn.execute("INSERT INTO orders SELECT g, g, repeat('x', 40) || g FROM generate_series(20001, 40000) g")
+        conn.execute(
+            "INSERT INTO orders SELECT g, g, repeat('x', 40) || g FROM generate_series(20001, 40000) g"
+        )
         sizes.append(20_000)
         for low in range(1201, 1801, 200):
             conn.execute("UPDATE orders SET qty = -qty WHERE id BETWEEN %s AND %s", (low, low + 199))
@@ -61,8 +68,17 @@ def _capture_backlog(source, changelog: ChangeLog, pipeline: str, start, current
         assert end.value - checkpoint.value <= CAP
         batch_id = batch_id_for(checkpoint, end)
         changelog.write_plan(pipeline, batch_id, checkpoint, end)
-        manifests.append(capture_range(source, changelog, pipeline, checkpoint, end, batch_id=batch_id,
-                                       tables=source.table_schemas().values()))  # as the Dagster capture does
+        manifests.append(
+            capture_range(
+                source,
+                changelog,
+                pipeline,
+                checkpoint,
+                end,
+                batch_id=batch_id,
+                tables=source.table_schemas().values(),
+            )
+        )  # as the Dagster capture does
         checkpoint = manifests[-1].end
     return manifests
 
@@ -130,7 +146,9 @@ def test_a_backlog_becomes_capped_batches_of_whole_transactions(pg_db, capture_r
     large = [i for i, counts in enumerate(per_batch) if 20_000 in counts.values()]
     assert len(large) == 1 and sum(per_batch[large[0]].values()) >= 20_000
     empty = [m for m in manifests if m.rows == 0]
-    assert len(empty) >= 20, "the ranges inside the large transaction hold no change, they only move the checkpoint"
+    assert len(empty) >= 20, (
+        "the ranges inside the large transaction hold no change, they only move the checkpoint"
+    )
     for before, after in zip(manifests, manifests[1:], strict=False):
         assert after.start == before.end, "each batch starts where the last one ended"
     assert source.checkpoint_position() == manifests[-1].end
@@ -190,12 +208,30 @@ def test_a_capture_killed_in_a_capped_batch_resumes_with_the_same_boundaries(pg_
     whole.disconnect()
 
     root = str(tmp_path / "resumed")
-    config = {"url": capture_role.db.url_as(capture_role.name, capture_role.password), "pipeline": "p2",
-              "publication": "dbmazz_p1", "tables": [TABLE], "capture_mode": capture_role.mode}
-    spec = {"config": config, "pipeline": "p2", "changelog": root, "part_rows": 500, "cap": CAP, "current": current.to_dict()}
-    child = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(spec),
-                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                           timeout=120)
+    config = {
+        "url": capture_role.db.url_as(capture_role.name, capture_role.password),
+        "pipeline": "p2",
+        "publication": "dbmazz_p1",
+        "tables": [TABLE],
+        "capture_mode": capture_role.mode,
+    }
+    spec = {
+        "config": config,
+        "pipeline": "p2",
+        "changelog": root,
+        "part_rows": 500,
+        "cap": CAP,
+        "current": current.to_dict(),
+    }
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        input=json.dumps(spec),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     log = ChangeLog(root, part_rows=500)
     done = log.batches("p2")
@@ -208,7 +244,9 @@ def test_a_capture_killed_in_a_capped_batch_resumes_with_the_same_boundaries(pg_
 
     # the resume, as the sensor or a streaming run does it: the planned, uncaptured batch first, from its plan
     start, end = log.plan("p2", unfinished)
-    again = capture_range(killed, log, "p2", start, end, batch_id=unfinished, tables=killed.table_schemas().values())
+    again = capture_range(
+        killed, log, "p2", start, end, batch_id=unfinished, tables=killed.table_schemas().values()
+    )
     manifests = [*done, again]
     manifests += _capture_backlog(killed, log, "p2", manifests[-1].end, current)
     killed.disconnect()

@@ -12,24 +12,26 @@ Exactly once without transactions: every insert carries a deduplication token pe
 batch, table, step, part), the tables keep ``non_replicated_deduplication_window`` tokens, and an
 applied-batch record is written after the data; re-applying a batch after a crash at any point
 re-sends only no-op inserts and idempotent DDL. Per key the highest version wins (the engine's
-version column), on equal versions the later insert.
+version column), on equal versions the later insert. The apply is the toolkit's
+(``toolkit.SinkBase.write_batch``, no transaction: ``batch_scope`` opens nothing); this class
+provides its hooks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from ...core.batch import ChangeBatch
 from ...core.compaction import conform
 from ...core.errors import Problem
-from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities, WriteResult
-from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, Column, TableSchema
+from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities
+from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, TableSchema
 from ...core.types import Kind
-from .._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
-from .._policy import COUNTERS, ValueGuard
+from .._plan import ColumnPlan, RowsStep
+from ..toolkit.base import ApplyContext, SinkBase
 from ._client import ClickHouseClient
 from ._meta import APPLIED, META_TABLES_DDL, TABLES, TableState, applied_row, parse_state, state_row
 from ._rows import DELETED_COLUMN, drop_stale, fill_unknown, prepare_rows, to_block
@@ -41,16 +43,17 @@ __all__ = ["ClickHouseSink"]
 _LWD = {"lightweight_deletes_sync": 2, "mutations_sync": 2}
 
 
-class ClickHouseSink(ClickHouseClient):
+class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
     """Writes ChangeBatches into ClickHouse; see the module docstring for the layout and guarantees."""
 
     name = "clickhouse"
     types = ClickHouseTypes
+    DETAILS = ("stale", "unknown_values_missing", "upserted", "tombstones", "truncates", "columns_added",
+               "columns_widened")
 
     def __init__(self, config: ClickHouseConfig) -> None:
-        super().__init__(config)
-        self._states: dict[str, TableState] = {}
-        self.guard = ValueGuard(self.name, config.out_of_range, ClickHouseTypes.value_rule)
+        ClickHouseClient.__init__(self, config)
+        SinkBase.__init__(self, config.out_of_range)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ClickHouseSink:
@@ -70,39 +73,32 @@ class ClickHouseSink(ClickHouseClient):
         """Reachability, credentials, database and DDL rights (every table goes to one database)."""
         return self.check_access()
 
-    # ---- tables
+    # ---- tables (the toolkit's state hooks)
     def target_name(self, table: str) -> str:
         return table.partition(".")[2] or table
 
-    def table_state(self, table: str) -> TableState | None:
-        if table in self._states:
-            return self._states[table]
+    def load_state(self, table: str) -> TableState | None:
         rows = self.query_rows(
             f"SELECT target, schema_json, truncated_version FROM {TABLES} FINAL WHERE table_name = %(t)s",
             {"t": table})
-        if not rows:
-            return None
-        self._states[table] = parse_state(table, *rows[0])
-        return self._states[table]
+        return parse_state(table, *rows[0]) if rows else None
 
-    def _save_state(self, state: TableState) -> None:
+    def save_state(self, state: TableState) -> None:
         self.insert(TABLES, state_row(state), token=None)
         self._states[state.table] = state
 
-    def create_table(self, schema: TableSchema) -> None:
-        """Create the sink table, its ``_current`` view and its state row. Idempotent."""
-        schema.require_primary_key()
-        if self.table_state(schema.qualified_name) is not None:
-            return
-        for col in schema.columns:
-            self.types.native(col.type)  # fails early on a type with no mapping
-        columns = tuple(Column(c.name, c.type, c.name not in schema.primary_key, c.source_type)
-                        for c in schema.columns)
-        schema = TableSchema(schema.schema, schema.name, columns, schema.primary_key)
-        state = TableState(schema.qualified_name, self.target_name(schema.qualified_name), schema)
-        self._create_target(state.target, schema)
+    def state_tables(self) -> list[str]:
+        return [r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} FINAL ORDER BY table_name")]
+
+    def new_state(self, schema: TableSchema) -> TableState:
+        return TableState(schema.qualified_name, self.target_name(schema.qualified_name), schema)
+
+    def create_target(self, state: TableState) -> TableState:
+        """The sink table, its ``_current`` view and its state row. Idempotent."""
+        self._create_target(state.target, state.schema)
         self._create_view(state)
-        self._save_state(state)
+        self.save_state(state)
+        return state
 
     def _create_target(self, target: str, schema: TableSchema) -> None:
         cols = [f"{self.q(c.name)} {self.types.native(c.type, c.name not in schema.primary_key)}"
@@ -133,60 +129,18 @@ class ClickHouseSink(ClickHouseClient):
         self.command(f"CREATE OR REPLACE VIEW {self.q(state.target + '_current')} AS SELECT {cols} "
                      f"FROM {self.q(state.target)} FINAL WHERE {self.q(DELETED_COLUMN)} = 0")
 
-    # ---- writing
-    def write_batch(self, batch: ChangeBatch, ref: BatchRef) -> WriteResult:
-        """Apply one table's batch; a batch already recorded is skipped (``already_applied``)."""
-        table = batch.table
-        if self._applied(ref, table):
-            return WriteResult(table, 0, True, self.high_water_version(table))
-        self.create_table(batch.schema)
-        state = self.table_state(table)
-        assert state is not None
-        steps = plan_batch(batch)
-        plans = self._plan_schemas(state, batch.schema, steps)  # every check before anything is written
-        details = {"stale": 0, "unknown_values_missing": 0, "upserted": 0, "tombstones": 0, "truncates": 0,
-                   "columns_added": 0, "columns_widened": 0, **dict.fromkeys(COUNTERS, 0)}
-        guarded = {index: self.guard.apply(step.rows, step.schema, table, details)  # may refuse: before any write
-                   for index, step in enumerate(steps) if isinstance(step, RowsStep)}
-        written, high = 0, 0
-        for index, step in enumerate(steps):
-            if index in plans:
-                state = self._alter(state, plans[index])
-                details["columns_added"] += len(plans[index].added)
-                details["columns_widened"] += len(plans[index].widened)
-            if isinstance(step, TruncateStep):
-                state = self._truncate(state, step.version)
-                details["truncates"] += 1
-                high = max(high, step.version)
-            elif isinstance(step, RowsStep):
-                count, top = self._write_rows(state, step, guarded[index], ref, index, details)
-                written, high = written + count, max(high, top)
-        high = max(high, self.high_water_version(table) or 0)
-        self.insert(APPLIED, applied_row(ref.pipeline, ref.batch_id, table, written, high), token=None)
-        return WriteResult(table, written, False, high, details)
-
+    # ---- the apply's hooks
     def is_applied(self, ref: BatchRef, table: str) -> bool:
-        return self._applied(ref, table)
-
-    def _applied(self, ref: BatchRef, table: str) -> bool:
         return bool(self.query_rows(
             f"SELECT 1 FROM {APPLIED} FINAL WHERE pipeline = %(p)s AND batch_id = %(b)s AND table_name = %(t)s",
             {"p": ref.pipeline, "b": ref.batch_id, "t": table}))
 
-    def _plan_schemas(self, state: TableState, start: TableSchema, steps: list[Step]) -> dict[int, ColumnPlan]:
-        """The DDL each step needs (key -1: before the first), checked against what ClickHouse can do."""
-        plans: dict[int, ColumnPlan] = {}
-        current = state.schema
-        incoming = [(-1, start)] + [(i, s.new if isinstance(s, SchemaStep) else s.schema)
-                                    for i, s in enumerate(steps) if isinstance(s, SchemaStep | RowsStep)]
-        for index, schema in incoming:
-            plan = reconcile_columns(current, schema, sink="clickhouse", same_native=self.types.same_native)
-            if plan.schema != current:
-                plans[max(index, 0)] = _merge(plans.get(max(index, 0)), plan)
-                current = plan.schema
-        return plans
+    def record_applied(self, ctx: ApplyContext, rows_written: int, high_water: int | None) -> None:
+        self.insert(APPLIED, applied_row(ctx.ref.pipeline, ctx.ref.batch_id, ctx.table, rows_written,
+                                         high_water or 0), token=None)
 
-    def _alter(self, state: TableState, plan: ColumnPlan) -> TableState:
+    def alter_columns(self, state: TableState, plan: ColumnPlan) -> None:
+        """Each statement is idempotent (a re-run after a crash repeats it); the view follows the new columns."""
         target = self.q(state.target)
         if any(new.name in state.schema.primary_key for _, new in plan.widened):
             self._rebuild(state, plan.schema)  # a widened key column; the statements below are then no-ops
@@ -198,30 +152,24 @@ class ClickHouseSink(ClickHouseClient):
                 continue  # rebuilt above
             self.command(f"ALTER TABLE {target} MODIFY COLUMN {self.q(new.name)} {self.types.native(new.type)}",
                          settings=_LWD)
-        state = TableState(state.table, state.target, plan.schema, state.truncated_version)
-        self._create_view(state)
-        self._save_state(state)
-        return state
+        self._create_view(dataclasses.replace(state, schema=plan.schema))
 
-    def _truncate(self, state: TableState, version: int) -> TableState:
-        """Remove rows older than the truncate and remember it, so older replays are skipped.
+    def truncate_rows(self, state: TableState, version: int) -> None:
+        """Remove rows older than the truncate (its version is saved first, so older replays are skipped).
 
         Rows at exactly ``version`` stay: they were written after the truncate by the same
         transaction (rows before it are dropped by the plan), so a re-apply keeps them.
         """
-        state = TableState(state.table, state.target, state.schema, max(state.truncated_version, version))
-        self._save_state(state)
         self.command(f"DELETE FROM {self.q(state.target)} WHERE {self.q(VERSION_COLUMN)} < {int(version)}",
                      settings=_LWD)
-        return state
 
-    def _write_rows(self, state: TableState, step: RowsStep, rows: pa.Table, ref: BatchRef, index: int,
-                    details: dict[str, int]) -> tuple[int, int]:
+    def write_rows(self, state: TableState, step: RowsStep, rows: pa.Table, ctx: ApplyContext) -> int:
         """Write one step's (guarded) rows: unknown values filled from the sink, then idempotent inserts."""
+        details = ctx.details
         rows, stale = drop_stale(rows, state.truncated_version)
         details["stale"] += stale
         if rows.num_rows == 0:
-            return 0, 0
+            return 0
         schema, kept = _with_kept_columns(step.schema, state.schema)
         rows = conform(rows, schema) if kept else rows
         rows = prepare_rows(rows, step.schema)
@@ -234,8 +182,8 @@ class ClickHouseSink(ClickHouseClient):
         part_rows = self.config.part_rows
         for part, offset in enumerate(range(0, block.num_rows, part_rows)):
             self.insert(state.target, block.slice(offset, part_rows),
-                        token=f"{ref.pipeline}/{ref.batch_id}/{state.table}/{index}/{part}")
-        return rows.num_rows, int(pa.compute.max(rows.column(VERSION_COLUMN)).as_py())
+                        token=f"{ctx.ref.pipeline}/{ctx.ref.batch_id}/{state.table}/{ctx.index}/{part}")
+        return rows.num_rows
 
     def _current_rows(self, state: TableState, key: list[str], names: list[str], keys: pa.Table) -> pa.Table:
         """The sink's live values of ``names`` for ``keys`` (sent as external data, never as Python values)."""
@@ -255,9 +203,9 @@ class ClickHouseSink(ClickHouseClient):
             return "String"  # uuids are compared as text; enum labels are plain strings
         return self.types.native(logical, nullable=False)
 
-    # ---- forgetting tombstones
-    def prune_tombstones(self, table: str | None, below_version: int) -> int:
-        """Forget keys whose winning row is a tombstone below ``below_version``; returns how many.
+    # ---- forgetting tombstones (SinkBase.prune_tombstones runs prune_table per table)
+    def prune_table(self, state: TableState, below: int) -> int:
+        """Forget keys whose winning row is a tombstone below ``below``; returns how many.
 
         Deleting only the tombstone would let an older live row of the key, still in an unmerged part,
         win again. So the keys are fixed first in a work table (the engine the sink's grants already
@@ -266,12 +214,6 @@ class ClickHouseSink(ClickHouseClient):
         tombstones. A mutation runs part by part; killed half-way (or between the two), the view never
         shows a forgotten key, and a re-run picks the same keys again (their winner is still a tombstone).
         """
-        tables = [table] if table is not None else [
-            r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} FINAL ORDER BY table_name")]
-        return sum(self._prune_table(state, int(below_version))
-                   for state in map(self.table_state, tables) if state is not None)
-
-    def _prune_table(self, state: TableState, below: int) -> int:
         target, work = self.q(state.target), self.q(state.target + "__dbmazz_prune")
         key = ", ".join(self.q(k) for k in state.schema.primary_key)
         deleted, version = self.q(DELETED_COLUMN), self.q(VERSION_COLUMN)
@@ -311,8 +253,3 @@ def _with_kept_columns(rows_schema: TableSchema, sink_schema: TableSchema) -> tu
     columns = rows_schema.columns + tuple(sink_schema.column(c) for c in kept)
     return TableSchema(rows_schema.schema, rows_schema.name, columns, rows_schema.primary_key), kept
 
-
-def _merge(first: ColumnPlan | None, second: ColumnPlan) -> ColumnPlan:
-    if first is None:
-        return second
-    return ColumnPlan(second.schema, first.added + second.added, first.widened + second.widened)

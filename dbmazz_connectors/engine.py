@@ -64,7 +64,7 @@ def bounded_end(start: P, current: P, max_bytes: int | None) -> P:
     capped = start.capped(current, max_bytes)
     if type(capped) is not type(current) or not start < capped <= current:  # a plugin's mistake: no cap
         return current
-    return cast(P, capped)
+    return capped
 
 
 def capture_range(

@@ -11,10 +11,12 @@ stored one only when its version is at least the stored one; deletes are upserts
 the same reason (a physical delete would forget the version). Exactly once: each request has a
 label derived from (pipeline, batch, table, step, group, part), so a request repeated after a crash
 is answered "Label Already Exists" and counts as loaded; an applied-batch record is written last.
+The apply is the toolkit's (``toolkit.SinkBase.write_batch``, no transaction); this class provides its hooks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -24,12 +26,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...core.batch import ChangeBatch
 from ...core.errors import Problem, SchemaChangeError, UnmappableTypeError
-from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities, WriteResult
-from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, Column, TableSchema
-from .._plan import ColumnPlan, RowsStep, SchemaStep, Step, TruncateStep, plan_batch, reconcile_columns
-from .._policy import COUNTERS, ValueGuard
+from ...core.protocols import BatchRef, LoadingModel, SinkCapabilities
+from ...core.schema import COMMIT_TS_COLUMN, VERSION_COLUMN, TableSchema
+from .._plan import ColumnPlan, RowsStep
+from ..toolkit.base import ApplyContext, SinkBase
 from ._body import DELETED_COLUMN, Group, groups_of, json_body, label_for, load_headers
 from ._client import StarRocksClient
 from .config import StarRocksConfig
@@ -52,16 +53,27 @@ class TableState:
     truncated_version: int = 0
 
 
-class StarRocksSink(StarRocksClient):
+class StarRocksSink(StarRocksClient, SinkBase[TableState]):
     """Writes ChangeBatches into StarRocks; see the module docstring for the layout and guarantees."""
 
     name = "starrocks"
     types = StarRocksTypes
+    DETAILS = (
+        "stale",
+        "unknown_values_missing",
+        "upserted",
+        "tombstones",
+        "truncates",
+        "columns_added",
+        "columns_widened",
+        "loads",
+        "loads_already_done",
+        "partial_loads",
+    )
 
     def __init__(self, config: StarRocksConfig) -> None:
-        super().__init__(config)
-        self._states: dict[str, TableState] = {}
-        self.guard = ValueGuard(self.name, config.out_of_range, StarRocksTypes.value_rule)
+        StarRocksClient.__init__(self, config)
+        SinkBase.__init__(self, config.out_of_range)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> StarRocksSink:
@@ -119,46 +131,43 @@ class StarRocksSink(StarRocksClient):
             f'DISTRIBUTED BY HASH({keys}) PROPERTIES ("replication_num" = "{int(self.config.replication_num)}")'
         )
 
-    # ---- tables
+    # ---- tables (the toolkit's state hooks)
     def target_name(self, table: str) -> str:
         return table.partition(".")[2] or table
 
-    def table_state(self, table: str) -> TableState | None:
-        if table in self._states:
-            return self._states[table]
+    def load_state(self, table: str) -> TableState | None:
         rows = self.query_rows(
             f"SELECT target, schema_json, truncated_version FROM {TABLES} WHERE table_name = %s", (table,)
         )
         if not rows:
             return None
         target, schema_json, truncated = rows[0]
-        state = TableState(table, target, TableSchema.from_dict(json.loads(schema_json)), int(truncated or 0))
-        self._states[table] = state
-        return state
+        return TableState(table, target, TableSchema.from_dict(json.loads(schema_json)), int(truncated or 0))
 
-    def _save_state(self, state: TableState) -> None:
+    def save_state(self, state: TableState) -> None:
         self.execute(
             f"INSERT INTO {TABLES} (table_name, target, schema_json, truncated_version) VALUES (%s, %s, %s, %s)",
             (state.table, state.target, json.dumps(state.schema.to_dict()), state.truncated_version),
         )
         self._states[state.table] = state
 
-    def create_table(self, schema: TableSchema) -> None:
-        """Create the sink table, its ``_current`` view and its state row. Idempotent."""
-        schema.require_primary_key()
-        if self.table_state(schema.qualified_name) is not None:
-            return
-        for col in schema.columns:
-            self.types.native(col.type)  # fails early on a type with no mapping
-            if col.name in schema.primary_key and not self.types.can_be_key(col.type):
+    def state_tables(self) -> list[str]:
+        return [r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} ORDER BY table_name")]
+
+    def new_state(self, schema: TableSchema) -> TableState:
+        return TableState(schema.qualified_name, self.target_name(schema.qualified_name), schema)
+
+    def create_target(self, state: TableState) -> TableState:
+        """The sink table (key columns first), its ``_current`` view and its state row. Idempotent."""
+        schema = state.schema
+        for name in schema.primary_key:
+            if not self.types.can_be_key(schema.column(name).type):
                 raise UnmappableTypeError(
-                    schema.qualified_name, col.name, f"{col.type} (as a primary-key column)", "starrocks"
+                    schema.qualified_name,
+                    name,
+                    f"{schema.column(name).type} (as a primary-key column)",
+                    "starrocks",
                 )
-        columns = tuple(
-            Column(c.name, c.type, c.name not in schema.primary_key, c.source_type) for c in schema.columns
-        )
-        schema = TableSchema(schema.schema, schema.name, columns, schema.primary_key)
-        state = TableState(schema.qualified_name, self.target_name(schema.qualified_name), schema)
         key = [schema.column(k) for k in schema.primary_key]
         rest = [c for c in schema.columns if c.name not in schema.primary_key]
         cols = [f"{self.q(c.name)} {self.types.native(c.type)} NOT NULL" for c in key]
@@ -170,7 +179,8 @@ class StarRocksSink(StarRocksClient):
         ]
         self.execute(self._ddl(state.target, cols, list(schema.primary_key)))
         self._create_view(state)
-        self._save_state(state)
+        self.save_state(state)
+        return state
 
     def _create_view(self, state: TableState) -> None:
         cols = ", ".join(self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN])
@@ -179,67 +189,8 @@ class StarRocksSink(StarRocksClient):
             f"FROM {self.q(state.target)} WHERE {self.q(DELETED_COLUMN)} = 0"
         )
 
-    # ---- writing
-    def write_batch(self, batch: ChangeBatch, ref: BatchRef) -> WriteResult:
-        """Apply one table's batch; a batch already recorded is skipped (``already_applied``)."""
-        table = batch.table
-        if self._applied(ref, table):
-            return WriteResult(table, 0, True, self.high_water_version(table))
-        self.create_table(batch.schema)
-        state = self.table_state(table)
-        assert state is not None
-        steps = plan_batch(batch)
-        plans = self._plan_schemas(state, batch.schema, steps)  # every check before anything is written
-        details = {
-            "stale": 0,
-            "unknown_values_missing": 0,
-            "upserted": 0,
-            "tombstones": 0,
-            "truncates": 0,
-            "columns_added": 0,
-            "columns_widened": 0,
-            "loads": 0,
-            "loads_already_done": 0,
-            "partial_loads": 0,
-            **dict.fromkeys(COUNTERS, 0),
-        }
-        guarded = {
-            index: self.guard.apply(step.rows, step.schema, table, details)  # may refuse: before any write
-            for index, step in enumerate(steps)
-            if isinstance(step, RowsStep)
-        }
-        written, high = 0, 0
-        for index, step in enumerate(steps):
-            if index in plans:
-                state = self._alter(state, plans[index])
-                details["columns_added"] += len(plans[index].added)
-                details["columns_widened"] += len(plans[index].widened)
-            if isinstance(step, TruncateStep):
-                state = self._truncate(state, step.version)
-                details["truncates"] += 1
-                high = max(high, step.version)
-            elif isinstance(step, RowsStep):
-                count, top = self._write_rows(state, step, guarded[index], ref, index, details)
-                written, high = written + count, max(high, top)
-        high = max(high, self.high_water_version(table) or 0)
-        self.execute(
-            f"INSERT INTO {APPLIED} (pipeline, batch_id, table_name, rows_written, high_water_version, "
-            "applied_at) VALUES (%s, %s, %s, %s, %s, %s)",
-            (
-                ref.pipeline,
-                ref.batch_id,
-                table,
-                written,
-                high,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-            ),
-        )
-        return WriteResult(table, written, False, high, details)
-
+    # ---- the apply's hooks
     def is_applied(self, ref: BatchRef, table: str) -> bool:
-        return self._applied(ref, table)
-
-    def _applied(self, ref: BatchRef, table: str) -> bool:
         return bool(
             self.query_rows(
                 f"SELECT 1 FROM {APPLIED} WHERE pipeline = %s AND batch_id = %s AND table_name = %s",
@@ -247,38 +198,32 @@ class StarRocksSink(StarRocksClient):
             )
         )
 
-    def _plan_schemas(
-        self, state: TableState, start: TableSchema, steps: list[Step]
-    ) -> dict[int, ColumnPlan]:
-        """The DDL each step needs (key -1: before the first); a type change StarRocks cannot follow raises."""
-        plans: dict[int, ColumnPlan] = {}
-        current = state.schema
-        incoming = [(-1, start)] + [
-            (i, s.new if isinstance(s, SchemaStep) else s.schema)
-            for i, s in enumerate(steps)
-            if isinstance(s, SchemaStep | RowsStep)
-        ]
-        for index, schema in incoming:
-            plan = reconcile_columns(current, schema, sink="starrocks", same_native=self.types.same_native)
-            for old, new in plan.widened:
-                if new.name in schema.primary_key or not self.types.can_modify(old.type, new.type):
-                    raise SchemaChangeError(
-                        f"starrocks: column {schema.qualified_name}.{new.name} changed from {old.type} to "
-                        f"{new.type}, which a Primary Key table cannot follow in place (a key column, or an "
-                        "array element type)",
-                        hint="re-snapshot the table into a new sink table",
-                    )
-            if plan.schema != current:
-                first = plans.get(max(index, 0))
-                plans[max(index, 0)] = (
-                    plan
-                    if first is None
-                    else ColumnPlan(plan.schema, first.added + plan.added, first.widened + plan.widened)
-                )
-                current = plan.schema
-        return plans
+    def record_applied(self, ctx: ApplyContext, rows_written: int, high_water: int | None) -> None:
+        self.execute(
+            f"INSERT INTO {APPLIED} (pipeline, batch_id, table_name, rows_written, high_water_version, "
+            "applied_at) VALUES (%s, %s, %s, %s, %s, %s)",
+            (
+                ctx.ref.pipeline,
+                ctx.ref.batch_id,
+                ctx.table,
+                rows_written,
+                high_water or 0,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+            ),
+        )
 
-    def _alter(self, state: TableState, plan: ColumnPlan) -> TableState:
+    def check_plan(self, plan: ColumnPlan, incoming: TableSchema) -> None:
+        """A Primary Key table cannot change a key column's type, nor an array's element type, in place."""
+        for old, new in plan.widened:
+            if new.name in incoming.primary_key or not self.types.can_modify(old.type, new.type):
+                raise SchemaChangeError(
+                    f"starrocks: column {incoming.qualified_name}.{new.name} changed from {old.type} to "
+                    f"{new.type}, which a Primary Key table cannot follow in place (a key column, or an "
+                    "array element type)",
+                    hint="re-snapshot the table into a new sink table",
+                )
+
+    def alter_columns(self, state: TableState, plan: ColumnPlan) -> None:
         """ADD COLUMN / MODIFY COLUMN, each waited for (StarRocks runs one schema change per table at a time).
 
         StarRocks has neither ADD COLUMN IF NOT EXISTS nor a no-op MODIFY ("Nothing is changed"), so a
@@ -297,10 +242,7 @@ class StarRocksSink(StarRocksClient):
                     f"ALTER TABLE {target} MODIFY COLUMN {self.q(new.name)} {self.types.native(new.type)} NULL"
                 )
                 self._wait_for_schema_change(state.target)
-        state = TableState(state.table, state.target, plan.schema, state.truncated_version)
-        self._create_view(state)
-        self._save_state(state)
-        return state
+        self._create_view(dataclasses.replace(state, schema=plan.schema))
 
     def _columns(self, target: str) -> dict[str, tuple[str, int | None, int | None]]:
         """name -> (data_type, numeric precision, numeric scale) as information_schema shows them."""
@@ -333,24 +275,16 @@ class StarRocksSink(StarRocksClient):
                 hint="SHOW ALTER TABLE COLUMN for the reason; fix it and re-run the batch",
             )
 
-    def _truncate(self, state: TableState, version: int) -> TableState:
-        """Remove rows older than the truncate and remember it, so older replays are skipped.
+    def truncate_rows(self, state: TableState, version: int) -> None:
+        """Remove rows older than the truncate (its version is saved first, so older replays are skipped).
 
         Rows at exactly ``version`` stay: the same transaction wrote them after the truncate."""
-        state = TableState(state.table, state.target, state.schema, max(state.truncated_version, version))
-        self._save_state(state)
         self.execute(f"DELETE FROM {self.q(state.target)} WHERE {self.q(VERSION_COLUMN)} < {int(version)}")
-        return state
 
-    def _write_rows(
-        self,
-        state: TableState,
-        step: RowsStep,
-        rows: pa.Table,
-        ref: BatchRef,
-        index: int,
-        details: dict[str, int],
-    ) -> tuple[int, int]:
+    def write_rows(self, state: TableState, step: RowsStep, rows: pa.Table, ctx: ApplyContext) -> int:
+        """Rows older than the last truncate are stale; the others go in Stream Loads, one per group of rows
+        with the same columns (tombstones, rows with unknown values: partial updates), split in parts."""
+        details = ctx.details
         if state.truncated_version and rows.num_rows:
             keep = pc.greater_equal(
                 rows.column(VERSION_COLUMN), pa.scalar(state.truncated_version, pa.uint64())
@@ -359,14 +293,14 @@ class StarRocksSink(StarRocksClient):
             details["stale"] += rows.num_rows - kept.num_rows
             rows = kept
         if rows.num_rows == 0:
-            return 0, 0
+            return 0
         for group in groups_of(rows, step.schema, state.schema.column_names):
             if group.unknown:
                 details["unknown_values_missing"] += self._missing(state, group)
             details["tombstones" if group.deleted else "upserted"] += group.rows.num_rows
             details["partial_loads"] += int(group.partial)
-            self._load_group(state, step.schema, group, ref, index, details)
-        return rows.num_rows, int(pc.max(rows.column(VERSION_COLUMN)).as_py())
+            self._load_group(state, step.schema, group, ctx.ref, ctx.index, details)
+        return rows.num_rows
 
     def _load_group(
         self,
@@ -420,29 +354,19 @@ class StarRocksSink(StarRocksClient):
             found += int(rows[0][0])
         return (group.rows.num_rows - found) * len(group.unknown)
 
-    # ---- forgetting tombstones
-    def prune_tombstones(self, table: str | None, below_version: int) -> int:
-        """Delete tombstones below ``below_version``; returns how many went.
+    # ---- forgetting tombstones (SinkBase.prune_tombstones runs prune_table per table)
+    def prune_table(self, state: TableState, below_version: int) -> int:
+        """Delete the table's tombstones below ``below_version``; returns how many went.
 
         A Primary Key table holds one row per key, so the tombstone is the key's only row: deleting it
         cannot let an older one win. A row loaded meanwhile has a version at or above the horizon, which
         the condition keeps. Idempotent: a re-run finds nothing left to delete.
         """
-        tables = (
-            [table]
-            if table is not None
-            else [r[0] for r in self.query_rows(f"SELECT table_name FROM {TABLES} ORDER BY table_name")]
-        )
-        forgotten = 0
-        for state in map(self.table_state, tables):
-            if state is None:
-                continue
-            where = f"{self.q(DELETED_COLUMN)} = 1 AND {self.q(VERSION_COLUMN)} < {int(below_version)}"
-            count = int(self.query_rows(f"SELECT count(*) FROM {self.q(state.target)} WHERE {where}")[0][0])
-            if count:
-                self.execute(f"DELETE FROM {self.q(state.target)} WHERE {where}")
-            forgotten += count
-        return forgotten
+        where = f"{self.q(DELETED_COLUMN)} = 1 AND {self.q(VERSION_COLUMN)} < {int(below_version)}"
+        count = int(self.query_rows(f"SELECT count(*) FROM {self.q(state.target)} WHERE {where}")[0][0])
+        if count:
+            self.execute(f"DELETE FROM {self.q(state.target)} WHERE {where}")
+        return count
 
     # ---- reading
     def high_water_version(self, table: str) -> int | None:

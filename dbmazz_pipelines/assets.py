@@ -19,6 +19,7 @@ from dbmazz_connectors.core import (
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import capture_snapshot_batch, is_snapshot_batch
 
+from .freshness import ReplayGuard
 from .metadata import PARTITION_ROW_COUNT, describe_sink_table, sink_table_metadata, source_schema_events
 from .naming import (
     KIND_TAG,
@@ -218,6 +219,7 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
         failed: dict[str, Exception] = {}
         try:
             for table in selected:
+                guard = ReplayGuard.before_apply(context.instance, specs.sink_key(sink, table), batches)
                 try:
                     metadata = _apply_range(changelog, target, specs, manifests, table, context.log)
                 except TransientError:
@@ -228,6 +230,7 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
                     continue
                 yield _over_range(dg.MaterializeResult(asset_key=specs.sink_key(sink, table), metadata=metadata),
                                   batches)
+                guard.after_apply(context.instance, context.run.run_id, batches, context.log)  # a replay: freshness.py
         finally:
             target.disconnect()
         if failed:

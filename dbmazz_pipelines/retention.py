@@ -29,8 +29,12 @@ def _age(batch_id: str) -> str:
     return batch_id[len(SNAPSHOT_PREFIX):] if batch_id.startswith(SNAPSHOT_PREFIX) else batch_id
 
 
-def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeLog, partitions: list[str]) -> list[str]:
+def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeLog, partitions: list[str],
+          log_event=None) -> list[str]:
     """Delete the oldest batches beyond retention that every sink table has applied; returns their ids.
+
+    What it did is observed on ``<pipeline>/changes`` (``operations.py``): runless, or the run's own event
+    when ``log_event`` (a streaming run's ``context.log_event``) is given.
 
     A snapshot's batches go only all together, once every one of them is applied by every sink: a
     half-applied snapshot keeps all its batches, so a sink that missed one can still be repaired
@@ -61,11 +65,36 @@ def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeL
     for snapshot_id in dict.fromkeys(s for s in map(snapshot_of_batch, prunable) if s is not None):
         # after its batches: a crash in between leaves the snapshot counted in the tombstone horizon (safe)
         changelog.record_snapshot_pruned(pipeline.name, snapshot_id)
+    forgotten: dict[str, int] | None = None
     if prunable and time.monotonic() - _last_forgotten.get(pipeline.name, -TOMBSTONE_INTERVAL_SECONDS) >= \
             TOMBSTONE_INTERVAL_SECONDS:
         _last_forgotten[pipeline.name] = time.monotonic()
-        forget_tombstones(changelog, pipeline, dg.get_dagster_logger())
+        forgotten = forget_tombstones(changelog, pipeline, dg.get_dagster_logger())
+    if prunable:
+        _observe_pruning(instance, specs, changelog, prunable, forgotten, log_event)
     return prunable
+
+
+def _observe_pruning(instance, specs: PipelineSpecs, changelog: ChangeLog, pruned: list[str],
+                     forgotten: dict[str, int] | None, log_event) -> None:
+    from .operations import observe
+
+    ordered = sorted(pruned, key=_age)
+    snapshots = sorted({s for s in map(snapshot_of_batch, pruned) if s is not None})
+    metadata: dict[str, object] = {
+        "batches_pruned": len(pruned), "first_batch": ordered[0], "last_batch": ordered[-1],
+        "snapshots_pruned": dg.MetadataValue.json(snapshots),
+        "retention_batches": specs.pipeline.retention_batches,
+    }
+    text = (f"retention: {len(pruned)} batches applied by every sink table left the change log ({ordered[0]} .. "
+            f"{ordered[-1]})")
+    if forgotten is not None:
+        horizon = tombstone_horizon(changelog, specs.pipeline.name)
+        metadata.update({"tombstones_forgotten": dg.MetadataValue.json(forgotten),
+                         "tombstone_horizon": horizon if horizon is not None else ""})
+        text += "; tombstones below version {} forgotten: {}".format(
+            horizon, ", ".join(f"{sink} {n}" for sink, n in forgotten.items()) or "no sink forgets them")
+    observe(instance, specs.changes_key, "retention", text, metadata, log_event)
 
 
 def forget_tombstones(changelog: ChangeLog, pipeline: PipelineConfig, log=None) -> dict[str, int]:

@@ -19,6 +19,7 @@ from dbmazz_connectors.engine import batch_id_for, bounded_end, set_up_source
 from dbmazz_connectors.snapshots import is_snapshot_batch, plans
 
 from .assets import position_of
+from .freshness import caught_up, report_current
 from .naming import (
     KIND_TAG,
     PIPELINE_TAG,
@@ -28,6 +29,7 @@ from .naming import (
     resync_job_name,
     sensor_name,
 )
+from .operations import observe, report_advance
 from .retention import prune
 from .snapshot_batches import next_snapshot_batch, plan_missing_loads, snapshot_run_tags
 from .stream import stream_job_name
@@ -108,7 +110,12 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
     if plan is not None:
         context.log.info(f"{pipeline.name}: planned snapshot {plan.snapshot_id} ({plan.reason}) of "
                          f"{', '.join(plan.tables)}: {len(added)} batches")
-    log_range = _next_log_range(pipeline, source, changelog, checkpoint, log_partitions)
+        observe(context.instance, specs.changes_key, "snapshot planned",
+                f"planned snapshot {plan.snapshot_id} ({plan.reason}) of {', '.join(plan.tables)}: {len(added)} "
+                "batches, run by the batch job", {"dbmazz/snapshot": plan.snapshot_id, "reason": plan.reason,
+                                                   "tables": dg.MetadataValue.json(list(plan.tables)),
+                                                   "batches": len(added), "dbmazz/floor": str(plan.floor)})
+    log_range, checkpoint, idle = _next_log_range(context, specs, source, changelog, checkpoint, log_partitions)
     snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added, specs.changes_key)
     # run_mode: stream keeps a streaming run alive, idle or not (the first commit after a quiet spell is seen
     # within a second, not after a tick and a run's start), except to let waiting snapshot batches run while
@@ -120,6 +127,8 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
     if obsolete is not None:
         requests.append(partitions_def.build_delete_request([obsolete]))
     if kind is None:
+        if idle and not snapshot.failed:
+            _report_current(context, specs, checkpoint, log_partitions)
         reason = _skip_reason(pipeline, log_range, snapshot.failed)
         return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests) if requests else dg.SkipReason(reason)
     if kind == "cdc" and streaming:
@@ -199,19 +208,35 @@ def _skip_reason(pipeline: PipelineConfig, log_reason: str, failed: tuple[str, .
             f"of the failed partitions of {job_name(pipeline.name)})")
 
 
-def _next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint, log_partitions: list[str]):
-    """The range (checkpoint, current] to capture next, or why there is none (a string)."""
+def _next_log_range(context, specs: PipelineSpecs, source, changelog, checkpoint, log_partitions: list[str]):
+    """``(range or why there is none, checkpoint, idle)``: the range (checkpoint, current] to capture next, or
+    why there is none (a string); the checkpoint (moved by an idle advance); whether the source has nothing
+    newer for the pipeline (not a planned batch waiting for its capture)."""
+    pipeline = specs.pipeline
     if log_partitions and changelog.manifest(pipeline.name, log_partitions[-1]) is None:
         return (f"batch {log_partitions[-1]} has not been captured yet; re-run its partition of "
-                f"{pipeline.name}/changes (nothing newer is planned until it succeeds)")
-    found, _, reason = next_log_range(pipeline, source, changelog, checkpoint)
-    return found if found is not None else reason
+                f"{pipeline.name}/changes (nothing newer is planned until it succeeds)"), checkpoint, False
+
+    def advanced(start, end) -> None:
+        report_advance(context.instance, f"{pipeline.name}@{changelog.root}", specs.changes_key, start, end)
+
+    found, checkpoint, reason = next_log_range(pipeline, source, changelog, checkpoint, on_advance=advanced)
+    return (found, checkpoint, False) if found is not None else (reason, checkpoint, True)
 
 
-def next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint):
+def _report_current(context, specs: PipelineSpecs, checkpoint, log_partitions: list[str]) -> None:
+    """Idle: each sink table that applied the newest captured batch is recorded current (``freshness.py``)."""
+    newest = log_partitions[-1] if log_partitions else None
+    for key in specs.sink_keys:
+        if caught_up(context.instance, key, newest):
+            report_current(context.instance, specs.pipeline, key, str(checkpoint))
+
+
+def next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint, on_advance=None):
     """``(range, checkpoint, reason)``: the range (checkpoint, current] to capture next, or None and why not;
     the checkpoint, moved to the current position when the source holds nothing of the pipeline's tables up
-    to it (recorded, then the source acknowledged). The sensor's planning, also a streaming run's."""
+    to it (recorded, then the source acknowledged, then ``on_advance(from, to)``). The sensor's planning, also
+    a streaming run's."""
     current = source.current_position()
     if current.version <= checkpoint.version:
         return None, checkpoint, f"{pipeline.name} is idle at {checkpoint}"
@@ -219,6 +244,8 @@ def next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint):
     if pending is not None and not pending(checkpoint, current):
         changelog.record_idle_checkpoint(pipeline.name, current)  # recorded first, then acknowledged
         source.checkpoint(current)
+        if on_advance is not None:
+            on_advance(checkpoint, current)
         return None, current, f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it"
     return (checkpoint, bounded_end(checkpoint, current, pipeline.max_batch_bytes)), checkpoint, ""
 
@@ -241,6 +268,10 @@ def starting_checkpoint(context, specs: PipelineSpecs, source, changelog, log_pa
         checkpoint = source.checkpoint_position() or source.current_position()
         changelog.record_idle_checkpoint(pipeline.name, checkpoint)
         context.log.info(f"{pipeline.name}: set up the source; capture starts after {checkpoint}")
+        observe(context.instance, specs.changes_key, "source set up",
+                f"set up the source of {pipeline.name} (its replication slot or binlog position, and publication "
+                f"where the source has one, for {', '.join(pipeline.tables)}); capture starts after {checkpoint}",
+                {"dbmazz/to": str(checkpoint), "tables": dg.MetadataValue.json(list(pipeline.tables))})
         return checkpoint, True
     if acknowledged is not None and acknowledged.version > checkpoint.version:
         return _past_lost_range(context, pipeline, changelog, checkpoint, acknowledged), False

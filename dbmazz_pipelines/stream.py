@@ -57,6 +57,7 @@ DESCRIBE_SECONDS = (
 )
 RETRY_SECONDS = (2.0, 60.0)  # a failing sink table is retried after 2 s, doubling up to 60 s
 PRUNE_EVERY = 120  # retention runs every this many iterations (and when the run ends)
+CHECK_EVERY_SECONDS = 10.0  # idle tables recorded current, freshness and initial-load checks evaluated
 
 
 def stream_job_name(pipeline: str) -> str:
@@ -92,6 +93,7 @@ class _Stream:
     manifests: dict[str, BatchManifest] = field(default_factory=dict)
     snapshot_parts: frozenset[str] = frozenset()
     batches: int = 0
+    reported_at: float = float("-inf")  # when _report last ran (monotonic)
 
 
 def build_stream_job(specs: PipelineSpecs) -> dg.JobDefinition:
@@ -163,6 +165,7 @@ def _loop(
             iteration += 1
             captured = _capture_next(context, specs, source, changelog, state, log_partitions, next_log_range)
             _apply_pending(context, specs, resource, changelog, state)
+            _report(context, specs, state, idle=not captured)
             if iteration % PRUNE_EVERY == 0:
                 _prune(context, specs, changelog, log_partitions)
             reason = _why_stop(context, specs, changelog, state, deadline, stop_when_idle and not captured)
@@ -188,7 +191,10 @@ def _capture_next(
     if log_partitions and changelog.manifest(pipeline.name, log_partitions[-1]) is None:
         batch_id = log_partitions[-1]  # planned, never captured (a run killed mid-capture): the same range
     else:
-        found, state.checkpoint, _ = next_log_range(pipeline, source, changelog, state.checkpoint)
+        advanced = lambda a, b: _advanced(context, specs, changelog, a, b)  # noqa: E731
+        found, state.checkpoint, _ = next_log_range(
+            pipeline, source, changelog, state.checkpoint, on_advance=advanced
+        )
         if found is None:
             return False
         start, end = found
@@ -354,12 +360,49 @@ def _snapshot_ready(context, specs: PipelineSpecs, changelog: ChangeLog, state: 
     return f"snapshot batch {ready.batch_id} is ready; it runs as a batch run, then streaming goes on"
 
 
+def _advanced(context, specs: PipelineSpecs, changelog: ChangeLog, start, end) -> None:
+    """The source acknowledged with no batch (nothing of the tables changed): observed, at most once a minute."""
+    from .operations import report_advance
+
+    scope = f"{specs.pipeline.name}@{changelog.root}"
+    report_advance(context.instance, scope, specs.changes_key, start, end, context.log_event)
+
+
+def _report(context, specs: PipelineSpecs, state: _Stream, idle: bool) -> None:
+    """Every CHECK_EVERY_SECONDS: when idle, each sink table that applied everything captured is recorded current
+    (its freshness policy reads it, ``freshness.py``); then the freshness and initial-load checks of every sink
+    table are evaluated as events of this run, so they stay shown while this run records batches."""
+    from .checks import cheap_evaluations
+    from .freshness import report_current
+
+    if time.monotonic() - state.reported_at < CHECK_EVERY_SECONDS:
+        return
+    state.reported_at = time.monotonic()
+    if idle:
+        for (sink, table), table_state in state.tables.items():
+            if not table_state.unapplied:
+                report_current(
+                    context.instance,
+                    specs.pipeline,
+                    specs.sink_key(sink, table),
+                    str(state.checkpoint),
+                    context.log_event,
+                )
+    try:
+        evaluations = cheap_evaluations(context, specs)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot read must not stop capture
+        context.log.warning(f"freshness and initial-load checks not evaluated this time: {exc}")
+        return
+    for evaluation in evaluations:
+        context.log_event(evaluation)
+
+
 def _prune(context, specs: PipelineSpecs, changelog: ChangeLog, log_partitions: list[str]) -> None:
     from .retention import prune
 
     partitions_def = batch_partitions(specs.pipeline.name)
     partitions = sorted(context.instance.get_dynamic_partitions(partitions_def.name))
-    for batch_id in prune(context.instance, specs, changelog, partitions):
+    for batch_id in prune(context.instance, specs, changelog, partitions, context.log_event):
         context.instance.delete_dynamic_partition(partitions_def.name, batch_id)
         if batch_id in log_partitions:
             log_partitions.remove(batch_id)

@@ -29,6 +29,7 @@ import dagster as dg
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.core import ConfigError
 
+from .freshness import freshness_policy
 from .naming import (
     PIPELINE_TAG,
     TABLE_METADATA,
@@ -123,6 +124,9 @@ class DbmazzTranslator:
             kinds={kind, "table"},
             tags={ROLE_TAG: "sink", PIPELINE_TAG: data.pipeline_name, "dbmazz/sink": sink},
             metadata={TABLE_METADATA: table},
+            # Dagster's freshness daemon reads it from the latest materialization, which dbmazz keeps meaning
+            # "last known current" (freshness.py: idle tables recorded again, replays restated)
+            freshness_policy=freshness_policy(data.pipeline),
         )
 
 

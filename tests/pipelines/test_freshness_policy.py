@@ -1,0 +1,143 @@
+"""The sink tables' Dagster freshness policy, as Dagster's freshness daemon evaluates it: an idle but current
+sink table passes long after its last batch; a sink table stuck on a batch that fails does not pass because an
+old batch was re-run. Time is moved past the windows with Dagster's own clock (``freeze_time``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.freshness import FreshnessState
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, freeze_time
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._daemon.freshness import FreshnessDaemon
+
+from dbmazz_pipelines.freshness import CURRENT_AT, RESTATED
+from dbmazz_pipelines.metadata import COLUMN_SCHEMA
+from dbmazz_pipelines.naming import sink_key
+
+from ._harness import churn, hold_duckdb_lock, make_shop_pipeline, start_shop
+
+TABLES = ("public.orders", "public.customers")
+WINDOWS = {"freshness_warn_seconds": 60, "freshness_fail_seconds": 120}
+
+DEFS_MODULE = """
+import json, os
+from dbmazz_connectors.config import PipelineConfig
+from dbmazz_pipelines.definitions import build_definitions
+
+config = PipelineConfig.model_validate_json(open({path!r}).read())
+defs = build_definitions({{config.name: config}})
+"""
+
+
+def _workspace(shop, instance, tmp_path) -> WorkspaceProcessContext:
+    """The pipeline's definitions loaded as a code location, as the daemon sees them."""
+    (tmp_path / "pipeline.json").write_text(shop.config.model_dump_json())
+    module = tmp_path / "shop_defs.py"
+    module.write_text(DEFS_MODULE.format(path=str(tmp_path / "pipeline.json")))
+    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=str(module), attribute="defs"))
+    return WorkspaceProcessContext(instance, InProcessTestWorkspaceLoadTarget(origin))
+
+
+def _states(workspace: WorkspaceProcessContext, instance, shop) -> dict[str, FreshnessState]:
+    """One iteration of Dagster's freshness daemon, then the state it recorded for each sink table."""
+    asyncio.run(FreshnessDaemon()._evaluate_assets(workspace))
+    keys = [sink_key(shop.name, "duckdb", t) for t in TABLES]
+    records = instance.get_freshness_state_records(keys)
+    return {k.path[-1]: records[k].freshness_state for k in keys}
+
+
+def _latest(instance, shop, table: str) -> dg.EventLogEntry:
+    return instance.get_latest_materialization_event(sink_key(shop.name, "duckdb", table))
+
+
+def test_an_idle_current_sink_passes_its_freshness_policy_long_after_its_last_batch(
+    pg_db, tmp_path, monkeypatch
+):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, **WINDOWS)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance, _workspace(shop, instance, tmp_path) as workspace:
+        start_shop(shop, defs, instance)
+        churn(pg_db.url, 1)
+        assert all(run.success for run in shop.drive(defs, instance))
+        applied = {t: _latest(instance, shop, t) for t in TABLES}
+        assert _states(workspace, instance, shop) == {t: FreshnessState.PASS for t in TABLES}
+        later = time.time() + 200  # past the fail window (120 s), nothing committed at the source
+        with freeze_time(later):
+            # the latest batch alone is what a time-window policy reads: by itself the idle table would fail
+            assert _states(workspace, instance, shop) == {t: FreshnessState.FAIL for t in TABLES}
+            result = shop.tick(defs, instance)
+            assert not result.run_requests and "idle" in result.skip_message
+            assert _states(workspace, instance, shop) == {t: FreshnessState.PASS for t in TABLES}
+            for table in TABLES:
+                event = _latest(instance, shop, table)
+                assert abs(event.timestamp - later) < 0.01  # recorded now: the table was found current now
+                recorded = event.asset_materialization
+                # the same partition and the table's metadata (the UI's columns panel reads the latest one)
+                assert recorded.partition == applied[table].asset_materialization.partition
+                assert COLUMN_SCHEMA in recorded.metadata and CURRENT_AT in recorded.metadata
+            count = len(
+                instance.fetch_materializations(
+                    sink_key(shop.name, "duckdb", "public.orders"), limit=100
+                ).records
+            )
+            shop.tick(defs, instance)  # at most once per heartbeat interval (15 s here)
+            assert (
+                len(
+                    instance.fetch_materializations(
+                        sink_key(shop.name, "duckdb", "public.orders"), limit=100
+                    ).records
+                )
+                == count
+            )
+        with freeze_time(later + 100):  # within the warn window of the last record: warn
+            assert _states(workspace, instance, shop) == {t: FreshnessState.WARN for t in TABLES}
+
+
+def test_a_stuck_sink_fails_its_freshness_policy_though_an_old_batch_is_re_run(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, **WINDOWS)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance, _workspace(shop, instance, tmp_path) as workspace:
+        start_shop(shop, defs, instance)
+        churn(pg_db.url, 1)
+        [old] = shop.drive(defs, instance)
+        before = {t: _latest(instance, shop, t) for t in TABLES}
+        lock = hold_duckdb_lock(shop.duckdb_path)  # the sink is stuck: every apply fails from now on
+        try:
+            churn(pg_db.url, 2)
+            [stuck] = shop.drive(defs, instance)
+            assert not stuck.success
+        finally:
+            lock.kill()
+            lock.wait()
+        later = time.time() + 200
+        with freeze_time(later):
+            # a re-run of the old, applied batch succeeds (the sink skips what it holds) ...
+            assert shop.run_batch(defs, instance, old.partition).success
+            for table in TABLES:
+                records = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(
+                        sink_key(shop.name, "duckdb", table), asset_partitions=[old.partition]
+                    ),
+                    limit=2,
+                ).records
+                # ... and is recorded as Dagster records it, then the table's latest update is restated
+                stamps = sorted(r.timestamp for r in records)
+                assert stamps == pytest.approx(sorted([later, before[table].timestamp]), abs=0.01)
+                latest = _latest(instance, shop, table)
+                assert (
+                    latest.timestamp == pytest.approx(before[table].timestamp, abs=0.01)
+                    and RESTATED in latest.asset_materialization.metadata
+                )
+            shop.tick(defs, instance)  # the source is idle, but the sink did not apply the newest batch
+            assert _states(workspace, instance, shop) == {t: FreshnessState.FAIL for t in TABLES}
+            # the batch that failed, re-run: the sink is current again
+            assert shop.run_batch(defs, instance, stuck.partition).success
+            assert _states(workspace, instance, shop) == {t: FreshnessState.PASS for t in TABLES}
+        for table in TABLES:
+            assert shop.sink_rows(table) == shop.source_rows(table)

@@ -6,10 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...core.errors import ConfigError
 from .._policy import OutOfRange
+from ..toolkit.url import flag, parse_url
 
 __all__ = ["ClickHouseConfig"]
 
@@ -18,7 +18,6 @@ _KEYS = {
     "part_rows", "dedup_window", "connect_timeout", "out_of_range", "ca_cert", "verify",
 }
 _SCHEMES = {"clickhouse": False, "clickhouse+http": False, "http": False, "clickhouse+https": True, "https": True}
-_TRUE = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,11 @@ class ClickHouseConfig:
         if config.get("username") or config.get("user"):
             values["username"] = config.get("username") or config.get("user")
         if config.get("secure") is not None:
-            values["secure"] = str(config["secure"]).lower() in _TRUE
+            values["secure"] = flag(config["secure"])
         if config.get("ca_cert") is not None:
             values["ca_cert"] = str(config["ca_cert"])
         if config.get("verify") is not None:
-            values["verify"] = str(config["verify"]).lower() in _TRUE
+            values["verify"] = flag(config["verify"])
         if values.get("ca_cert") and not os.path.isfile(values["ca_cert"]):
             raise ConfigError(f"clickhouse sink: ca_cert {values['ca_cert']} is not a readable file",
                               hint="give ca_cert the path of the PEM file of the CA that signed the server's certificate")
@@ -91,28 +90,20 @@ class ClickHouseConfig:
 
 
 def _parse_url(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ConfigError(f"clickhouse sink: expected a url like clickhouse://user:password@host:8123/database, "
-                          f"got the scheme {scheme!r}")
-    values: dict[str, Any] = {"host": parts.hostname, "secure": _SCHEMES[scheme]}
-    try:
-        values["port"] = parts.port or (8443 if values["secure"] else 8123)
-    except ValueError:
-        raise ConfigError("clickhouse sink: expected a numeric port in the url") from None
-    if parts.username:
-        values["username"] = unquote(parts.username)
+    parts = parse_url(url, who="clickhouse sink", schemes=_SCHEMES,
+                      example="clickhouse://user:password@host:8123/database")
+    values: dict[str, Any] = {"host": parts.host, "secure": _SCHEMES[parts.scheme]}
+    values["port"] = parts.port or (8443 if values["secure"] else 8123)
+    if parts.user:
+        values["username"] = parts.user
     if parts.password is not None:
-        values["password"] = unquote(parts.password)
-    database = parts.path.strip("/")
-    if database:
-        values["database"] = unquote(database)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    if "secure" in query:
-        values["secure"] = query["secure"].lower() in _TRUE
-    if "ca_cert" in query:
-        values["ca_cert"] = query["ca_cert"]
-    if "verify" in query:
-        values["verify"] = query["verify"].lower() in _TRUE
+        values["password"] = parts.password
+    if parts.database:
+        values["database"] = parts.database
+    if "secure" in parts.query:
+        values["secure"] = flag(parts.query["secure"])
+    if "ca_cert" in parts.query:
+        values["ca_cert"] = parts.query["ca_cert"]
+    if "verify" in parts.query:
+        values["verify"] = flag(parts.query["verify"])
     return values

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from ...core.errors import ConfigError
 from .._policy import OutOfRange
+from ..toolkit.url import parse_url
 
 __all__ = ["DuckDbConfig"]
 
@@ -54,9 +54,8 @@ class DuckDbConfig:
         path = config.get("path")
         url = config.get("url")
         if url and not path:
-            parts = urlsplit(str(url))
-            if parts.scheme != "duckdb":
-                raise ConfigError(f"duckdb sink: expected a url like duckdb:///path/to/file.duckdb, got {url!r}")
+            parts = parse_url(str(url), who="duckdb sink", schemes={"duckdb"},
+                              example="duckdb:///path/to/file.duckdb")
             path = (parts.netloc + parts.path) if parts.netloc else parts.path
             path = path[1:] if path.startswith("/:memory:") else path
             path = "/" + path.lstrip("/") if path.startswith("//") else path  # duckdb:////abs/path

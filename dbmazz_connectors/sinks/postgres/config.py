@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from ...core.errors import ConfigError
 from ...sources.postgres.config import tls_options
 from .._policy import OutOfRange
+from ..toolkit.url import parse_url
 
 __all__ = ["PostgresSinkConfig"]
 
@@ -47,12 +47,10 @@ class PostgresSinkConfig:
                               f"expected {', '.join(sorted(_KEYS))}")
         values: dict[str, Any] = {}
         if config.get("url"):
-            parts = urlsplit(str(config["url"]))
-            if parts.scheme not in ("postgres", "postgresql"):
-                raise ConfigError(f"postgres sink: expected a postgresql:// url, got scheme {parts.scheme!r}")
-            values = {"host": parts.hostname, "port": parts.port, "user": unquote(parts.username or "") or None,
-                      "password": unquote(parts.password) if parts.password is not None else None,
-                      "dbname": unquote(parts.path.lstrip("/")) or None}
+            parts = parse_url(str(config["url"]), who="postgres sink", schemes=("postgres", "postgresql"),
+                              example="postgresql://user@host:5432/dbname (the password in password_env)")
+            values = {"host": parts.host, "port": parts.port, "user": parts.user, "password": parts.password,
+                      "dbname": parts.database}
         for key in ("host", "port", "user", "password", "dbname"):
             if config.get(key) is not None:
                 values[key] = config[key]

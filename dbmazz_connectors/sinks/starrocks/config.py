@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...core.errors import ConfigError
 from .._policy import OutOfRange
+from ..toolkit.url import parse_url
 
 __all__ = ["StarRocksConfig"]
 
@@ -110,26 +110,21 @@ class StarRocksConfig:
 
 
 def _parse_url(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "starrocks":
-        raise ConfigError(f"starrocks sink: expected a url like {_EXAMPLE}, got the scheme {parts.scheme!r}")
-    values: dict[str, Any] = {"host": parts.hostname}
-    try:
-        values["port"] = parts.port or 9030
-    except ValueError:
-        raise ConfigError("starrocks sink: expected a numeric port in the url") from None
-    if parts.username:
-        values["username"] = unquote(parts.username)
+    parts = parse_url(
+        url,
+        who="starrocks sink",
+        schemes={"starrocks"},
+        example=_EXAMPLE,
+        default_port=9030,
+        options={"http_port"},
+    )
+    values: dict[str, Any] = {"host": parts.host, "port": parts.port}
+    if parts.user:
+        values["username"] = parts.user
     if parts.password is not None:
-        values["password"] = unquote(parts.password)
-    if parts.path.strip("/"):
-        values["database"] = unquote(parts.path.strip("/"))
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = sorted(set(query) - {"http_port"})
-    if unknown:
-        raise ConfigError(
-            f"starrocks sink: unknown url parameter(s) {', '.join(unknown)}; expected http_port"
-        )
-    if "http_port" in query:
-        values["http_port"] = query["http_port"]
+        values["password"] = parts.password
+    if parts.database:
+        values["database"] = parts.database
+    if "http_port" in parts.query:
+        values["http_port"] = parts.query["http_port"]
     return values

@@ -5,11 +5,13 @@ old batch was re-run. Time is moved past the windows with Dagster's own clock (`
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import dagster as dg
 import pytest
 from dagster._core.definitions.freshness import FreshnessState
+from dagster._core.loader import LoadingContextForTest
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, freeze_time
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
@@ -139,5 +141,63 @@ def test_a_stuck_sink_fails_its_freshness_policy_though_an_old_batch_is_re_run(p
             # the batch that failed, re-run: the sink is current again
             assert shop.run_batch(defs, instance, stuck.partition).success
             assert _states(workspace, instance, shop) == {t: FreshnessState.PASS for t in TABLES}
+        for table in TABLES:
+            assert shop.sink_rows(table) == shop.source_rows(table)
+
+
+def _latest_check(instance, key: dg.AssetKey, name: str, limit: int = 1):
+    return instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(key, name), limit=limit
+    )
+
+
+def _shown(instance, record) -> bool:
+    """What the UI's check panel shows for the latest materialization (None there reads "Not evaluated")."""
+    return asyncio.run(record.targets_latest_materialization(LoadingContextForTest(instance)))
+
+
+def test_a_streaming_run_keeps_check_results_shown_and_an_idle_table_current(pg_db, tmp_path, monkeypatch):
+    from .test_stream import _run_stream, _start, _stream_request
+
+    shop = make_shop_pipeline(
+        pg_db, tmp_path, monkeypatch, run_mode="stream", stream_interval_seconds=0.2, **WINDOWS
+    )
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance, _workspace(shop, instance, tmp_path) as workspace:
+        _start(shop, defs, instance)
+        checks_run = defs.resolve_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
+        churn(pg_db.url, 1)
+        request = _stream_request(shop, defs, instance)
+        writer = threading.Thread(
+            target=lambda: [churn(pg_db.url, s, n=10) or time.sleep(0.5) for s in range(2, 8)]
+        )
+        writer.start()
+        result = _run_stream(shop, defs, instance, request, max_seconds=5.0, stop_when_idle=False)
+        writer.join()
+        assert result.success
+        for table in TABLES:
+            key = sink_key(shop.name, "duckdb", table)
+            latest = instance.get_latest_materialization_event(key)
+            assert latest.run_id == result.run_id
+            for name in ("freshness", "initial_load"):
+                record, earlier = _latest_check(instance, key, name, limit=2)
+                # evaluated by the streaming run before its last batches landed, and still shown for them
+                assert record.run_id == result.run_id and record.event.timestamp < latest.timestamp
+                assert record.evaluation.passed and _shown(instance, record), (table, name)
+                # the scheduled checks job's result reads "Not evaluated" once a newer batch lands
+                assert earlier.run_id == checks_run.run_id and not _shown(instance, earlier)
+        later = time.time() + 200
+        with freeze_time(later):
+            assert _states(workspace, instance, shop) == {t: FreshnessState.FAIL for t in TABLES}
+            idle = _run_stream(shop, defs, instance, _stream_request(shop, defs, instance))
+            assert idle.success
+            # the idle streaming run found every table current: recorded in the run, as the policy reads it
+            assert _states(workspace, instance, shop) == {t: FreshnessState.PASS for t in TABLES}
+            for table in TABLES:
+                key = sink_key(shop.name, "duckdb", table)
+                latest = instance.get_latest_materialization_event(key)
+                assert latest.run_id == idle.run_id and CURRENT_AT in latest.asset_materialization.metadata
+                [record] = _latest_check(instance, key, "freshness")
+                assert record.run_id == idle.run_id and record.evaluation.passed and _shown(instance, record)
         for table in TABLES:
             assert shop.sink_rows(table) == shop.source_rows(table)

@@ -55,6 +55,7 @@ from infra.shop import create_replication_role  # noqa: E402
 
 PIPELINE = "faults"
 JOB = f"{PIPELINE}_batch"
+STREAM_JOB = f"{PIPELINE}_stream"
 CAPTURE_STEP = f"{PIPELINE}__changes"
 DATABASE = "faults"
 SINK_DATABASE = "faults_sink"
@@ -101,9 +102,11 @@ def _count_diffs(actual: list[tuple], expected: list[tuple]) -> tuple[int, list[
     missing = [k for k in want if k not in got]
     extra = [k for k in got if k not in want]
     differ = [k for k in want if k in got and got[k] != want[k]]
+    doubled = len(actual) - len(got)  # rows of a key the sink holds more than once (a batch applied twice)
     examples = [f"missing {want[k]}" for k in missing[:3]] + [f"extra {got[k]}" for k in extra[:3]]
     examples += [f"differs: sink {got[k]} source {want[k]}" for k in differ[:3]]
-    return len(missing) + len(extra) + len(differ), examples
+    examples += [f"{doubled} keys held twice"] if doubled else []
+    return len(missing) + len(extra) + len(differ) + doubled, examples
 
 
 def _alive(pid: int) -> bool:
@@ -588,7 +591,10 @@ class FaultRig:
     def drain(self, timeout: float = 240, retry_after: float = 8.0) -> list[str]:
         """Wait until the checkpoint reaches the source's position now, nothing is in flight and every
         partition's batch ran successfully; failed partitions whose retries are spent are re-executed (each
-        at most 3 times). The re-executed run ids."""
+        at most 3 times). The re-executed run ids. With ``run_mode: stream`` the streaming run is always in
+        flight: drained means every batch partition is materialized for every sink table (``drain_stream``)."""
+        if self.run_mode == "stream":
+            return self.drain_stream(timeout, retry_after)
         target = self.source_position()
         reexecuted: list[str] = []
         attempts: dict[str, int] = {}
@@ -615,6 +621,96 @@ class FaultRig:
                            f"target {target}, in flight {len(self.in_flight())}, failed "
                            f"{[r.dagster_run.tags.get('dagster/partition') for r in self.failed_partitions()]} "
                            f"(daemon log: {self.workdir}/daemon.log)")
+
+    # ---- streaming runs (run_mode: stream)
+
+    def stream_runs(self, statuses=None) -> list:
+        import dagster as dg
+
+        return list(self.instance.get_run_records(dg.RunsFilter(job_name=STREAM_JOB, statuses=statuses or [])))
+
+    def sink_keys(self) -> list:
+        from dbmazz_pipelines.naming import sink_key
+
+        return [sink_key(PIPELINE, sink, table) for sink in self.sinks_config for table in self.tables]
+
+    def log_partitions(self) -> list[str]:
+        from dbmazz_pipelines.naming import batch_partitions
+
+        found = self.instance.get_dynamic_partitions(batch_partitions(PIPELINE).name)
+        return sorted(p for p in found if not p.startswith("snap-"))
+
+    def stream_phase(self) -> tuple[str | None, str | None]:
+        """(phase, batch) of the streaming run's loop as the event log tells it: ``capture`` while the newest
+        planned batch has no ``changes`` materialization, ``apply`` while it has one but some sink table has
+        none for it, else None (between batches). Read after a kill, it is where the run died."""
+        from dbmazz_pipelines.naming import changes_key
+
+        partitions = self.log_partitions()
+        if not partitions:
+            return None, None
+        newest = partitions[-1]
+        if newest not in self.instance.get_materialized_partitions(changes_key(PIPELINE)):
+            return "capture", newest
+        if any(newest not in self.instance.get_materialized_partitions(k) for k in self.sink_keys()):
+            return "apply", newest
+        return None, newest
+
+    def kill_stream_run(self, phase: str, timeout: float = 60) -> Kill:
+        """SIGKILL the streaming run's process at a random moment of ``phase`` (capture or apply) of one of its
+        batches; ``hit`` says whether the run died in that phase (read from the event log after the kill)."""
+        import dagster as dg
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.stream_runs([dg.DagsterRunStatus.STARTED]):
+                run_id = record.dagster_run.run_id
+                pid = self._run_pid(run_id)
+                if pid is None or not _alive(pid) or self.stream_phase()[0] != phase:
+                    continue
+                if phase == "apply":  # a random moment of it (a capture lasts a few tens of ms: at once)
+                    time.sleep(self.random.uniform(0, 0.1))
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                at = time.time()
+                time.sleep(0.5)
+                died_in, batch = self.stream_phase()
+                return Kill(phase, f"run {run_id[:8]} pid {pid}", at, died_in == phase,
+                            f"died in {died_in or 'between batches'} of batch {batch}")
+            time.sleep(0.02)
+        raise NoRunInPhase(f"no streaming run was in its {phase} phase within {timeout:.0f}s")
+
+    def unapplied(self) -> list[str]:
+        """Batch partitions (log and snapshot) some sink table has no materialization for."""
+        from dbmazz_pipelines.naming import batch_partitions
+
+        partitions = set(self.instance.get_dynamic_partitions(batch_partitions(PIPELINE).name))
+        missing: set[str] = set()
+        for key in self.sink_keys():
+            missing |= partitions - set(self.instance.get_materialized_partitions(key))
+        return sorted(missing)
+
+    def drain_stream(self, timeout: float = 240, retry_after: float = 8.0) -> list[str]:
+        """``drain`` for ``run_mode: stream``: until the checkpoint reaches the source's position now and every
+        batch partition is materialized for every sink table (a killed streaming run is marked failed by run
+        monitoring; its retry or the sensor's next streaming run finishes its batches). Snapshot batches run
+        as batch runs: those whose retries are spent are re-executed as in ``drain``."""
+        target = self.source_position()
+        reexecuted: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            failed = self.failed_partitions(older_than=retry_after)
+            if failed:
+                reexecuted += self.reexecute(failed)
+            checkpoint = self.checkpoint()
+            caught_up = checkpoint is not None and checkpoint.version >= target.version
+            if caught_up and not self.unapplied() and not self.failed_partitions():
+                return reexecuted
+            time.sleep(1)
+        raise TimeoutError(f"the streaming pipeline did not drain within {timeout:.0f}s: checkpoint "
+                           f"{self.checkpoint()}, target {target}, unapplied {self.unapplied()[:5]}, streaming runs "
+                           f"{[(r.dagster_run.run_id[:8], r.dagster_run.status.value) for r in self.stream_runs()[:5]]}"
+                           f" (daemon log: {self.workdir}/daemon.log)")
 
     # ---- comparison
 
@@ -766,6 +862,57 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
         client.wait(write_seconds + 60)
         rig.drain()
     except Exception as exc:  # noqa: BLE001 - recorded: the bench reports every trial
+        trial.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        client.kill()
+        with contextlib.suppress(OSError):
+            os.remove(client.log_path)
+    rig.log(f"  trial {number}: recovery {trial.recovery_seconds}s, drain {trial.drain_seconds:.1f}s, "
+            f"{trial.rows_compared} rows compared, diffs {trial.diffs}, error {trial.error}")
+    return trial
+
+
+def _stream_recovery_seconds(rig: FaultRig, kill: Kill) -> float | None:
+    """From the kill to the first batch a later streaming run applied to a sink table."""
+    import dagster as dg
+
+    firsts = []
+    for key in rig.sink_keys():
+        found = rig.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_timestamp=kill.at + 0.5), limit=1, ascending=True).records
+        firsts += [r.timestamp for r in found]
+    return round(min(firsts) - kill.at, 1) if firsts else None
+
+
+def run_stream_trial(rig: FaultRig, number: int, phase: str, write_seconds: int, attempts: int = 3) -> Trial:
+    """``run_trial`` for ``run_mode: stream``: the real client writes, the streaming run's process is SIGKILLed
+    while it captures or applies a batch (again, up to ``attempts`` times, if it died elsewhere), run monitoring
+    marks it failed, a new streaming run (its retry or the sensor's) goes on; drain, compare."""
+    assert rig.run_mode == "stream" and phase in ("capture", "apply"), (rig.run_mode, phase)
+    trial = Trial(number, rig.source_kind, phase, write_seconds)
+    client = rig.client(write_seconds)
+    try:
+        time.sleep(rig.random.uniform(2, max(3, write_seconds * 0.4)))
+        for _ in range(attempts):
+            trial.kill = rig.kill_stream_run(phase, timeout=max(60, write_seconds))
+            if trial.kill.hit:
+                break
+            rig.log(f"  trial {number}: missed ({trial.kill.detail}), killing the next streaming run")
+            if not client.running():  # the next streaming run needs changes to capture: write on
+                trial.client_transactions += client.wait(10).transactions
+                with contextlib.suppress(OSError):
+                    os.remove(client.log_path)
+                client = rig.client(write_seconds)
+        assert trial.kill is not None
+        rig.log(f"  trial {number}: killed {trial.kill.target} ({phase}, hit={trial.kill.hit}, {trial.kill.detail})")
+        trial.client_transactions += client.wait(write_seconds + 120).transactions
+        began = time.monotonic()
+        trial.reexecuted = len(rig.drain())
+        trial.drain_seconds = time.monotonic() - began
+        trial.recovery_seconds = _stream_recovery_seconds(rig, trial.kill)
+        comparison = rig.compare()
+        trial.rows_compared, trial.diffs, trial.examples = comparison.rows, comparison.diffs, comparison.examples
+    except Exception as exc:  # noqa: BLE001 - recorded, as in run_trial
         trial.error = f"{type(exc).__name__}: {exc}"
     finally:
         client.kill()

@@ -17,7 +17,7 @@ from infra._common import free_port
 
 from .kit import BadConfig, Crash, KillPoint, SinkUnderTest, TypeMatrix, connected
 
-SINKS = ["duckdb", "postgres", "clickhouse", "starrocks", "out_of_tree"]
+SINKS = ["duckdb", "postgres", "clickhouse", "starrocks", "out_of_tree", "out_of_tree_toolkit"]
 SECRET = "s3cr3t-Pa55-conformance"
 HOOKS = "tests.connectors.sinks.conformance._kill"
 
@@ -55,6 +55,7 @@ KILL_POINTS = {
         KillPoint("COMMIT", "after", True),
     ),
 }
+KILL_POINTS["out_of_tree_toolkit"] = KILL_POINTS["out_of_tree"]  # the same SQLite layout, on the sink toolkit
 
 
 def _values(expected: dict) -> dict:
@@ -277,6 +278,7 @@ def sqlite_entry_point(tmp_path_factory) -> Iterator[str]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dbmazz-sqlite-example\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[dbmazz.sinks]\nsqlite = tests.connectors.sinks.conformance.oot_sink:SqliteSink\n"
+        "sqlitekit = tests.connectors.sinks.conformance.oot_sink.toolkit_sink:SqliteToolkitSink\n"
     )
     sys.path.insert(0, str(site))
     yield str(site)
@@ -285,10 +287,21 @@ def sqlite_entry_point(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture
 def out_of_tree_sink_under_test(tmp_path, sqlite_entry_point) -> Iterator[SinkUnderTest]:
+    """The SQLite example implementing the raw Sink protocol (oot_sink/sink.py)."""
+    yield from _sqlite_under_test("out_of_tree", "sqlite", tmp_path, sqlite_entry_point)
+
+
+@pytest.fixture
+def out_of_tree_toolkit_sink_under_test(tmp_path, sqlite_entry_point) -> Iterator[SinkUnderTest]:
+    """The SQLite example written on the sink toolkit's SinkBase (oot_sink/toolkit_sink.py), out of tree too."""
+    yield from _sqlite_under_test("out_of_tree_toolkit", "sqlitekit", tmp_path, sqlite_entry_point)
+
+
+def _sqlite_under_test(name: str, kind: str, tmp_path, sqlite_entry_point) -> Iterator[SinkUnderTest]:
     from .._types import TYPE_CASES
 
     def config(pipeline: str) -> dict:
-        return {"type": "sqlite", "url": f"sqlite:///{tmp_path}/sink.db", "pipeline": pipeline}
+        return {"type": kind, "url": f"sqlite:///{tmp_path}/sink.db", "pipeline": pipeline}
 
     def read_type(sink, column):
         return [r[0] for r in sink.read("public.types", [column])]
@@ -304,7 +317,7 @@ def out_of_tree_sink_under_test(tmp_path, sqlite_entry_point) -> Iterator[SinkUn
         _unknown_option(config("p")),
         BadConfig(
             "missing folder",
-            {"type": "sqlite", "url": f"sqlite:///{tmp_path}/nope/s.db"},
+            {"type": kind, "url": f"sqlite:///{tmp_path}/nope/s.db"},
             ConfigError,
             f"expected the folder {tmp_path}/nope to exist",
         ),
@@ -312,7 +325,7 @@ def out_of_tree_sink_under_test(tmp_path, sqlite_entry_point) -> Iterator[SinkUn
     path = os.pathsep.join(p for p in (sqlite_entry_point, os.environ.get("PYTHONPATH")) if p)
     make_sink, close = connected(config)
     yield SinkUnderTest(
-        "out_of_tree",
+        name,
         config,
         make_sink,
         lambda sink, schema: sink.read(schema.qualified_name, schema.column_names),

@@ -1,7 +1,8 @@
 """SqliteSink: the smallest honest sink, kept outside dbmazz_connectors to prove a third party can add one.
 
-It uses only the public contract (``dbmazz_connectors.core``) plus the batch planner the connector guide points
-sink authors to (``dbmazz_connectors.sinks._plan``). One SQLite transaction per batch gives exactly once: the
+It implements the raw ``Sink`` protocol: only the public contract (``dbmazz_connectors.core``) plus the batch
+planner of the sink toolkit (``dbmazz_connectors.sinks.toolkit``); toolkit_sink.py is the same sink on the toolkit's
+``SinkBase``, which runs the apply itself. One SQLite transaction per batch gives exactly once: the
 applied-batch marker commits with the rows. Order independence comes from the versions: each row keeps its
 ``_dbmazz_version`` and a change only wins over a lower one; deletes leave a tombstone (a key row with
 ``_dbmazz_deleted = 1``) so an older insert replayed later stays out; a truncate's version is kept so rows
@@ -31,7 +32,7 @@ from dbmazz_connectors.core import (
     WriteResult,
 )
 from dbmazz_connectors.core.types import Kind, LogicalType
-from dbmazz_connectors.sinks._plan import RowsStep, SchemaStep, TruncateStep, plan_batch, reconcile_columns
+from dbmazz_connectors.sinks.toolkit import RowsStep, SchemaStep, TruncateStep, plan_batch, reconcile_columns
 
 __all__ = ["SqliteSink"]
 

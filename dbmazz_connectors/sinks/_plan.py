@@ -7,6 +7,7 @@ Rows that precede a truncate in the same batch are dropped: the truncate removes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -160,8 +161,12 @@ class ColumnPlan:
     widened: tuple[tuple[Column, Column], ...]  # (current, new)
 
 
+def _never_same(a: LogicalType, b: LogicalType) -> bool:
+    return False
+
+
 def reconcile_columns(current: TableSchema, incoming: TableSchema, *, sink: str,
-                      same_native=lambda a, b: False) -> ColumnPlan:
+                      same_native: Callable[[LogicalType, LogicalType], bool] = _never_same) -> ColumnPlan:
     """Plan the sink-side change for rows of ``incoming``; raise SchemaChangeError if none exists.
 
     A column narrower than the sink's (an older batch replayed after a widening) needs nothing.

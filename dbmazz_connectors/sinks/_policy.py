@@ -89,11 +89,11 @@ def temporal_rule(kind: Kind, low: int, high: int, expected: str) -> ValueRule:
     fmt = format_date if kind is Kind.DATE else format_timestamp
 
     def ints(values: pa.Array) -> np.ndarray:
-        return pc.cast(values, physical).fill_null(0).to_numpy(zero_copy_only=False)
+        return np.asarray(pc.cast(values, physical).fill_null(0).to_numpy(zero_copy_only=False))
 
     def outside(values: pa.Array) -> np.ndarray:
         raw = ints(values)
-        return ((raw < low) | (raw > high)) & (raw != infinities[0]) & (raw != infinities[1])
+        return np.asarray(((raw < low) | (raw > high)) & (raw != infinities[0]) & (raw != infinities[1]))
 
     def nearest(values: pa.Array) -> pa.Array:
         return pa.array(np.clip(ints(values), low, high), physical).cast(values.type)

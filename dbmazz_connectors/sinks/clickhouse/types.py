@@ -89,7 +89,6 @@ class ClickHouseTypes(TypeMapper):
         "DateTime64(6, 'UTC')": LogicalType.of("timestamptz"),
         "Tuple(months Int32, days Int32, micros Int64)": LogicalType.of("interval"),
     }
-    MAX_DECIMAL_PRECISION = 76
     # The range the server accepts for Date32 (days since the epoch) and prints correctly for DateTime64(6)
     MIN_DAY, MAX_DAY = -719_528, 2_932_896  # 0000-01-01, 9999-12-31
     MIN_US, MAX_US = -62_167_219_200_000_000, 253_402_300_799_999_999  # 0000-01-01 00:00, 9999-12-31 23:59:59.999999

@@ -60,7 +60,9 @@ S = TypeVar("S", bound=SinkState)
 class PlannedStep:
     """One step of a batch, checked: the DDL to run before it (if any), and a rows step's rows after the policy."""
 
-    index: int  # the step's position in ``plan_batch``'s list (stable: sinks derive idempotency tokens from it)
+    index: (
+        int  # the step's position in ``plan_batch``'s list (stable: sinks derive idempotency tokens from it)
+    )
     step: Step | None  # None: only ``alter`` (a schema change at the batch's end)
     alter: ColumnPlan | None = None
     rows: pa.Table | None = None  # a RowsStep's rows, through the ``out_of_range`` policy
@@ -83,8 +85,14 @@ class SinkBase(ABC, Generic[S]):
     name: ClassVar[str]
     types: ClassVar[type[TypeMapper]]
     # the counters of WriteResult.details (each starts at 0); sinks add theirs
-    DETAILS: ClassVar[tuple[str, ...]] = ("upserted", "stale", "unknown_values_missing", "truncates",
-                                          "columns_added", "columns_widened")
+    DETAILS: ClassVar[tuple[str, ...]] = (
+        "upserted",
+        "stale",
+        "unknown_values_missing",
+        "truncates",
+        "columns_added",
+        "columns_widened",
+    )
 
     def __init__(self, out_of_range: OutOfRange = OutOfRange.REFUSE) -> None:
         self._states: dict[str, S] = {}
@@ -146,8 +154,9 @@ class SinkBase(ABC, Generic[S]):
     # ---- shared
     def sink_schema(self, schema: TableSchema) -> TableSchema:
         """The logical schema a new sink table holds: key columns NOT NULL, every other column nullable."""
-        columns = tuple(Column(c.name, c.type, c.name not in schema.primary_key, c.source_type)
-                        for c in schema.columns)
+        columns = tuple(
+            Column(c.name, c.type, c.name not in schema.primary_key, c.source_type) for c in schema.columns
+        )
         return TableSchema(schema.schema, schema.name, columns, schema.primary_key)
 
     def table_state(self, table: str) -> S | None:
@@ -235,7 +244,8 @@ class SinkBase(ABC, Generic[S]):
                 ctx.details["columns_widened"] += len(item.alter.widened)
             if isinstance(item.step, TruncateStep):
                 state = dataclasses.replace(  # type: ignore[type-var]
-                    state, truncated_version=max(state.truncated_version, item.step.version))
+                    state, truncated_version=max(state.truncated_version, item.step.version)
+                )
                 self.save_state(state)
                 self.truncate_rows(state, item.step.version)
                 ctx.details["truncates"] += 1

@@ -45,14 +45,23 @@ class ConnectionUrl:
 
     def __repr__(self) -> str:
         password = "None" if self.password is None else "'***'"
-        return (f"ConnectionUrl(scheme={self.scheme!r}, user={self.user!r}, password={password}, host={self.host!r}, "
-                f"port={self.port!r}, database={self.database!r}, query={dict(self.query)!r})")
+        return (
+            f"ConnectionUrl(scheme={self.scheme!r}, user={self.user!r}, password={password}, host={self.host!r}, "
+            f"port={self.port!r}, database={self.database!r}, query={dict(self.query)!r})"
+        )
 
     __str__ = __repr__
 
 
-def parse_url(url: str, *, who: str, schemes: Collection[str], example: str, default_port: int | None = None,
-              options: Collection[str] | None = None) -> ConnectionUrl:
+def parse_url(
+    url: str,
+    *,
+    who: str,
+    schemes: Collection[str],
+    example: str,
+    default_port: int | None = None,
+    options: Collection[str] | None = None,
+) -> ConnectionUrl:
     """Parse ``url`` for the connector ``who`` (``"clickhouse sink"``), which serves ``schemes``.
 
     ``example`` is shown in the error for another scheme; ``default_port`` is used when the URL has
@@ -61,7 +70,9 @@ def parse_url(url: str, *, who: str, schemes: Collection[str], example: str, def
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # an unbalanced [ in the host, say; the url may hold a password: not shown
-        raise ConfigError(f"{who}: expected a url like {example}, got one that does not parse ({exc})") from None
+        raise ConfigError(
+            f"{who}: expected a url like {example}, got one that does not parse ({exc})"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in {s.lower() for s in schemes}:
         raise ConfigError(f"{who}: expected a url like {example}, got the scheme {scheme!r}")
@@ -73,8 +84,10 @@ def parse_url(url: str, *, who: str, schemes: Collection[str], example: str, def
     if options is not None:
         unknown = sorted(set(query) - set(options))
         if unknown:
-            raise ConfigError(f"{who}: unknown url parameter(s) {', '.join(unknown)}; "
-                              f"expected {', '.join(sorted(options)) or 'none'}")
+            raise ConfigError(
+                f"{who}: unknown url parameter(s) {', '.join(unknown)}; "
+                f"expected {', '.join(sorted(options)) or 'none'}"
+            )
     database = unquote(parts.path.strip("/"))
     return ConnectionUrl(
         scheme=scheme,

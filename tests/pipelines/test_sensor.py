@@ -69,3 +69,83 @@ def test_a_password_written_in_the_config_is_refused(tmp_path):
     safe = leaky.model_copy(update={"source": {"url": "postgresql://cap:${SHOP_PW}@db/shop"}})
     stored = build_definitions({"p": safe}).resources["dbmazz_p"].source.url
     assert "${SHOP_PW}" in stored  # what Dagster stores is the reference, resolved only in the run
+
+
+class _CountingFs:
+    """The change log's filesystem, counting what a tick asks of it: objects read, listings, entries listed."""
+
+    def __init__(self, fs, counts: dict) -> None:
+        self._fs, self._counts = fs, counts
+
+    def open_input_stream(self, path, *args, **kwargs):
+        self._counts["reads"] += 1
+        return self._fs.open_input_stream(path, *args, **kwargs)
+
+    def open_input_file(self, path, *args, **kwargs):
+        self._counts["reads"] += 1
+        return self._fs.open_input_file(path, *args, **kwargs)
+
+    def get_file_info(self, what):
+        import pyarrow.fs as pafs
+
+        found = self._fs.get_file_info(what)
+        if isinstance(what, pafs.FileSelector):
+            self._counts["listings"] += 1
+            self._counts["listed"] += len(found)
+        else:
+            self._counts["reads"] += 1 if isinstance(what, str) else len(what)
+        return found
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
+
+
+def _counted_tick(shop, defs, instance, monkeypatch) -> dict:
+    """One sensor tick; what it read of the change log."""
+    from dbmazz_connectors.changelog import store
+
+    counts = {"reads": 0, "listings": 0, "listed": 0}
+    init = store.ChangeLog.__init__
+
+    def counting_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.fs = _CountingFs(self.fs, counts)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store.ChangeLog, "__init__", counting_init)
+        result = shop.tick(defs, instance)
+    assert not result.run_requests, result  # an idle tick
+    return counts
+
+
+def test_a_tick_reads_as_many_change_log_objects_with_200_batches_kept_as_with_a_few(pg_db, tmp_path, monkeypatch):
+    from dbmazz_connectors.changelog import ChangeLog
+    from dbmazz_connectors.sources.postgres.position import Lsn
+    from dbmazz_pipelines.naming import batch_partitions
+
+    from ._harness import churn
+
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance:
+        start_shop(shop, defs, instance)
+        churn(pg_db.url, 1)
+        assert all(run.success for run in shop.drive(defs, instance))
+        _counted_tick(shop, defs, instance, monkeypatch)  # the process has seen the kept batches once
+        few = _counted_tick(shop, defs, instance, monkeypatch)
+        # 200 more kept batches (old, applied ranges as retention keeps them), each a partition
+        changelog, ids = ChangeLog(shop.config.changelog), []
+        for i in range(200):
+            start, end = Lsn(1000 + 10 * i), Lsn(1010 + 10 * i)
+            batch_id = f"{start.value:020d}-{end.value:020d}"
+            writer = changelog.writer(shop.name, batch_id, start)
+            writer.end = end
+            writer.commit()
+            ids.append(batch_id)
+        instance.add_dynamic_partitions(batch_partitions(shop.name).name, ids)
+        first = _counted_tick(shop, defs, instance, monkeypatch)
+        many = _counted_tick(shop, defs, instance, monkeypatch)
+        print(f"change log per idle tick: {few} with a few batches, {first} then {many} with 200 more")
+        assert many["reads"] == few["reads"] and many["listings"] == few["listings"], (few, many)
+        assert many["listed"] == few["listed"] + 200  # names only: one request per 1000 on an object store
+        assert first["reads"] <= few["reads"] + 200  # the new manifests, once per process

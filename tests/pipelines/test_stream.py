@@ -106,12 +106,23 @@ def test_a_streaming_run_records_each_batch_as_a_partition_with_its_checkpoint(p
         churn(pg_db.url, 1)
         request = _stream_request(shop, defs, instance)
         assert request.tags[KIND_TAG] == "stream"
-        writer = threading.Thread(
-            target=lambda: [churn(pg_db.url, seed, n=10) or time.sleep(0.3) for seed in range(2, 8)]
-        )
+        # writes for as long as the run lives (a loaded machine makes fewer, longer iterations)
+        stop = threading.Event()
+
+        def write() -> None:
+            for seed in range(2, 1000):
+                if stop.is_set():
+                    return
+                churn(pg_db.url, seed, n=10)
+                time.sleep(0.3)
+
+        writer = threading.Thread(target=write)
         writer.start()
-        result = _run_stream(shop, defs, instance, request, max_seconds=6.0, stop_when_idle=False)
-        writer.join()
+        try:
+            result = _run_stream(shop, defs, instance, request, max_seconds=6.0, stop_when_idle=False)
+        finally:
+            stop.set()
+            writer.join()
         assert result.success
         batches = _log_partitions(shop, instance)
         assert len(batches) >= 3, batches  # one run, several batches, each a partition

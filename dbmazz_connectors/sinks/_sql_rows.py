@@ -5,7 +5,7 @@ Shared by the DuckDB and PostgreSQL sinks through ``SqlSink``; the statements ar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -74,13 +74,21 @@ class RowMerge:
         unknown = rows.column(UNKNOWN_KEY)
         groups = [] if unknown.null_count == len(unknown) else pc.unique(unknown.drop_null()).to_pylist()
         min_version = int(pc.min(rows.column(VERSION_COLUMN)).as_py())
-        if self._append_only(state, rows, min_version, high_water) and self.direct_insert(state, step.schema, rows):
+        known: list[bool] = []  # whether the table has tombstones, asked at most once per step
+
+        def tombstones() -> bool:
+            if not known:
+                known.append(bool(self.fetchall(f"SELECT 1 FROM {self.tomb(state)} LIMIT 1")))
+            return known[0]
+
+        if self._append_only(state, rows, min_version, high_water, tombstones) and self.direct_insert(
+                state, step.schema, rows):
             details["upserted"] += rows.num_rows
             return
         staged = self.stage(rows, step.schema, state.table)
         on_key = " AND ".join(f"x.{self.q(k)} = w.{self.q(k)}" for k in step.schema.primary_key)
         details["stale"] += self.drop_stale(staged, state, on_key, min_version, high_water)
-        self._tombstones(state, staged, on_key, deletes, details)
+        self._tombstones(state, staged, on_key, deletes, details, tombstones)
         names = step.schema.column_names
         full = f"{self.q(UNKNOWN_KEY)} IS NULL"
         if self.upsert_by_replace and set(state.schema.column_names) <= set(names):  # else keep the other columns
@@ -98,7 +106,8 @@ class RowMerge:
             details["upserted"] += self._upsert(state, staged, known, where, (group,))
         self.drop_staged(staged)
 
-    def _append_only(self, state: TableState, rows: pa.Table, min_version: int, high_water: int | None) -> bool:
+    def _append_only(self, state: TableState, rows: pa.Table, min_version: int, high_water: int | None,
+                     tombstones: Callable[[], bool]) -> bool:
         """Only inserts, all newer than anything applied, every value known, no tombstones, every sink
         column in the batch: such rows can go straight into the table (if none of their keys exists)."""
         if not pc.all(pc.equal(rows.column(OP_COLUMN), OP_INSERT)).as_py():
@@ -109,15 +118,17 @@ class RowMerge:
             return False
         if min_version < max(high_water or 0, state.truncated_version):
             return False
-        return not self.fetchall(f"SELECT 1 FROM {self.tomb(state)} LIMIT 1")
+        return not tombstones()
 
     def direct_insert(self, state: TableState, schema: TableSchema, rows: pa.Table) -> bool:
         """Insert append-only rows straight into the target; return False (having written nothing) if a
         key already exists or the sink has no such path, and the staged merge runs instead."""
         return False
 
-    def _tombstones(self, state: TableState, staged: str, on_key: str, deletes: int, details: dict[str, int]) -> None:
-        """Deletes remove the live row and leave a tombstone; upserts remove the key's tombstone."""
+    def _tombstones(self, state: TableState, staged: str, on_key: str, deletes: int, details: dict[str, int],
+                    tombstones: Callable[[], bool]) -> None:
+        """Deletes remove the live row and leave a tombstone; upserts remove the key's tombstone (where the table
+        has any: ``tombstones()``, asked before this step's deletes added theirs)."""
         v, op = self.q(VERSION_COLUMN), self.q(OP_COLUMN)
         if deletes:
             details["deleted"] += self.execute(
@@ -125,7 +136,7 @@ class RowMerge:
             keys = ", ".join(self.q(k) for k in state.schema.primary_key)
             self.execute(f"INSERT INTO {self.tomb(state)} ({keys}, {v}) SELECT {keys}, {v} FROM {staged} "
                          f"WHERE {op} = {OP_DELETE} ON CONFLICT ({keys}) DO UPDATE SET {v} = excluded.{v}")
-        if self.fetchall(f"SELECT 1 FROM {self.tomb(state)} LIMIT 1"):
+        if deletes or tombstones():
             self.execute(f"DELETE FROM {self.tomb(state)} x USING {staged} w WHERE {on_key} AND w.{op} <> {OP_DELETE}")
 
     def _insert(self, state: TableState, staged: str, names: list[str], where: str) -> int:

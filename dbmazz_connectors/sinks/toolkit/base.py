@@ -126,6 +126,10 @@ class SinkBase(ABC, Generic[S]):
     def is_applied(self, ref: BatchRef, table: str) -> bool:
         """Whether (``ref``, ``table``) is recorded as applied (read-only)."""
 
+    def applied_and_high_water(self, ref: BatchRef, table: str) -> tuple[bool, int | None]:
+        """``is_applied(ref, table)`` and the table's ``high_water_version``; a sink may read both in one query."""
+        return self.is_applied(ref, table), self.high_water_version(table)
+
     @abstractmethod
     def record_applied(self, ctx: ApplyContext, rows_written: int, high_water: int | None) -> None:
         """Record the batch as applied (last, inside the batch's transaction where there is one)."""
@@ -189,11 +193,12 @@ class SinkBase(ABC, Generic[S]):
             state = self.table_state(table)
             assert state is not None
         with self.batch_scope(table):
-            if self.is_applied(ref, table):
-                return WriteResult(table, 0, True, self.high_water_version(table))
+            applied, before = self.applied_and_high_water(ref, table)
+            if applied:
+                return WriteResult(table, 0, True, before)
             details = dict.fromkeys((*self.DETAILS, *COUNTERS), 0)
             planned = self.plan(state, batch, details)  # every check before anything of the batch is written
-            ctx = ApplyContext(ref, table, self.high_water_version(table), details)
+            ctx = ApplyContext(ref, table, before, details)
             written, state = self.apply_steps(state, planned, ctx)
             after = max((v for v in (ctx.high_water, batch_high_water(batch)) if v is not None), default=None)
             self.record_applied(ctx, written, after)

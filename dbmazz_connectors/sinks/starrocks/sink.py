@@ -198,6 +198,16 @@ class StarRocksSink(StarRocksClient, SinkBase[TableState]):
             )
         )
 
+    def applied_and_high_water(self, ref: BatchRef, table: str) -> tuple[bool, int | None]:
+        """Both in one query (one round trip per batch fewer)."""
+        rows = self.query_rows(
+            f"SELECT max(high_water_version), sum(CASE WHEN pipeline = %s AND batch_id = %s THEN 1 ELSE 0 END) "
+            f"FROM {APPLIED} WHERE table_name = %s",
+            (ref.pipeline, ref.batch_id, table),
+        )
+        high, applied = rows[0] if rows else (None, 0)
+        return bool(applied), None if high is None else int(high)
+
     def record_applied(self, ctx: ApplyContext, rows_written: int, high_water: int | None) -> None:
         self.execute(
             f"INSERT INTO {APPLIED} (pipeline, batch_id, table_name, rows_written, high_water_version, "

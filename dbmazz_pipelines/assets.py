@@ -228,8 +228,8 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
                     failed[table] = exc
                     context.log.error(f"sink {sink}: table {table} failed to apply {exc.batch_id}: {exc.__cause__}")
                     continue
-                yield _over_range(dg.MaterializeResult(asset_key=specs.sink_key(sink, table), metadata=metadata),
-                                  batches)
+                yield _over_range(dg.MaterializeResult(asset_key=specs.sink_key(sink, table),
+                                                       metadata={**metadata, **guard.metadata}), batches)
                 guard.after_apply(context.instance, context.run.run_id, batches, context.log)  # a replay: freshness.py
         finally:
             target.disconnect()

@@ -37,11 +37,20 @@ from dagster._time import get_current_timestamp
 from dbmazz_connectors.config import PipelineConfig
 from dbmazz_connectors.snapshots import SNAPSHOT_PREFIX
 
-__all__ = ["freshness_policy", "heartbeat_seconds", "report_current", "caught_up", "ReplayGuard", "now"]
+__all__ = [
+    "freshness_policy",
+    "heartbeat_seconds",
+    "report_current",
+    "caught_up",
+    "ReplayGuard",
+    "finish_restatement",
+    "now",
+]
 
 HEARTBEAT_FLOOR_SECONDS = 15.0
 CURRENT_AT = "dbmazz/current_at"
 RESTATED = "dbmazz/restated"
+REPLAY = "dbmazz/replay"  # on a replay's own materialization, until its restatement follows
 
 
 def now() -> float:
@@ -86,7 +95,7 @@ def caught_up(instance: dg.DagsterInstance, key: dg.AssetKey, newest_log_batch: 
 def _again(
     materialization: dg.AssetMaterialization, extra: dict, description: str
 ) -> dg.AssetMaterialization:
-    metadata = {k: v for k, v in materialization.metadata.items() if k not in (CURRENT_AT, RESTATED)}
+    metadata = {k: v for k, v in materialization.metadata.items() if k not in (CURRENT_AT, RESTATED, REPLAY)}
     return dg.AssetMaterialization(
         asset_key=materialization.asset_key,
         partition=materialization.partition,
@@ -119,6 +128,41 @@ def report_current(
     return True
 
 
+def _is_replay(event: dg.EventLogEntry | None) -> bool:
+    return (
+        event is not None
+        and event.asset_materialization is not None
+        and REPLAY in event.asset_materialization.metadata
+    )
+
+
+def _last_update(instance: dg.DagsterInstance, key: dg.AssetKey) -> dg.EventLogEntry | None:
+    """The table's latest materialization that is not a replay's own (a replay whose restatement a killed
+    process never wrote is skipped)."""
+    last = instance.get_latest_materialization_event(key)
+    if not _is_replay(last):
+        return last
+    for record in instance.fetch_materializations(key, limit=50).records:
+        if not _is_replay(record.event_log_entry):
+            return record.event_log_entry
+    return None
+
+
+def _restate(instance: dg.DagsterInstance, previous: dg.EventLogEntry, why: str, description: str) -> None:
+    """Record ``previous`` again (partition, metadata), runless, with its own timestamp."""
+    assert previous.asset_materialization is not None
+    event = _again(previous.asset_materialization, {RESTATED: why}, description)
+    instance.report_dagster_event(
+        dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+            job_name=RUNLESS_JOB_NAME,
+            event_specific_data=StepMaterializationData(event),
+        ),
+        run_id=RUNLESS_RUN_ID,
+        timestamp=previous.timestamp,
+    )
+
+
 @dataclass
 class ReplayGuard:
     """Read before a run applies its batches to one sink table, used after its materialization is recorded."""
@@ -129,12 +173,17 @@ class ReplayGuard:
 
     @classmethod
     def before_apply(cls, instance: dg.DagsterInstance, key: dg.AssetKey, batches: list[str]) -> ReplayGuard:
-        last = instance.get_latest_materialization_event(key)
+        last = _last_update(instance, key)
         newest = last.asset_materialization.partition if last and last.asset_materialization else None
         if last is None or newest is None or not batches or _age(max(batches, key=_age)) > _age(newest):
             return cls(key, last, False)
         applied = instance.get_materialized_partitions(key)
         return cls(key, last, all(b in applied or _age(b) < _age(newest) for b in batches))
+
+    @property
+    def metadata(self) -> dict[str, object]:
+        """Marks a replay's own materialization (so a restatement a killed process never wrote is made later)."""
+        return {REPLAY: True} if self.replay else {}
 
     def after_apply(self, instance: dg.DagsterInstance, run_id: str, batches: list[str], log) -> bool:
         """Restore the table's previous latest materialization (its partition, metadata and timestamp) after a
@@ -146,23 +195,36 @@ class ReplayGuard:
             return False
         what = batches[0] if len(batches) == 1 else f"{batches[0]} .. {batches[-1]}"
         previous = self.before.asset_materialization
-        event = _again(
-            previous,
-            {RESTATED: f"after a re-run of {what} (run {run_id[:8]})"},
+        _restate(
+            instance,
+            self.before,
+            f"after a re-run of {what} (run {run_id[:8]})",
             f"restated: a re-run of {what}, older than batch {previous.partition}, does not make the table more "
             "current; its latest update stays the one Dagster's freshness policy reads",
-        )
-        instance.report_dagster_event(
-            dg.DagsterEvent(
-                event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
-                job_name=RUNLESS_JOB_NAME,
-                event_specific_data=StepMaterializationData(event),
-            ),
-            run_id=RUNLESS_RUN_ID,
-            timestamp=self.before.timestamp,
         )
         log.info(
             f"{self.key.to_user_string()}: {what} re-applied; its latest update stays batch "
             f"{previous.partition} (the freshness policy is not fooled by a replay)"
         )
         return True
+
+
+def finish_restatement(instance: dg.DagsterInstance, key: dg.AssetKey, log=None) -> bool:
+    """The table's latest materialization is a replay's own, not restated (its process was killed in between):
+    restate the update before it now (the capture sensor checks on each tick). Whether it did."""
+    last = instance.get_latest_materialization_event(key)
+    if not _is_replay(last):
+        return False
+    previous = _last_update(instance, key)
+    if previous is None:
+        return False
+    _restate(
+        instance,
+        previous,
+        "after a re-run whose process ended before restating it",
+        f"restated: a re-run ended before restating the table's latest update (batch "
+        f"{previous.asset_materialization.partition}); a replay does not make the table more current",
+    )
+    if log is not None:
+        log.warning(f"{key.to_user_string()}: restated its latest update after an interrupted re-run")
+    return True

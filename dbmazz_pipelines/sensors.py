@@ -19,7 +19,7 @@ from dbmazz_connectors.engine import batch_id_for, bounded_end, set_up_source
 from dbmazz_connectors.snapshots import is_snapshot_batch, plans
 
 from .assets import position_of
-from .freshness import caught_up, report_current
+from .freshness import caught_up, finish_restatement, report_current
 from .naming import (
     KIND_TAG,
     PIPELINE_TAG,
@@ -101,6 +101,8 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
     pipeline = specs.pipeline
     log_partitions = [p for p in partitions if not is_snapshot_batch(p)]
     checkpoint, set_up = starting_checkpoint(context, specs, source, changelog, log_partitions)
+    for key in specs.sink_keys:  # a re-run killed before restating a table's latest update (freshness.py)
+        finish_restatement(context.instance, key, context.log)
     obsolete = _obsolete_log_batch(context, pipeline, changelog, checkpoint, log_partitions)
     if obsolete is not None:
         log_partitions.remove(obsolete)

@@ -5,6 +5,9 @@ old batch was re-run. Time is moved past the windows with Dagster's own clock (`
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -199,5 +202,72 @@ def test_a_streaming_run_keeps_check_results_shown_and_an_idle_table_current(pg_
                 assert latest.run_id == idle.run_id and CURRENT_AT in latest.asset_materialization.metadata
                 [record] = _latest_check(instance, key, "freshness")
                 assert record.run_id == idle.run_id and record.evaluation.passed and _shown(instance, record)
+        for table in TABLES:
+            assert shop.sink_rows(table) == shop.source_rows(table)
+
+
+KILLED_REPLAY = """
+import os, signal, sys
+import dagster as dg
+from dagster._core.instance import InstanceRef
+from dagster._core.test_utils import freeze_time
+from dbmazz_connectors.config import PipelineConfig
+from dbmazz_pipelines import freshness
+from dbmazz_pipelines.definitions import build_definitions
+
+def killed(self, *args, **kwargs):  # right after the replay's own materialization, before its restatement
+    os.kill(os.getpid(), signal.SIGKILL)
+
+freshness.ReplayGuard.after_apply = killed
+config = PipelineConfig.model_validate_json(open(sys.argv[1]).read())
+defs = build_definitions({config.name: config})
+job = defs.resolve_job_def(config.name + "_batch")
+with dg.DagsterInstance.from_ref(InstanceRef.from_dir(sys.argv[2])) as instance, freeze_time(float(sys.argv[4])):
+    dg.materialize([a for a in defs.assets if isinstance(a, dg.AssetsDefinition)], instance=instance,
+                   partition_key=sys.argv[3], resources=dict(defs.resources or {}), tags={"dbmazz/pipeline": config.name},
+                   selection=dg.AssetSelection.assets(*job.asset_layer.executable_asset_keys))
+"""
+
+
+def test_a_re_run_killed_before_its_restatement_is_restated_by_the_next_tick(pg_db, tmp_path, monkeypatch):
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, **WINDOWS)
+    defs = shop.definitions()
+    with dg.instance_for_test() as instance, _workspace(shop, instance, tmp_path) as workspace:
+        start_shop(shop, defs, instance)
+        churn(pg_db.url, 1)
+        [old] = shop.drive(defs, instance)
+        before = {t: _latest(instance, shop, t) for t in TABLES}
+        lock = hold_duckdb_lock(shop.duckdb_path)
+        try:
+            churn(pg_db.url, 2)
+            [stuck] = shop.drive(defs, instance)
+            assert not stuck.success
+        finally:
+            lock.kill()
+            lock.wait()
+        later = time.time() + 200
+        (tmp_path / "killed_replay.py").write_text(KILLED_REPLAY)
+        args = [str(tmp_path / "pipeline.json"), instance.root_directory, old.partition, str(later)]
+        proc = subprocess.run(
+            [sys.executable, str(tmp_path / "killed_replay.py"), *args], capture_output=True, text=True
+        )
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        [killed] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        first = _latest(instance, shop, TABLES[1])  # customers: its replay recorded, then the process died
+        assert abs(first.timestamp - later) < 0.01 and first.run_id == killed.run_id
+        with freeze_time(later):
+            # the crash window: the replay reads as an update
+            assert _states(workspace, instance, shop)["public.customers"] == FreshnessState.PASS
+            instance.report_run_failed(killed)  # as run monitoring marks a dead run
+            shop.tick(defs, instance)
+            restated = _latest(instance, shop, "public.customers")
+            assert restated.timestamp == pytest.approx(before["public.customers"].timestamp, abs=0.01)
+            assert RESTATED in restated.asset_materialization.metadata
+            assert _states(workspace, instance, shop) == {t: FreshnessState.FAIL for t in TABLES}
+            # the re-run again, to its end: still no fresher, and the sink holds what it held
+            assert shop.run_batch(defs, instance, old.partition).success
+            assert _states(workspace, instance, shop) == {t: FreshnessState.FAIL for t in TABLES}
+            assert shop.run_batch(defs, instance, stuck.partition).success
+            assert _states(workspace, instance, shop) == {t: FreshnessState.PASS for t in TABLES}
         for table in TABLES:
             assert shop.sink_rows(table) == shop.source_rows(table)

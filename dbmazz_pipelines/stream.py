@@ -20,8 +20,9 @@ replication stream for the whole run) and connects each sink per batch (a DuckDB
 between batches).
 
 It leaves the way (ends early, cleanly) for anything else of the pipeline: a snapshot batch ready to run
-(initial load, re-sync: the sensor runs it, then starts a new streaming run), another run of the pipeline
-queued (a re-run, a re-sync job) or steps waiting for the pipeline's pool (a backfill).
+(initial load, re-sync: the sensor runs it, then starts a new streaming run) or another run of the pipeline
+queued (a re-run, a re-sync job). To a run waiting for the pipeline's pool (a backfill) it hands its slot over
+between two batches and takes it back after that run's step, without ending (``_lend_pool``).
 
 Failures: a capture failure fails the run (the batch stays planned; the next streaming run captures that same
 range first). A sink table that fails to apply does not stop capture or the other tables: it is retried each
@@ -57,6 +58,15 @@ DESCRIBE_SECONDS = (
 )
 RETRY_SECONDS = (2.0, 60.0)  # a failing sink table is retried after 2 s, doubling up to 60 s
 PRUNE_EVERY = 120  # retention runs every this many iterations (and when the run ends)
+LEND_POLL_SECONDS = 0.25  # while another run holds the pool lent to it, how often this run looks
+LEND_SECONDS = 20.0  # a lent slot nobody took within this is taken back (the run queue passes every 1-5 s)
+STARTING_SECONDS = 5.0  # a run started this recently may not have claimed its slot yet (as the run queue)
+WAITING_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 CHECK_EVERY_SECONDS = 10.0  # idle tables recorded current, freshness and initial-load checks evaluated
 
 
@@ -159,6 +169,7 @@ def _loop(
     checkpoint, _ = starting_checkpoint(context, specs, source, changelog, log_partitions)
     state = _Stream(checkpoint, _unapplied(context, specs, changelog, log_partitions))
     iteration = 0
+    refused: set[str] = set()  # queued runs that did not take the lent pool
     try:
         while True:
             began = time.monotonic()
@@ -169,6 +180,8 @@ def _loop(
             if iteration % PRUNE_EVERY == 0:
                 _prune(context, specs, changelog, log_partitions)
             reason = _why_stop(context, specs, changelog, state, deadline, stop_when_idle and not captured)
+            if reason is None:
+                reason = _lend_pool(context, specs, deadline, refused)
             if reason is not None:
                 return reason, state
             time.sleep(max(0.0, pipeline.stream_interval_seconds - (time.monotonic() - began)))
@@ -334,16 +347,107 @@ def _why_stop(
         return "its time is up (stream_minutes); the capture sensor starts the next one"
     if idle and not any(s.unapplied for s in state.tables.values()):
         return "every change is captured and applied (stop_when_idle)"
-    pipeline = specs.pipeline
-    instance = context.instance
-    queued = instance.get_run_records(
-        dg.RunsFilter(tags={PIPELINE_TAG: pipeline.name}, statuses=[dg.DagsterRunStatus.QUEUED]), limit=1
-    )
-    if queued:
-        return f"run {queued[0].dagster_run.run_id[:8]} of the pipeline ({queued[0].dagster_run.job_name}) is queued"
-    if instance.event_log_storage.get_concurrency_info(pool_name(pipeline.name)).pending_step_count:
-        return f"steps of another run wait for the pool {pool_name(pipeline.name)} (a backfill or a re-run)"
+    queued = _queued_run_of_pipeline(context, specs)
+    if queued is not None:
+        return queued
     return _snapshot_ready(context, specs, changelog, state)
+
+
+def _lend_pool(context, specs: PipelineSpecs, deadline: float, refused: set[str]) -> str | None:
+    """Another run wants the pipeline's pool (a backfill or a re-run of the pipeline's assets): this run hands
+    its slot over, waits while that run's step holds it, then takes it back and goes on; None, or why the run
+    should end instead (its time is up, a run of the pipeline is queued meanwhile). A queued run that did not
+    take the slot within LEND_SECONDS (held in the queue by something else) joins ``refused`` and is not waited
+    for again; once started, its step waiting for a slot is.
+
+    Ending the run instead would cost a sensor tick and a new run's start on top of the other run's step; and
+    with the run queue's pool check (Dagster's default when a pool has a limit) a queued backfill run is not
+    even launched while this run holds the slot, so it would wait for the end of ``stream_minutes``, and again
+    behind the next streaming run (priority 10). While the slot is lent this run neither captures nor applies:
+    one writer per sink table at a time, as the pool's limit of 1 says (docs/dagster.md, "Backfills")."""
+    pool = pool_name(specs.pipeline.name)
+    storage = context.instance.event_log_storage
+    if not any(slot.run_id == context.run_id for slot in storage.get_concurrency_info(pool).claimed_slots):
+        return None  # the pool has no limit, or this run holds no slot of it: nothing to hand over
+    queued = _queue_holds_runs_for_pool(context.instance)
+    waiting = _wanting_pool(context, pool, queued, starting=False) - refused
+    if not waiting:
+        return None
+    step_key = context.get_step_execution_context().step.key
+    priority = int(context.run.tags.get("dagster/priority", "0"))
+    storage.free_concurrency_slot_for_step(context.run_id, step_key)
+    context.log.info(f"hands the pool {pool} over to run {', '.join(sorted(waiting))}; takes it back after")
+    began = time.monotonic()
+    handed_over = False
+    while True:
+        time.sleep(LEND_POLL_SECONDS)
+        info = storage.get_concurrency_info(pool)
+        handed_over = handed_over or any(slot.run_id != context.run_id for slot in info.claimed_slots)
+        # claim again once the other run holds the slot (this run is then first in line, by its priority), or
+        # when nobody took it (the run was cancelled, or never got its turn within LEND_SECONDS)
+        unclaimed = not handed_over and time.monotonic() - began > LEND_SECONDS
+        if handed_over or unclaimed or not _wanting_pool(context, pool, queued, starting=True) - refused:
+            if unclaimed:
+                refused.update(waiting)
+            if storage.claim_concurrency_slot(pool, context.run_id, step_key, priority).is_claimed:
+                context.log.info(f"took the pool {pool} back after {time.monotonic() - began:.1f}s")
+                return None
+        if time.monotonic() >= deadline:
+            return "its time is up (stream_minutes) while another run held the pool"
+        queued = _queued_run_of_pipeline(context, specs)
+        if queued is not None:
+            return queued
+
+
+def _queue_holds_runs_for_pool(instance: dg.DagsterInstance) -> bool:
+    """Whether the run queue keeps a run queued while its first step's pool is full (Dagster's default); with
+    ``op_granularity_run_buffer`` >= 1 it launches the run and its step waits for the slot instead."""
+    queue = instance.get_concurrency_config().run_queue_config
+    if queue is None or not queue.should_block_op_concurrency_limited_runs:
+        return False
+    return not queue.op_concurrency_slot_buffer
+
+
+def _wanting_pool(context, pool: str, queued: bool, starting: bool) -> set[str]:
+    """Short ids of the other runs that wait for ``pool``: with a step waiting for a slot; with ``queued``,
+    queued (the run queue holds a run whose first step's pool is full); with ``starting``, launched but not
+    running their step yet (a run started less than STARTING_SECONDS ago: a slot handed over to a queued run
+    waits for it while its process starts)."""
+    instance = context.instance
+    now = time.time()
+    waiting = {
+        step.run_id
+        for step in instance.event_log_storage.get_concurrency_info(pool).pending_steps
+        if step.assigned_timestamp is None and step.run_id != context.run_id
+    }
+    for record in instance.get_run_records(dg.RunsFilter(statuses=WAITING_STATUSES), limit=100):
+        run = record.dagster_run
+        if run.run_id == context.run_id or run.run_op_concurrency is None:
+            continue
+        if pool not in (run.run_op_concurrency.all_pools or ()):
+            continue
+        # a run that just started has not claimed yet (as the run queue counts it: a few seconds)
+        if run.status == dg.DagsterRunStatus.QUEUED:
+            if queued:
+                waiting.add(run.run_id)
+        elif starting and (
+            run.status != dg.DagsterRunStatus.STARTED or (record.start_time or 0) > now - STARTING_SECONDS
+        ):
+            waiting.add(run.run_id)
+    return {run_id[:8] for run_id in waiting}
+
+
+def _queued_run_of_pipeline(context, specs: PipelineSpecs) -> str | None:
+    """A queued run tagged with the pipeline (a re-sync, a re-execution): this run ends to let it go."""
+    queued = context.instance.get_run_records(
+        dg.RunsFilter(tags={PIPELINE_TAG: specs.pipeline.name}, statuses=[dg.DagsterRunStatus.QUEUED]),
+        limit=1,
+    )
+    if not queued:
+        return None
+    return (
+        f"run {queued[0].dagster_run.run_id[:8]} of the pipeline ({queued[0].dagster_run.job_name}) is queued"
+    )
 
 
 def _snapshot_ready(context, specs: PipelineSpecs, changelog: ChangeLog, state: _Stream) -> str | None:

@@ -1,10 +1,14 @@
 """A backfill launched the way the UI launches it (GraphQL ``launchPartitionBackfill``, then the backfill daemon)."""
 
 import logging
+import subprocess
+import sys
+import threading
 import time
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.test_utils import InProcessTestWorkspaceLoadTarget, create_run_for_test
@@ -16,6 +20,7 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 
 from dbmazz_pipelines.assets import MAX_BATCHES_PER_RUN
 from dbmazz_pipelines.naming import PIPELINE_TAG, changes_key, pool_name, sink_key
+from dbmazz_pipelines.stream import stream_job_name
 
 from ._harness import churn, make_shop_pipeline, start_shop
 
@@ -164,3 +169,127 @@ def test_the_pipeline_pool_holds_its_steps_and_live_batches_go_on_during_a_backf
                             asset_selection=frozenset({sink_key(shop.name, "duckdb", "public.orders")}))
         result = shop.tick(defs, instance)
         assert len(result.run_requests) == 1, result.skip_message
+
+
+# A streaming run in a process of its own (as a run worker would run it), on the instance at argv[2]
+_STREAM_CHILD = """
+import sys
+import dagster as dg
+from dbmazz_connectors.config import PipelineConfig
+from dbmazz_pipelines.definitions import build_definitions
+from dbmazz_pipelines.stream import stream_job_name
+
+config = PipelineConfig.model_validate_json(open(sys.argv[1]).read())
+defs = build_definitions({config.name: config})
+with dg.DagsterInstance.from_config(sys.argv[2]) as instance:
+    job = defs.resolve_job_def(stream_job_name(config.name))
+    job.execute_in_process(instance=instance, tags={"dbmazz/pipeline": config.name}, raise_on_error=False,
+                           run_config={"ops": {config.name + "__stream": {"config": {
+                               "max_seconds": 150.0, "stop_when_idle": True}}}})
+"""
+
+
+def _queued_home(tmp_path, run_buffer: int):
+    """An instance as docs/dagster.md ("Backfills") sets one up: the run queue, the pipeline pool's limit of 1
+    (and the queue's op_granularity_run_buffer); runs the queue launches execute in the launching process."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    pools = {"default_limit": 1, **({"op_granularity_run_buffer": run_buffer} if run_buffer else {})}
+    (home / "dagster.yaml").write_text(yaml.safe_dump({
+        "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
+        "run_launcher": {"module": "dagster._core.launcher.sync_in_memory_run_launcher",
+                         "class": "SyncInMemoryRunLauncher"},
+        "concurrency": {"pools": pools},
+        "telemetry": {"enabled": False},
+    }))
+    return home
+
+
+def _stream_batches(shop, defs, instance, n: int) -> None:
+    """At least ``n`` log batches captured and applied by streaming runs (a past range to backfill)."""
+    from .test_stream import _writer
+
+    job = defs.resolve_job_def(stream_job_name(shop.name))
+    stop = threading.Event()
+    writer = _writer(shop.source_url, stop)
+    try:
+        for _ in range(20):
+            if len(_log_partitions(shop, instance)) >= n:
+                return
+            job.execute_in_process(instance=instance, tags={PIPELINE_TAG: shop.name},
+                                   run_config={"ops": {f"{shop.name}__stream": {"config": {"max_seconds": 5.0}}}})
+        raise AssertionError(f"fewer than {n} log batches: {len(_log_partitions(shop, instance))}")
+    finally:
+        stop.set()
+        writer.join()
+
+
+def _log_partitions(shop, instance) -> list[str]:
+    return [p for p in shop.partitions(instance) if not p.startswith("snap-")]
+
+
+@pytest.mark.parametrize("run_buffer", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_a_ui_backfill_takes_turns_with_the_streaming_run(run_buffer, pg_db, tmp_path, monkeypatch, code_location):
+    """30 partitions of a sink table backfilled the way the UI does it while a streaming run streams: the backfill
+    is not starved (the queue holds a run whose pool is full: the streaming run hands its slot over), it takes 2
+    runs with no check per partition, the same streaming run applies live batches between its runs, and the sink
+    equals the source row by row."""
+    from .test_stream import _start, _writer
+
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, run_mode="stream", stream_interval_seconds=0.2)
+    defs = shop.definitions()
+    home = _queued_home(tmp_path, run_buffer)
+    (tmp_path / "stream.json").write_text(shop.config.model_dump_json())
+    orders = sink_key(shop.name, "duckdb", "public.orders")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _start(shop, defs, instance)
+        _stream_batches(shop, defs, instance, 30)
+        keys = _log_partitions(shop, instance)[:30]
+        stop = threading.Event()
+        writer = _writer(shop.source_url, stop)
+        child = subprocess.Popen([sys.executable, "-c", _STREAM_CHILD, str(tmp_path / "stream.json"), str(home)])
+        try:
+            deadline = time.monotonic() + 60
+            while not instance.event_log_storage.get_concurrency_info(pool_name(shop.name)).claimed_slots:
+                assert child.poll() is None and time.monotonic() < deadline, "the streaming run did not start"
+                time.sleep(0.2)
+            stream_run = instance.get_runs(dg.RunsFilter(job_name=stream_job_name(shop.name)), limit=1)[0]
+            assert stream_run.tags.get("dagster/priority") == "10"
+            launched = time.time()
+            with code_location(shop, instance) as process_context:
+                backfill_id = _launch_backfill(process_context, keys, [orders])
+                backfill = _run_daemons(process_context, backfill_id, timeout=240)
+            finished = time.time()
+        finally:
+            stop.set()
+            writer.join()
+            try:
+                child.wait(120)  # idle once the writes stop: it ends (stop_when_idle)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, backfill.status
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        assert len(runs) == 2, f"{len(runs)} runs for 30 partitions"
+        assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+        assert set(keys) <= instance.get_materialized_partitions(orders)
+        names = [e.dagster_event.event_specific_data.check_name for run in runs
+                 for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+        assert "row_count_parity" not in names and len(names) <= len(runs) * 2, names
+
+        # one streaming run throughout: it handed the pool over to each backfill run and took it back, applying
+        # live batches in between; it ended only when idle
+        streams = instance.get_runs(dg.RunsFilter(job_name=stream_job_name(shop.name)))
+        assert streams[0].run_id == stream_run.run_id and streams[0].status == dg.DagsterRunStatus.SUCCESS
+        messages = [e.message for e in instance.all_logs(stream_run.run_id) if e.message]
+        assert sum("hands the pool" in m for m in messages) >= 2, [m for m in messages if "pool" in m]
+        assert sum("took the pool" in m for m in messages) >= 2, [m for m in messages if "pool" in m]
+        assert any("stop_when_idle" in m for m in messages), messages[-3:]
+        live = [e for e in instance.all_logs(stream_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                if e.dagster_event.asset_key == orders and launched < e.timestamp < finished]
+        assert live, "no live batch was applied while the backfill ran"
+        for table in TABLES:
+            assert shop.sink_rows(table) == shop.source_rows(table), table
+        print(f"backfill of 30 batches beside a streaming run (run buffer {run_buffer}): {len(runs)} runs, "
+              f"{finished - launched:.1f} s, {len(live)} live batches applied meanwhile")

@@ -131,11 +131,12 @@ def _freshness(context, specs: PipelineSpecs, sink: str, table: str) -> dg.Asset
     return dg.AssetCheckResult(passed=True, metadata=metadata, description=since)
 
 
-def _initial_load(context, specs: PipelineSpecs, sink: str, table: str) -> dg.AssetCheckResult:
+def _initial_load(context, specs: PipelineSpecs, sink: str, table: str, changelog=None) -> dg.AssetCheckResult:
     """Passes once every batch of a whole-table snapshot of the table (its initial load, or a later full
     re-sync) is applied to this sink table; until then it reports the progress."""
     pipeline = specs.pipeline
-    changelog = getattr(context.resources, resource_key(pipeline.name)).open_changelog()
+    if changelog is None:
+        changelog = getattr(context.resources, resource_key(pipeline.name)).open_changelog()
     progress = load_progress(context.instance, changelog, pipeline.name, table, specs.sink_key(sink, table))
     if progress is None:
         return dg.AssetCheckResult(
@@ -201,13 +202,32 @@ def cheap_evaluations(context, specs: PipelineSpecs) -> list[dg.AssetCheckEvalua
     the check's result for it, where the scheduled checks job's would read "not evaluated" after the next
     batch). ``context``: anything with ``instance`` and the pipeline's resource in ``resources``."""
     evaluations = []
+    changelog = _PlansReadOnce(getattr(context.resources, resource_key(specs.pipeline.name)).open_changelog())
     for sink in specs.pipeline.sinks:
         for table in specs.pipeline.tables:
             key = specs.sink_key(sink, table)
-            for name, body in CHEAP_CHECKS.items():
-                result = body(context, specs, sink, table)
+            for name in CHEAP_CHECKS:
+                result = (_freshness(context, specs, sink, table) if name == "freshness"
+                          else _initial_load(context, specs, sink, table, changelog))
                 evaluations.append(dg.AssetCheckEvaluation(
                     asset_key=key, check_name=name, passed=result.passed, severity=result.severity,
                     metadata=result.metadata, description=result.description,
                 ))
     return evaluations
+
+
+class _PlansReadOnce:
+    """The change log, its snapshot plans read once for every table's initial-load check (a listing and one
+    object per plan, on an object store requests)."""
+
+    def __init__(self, changelog) -> None:
+        self._changelog = changelog
+        self._plans: dict = {}
+
+    def snapshot_plans(self, pipeline: str):
+        if pipeline not in self._plans:
+            self._plans[pipeline] = self._changelog.snapshot_plans(pipeline)
+        return self._plans[pipeline]
+
+    def __getattr__(self, name):
+        return getattr(self._changelog, name)

@@ -293,3 +293,78 @@ def test_a_ui_backfill_takes_turns_with_the_streaming_run(run_buffer, pg_db, tmp
             assert shop.sink_rows(table) == shop.source_rows(table), table
         print(f"backfill of 30 batches beside a streaming run (run buffer {run_buffer}): {len(runs)} runs, "
               f"{finished - launched:.1f} s, {len(live)} live batches applied meanwhile")
+
+
+def test_a_streaming_run_sigkilled_while_it_lends_the_pool_is_recovered(pg_db, tmp_path, monkeypatch, code_location):
+    """SIGKILL of the streaming run while a backfill run holds the pool it handed over: once the dead run is
+    marked failed (run monitoring), its claim is gone, the backfill completes, the next streaming run applies what
+    the killed one left and the sink equals the source row by row."""
+    from .test_stream import _start, _writer
+
+    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, run_mode="stream", stream_interval_seconds=0.2)
+    defs = shop.definitions()
+    home = _queued_home(tmp_path, 0)
+    (tmp_path / "stream.json").write_text(shop.config.model_dump_json())
+    orders = sink_key(shop.name, "duckdb", "public.orders")
+    pool = pool_name(shop.name)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _start(shop, defs, instance)
+        _stream_batches(shop, defs, instance, 6)
+        keys = _log_partitions(shop, instance)[:6]
+        stop = threading.Event()
+        writer = _writer(shop.source_url, stop)
+        child = subprocess.Popen([sys.executable, "-c", _STREAM_CHILD, str(tmp_path / "stream.json"), str(home)])
+        killed: list[str] = []
+
+        def kill_while_lent() -> None:
+            """SIGKILL the streaming run at its first moment without its slot, then fail it as monitoring does."""
+            with dg.DagsterInstance.from_config(str(home)) as watcher:
+                deadline = time.monotonic() + 120
+                stream_run = None
+                while time.monotonic() < deadline and child.poll() is None:
+                    slots = watcher.event_log_storage.get_concurrency_info(pool).claimed_slots
+                    if stream_run is None and slots:
+                        stream_run = slots[0].run_id
+                    if stream_run is not None and all(slot.run_id != stream_run for slot in slots):
+                        child.kill()
+                        child.wait()
+                        watcher.report_run_failed(watcher.get_run_by_id(stream_run))
+                        killed.append(stream_run)
+                        return
+                    time.sleep(0.02)
+
+        watcher = threading.Thread(target=kill_while_lent)
+        watcher.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not instance.event_log_storage.get_concurrency_info(pool).claimed_slots:
+                assert child.poll() is None and time.monotonic() < deadline, "the streaming run did not start"
+                time.sleep(0.2)
+            with code_location(shop, instance) as process_context:
+                backfill_id = _launch_backfill(process_context, keys, [orders])
+                backfill = _run_daemons(process_context, backfill_id, timeout=180)
+        finally:
+            watcher.join()
+            stop.set()
+            writer.join()
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert killed, "the streaming run never handed the pool over"
+        assert instance.get_run_by_id(killed[0]).status == dg.DagsterRunStatus.FAILURE
+        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, backfill.status
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        leftover = [claim for claim in [*info.claimed_slots, *info.pending_steps] if claim.run_id == killed[0]]
+        assert not leftover, leftover
+
+        # the next streaming run (the sensor would start it) applies what the killed one captured and left
+        job = defs.resolve_job_def(stream_job_name(shop.name))
+        result = job.execute_in_process(instance=instance, tags={PIPELINE_TAG: shop.name},
+                                        run_config={"ops": {f"{shop.name}__stream": {"config": {
+                                            "stop_when_idle": True}}}})
+        assert result.success
+        for table in TABLES:
+            assert shop.sink_rows(table) == shop.source_rows(table), table
+            applied = instance.get_materialized_partitions(sink_key(shop.name, "duckdb", table))
+            missing = set(_log_partitions(shop, instance)) - applied
+            assert not missing, sorted(missing)[:3]

@@ -23,9 +23,11 @@ from dagster._daemon.freshness import FreshnessDaemon
 
 from dbmazz_pipelines.freshness import CURRENT_AT, RESTATED
 from dbmazz_pipelines.metadata import COLUMN_SCHEMA
-from dbmazz_pipelines.naming import sink_key
+from dbmazz_pipelines.naming import changes_key, sink_key
+from dbmazz_pipelines.operations import OPERATION
 
 from ._harness import churn, hold_duckdb_lock, make_shop_pipeline, start_shop
+from .test_operations import _side_write
 
 TABLES = ("public.orders", "public.customers")
 WINDOWS = {"freshness_warn_seconds": 60, "freshness_fail_seconds": 120}
@@ -192,8 +194,18 @@ def test_a_streaming_run_keeps_check_results_shown_and_an_idle_table_current(pg_
         later = time.time() + 200
         with freeze_time(later):
             assert _states(workspace, instance, shop) == {t: FreshnessState.FAIL for t in TABLES}
-            idle = _run_stream(shop, defs, instance, _stream_request(shop, defs, instance))
+            request = _stream_request(shop, defs, instance)
+            _side_write(
+                pg_db.url
+            )  # a commit of another table: the run acknowledges the source without a batch
+            idle = _run_stream(shop, defs, instance, request)
             assert idle.success
+            [advance] = [
+                r
+                for r in instance.fetch_observations(changes_key(shop.name), limit=20).records
+                if r.run_id == idle.run_id
+            ]
+            assert advance.asset_observation.metadata[OPERATION].value == "source advanced"
             # the idle streaming run found every table current: recorded in the run, as the policy reads it
             assert _states(workspace, instance, shop) == {t: FreshnessState.PASS for t in TABLES}
             for table in TABLES:

@@ -192,16 +192,22 @@ class SinkBase(ABC, Generic[S]):
             self.create_table(batch.schema)
             state = self.table_state(table)
             assert state is not None
-        with self.batch_scope(table):
-            applied, before = self.applied_and_high_water(ref, table)
-            if applied:
-                return WriteResult(table, 0, True, before)
-            details = dict.fromkeys((*self.DETAILS, *COUNTERS), 0)
-            planned = self.plan(state, batch, details)  # every check before anything of the batch is written
-            ctx = ApplyContext(ref, table, before, details)
-            written, state = self.apply_steps(state, planned, ctx)
-            after = max((v for v in (ctx.high_water, batch_high_water(batch)) if v is not None), default=None)
-            self.record_applied(ctx, written, after)
+        try:
+            with self.batch_scope(table):
+                applied, before = self.applied_and_high_water(ref, table)
+                if applied:
+                    return WriteResult(table, 0, True, before)
+                details = dict.fromkeys((*self.DETAILS, *COUNTERS), 0)
+                # every check before anything of the batch is written
+                planned = self.plan(state, batch, details)
+                ctx = ApplyContext(ref, table, before, details)
+                written, state = self.apply_steps(state, planned, ctx)
+                versions = (ctx.high_water, batch_high_water(batch))
+                after = max((v for v in versions if v is not None), default=None)
+                self.record_applied(ctx, written, after)
+        except BaseException:
+            self.forget_state(table)  # what the batch changed may be half stored: read it again next time
+            raise
         self._states[table] = state
         return WriteResult(table, written, False, after, details)
 

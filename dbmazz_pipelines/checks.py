@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from dbmazz_connectors.snapshots import plans
 
@@ -231,3 +232,36 @@ class _PlansReadOnce:
 
     def __getattr__(self, name):
         return getattr(self._changelog, name)
+
+
+PARITY = "row_count_parity"
+CARRIED_FROM = "dbmazz/evaluated_in_run"
+
+
+def carried_parity(context, specs: PipelineSpecs, carried: set) -> list[dg.AssetCheckEvaluation]:
+    """The latest ``row_count_parity`` result of each sink table, evaluated by another run (the checks job),
+    as an evaluation of this run (a streaming run), once per result (``carried``: those already carried). Parity
+    waits for capture and counts the source, so the streaming run does not compare itself; carrying the checks
+    job's latest outcome keeps it shown for the batches this run records, saying where it was compared."""
+    instance = context.instance
+    evaluations = []
+    for key in specs.sink_keys:
+        history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, PARITY), limit=1)
+        record = history[0] if history else None
+        if record is None or record.run_id == context.run.run_id or record.event is None:
+            continue
+        done = (AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED)
+        if record.status not in done or (record.id, record.event.timestamp) in carried:
+            continue
+        carried.add((record.id, record.event.timestamp))
+        evaluation = record.evaluation
+        assert evaluation is not None
+        origin = evaluation.metadata.get(CARRIED_FROM)
+        evaluations.append(dg.AssetCheckEvaluation(
+            asset_key=key, check_name=PARITY, passed=evaluation.passed, severity=evaluation.severity,
+            description=evaluation.description,
+            metadata={**evaluation.metadata,
+                      CARRIED_FROM: origin.value if origin is not None else record.run_id,
+                      "dbmazz/evaluated_at": dg.MetadataValue.timestamp(record.event.timestamp)},
+        ))
+    return evaluations

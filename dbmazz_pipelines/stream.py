@@ -104,6 +104,7 @@ class _Stream:
     snapshot_parts: frozenset[str] = frozenset()
     batches: int = 0
     reported_at: float = float("-inf")  # when _report last ran (monotonic)
+    carried: set = field(default_factory=set)  # parity results of the checks job this run re-recorded
 
 
 def build_stream_job(specs: PipelineSpecs) -> dg.JobDefinition:
@@ -475,8 +476,9 @@ def _advanced(context, specs: PipelineSpecs, changelog: ChangeLog, start, end) -
 def _report(context, specs: PipelineSpecs, state: _Stream, idle: bool) -> None:
     """Every CHECK_EVERY_SECONDS: when idle, each sink table that applied everything captured is recorded current
     (its freshness policy reads it, ``freshness.py``); then the freshness and initial-load checks of every sink
-    table are evaluated as events of this run, so they stay shown while this run records batches."""
-    from .checks import cheap_evaluations
+    table are evaluated as events of this run, so they stay shown while this run records batches, and the
+    checks job's latest parity result is carried into this run likewise."""
+    from .checks import carried_parity, cheap_evaluations
     from .freshness import report_current
 
     if time.monotonic() - state.reported_at < CHECK_EVERY_SECONDS:
@@ -493,7 +495,7 @@ def _report(context, specs: PipelineSpecs, state: _Stream, idle: bool) -> None:
                     context.log_event,
                 )
     try:
-        evaluations = cheap_evaluations(context, specs)
+        evaluations = cheap_evaluations(context, specs) + carried_parity(context, specs, state.carried)
     except Exception as exc:  # noqa: BLE001 - a check that cannot read must not stop capture
         context.log.warning(f"freshness and initial-load checks not evaluated this time: {exc}")
         return

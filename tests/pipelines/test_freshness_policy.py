@@ -21,6 +21,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._daemon.freshness import FreshnessDaemon
 
+from dbmazz_pipelines import checks
 from dbmazz_pipelines.freshness import CURRENT_AT, RESTATED
 from dbmazz_pipelines.metadata import COLUMN_SCHEMA
 from dbmazz_pipelines.naming import changes_key, sink_key
@@ -164,6 +165,7 @@ def _shown(instance, record) -> bool:
 def test_a_streaming_run_keeps_check_results_shown_and_an_idle_table_current(pg_db, tmp_path, monkeypatch):
     from .test_stream import _run_stream, _start, _stream_request
 
+    monkeypatch.setattr(checks, "_parity_wait", lambda pipeline: 2.0)  # no sensor runs during the checks job
     shop = make_shop_pipeline(
         pg_db, tmp_path, monkeypatch, run_mode="stream", stream_interval_seconds=0.2, **WINDOWS
     )
@@ -191,6 +193,12 @@ def test_a_streaming_run_keeps_check_results_shown_and_an_idle_table_current(pg_
                 assert record.evaluation.passed and _shown(instance, record), (table, name)
                 # the scheduled checks job's result reads "Not evaluated" once a newer batch lands
                 assert earlier.run_id == checks_run.run_id and not _shown(instance, earlier)
+            # parity is the checks job's to compare; the streaming run carries its latest outcome, saying so
+            record, earlier = _latest_check(instance, key, "row_count_parity", limit=2)
+            assert record.run_id == result.run_id and _shown(instance, record)
+            assert record.evaluation.metadata["dbmazz/evaluated_in_run"].value == checks_run.run_id
+            assert earlier.run_id == checks_run.run_id and not _shown(instance, earlier)
+            assert record.evaluation.passed == earlier.evaluation.passed
         later = time.time() + 200
         with freeze_time(later):
             assert _states(workspace, instance, shop) == {t: FreshnessState.FAIL for t in TABLES}

@@ -3,8 +3,9 @@
 One pipeline (``shop``) captures PostgreSQL's ``public.customers`` and ``public.orders`` and feeds two sinks from
 the same capture: DuckDB (the embedded default) and a throw-away ClickHouse. The shop already holds customers and
 orders before the pipeline exists: the capture sensor's first tick sets the source up and plans their initial load,
-which it runs batch by batch while the workload's changes keep flowing. Ctrl-C, SIGTERM (a process manager's stop)
-or SIGHUP stop everything it started and remove the servers' temporary directories.
+whose batches run as batch runs taking turns with the streaming run (the default ``run_mode: stream``), which
+then captures and applies the workload's changes every second. Ctrl-C, SIGTERM (a process manager's stop) or
+SIGHUP stop everything it started and remove the servers' temporary directories.
 
     python -m infra.demo [--port 3000] [--rate 50] [--no-clickhouse] [--workdir .dbmazz/demo]
 """

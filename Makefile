@@ -53,7 +53,9 @@ FORMATTED := dbmazz_connectors/core/positions.py dbmazz_connectors/sources/postg
 	tests/connectors/sinks/tombstones/test_sql.py tests/connectors/sinks/tombstones/test_starrocks.py \
 	tests/e2e/_topology.py tests/e2e/test_installed_package.py tests/e2e/test_production_topology.py \
 	tests/fixtures/least_privilege.py tests/fixtures/starrocks.py tests/fixtures/starrocks_standin.py \
-	tests/pipelines/test_stream.py tests/security/test_least_privilege.py tests/faults/test_stream_faults.py
+	tests/pipelines/test_stream.py tests/security/test_least_privilege.py tests/faults/test_stream_faults.py \
+	dbmazz_pipelines/freshness.py dbmazz_pipelines/operations.py tests/pipelines/test_freshness_policy.py \
+	tests/pipelines/test_operations.py
 
 lint: venv
 	$(BIN)/ruff check dbmazz_connectors dbmazz_pipelines dbmazz_project infra tests bench

@@ -216,7 +216,7 @@ def finish_restatement(instance: dg.DagsterInstance, key: dg.AssetKey, log=None)
     if not _is_replay(last):
         return False
     previous = _last_update(instance, key)
-    if previous is None:
+    if previous is None or previous.asset_materialization is None:
         return False
     _restate(
         instance,

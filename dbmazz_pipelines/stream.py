@@ -61,8 +61,7 @@ PRUNE_EVERY = 120  # retention runs every this many iterations (and when the run
 LEND_POLL_SECONDS = 0.25  # while another run holds the pool lent to it, how often this run looks
 LEND_SECONDS = 20.0  # a lent slot nobody took within this is taken back (the run queue passes every 1-5 s)
 STARTING_SECONDS = 5.0  # a run started this recently may not have claimed its slot yet (as the run queue)
-WAITING_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
+STARTING_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
@@ -421,19 +420,17 @@ def _wanting_pool(context, pool: str, queued: bool, starting: bool) -> set[str]:
         for step in instance.event_log_storage.get_concurrency_info(pool).pending_steps
         if step.assigned_timestamp is None and step.run_id != context.run_id
     }
-    for record in instance.get_run_records(dg.RunsFilter(statuses=WAITING_STATUSES), limit=100):
+    statuses = ([dg.DagsterRunStatus.QUEUED] if queued else []) + (STARTING_STATUSES if starting else [])
+    if not statuses:
+        return {run_id[:8] for run_id in waiting}  # the run queue launches runs of a full pool: no run query
+    for record in instance.get_run_records(dg.RunsFilter(statuses=statuses), limit=100):
         run = record.dagster_run
         if run.run_id == context.run_id or run.run_op_concurrency is None:
             continue
         if pool not in (run.run_op_concurrency.all_pools or ()):
             continue
         # a run that just started has not claimed yet (as the run queue counts it: a few seconds)
-        if run.status == dg.DagsterRunStatus.QUEUED:
-            if queued:
-                waiting.add(run.run_id)
-        elif starting and (
-            run.status != dg.DagsterRunStatus.STARTED or (record.start_time or 0) > now - STARTING_SECONDS
-        ):
+        if run.status != dg.DagsterRunStatus.STARTED or (record.start_time or 0) > now - STARTING_SECONDS:
             waiting.add(run.run_id)
     return {run_id[:8] for run_id in waiting}
 

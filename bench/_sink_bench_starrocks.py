@@ -14,8 +14,11 @@ No StarRocks runs here. Two measurements, both in ``bench/results/sink_apply_sta
   Load of a CSV body (pyarrow's writer; tab-separated, ``enclose: "``), as a user's bulk load would do, into a table
   the sink's own DDL created. Both pay the stand-in's parsing and storing, so the ratio measures dbmazz's overhead
   (bodies, labels, merge condition, tombstones, state rows) against the same server, not StarRocks' speed.
+  Next to it (not the reference): the same rows loaded as one JSON body in the sink's own format
+  (``ratio_vs_json_load``), which takes the stand-in's slower parsing of JSON than of CSV out of the ratio.
 
-The machine is shared and noisy: the best of ``--repeat`` runs counts.
+The machine is shared and noisy: the best of ``--repeat`` runs counts; ``ratio_per_run`` pairs each run's raw
+load with its apply (run back to back in one stand-in), ``ratio_median_of_runs`` is their median.
 """
 
 from __future__ import annotations
@@ -68,27 +71,50 @@ def _stream_load(standin: Any, database: str, table: str, headers: dict[str, str
     return result
 
 
+def _load_rows(
+    standin: Any, database: str, final: pa.Table, schema: TableSchema, headers: dict, body
+) -> float:
+    """Create the sink's table in ``database`` (its own DDL), then time building the body and one Stream Load."""
+    raw = create_sink({"url": standin.url(database), "pipeline": "raw"})
+    raw.connect()
+    raw.create_table(schema)
+    raw.disconnect()
+    began = time.perf_counter()  # the body is built inside the timing, as the sink's bodies are
+    result = _stream_load(
+        standin, database, schema.name, {"label": f"raw_{time.time_ns()}", **headers}, body(final)
+    )
+    seconds = time.perf_counter() - began
+    if int(result["NumberLoadedRows"]) != final.num_rows:
+        raise SystemExit(f"the raw Stream Load loaded {result['NumberLoadedRows']} of {final.num_rows} rows")
+    return seconds
+
+
+def _json_body(final: pa.Table) -> bytes:
+    """The rows as the JSON the sink sends (its own vectorised builder), without merge condition or tombstones."""
+    rows = final.append_column("_dbmazz_op", pa.array([0] * final.num_rows, pa.int8()))
+    rows = rows.append_column("_dbmazz_unknown_columns", pa.nulls(final.num_rows, pa.list_(pa.string())))
+    (group,) = groups_of(rows, ORDERS, ORDERS.column_names)
+    return json_body(group, ORDERS)
+
+
+# seconds of each run's JSON raw load (the CSV one is the reference; this one is reported next to it)
+JSON_LOAD_RUNS: list[float] = []
+
+
 def _raw_load(standin: Any):
     def load(final: pa.Table, schema: TableSchema) -> float:
-        raw = create_sink({"url": standin.url(RAW_DATABASE), "pipeline": "raw"})
-        raw.connect()
-        raw.create_table(schema)  # the same table DDL as the sink's
-        raw.disconnect()
-        columns = [*final.column_names, "_dbmazz_is_deleted"]
-        headers = {
-            "label": f"raw_{time.time_ns()}",
-            "format": "csv",  # column_separator: StarRocks' default, a tab (a header may not hold one as such)
+        columns = ",".join(f"`{c}`" for c in [*final.column_names, "_dbmazz_is_deleted"])
+        csv = {  # column_separator: StarRocks' default, a tab (a header may not hold one as such)
+            "format": "csv",
             "enclose": '"',
-            "columns": ",".join(f"`{c}`" for c in columns),
+            "columns": columns,
             "max_filter_ratio": "0",
         }
-        began = time.perf_counter()  # the body is built inside the timing, as the sink's bodies are
-        result = _stream_load(standin, RAW_DATABASE, schema.name, headers, _csv_body(final))
-        seconds = time.perf_counter() - began
-        if int(result["NumberLoadedRows"]) != final.num_rows:
-            raise SystemExit(
-                f"the raw Stream Load loaded {result['NumberLoadedRows']} of {final.num_rows} rows"
-            )
+        seconds = _load_rows(standin, RAW_DATABASE, final, schema, csv, _csv_body)
+        # the same rows in the sink's own body format, into a database of its own: what is left of the ratio once
+        # the stand-in's slower parsing of JSON than of CSV is taken out
+        json = {"format": "json", "strip_outer_array": "true", "columns": columns, "max_filter_ratio": "0"}
+        JSON_LOAD_RUNS.append(_load_rows(standin, RAW_DATABASE + "_json", final, schema, json, _json_body))
         return seconds
 
     return load
@@ -133,8 +159,18 @@ def _parsed_back(rows: pa.Table) -> dict:
     return {"rows_parsed_back": parsed, "requests": len(groups)}
 
 
-def headline(quick: bool, repeat: int) -> dict:
-    """The ``write_result`` arguments of the body-building figure (``details`` to be completed by the caller)."""
+def headline(quick: bool, repeat: int, steady: dict) -> dict:
+    """The ``write_result`` arguments of the body-building figure (``details`` to be completed by the caller);
+    adds the JSON raw load to ``steady`` (the steady-state layout's measurements)."""
+    if JSON_LOAD_RUNS:
+        json_s = min(JSON_LOAD_RUNS)
+        steady["raw_json_load_seconds"] = round(json_s, 3)
+        steady["raw_json_load_runs"] = [round(x, 3) for x in JSON_LOAD_RUNS]
+        steady["ratio_vs_json_load"] = round(steady["changes_per_s"] / (steady["rows"] / json_s), 3)
+        steady["ratio_vs_json_load_per_run"] = [  # paired with each run's apply, as ratio_per_run
+            round((steady["changes"] / apply_s) / (steady["rows"] / j), 3)
+            for (_, apply_s), j in zip(steady["runs"], JSON_LOAD_RUNS[-len(steady["runs"]) :], strict=True)
+        ]
     changes, _ = orders_workload(100_000 if quick else 1_000_000, seed=7)
     rows = compact(changes, ORDERS.primary_key)  # what one rows step of a caught-up backlog holds
     deletes = int(pc.sum(pc.equal(rows.column("_dbmazz_op"), 2)).as_py())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from .types import PostgresTypes, StagedColumn
 __all__ = ["PostgresSink", "copy_csv"]
 
 _WORK = "__dbmazz_work"
+VACUUM_FULL_AFTER = 10_000  # tombstones forgotten in one prune that make it rewrite the tombstone table
+log = logging.getLogger(__name__)
 _CONTEXT_COLUMN = re.compile(r"column (\S+?):")
 
 
@@ -163,7 +166,36 @@ class PostgresSink(SqlSink):
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.q(name)}")
 
     def lock_table_state(self, table: str) -> None:
-        self.fetchall(f"SELECT 1 FROM {self.q('_dbmazz', 'tables')} WHERE table_name = %s FOR UPDATE", (table,))
+        # the metadata row is keyed by the target (``schema`` override applied), as load_state reads it
+        self.fetchall(f"SELECT 1 FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s FOR UPDATE",
+                      (self.target_key(table),))
+
+    def prune_table(self, state: TableState, below_version: int) -> int:
+        """Forget the table's tombstones below ``below_version``; after a large prune, give the files back.
+
+        A plain (auto)VACUUM makes the space of deleted tombstones reusable but rarely shrinks the files: the
+        tombstones still inside the horizon are the newest rows, at the end of the heap, and the key index
+        never shrinks. After forgetting at least ``VACUUM_FULL_AFTER`` tombstones, and more than remain, the
+        tombstone table (internal: only the apply reads it) is rewritten with ``VACUUM FULL``: the sink role
+        owns it, the rewrite copies only the tombstones left, and a writer that holds the table makes the
+        rewrite give up after ``lock_timeout`` (5 s): the space stays reusable and the next large prune tries again.
+        """
+        forgotten = super().prune_table(state, below_version)
+        if forgotten < VACUUM_FULL_AFTER:
+            return forgotten
+        tomb = self.tomb(state)
+        remaining = int(self.fetchall(f"SELECT count(*) FROM {tomb}")[0][0])
+        if remaining >= forgotten:
+            return forgotten
+        try:
+            self.execute("SET lock_timeout = '5s'")
+            self.execute(f"VACUUM FULL {tomb}")
+        except Exception as exc:  # noqa: BLE001 - giving the space back is best effort; nothing is lost without it
+            log.warning("postgres sink: VACUUM FULL of the tombstones of %s skipped: %s", state.table,
+                        redact(" ".join(str(exc).split())))
+        finally:
+            self.execute("RESET lock_timeout")
+        return forgotten
 
     def alter_type_sql(self, target: str, column: str, native: str) -> str:
         col = self.q(column)

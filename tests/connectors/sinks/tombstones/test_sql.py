@@ -2,11 +2,13 @@
 
 import pytest
 
-from dbmazz_connectors.core import create_sink
+from dbmazz_connectors.core import OP_DELETE, OP_INSERT, create_sink
 from dbmazz_connectors.core.protocols import BatchRef, TombstonePruning
 from dbmazz_connectors.engine import apply_batch, tombstone_horizon
 
-from ._kit import EXPECTED, TABLE, write_log
+from ._kit import EXPECTED, SCHEMA, TABLE, write_log
+
+SCHEMA_FOR_LOCK = SCHEMA
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -49,3 +51,64 @@ def test_tombstones_below_the_horizon_go_and_replays_inside_it_still_converge(si
     assert sink.prune_tombstones(TABLE, tombstone_horizon(changelog, "p")) == 50
     assert sink.prune_tombstones(None, tombstone_horizon(changelog, "p")) == 0  # idempotent
     assert _tombstones(sink) == 0 and _live(sink) == EXPECTED
+
+
+def test_postgres_gives_the_tombstone_files_back_after_a_large_prune(pg_db, changelog):
+    """A plain VACUUM would leave the files at their size (the kept tombstones sit at the heap's end, the key
+    index never shrinks): after forgetting 30,000 tombstones, 50 left, the tombstone table is rewritten."""
+    from dbmazz_connectors.core import Heartbeat, Rows
+    from dbmazz_connectors.sources.postgres.position import Lsn
+
+    from .._workload import rows_table
+
+    n = 30_000
+    batches = {
+        "c1": (0, 1000, [(OP_INSERT, 500, k) for k in range(1, n + 101)]),
+        "c2": (1000, 2000, [(OP_DELETE, 1500, k) for k in range(1, n + 1)]),
+        "c3": (2000, 3000, [(OP_DELETE, 2500, k) for k in range(n + 1, n + 51)]),
+    }
+    for batch_id, (start, end, changes) in batches.items():
+        writer = changelog.writer("p", batch_id, Lsn(start))
+        writer.declare_table(SCHEMA)
+        writer.add(Rows(SCHEMA, rows_table(SCHEMA, [(op, v, {"id": k, "qty": k * 10}, None) for op, v, k in changes])))
+        writer.add(Heartbeat(Lsn(end)))
+        writer.commit()
+    sink = create_sink({"url": pg_db.sink_url, "pipeline": "p"})
+    sink.connect()
+    try:
+        for batch_id in batches:
+            apply_batch(changelog, sink, "p", batch_id)
+        tomb = sink.tomb(sink.table_state(TABLE))
+        size = f"SELECT pg_total_relation_size('{tomb}'::regclass)"
+        before = int(sink.fetchall(size)[0][0])
+        changelog.delete_batch("p", "c1")
+        changelog.delete_batch("p", "c2")
+        assert sink.prune_tombstones(None, tombstone_horizon(changelog, "p")) == n
+        after = int(sink.fetchall(size)[0][0])
+        assert _tombstones(sink) == 50
+        assert after < before / 10, (before, after)
+        expected = [(k, k * 10) for k in range(n + 51, n + 101)]
+        assert _live(sink) == expected
+        sink.write_batch(changelog.read_batch("p", "c3", TABLE), BatchRef("p", "c3-again"))  # replay: converges
+        assert _live(sink) == expected
+    finally:
+        sink.disconnect()
+
+
+def test_postgres_writers_of_a_table_serialise_with_a_schema_override(pg_db):
+    """The writer lock is the table's metadata row, keyed by the target name: with ``schema: other`` it must
+    still be found (a lock on no row would let two writers interleave)."""
+    import psycopg
+
+    sink = create_sink({"url": pg_db.sink_url, "pipeline": "p", "schema": "replica"})
+    sink.connect()
+    try:
+        sink.create_table(SCHEMA_FOR_LOCK)
+        sink.begin()
+        sink.lock_table_state(SCHEMA_FOR_LOCK.qualified_name)
+        with psycopg.connect(pg_db.url, autocommit=True) as other:
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("SELECT 1 FROM _dbmazz.tables WHERE table_name = 'replica.items' FOR UPDATE NOWAIT")
+        sink.rollback()
+    finally:
+        sink.disconnect()

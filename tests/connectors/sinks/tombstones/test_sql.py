@@ -70,7 +70,11 @@ def test_postgres_gives_the_tombstone_files_back_after_a_large_prune(pg_db, chan
     for batch_id, (start, end, changes) in batches.items():
         writer = changelog.writer("p", batch_id, Lsn(start))
         writer.declare_table(SCHEMA)
-        writer.add(Rows(SCHEMA, rows_table(SCHEMA, [(op, v, {"id": k, "qty": k * 10}, None) for op, v, k in changes])))
+        writer.add(
+            Rows(
+                SCHEMA, rows_table(SCHEMA, [(op, v, {"id": k, "qty": k * 10}, None) for op, v, k in changes])
+            )
+        )
         writer.add(Heartbeat(Lsn(end)))
         writer.commit()
     sink = create_sink({"url": pg_db.sink_url, "pipeline": "p"})
@@ -89,7 +93,9 @@ def test_postgres_gives_the_tombstone_files_back_after_a_large_prune(pg_db, chan
         assert after < before / 10, (before, after)
         expected = [(k, k * 10) for k in range(n + 51, n + 101)]
         assert _live(sink) == expected
-        sink.write_batch(changelog.read_batch("p", "c3", TABLE), BatchRef("p", "c3-again"))  # replay: converges
+        sink.write_batch(
+            changelog.read_batch("p", "c3", TABLE), BatchRef("p", "c3-again")
+        )  # replay: converges
         assert _live(sink) == expected
     finally:
         sink.disconnect()
@@ -108,7 +114,9 @@ def test_postgres_writers_of_a_table_serialise_with_a_schema_override(pg_db):
         sink.lock_table_state(SCHEMA_FOR_LOCK.qualified_name)
         with psycopg.connect(pg_db.url, autocommit=True) as other:
             with pytest.raises(psycopg.errors.LockNotAvailable):
-                other.execute("SELECT 1 FROM _dbmazz.tables WHERE table_name = 'replica.items' FOR UPDATE NOWAIT")
+                other.execute(
+                    "SELECT 1 FROM _dbmazz.tables WHERE table_name = 'replica.items' FOR UPDATE NOWAIT"
+                )
         sink.rollback()
     finally:
         sink.disconnect()

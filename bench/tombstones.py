@@ -493,11 +493,11 @@ def main() -> None:
             "sinks": per_sink,
             "load_average_1_5_15_min": [round(x, 2) for x in (*load, *os.getloadavg())],
             "note": "measured on a shared 2-core machine (load averages at the start, then at the end); "
-            "apply_seconds and prune_seconds are indicative. PostgreSQL's bytes are the tombstone table's files after a "
-            "plain VACUUM (autovacuum's work): its rows are gone and their space is free inside the files "
-            "(measurements: pgstattuple, pgstatindex), reused by later tombstones, but the files shrink only by the "
-            "empty pages VACUUM can cut off the heap's end (none when it skips index cleanup, as it does with few "
-            "dead rows left) and never in the index; VACUUM FULL: tombstone_bytes_after_vacuum_full. "
+            "apply_seconds and prune_seconds are indicative. PostgreSQL's bytes are the tombstone table's files after "
+            "the sink's prune and a plain VACUUM: a plain VACUUM alone frees the space inside the files but rarely "
+            "shrinks them (the tombstones kept inside the horizon sit at the heap's end, the key index never "
+            "shrinks), so the sink rewrites the table with VACUUM FULL after forgetting >= 10,000 tombstones, more "
+            "than remain; tombstone_bytes_after_vacuum_full: an explicit VACUUM FULL afterwards. "
             "StarRocks: the stand-in's storage (see its note), left out of the figure; its tombstone_rows are what "
             "StarRocks would hold",
         },

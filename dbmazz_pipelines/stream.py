@@ -394,9 +394,9 @@ def _lend_pool(context, specs: PipelineSpecs, deadline: float, refused: set[str]
                 return None
         if time.monotonic() >= deadline:
             return "its time is up (stream_minutes) while another run held the pool"
-        queued = _queued_run_of_pipeline(context, specs)
-        if queued is not None:
-            return queued
+        ending = _queued_run_of_pipeline(context, specs)
+        if ending is not None:
+            return ending
 
 
 def _queue_holds_runs_for_pool(instance: dg.DagsterInstance) -> bool:

@@ -274,7 +274,7 @@ class Topology:
         config = yaml.safe_load((ROOT / "infra" / "dagster" / "dagster.yaml").read_text())
         config.pop("run_launcher")
         config["storage"]["postgres"]["postgres_db"]["port"] = {"env": "DAGSTER_PG_PORT"}
-        config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
+        config["run_coordinator"].setdefault("config", {})["dequeue_interval_seconds"] = 1
         config["run_monitoring"] = {"enabled": True, "start_timeout_seconds": 60, "poll_interval_seconds": 5}
         return config
 

@@ -24,10 +24,15 @@ def run_orders_workload(conn, rows: int, chunk: int = 100_000) -> int:
     for low in range(1, rows + 1, chunk):
         conn.execute(_INSERT, (low, min(low + chunk - 1, rows)))
     for low in range(1, rows + 1, chunk):
-        conn.execute("UPDATE public.orders SET status = 'updated', amount = amount + 1 "
-                     "WHERE id BETWEEN %s AND %s AND id %% 4 = 0", (low, low + chunk - 1))
+        conn.execute(
+            "UPDATE public.orders SET status = 'updated', amount = amount + 1 "
+            "WHERE id BETWEEN %s AND %s AND id %% 4 = 0",
+            (low, low + chunk - 1),
+        )
     for low in range(1, rows + 1, chunk):
-        conn.execute("DELETE FROM public.orders WHERE id BETWEEN %s AND %s AND id %% 10 = 1", (low, low + chunk - 1))
+        conn.execute(
+            "DELETE FROM public.orders WHERE id BETWEEN %s AND %s AND id %% 10 = 1", (low, low + chunk - 1)
+        )
     return rows + rows // 4 + rows // 10
 
 

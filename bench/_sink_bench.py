@@ -75,12 +75,22 @@ def _values(ids: np.ndarray, rng: np.random.Generator) -> dict[str, pa.Array]:
     return {
         "id": pa.array(ids, pa.int64()),
         "customer_id": pa.array(rng.integers(1, 50_000, n, dtype=np.int32)),
-        "amount": pc.cast(pc.divide(pa.array(rng.integers(0, 10**9, n), pa.float64()), 100.0), pa.decimal128(12, 2)),
+        "amount": pc.cast(
+            pc.divide(pa.array(rng.integers(0, 10**9, n), pa.float64()), 100.0), pa.decimal128(12, 2)
+        ),
         "status": _STATUSES.take(pa.array(rng.integers(0, len(_STATUSES), n))),
         "note": pc.binary_join_element_wise("order note #", pc.cast(pa.array(ids), pa.string()), ""),
-        "created_at": pa.array(_EPOCH_US + rng.integers(0, 10**13, n), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-        "payload": pc.binary_join_element_wise('{"sku": ', pc.cast(sku, pa.string()), ', "qty": ',
-                                               pc.cast(qty, pa.string()), ', "tags": ["a", "b"]}', ""),
+        "created_at": pa.array(_EPOCH_US + rng.integers(0, 10**13, n), pa.int64()).cast(
+            pa.timestamp("us", tz="UTC")
+        ),
+        "payload": pc.binary_join_element_wise(
+            '{"sku": ',
+            pc.cast(sku, pa.string()),
+            ', "qty": ',
+            pc.cast(qty, pa.string()),
+            ', "tags": ["a", "b"]}',
+            "",
+        ),
     }
 
 
@@ -110,7 +120,9 @@ def orders_workload(inserts: int, seed: int = 7) -> tuple[pa.Table, pa.Table]:
     changes = changes.append_column("_dbmazz_op", pa.array(ops, pa.int8()))
     changes = changes.append_column("_dbmazz_version", pa.array(versions, pa.uint64()))
     changes = changes.append_column(
-        "_dbmazz_commit_ts", pa.array(_EPOCH_US + versions.astype(np.int64) * 1000).cast(pa.timestamp("us", tz="UTC")))
+        "_dbmazz_commit_ts",
+        pa.array(_EPOCH_US + versions.astype(np.int64) * 1000).cast(pa.timestamp("us", tz="UTC")),
+    )
     changes = changes.append_column("_dbmazz_unknown_columns", pa.nulls(len(ids), pa.list_(pa.string())))
     changes = changes.cast(ORDERS.arrow_schema())
     last = compact(changes, ORDERS.primary_key)

@@ -17,8 +17,10 @@ from infra.clickhouse import ClickHouseServer
 # The sink's user: the README's grants on its two databases, plus DROP TABLE (a rebuild exchanges tables) and the
 # ReplacingMergeTree engine (ClickHouse >= 24 asks for TABLE ENGINE); the raw load uses it too.
 SINK_USER = "bench_sink"
-_GRANTS = [f"GRANT CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER, INSERT, SELECT, ALTER DELETE, DROP TABLE ON {db}.*"
-           for db in ("bench", "bench_raw")] + ["GRANT TABLE ENGINE ON ReplacingMergeTree"]
+_GRANTS = [
+    f"GRANT CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER, INSERT, SELECT, ALTER DELETE, DROP TABLE ON {db}.*"
+    for db in ("bench", "bench_raw")
+] + ["GRANT TABLE ENGINE ON ReplacingMergeTree"]
 
 
 def _raw_load(server: ClickHouseServer, password: str):
@@ -31,6 +33,7 @@ def _raw_load(server: ClickHouseServer, password: str):
         seconds = time.perf_counter() - began
         raw.disconnect()
         return seconds
+
     return load
 
 
@@ -48,5 +51,9 @@ def target(workdir: str) -> Iterator[BenchTarget]:
             admin.command(f"CREATE DATABASE {database}")
         admin.close()
         url = server.url("bench", user=SINK_USER, password=password)
-        yield BenchTarget({"url": url}, _raw_load(server, password), _check,
-                          {"server_startup_seconds": server.startup_seconds})
+        yield BenchTarget(
+            {"url": url},
+            _raw_load(server, password),
+            _check,
+            {"server_startup_seconds": server.startup_seconds},
+        )

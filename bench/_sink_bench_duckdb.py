@@ -28,14 +28,18 @@ def _raw_load_in_batches(workdir: str, name: str = "raw_batches"):
             con.commit()
         raw.disconnect()  # the checkpoint, as for the apply
         return time.perf_counter() - began
+
     return load
 
 
 def _raw_load(workdir: str):
-    load_in_batches = _raw_load_in_batches(workdir, "raw")  # a file of its own: both loads may run in one target
+    load_in_batches = _raw_load_in_batches(
+        workdir, "raw"
+    )  # a file of its own: both loads may run in one target
 
     def load(final: pa.Table, schema: TableSchema) -> float:
         return load_in_batches(final, schema, max(final.num_rows, 1))
+
     return load
 
 
@@ -46,5 +50,9 @@ def _check(sink: DuckDbSink, schema: TableSchema) -> dict:
 
 @contextmanager
 def target(workdir: str) -> Iterator[BenchTarget]:
-    yield BenchTarget({"url": f"duckdb:///{workdir}/sink.duckdb"}, _raw_load(workdir), _check,
-                      raw_load_in_batches=_raw_load_in_batches(workdir))
+    yield BenchTarget(
+        {"url": f"duckdb:///{workdir}/sink.duckdb"},
+        _raw_load(workdir),
+        _check,
+        raw_load_in_batches=_raw_load_in_batches(workdir),
+    )

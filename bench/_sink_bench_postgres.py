@@ -24,10 +24,13 @@ def _raw_load(url: str):
         raw.connect()
         raw.create_table(schema)  # the same table DDL as the sink's
         began = time.perf_counter()
-        copy_csv(raw.conn, 'COPY "bench_raw"."orders" FROM STDIN (FORMAT csv)', final)  # the sink's own COPY path
+        copy_csv(
+            raw.conn, 'COPY "bench_raw"."orders" FROM STDIN (FORMAT csv)', final
+        )  # the sink's own COPY path
         seconds = time.perf_counter() - began
         raw.disconnect()
         return seconds
+
     return load
 
 

@@ -41,12 +41,15 @@ def _summary(trials: list[Trial], seconds: float, seed: int, load_seconds: dict[
         "slowest_recovery_seconds": slowest.recovery_seconds if slowest else None,
         "slowest_recovery_trial": slowest.as_dict() if slowest else None,
         "median_recovery_seconds": sorted(t.recovery_seconds for t in recoveries)[len(recoveries) // 2]
-        if recoveries else None,
+        if recoveries
+        else None,
         "runs_reexecuted_by_hand": sum(t.reexecuted for t in trials),
         "rows_compared": sum(t.rows_compared for t in trials),
         "sinks": ["duckdb", "clickhouse", "postgres"],
-        "clients": {"postgres": "pgbench -s 1 -c 2", "mariadb": "sysbench oltp_read_write --tables=2 "
-                    "--table-size=10000 --threads=2"},
+        "clients": {
+            "postgres": "pgbench -s 1 -c 2",
+            "mariadb": "sysbench oltp_read_write --tables=2 --table-size=10000 --threads=2",
+        },
         "initial_load_seconds": load_seconds,
         "seed": seed,
         "wall_seconds": round(seconds, 1),
@@ -68,7 +71,9 @@ def _write(trials: list[Trial], began: float, seed: int, load_seconds: dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
@@ -84,7 +89,9 @@ def main() -> None:
             # every phase at least once per source, then random ones
             phases = (list(PHASES) + [rng.choice(PHASES) for _ in range(max(0, count - len(PHASES)))])[:count]
             rng.shuffle(phases)
-            with FaultRig(source, seed=rng.randrange(1 << 30), log=lambda m: print(m, file=sys.stderr, flush=True)) as rig:
+            with FaultRig(
+                source, seed=rng.randrange(1 << 30), log=lambda m: print(m, file=sys.stderr, flush=True)
+            ) as rig:
                 load_seconds[source] = round(wait_initial_load(rig), 1)
                 for phase in phases:
                     trials.append(run_trial(rig, len(trials) + 1, phase, rng.randint(15, 35)))

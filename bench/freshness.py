@@ -71,10 +71,15 @@ def _wait_initial_load(home: str, timeout: float, streaming: bool) -> None:
     deadline = time.monotonic() + timeout
     with dg.DagsterInstance.from_config(home) as instance:
         while time.monotonic() < deadline:
-            snapshot = {p for p in instance.get_dynamic_partitions(batch_partitions("shop").name) if p.startswith("snap-")}
+            snapshot = {
+                p
+                for p in instance.get_dynamic_partitions(batch_partitions("shop").name)
+                if p.startswith("snap-")
+            }
             loaded = snapshot and all(snapshot <= instance.get_materialized_partitions(key) for key in keys)
             running = instance.get_run_records(
-                dg.RunsFilter(job_name="shop_stream", statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
+                dg.RunsFilter(job_name="shop_stream", statuses=[dg.DagsterRunStatus.STARTED]), limit=1
+            )
             if loaded and (running or not streaming):
                 return
             time.sleep(0.5)
@@ -102,7 +107,9 @@ def _runs_by_job(home: str, since: float, until: float) -> dict[str, int]:
     shows for those minutes (a streaming run started before ``since`` counts)."""
     counts: dict[str, int] = {}
     with dg.DagsterInstance.from_config(home) as instance:
-        for record in instance.get_run_records(dg.RunsFilter(created_before=datetime.fromtimestamp(until, UTC))):
+        for record in instance.get_run_records(
+            dg.RunsFilter(created_before=datetime.fromtimestamp(until, UTC))
+        ):
             if record.end_time is not None and record.end_time < since:
                 continue
             counts[record.dagster_run.job_name] = counts.get(record.dagster_run.job_name, 0) + 1
@@ -117,7 +124,15 @@ def _previous(name: str, run_mode: str) -> dict | None:
     details = json.loads(path.read_text()).get("details", {})
     if details.get("run_mode", "batch") == run_mode:
         return details.get("previous")
-    keep = ("run_mode", "p50_seconds", "p95_seconds", "max_seconds", "runs_per_minute", "runs_by_job", "measured_at")
+    keep = (
+        "run_mode",
+        "p50_seconds",
+        "p95_seconds",
+        "max_seconds",
+        "runs_per_minute",
+        "runs_by_job",
+        "measured_at",
+    )
     return {k: details[k] for k in keep if k in details} | {"run_mode": details.get("run_mode", "batch")}
 
 
@@ -125,10 +140,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="60 s instead of 180 s of workload")
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--run-mode", choices=["batch", "stream"], default=None,
-                        help=f"the pipeline's run_mode (default: the pipeline default, {DEFAULT_RUN_MODE})")
-    parser.add_argument("--capture-mode", choices=["peek", "stream"], default=None,
-                        help="the PostgreSQL source's capture_mode (default: the connector's)")
+    parser.add_argument(
+        "--run-mode",
+        choices=["batch", "stream"],
+        default=None,
+        help=f"the pipeline's run_mode (default: the pipeline default, {DEFAULT_RUN_MODE})",
+    )
+    parser.add_argument(
+        "--capture-mode",
+        choices=["peek", "stream"],
+        default=None,
+        help="the PostgreSQL source's capture_mode (default: the connector's)",
+    )
     args = parser.parse_args()
     run_mode = args.run_mode or DEFAULT_RUN_MODE
     seconds = 60 if args.quick else 180
@@ -155,7 +178,12 @@ def main() -> None:
                 current = _max_id(workdir / "shop.duckdb")
                 if current is not None:
                     visible_at.append((time.time(), current))
-                if not workload._thread.is_alive() and workload.commits and current and current >= workload.commits[-1][0]:
+                if (
+                    not workload._thread.is_alive()
+                    and workload.commits
+                    and current
+                    and current >= workload.commits[-1][0]
+                ):
                     break
                 time.sleep(0.25)
             workload.stop()
@@ -174,8 +202,10 @@ def main() -> None:
         latencies.append(max(0.0, seen_t - committed))
     missing = len(workload.commits) - len(latencies)
     if not latencies:
-        raise SystemExit("no inserted order became visible in the sink; run with DBMAZZ_KEEP_WORKDIR=1 and see "
-                         f"{workdir / 'dagster.log'}")
+        raise SystemExit(
+            "no inserted order became visible in the sink; run with DBMAZZ_KEEP_WORKDIR=1 and see "
+            f"{workdir / 'dagster.log'}"
+        )
     p50, p95 = _percentile(latencies, 0.5), _percentile(latencies, 0.95)
     name = "freshness_quick" if args.quick else "freshness"
     previous = _previous(name, run_mode)
@@ -187,15 +217,25 @@ def main() -> None:
         reference_value=POLL_INTERVAL,
         target_ratio=POLL_INTERVAL / 15,
         higher_is_better=False,
-        details={"p50_seconds": round(p50, 3), "p95_seconds": round(p95, 3), "max_seconds": round(max(latencies), 3),
-                 "orders_measured": len(latencies), "orders_never_seen": missing, "changes_written": workload.changes,
-                 "workload_seconds": seconds, "target_rate_changes_per_s": args.rate,
-                 "achieved_rate_changes_per_s": round(workload.changes / seconds, 1), "sink": "duckdb",
-                 "run_mode": run_mode, "capture_mode": args.capture_mode or "default",
-                 "runs_by_job": runs, "runs_per_minute": round(sum(runs.values()) / (run_seconds / 60), 2),
-                 "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "machine_note": "2 shared cores (other work ran alongside): timings are indicative",
-                 **({"previous": previous} if previous else {})},
+        details={
+            "p50_seconds": round(p50, 3),
+            "p95_seconds": round(p95, 3),
+            "max_seconds": round(max(latencies), 3),
+            "orders_measured": len(latencies),
+            "orders_never_seen": missing,
+            "changes_written": workload.changes,
+            "workload_seconds": seconds,
+            "target_rate_changes_per_s": args.rate,
+            "achieved_rate_changes_per_s": round(workload.changes / seconds, 1),
+            "sink": "duckdb",
+            "run_mode": run_mode,
+            "capture_mode": args.capture_mode or "default",
+            "runs_by_job": runs,
+            "runs_per_minute": round(sum(runs.values()) / (run_seconds / 60), 2),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine_note": "2 shared cores (other work ran alongside): timings are indicative",
+            **({"previous": previous} if previous else {}),
+        },
     )
 
 

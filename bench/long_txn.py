@@ -74,11 +74,17 @@ class Writer:
                     with conn.transaction():
                         ids = list(range(self.next_id, self.next_id + per_txn // 2))
                         self.next_id += len(ids)
-                        conn.execute("INSERT INTO public.orders (id, customer_id, amount, status, note) "
-                                     "SELECT g, g %% 1000, (g %% 10000) / 100.0, 'new', md5(g::text) "
-                                     "FROM unnest(%s::bigint[]) g", (ids,))
-                        conn.execute("UPDATE public.orders SET status = 'paid', amount = amount + 1 "
-                                     "WHERE id = ANY(%s)", (ids,))
+                        conn.execute(
+                            "INSERT INTO public.orders (id, customer_id, amount, status, note) "
+                            "SELECT g, g %% 1000, (g %% 10000) / 100.0, 'new', md5(g::text) "
+                            "FROM unnest(%s::bigint[]) g",
+                            (ids,),
+                        )
+                        conn.execute(
+                            "UPDATE public.orders SET status = 'paid', amount = amount + 1 "
+                            "WHERE id = ANY(%s)",
+                            (ids,),
+                        )
                     self.changes += per_txn
                     next_at += per_txn / self.rate
                     time.sleep(max(0.0, next_at - time.monotonic()))
@@ -87,8 +93,10 @@ class Writer:
 
 
 def _slot(admin, slot: str) -> tuple[str, str]:
-    return admin.execute("SELECT restart_lsn::text, confirmed_flush_lsn::text FROM pg_replication_slots "
-                         "WHERE slot_name = %s", (slot,)).fetchone()
+    return admin.execute(
+        "SELECT restart_lsn::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
 
 
 class TimedReads:
@@ -113,8 +121,17 @@ class TimedReads:
             yield event
 
 
-def _batches(source, admin, writer: Writer, slot: str, count: int, interval: float, changelog_root: str,
-             label: str, dry_reads: bool) -> list[dict]:
+def _batches(
+    source,
+    admin,
+    writer: Writer,
+    slot: str,
+    count: int,
+    interval: float,
+    changelog_root: str,
+    label: str,
+    dry_reads: bool,
+) -> list[dict]:
     from dbmazz_connectors.changelog import ChangeLog
     from dbmazz_connectors.engine import capture_range
 
@@ -126,8 +143,9 @@ def _batches(source, admin, writer: Writer, slot: str, count: int, interval: flo
             raise writer.error
         start, end = source.checkpoint_position(), source.current_position()
         restart, _ = _slot(admin, slot)
-        decoded = admin.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint",
-                                (str(end), restart)).fetchone()[0]
+        decoded = admin.execute(
+            "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint", (str(end), restart)
+        ).fetchone()[0]
         reads = []
         for _ in range(2 if dry_reads else 0):  # a peek is repeatable until the slot advances
             began = time.perf_counter()
@@ -139,13 +157,20 @@ def _batches(source, admin, writer: Writer, slot: str, count: int, interval: flo
         manifest = capture_range(timed, changelog, label, start, end)
         seconds = time.perf_counter() - began
         restart_after, confirmed = _slot(admin, slot)
-        walsender = admin.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                                  (slot,)).fetchone()[0]
-        row = {"batch": i + 1, "capture_seconds": round(seconds, 3), "read_seconds": round(timed.seconds, 3),
-               **({"read_seconds_best": round(min(reads), 3)} if reads else {}),
-               "changes": sum(sum(t.ops.values()) for t in manifest.tables.values()),
-               "wal_bytes_since_restart_lsn": int(decoded), "restart_lsn": restart_after,
-               "confirmed_flush_lsn": confirmed, "walsender_pid": walsender}
+        walsender = admin.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()[0]
+        row = {
+            "batch": i + 1,
+            "capture_seconds": round(seconds, 3),
+            "read_seconds": round(timed.seconds, 3),
+            **({"read_seconds_best": round(min(reads), 3)} if reads else {}),
+            "changes": sum(sum(t.ops.values()) for t in manifest.tables.values()),
+            "wal_bytes_since_restart_lsn": int(decoded),
+            "restart_lsn": restart_after,
+            "confirmed_flush_lsn": confirmed,
+            "walsender_pid": walsender,
+        }
         out.append(row)
         print(label, row, file=sys.stderr, flush=True)
     return out
@@ -161,13 +186,21 @@ def _summary(runs: list[dict], key: str) -> dict:
     per_change = [r[key] / max(r["changes"], 1) for r in runs]
     values = [r[key] for r in runs]
     n, mean = len(values), sum(values) / len(values)
-    slope = (sum((i - (n - 1) / 2) * (v - mean) for i, v in enumerate(values))
-             / sum((i - (n - 1) / 2) ** 2 for i in range(n))) if n > 1 else 0.0
-    return {"last_over_first": round(runs[-1][key] / runs[0][key], 2),
-            "median_last3_over_first3": round(_median3(runs[-3:], key) / _median3(runs[:3], key), 2),
-            "per_change_last_over_first": round(per_change[-1] / per_change[0], 2),
-            # least-squares growth per batch, as a share of the mean batch: robust to one noisy batch
-            "trend_per_batch_over_mean": round(slope / mean, 3) if mean else 0.0}
+    slope = (
+        (
+            sum((i - (n - 1) / 2) * (v - mean) for i, v in enumerate(values))
+            / sum((i - (n - 1) / 2) ** 2 for i in range(n))
+        )
+        if n > 1
+        else 0.0
+    )
+    return {
+        "last_over_first": round(runs[-1][key] / runs[0][key], 2),
+        "median_last3_over_first3": round(_median3(runs[-3:], key) / _median3(runs[:3], key), 2),
+        "per_change_last_over_first": round(per_change[-1] / per_change[0], 2),
+        # least-squares growth per batch, as a share of the mean batch: robust to one noisy batch
+        "trend_per_batch_over_mean": round(slope / mean, 3) if mean else 0.0,
+    }
 
 
 def main() -> None:
@@ -178,7 +211,11 @@ def main() -> None:
     args = parser.parse_args()
     from dbmazz_connectors.sources.postgres import PostgresSource
 
-    details: dict = {"batches": args.batches, "writer_changes_per_s": args.rate, "interval_seconds": args.interval}
+    details: dict = {
+        "batches": args.batches,
+        "writer_changes_per_s": args.rate,
+        "interval_seconds": args.interval,
+    }
     runs: dict[str, list[dict]] = {}
     opened_at: dict[str, str] = {}
     with PostgresServer() as pg, tempfile.TemporaryDirectory(prefix="dbmazz-longtxn-") as folder:
@@ -187,7 +224,9 @@ def main() -> None:
         admin = psycopg.connect(pg.url("shop"), autocommit=True)
         admin.execute(DDL)
         capture_pw, app_pw = secrets.token_hex(8), secrets.token_hex(8)
-        create_replication_role(pg.url("shop"), "dbmazz_capture", capture_pw, "dbmazz_bench", ["public.orders"])
+        create_replication_role(
+            pg.url("shop"), "dbmazz_capture", capture_pw, "dbmazz_bench", ["public.orders"]
+        )
         admin.execute(f"CREATE ROLE shop_app LOGIN PASSWORD '{app_pw}'")
         admin.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON public.orders TO shop_app")
         app_url = pg.url("shop", user="shop_app", password=app_pw)
@@ -195,27 +234,61 @@ def main() -> None:
         held_id = 1
         try:
             for mode in ("peek", "stream"):
-                source = PostgresSource.from_config({
-                    "url": pg.url("shop", user="dbmazz_capture", password=capture_pw), "pipeline": "bench",
-                    "tables": ["public.orders"], "slot": "dbmazz_bench", "publication": "dbmazz_bench",
-                    "capture_mode": mode})
+                source = PostgresSource.from_config(
+                    {
+                        "url": pg.url("shop", user="dbmazz_capture", password=capture_pw),
+                        "pipeline": "bench",
+                        "tables": ["public.orders"],
+                        "slot": "dbmazz_bench",
+                        "publication": "dbmazz_bench",
+                        "capture_mode": mode,
+                    }
+                )
                 source.connect()
                 try:
                     source.setup()
                     if mode == "peek":
-                        runs["peek_control"] = _batches(source, admin, writer, "dbmazz_bench", args.batches,
-                                                        args.interval, f"{folder}/control", "control", dry_reads=True)
+                        runs["peek_control"] = _batches(
+                            source,
+                            admin,
+                            writer,
+                            "dbmazz_bench",
+                            args.batches,
+                            args.interval,
+                            f"{folder}/control",
+                            "control",
+                            dry_reads=True,
+                        )
                     else:  # the stream opens here, decoding once from the slot's restart_lsn: not a batch measured
-                        runs["stream_warmup"] = _batches(source, admin, writer, "dbmazz_bench", 1, args.interval,
-                                                         f"{folder}/warmup", "stream_warmup", dry_reads=False)
+                        runs["stream_warmup"] = _batches(
+                            source,
+                            admin,
+                            writer,
+                            "dbmazz_bench",
+                            1,
+                            args.interval,
+                            f"{folder}/warmup",
+                            "stream_warmup",
+                            dry_reads=False,
+                        )
                     held = psycopg.connect(app_url)  # BEGIN; INSERT; never committed while the batches run
-                    held.execute("INSERT INTO public.orders (id, customer_id, status) VALUES (%s, 1, 'held open')",
-                                 (held_id,))
+                    held.execute(
+                        "INSERT INTO public.orders (id, customer_id, status) VALUES (%s, 1, 'held open')",
+                        (held_id,),
+                    )
                     held_id += 1
                     opened_at[mode] = admin.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
-                    runs[f"{mode}_open_txn"] = _batches(source, admin, writer, "dbmazz_bench", args.batches,
-                                                        args.interval, f"{folder}/{mode}", f"{mode}_open_txn",
-                                                        dry_reads=mode == "peek")
+                    runs[f"{mode}_open_txn"] = _batches(
+                        source,
+                        admin,
+                        writer,
+                        "dbmazz_bench",
+                        args.batches,
+                        args.interval,
+                        f"{folder}/{mode}",
+                        f"{mode}_open_txn",
+                        dry_reads=mode == "peek",
+                    )
                     held.rollback()
                     held.close()
                 finally:
@@ -229,22 +302,36 @@ def main() -> None:
     value = stream[-1]["read_seconds"] / stream[0]["read_seconds"]
     details.update(
         open_transaction_started_at_lsn=opened_at,
-        stream_open_txn=stream, stream_warmup=runs["stream_warmup"], peek_open_txn=peek, peek_control=control,
-        stream_read=_summary(stream, "read_seconds"), stream_capture=_summary(stream, "capture_seconds"),
-        peek_read=_summary(peek, "read_seconds"), peek_read_best_of_two=_summary(peek, "read_seconds_best"),
+        stream_open_txn=stream,
+        stream_warmup=runs["stream_warmup"],
+        peek_open_txn=peek,
+        peek_control=control,
+        stream_read=_summary(stream, "read_seconds"),
+        stream_capture=_summary(stream, "capture_seconds"),
+        peek_read=_summary(peek, "read_seconds"),
+        peek_read_best_of_two=_summary(peek, "read_seconds_best"),
         peek_capture=_summary(peek, "capture_seconds"),
         peek_control_read=_summary(control, "read_seconds"),
         stream_walsenders=sorted({r["walsender_pid"] for r in stream}),
         target="stream mode: last batch read <= 1.5 x first with the transaction open",
         met=value <= 1.5,
-        why=("peek: pg_logical_slot_peek_binary_changes decodes from the slot's restart_lsn, which the open transaction "
-             "pins, so each read decodes again all WAL written since (wal_bytes_since_restart_lsn grows batch by batch); "
-             "stream: one walsender (one pid for every batch) decodes the WAL once and each read receives only the "
-             "batch's own transactions"),
+        why=(
+            "peek: pg_logical_slot_peek_binary_changes decodes from the slot's restart_lsn, which the open transaction "
+            "pins, so each read decodes again all WAL written since (wal_bytes_since_restart_lsn grows batch by batch); "
+            "stream: one walsender (one pid for every batch) decodes the WAL once and each read receives only the "
+            "batch's own transactions"
+        ),
     )
-    write_result("long_txn", figure="stream_last_batch_over_first_batch_read_seconds", value=value,
-                 reference="target ratio 1.5 (flat per-batch cost)", reference_value=1.5, target_ratio=1.0,
-                 higher_is_better=False, details=details)
+    write_result(
+        "long_txn",
+        figure="stream_last_batch_over_first_batch_read_seconds",
+        value=value,
+        reference="target ratio 1.5 (flat per-batch cost)",
+        reference_value=1.5,
+        target_ratio=1.0,
+        higher_is_better=False,
+        details=details,
+    )
 
 
 if __name__ == "__main__":

@@ -85,9 +85,16 @@ def run_reference(server: MariaDbServer, password: str, start) -> tuple[int, flo
 
     settings = {"host": server.host, "port": server.port, "user": CAPTURE_USER, "passwd": password}
     began, rows = time.perf_counter(), 0
-    reader = BinLogStreamReader(connection_settings=settings, server_id=4242, log_file=start.file,
-                                log_pos=start.offset, resume_stream=True, blocking=False, is_mariadb=False,
-                                only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent])
+    reader = BinLogStreamReader(
+        connection_settings=settings,
+        server_id=4242,
+        log_file=start.file,
+        log_pos=start.offset,
+        resume_stream=True,
+        blocking=False,
+        is_mariadb=False,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+    )
     for event in reader:
         for _row in event.rows:
             rows += 1
@@ -123,10 +130,15 @@ def main() -> None:
         reference_value=ref_rows / ref_seconds,
         target_ratio=5.0,
         peak_rss=peak or None,
-        details={"row_changes": rows, "inserts": inserts, "seconds": round(seconds, 3),
-                 "reference_seconds": round(ref_seconds, 3), "workload_write_seconds": round(write_seconds, 3),
-                 "binlog_range": f"{start.file}:{start.offset} .. {end.file}:{end.offset}",
-                 "quick": args.quick},
+        details={
+            "row_changes": rows,
+            "inserts": inserts,
+            "seconds": round(seconds, 3),
+            "reference_seconds": round(ref_seconds, 3),
+            "workload_write_seconds": round(write_seconds, 3),
+            "binlog_range": f"{start.file}:{start.offset} .. {end.file}:{end.offset}",
+            "quick": args.quick,
+        },
     )
 
 

@@ -26,7 +26,9 @@ from tests.faults._harness import FaultRig, sink_outage, wait_initial_load  # no
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--rate", type=int, default=250, help="pgbench transactions/s (4 row changes each)")
     args = parser.parse_args()
@@ -35,8 +37,12 @@ def main() -> None:
         load = wait_initial_load(rig)
         outage = sink_outage(rig, args.minutes * 60, rate=args.rate, tail_seconds=20)
     details = outage.as_dict()
-    details.update(initial_load_seconds=round(load, 1), pgbench_rate_tps=args.rate, wall_seconds=round(time.monotonic() - began, 1),
-                   sinks=["duckdb", "clickhouse (down)", "postgres"])
+    details.update(
+        initial_load_seconds=round(load, 1),
+        pgbench_rate_tps=args.rate,
+        wall_seconds=round(time.monotonic() - began, 1),
+        sinks=["duckdb", "clickhouse (down)", "postgres"],
+    )
     mib = 1024 * 1024
     peak = max(outage.peak_retained_wal_during_outage, 1) / mib
     write_result(

@@ -38,37 +38,55 @@ def _child(spec: dict) -> None:
     from dbmazz_connectors.sources.postgres import PostgresSource
     from dbmazz_connectors.sources.postgres.position import Lsn
 
-    source = PostgresSource.from_config({"url": spec["url"], "pipeline": "bench", "tables": ["public.orders"],
-                                         "slot": spec["slot"]})
+    source = PostgresSource.from_config(
+        {"url": spec["url"], "pipeline": "bench", "tables": ["public.orders"], "slot": spec["slot"]}
+    )
     source.connect()
     import pyarrow as pa
 
     pa.array(["warm-up"])  # pyarrow imports pandas lazily on first use: a one-time process cost, not capture
     began = time.perf_counter()
-    manifest = capture_range(source, ChangeLog(spec["changelog"]), "bench", Lsn.parse(spec["start"]),
-                             Lsn.parse(spec["end"]))
+    manifest = capture_range(
+        source, ChangeLog(spec["changelog"]), "bench", Lsn.parse(spec["start"]), Lsn.parse(spec["end"])
+    )
     seconds = time.perf_counter() - began
     from dbmazz_connectors.sources.postgres._reader import receiver_for
 
     receiver = receiver_for(source._stream_conn().pgconn)
     source.disconnect()
-    print(json.dumps({"seconds": seconds, "ops": manifest.tables["public.orders"].ops, "peak_rss_mb": peak_rss_mb(),
-                      "bytes": manifest.bytes, "receiver": receiver}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "ops": manifest.tables["public.orders"].ops,
+                "peak_rss_mb": peak_rss_mb(),
+                "bytes": manifest.bytes,
+                "receiver": receiver,
+            }
+        )
+    )
 
 
 def _reference(conn, end: str) -> tuple[int, float]:
     began = time.perf_counter()
     count = conn.execute(
         "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, NULL, 'proto_version', '1', "
-        "'publication_names', 'dbmazz_bench')", (REFERENCE_SLOT, end)).fetchone()[0]
+        "'publication_names', 'dbmazz_bench')",
+        (REFERENCE_SLOT, end),
+    ).fetchone()[0]
     return count, time.perf_counter() - began
 
 
 def _capture_in_child(url: str, slot: str, start, end, receiver: str = "") -> dict:
     with tempfile.TemporaryDirectory(prefix="dbmazz-bench-") as folder:
         spec = {"url": url, "slot": slot, "start": str(start), "end": str(end), "changelog": folder}
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
-                             capture_output=True, text=True, env={**os.environ, "DBMAZZ_PG_RECEIVER": receiver})
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(spec)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DBMAZZ_PG_RECEIVER": receiver},
+        )
     return json.loads(out.stdout)
 
 
@@ -91,8 +109,9 @@ def _one_backlog(pg, rows: int, rounds: int, python_receiver: bool = False) -> d
         password = secrets.token_hex(12)
         create_replication_role(pg.url(db), CAPTURE_ROLE, password, "dbmazz_bench", ["public.orders"])
         url = pg.url(db, user=CAPTURE_ROLE, password=password)
-        source = PostgresSource.from_config({"url": url, "pipeline": "bench", "tables": ["public.orders"],
-                                             "slot": slots[0]})
+        source = PostgresSource.from_config(
+            {"url": url, "pipeline": "bench", "tables": ["public.orders"], "slot": slots[0]}
+        )
         source.connect()
         source.setup()
         for slot in [*slots[1:], REFERENCE_SLOT]:
@@ -108,12 +127,18 @@ def _one_backlog(pg, rows: int, rounds: int, python_receiver: bool = False) -> d
         runs = []
         if python_receiver:
             result["python_receiver_seconds"] = round(
-                _capture_in_child(url, slots.pop(), start, end, receiver="python")["seconds"], 3)
+                _capture_in_child(url, slots.pop(), start, end, receiver="python")["seconds"], 3
+            )
         for slot in slots:
             count, reference_seconds = _reference(conn, str(end))
             capture = _capture_in_child(url, slot, start, end)
-            runs.append({"reference_seconds": round(reference_seconds, 3), "capture_seconds": round(capture["seconds"], 3),
-                         "peak_rss_mb": round(capture["peak_rss_mb"], 1)})
+            runs.append(
+                {
+                    "reference_seconds": round(reference_seconds, 3),
+                    "capture_seconds": round(capture["seconds"], 3),
+                    "peak_rss_mb": round(capture["peak_rss_mb"], 1),
+                }
+            )
             result.update(capture, reference_count=count)
         result["runs"] = runs
         result["seconds"] = min(r["capture_seconds"] for r in runs)
@@ -139,10 +164,14 @@ def main() -> None:
 
     sizes = (20_000, 60_000) if args.quick else (1_000_000, 3_000_000)
     with PostgresServer() as pg:
-        runs = [_one_backlog(pg, rows, rounds=3 if i == 0 else 1, python_receiver=i == 0)
-                for i, rows in enumerate(sizes)]
+        runs = [
+            _one_backlog(pg, rows, rounds=3 if i == 0 else 1, python_receiver=i == 0)
+            for i, rows in enumerate(sizes)
+        ]
     main_run = runs[0]
-    assert main_run["changes"] == main_run["changes_expected"], "captured change count differs from the workload"
+    assert main_run["changes"] == main_run["changes_expected"], (
+        "captured change count differs from the workload"
+    )
     write_result(
         "pg_capture" + ("_quick" if args.quick else ""),
         figure="changes_per_s",
@@ -156,13 +185,26 @@ def main() -> None:
             "seconds": round(main_run["seconds"], 3),
             "reference_seconds": round(main_run["reference_seconds"], 3),
             "method": "best of 3 interleaved (reference, capture) runs, each capture on its own slot created at "
-                      "the same start, in a fresh process (imports not timed), slot advance included",
+            "the same start, in a fresh process (imports not timed), slot advance included",
             "runs": main_run["runs"],
             "reference_messages": main_run["reference_count"],
             "receiver": main_run["receiver"],
             "python_receiver_seconds": main_run["python_receiver_seconds"],
-            "backlogs": [{k: r[k] for k in ("rows_inserted", "changes", "seconds", "reference_seconds", "peak_rss_mb",
-                                            "load_seconds", "bytes")} for r in runs],
+            "backlogs": [
+                {
+                    k: r[k]
+                    for k in (
+                        "rows_inserted",
+                        "changes",
+                        "seconds",
+                        "reference_seconds",
+                        "peak_rss_mb",
+                        "load_seconds",
+                        "bytes",
+                    )
+                }
+                for r in runs
+            ],
             "cpus": os.cpu_count(),
         },
     )

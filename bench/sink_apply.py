@@ -57,8 +57,9 @@ def _load_target(name: str):
     return getattr(_module(name), SINK_BENCHES[name].partition(":")[2])
 
 
-def _measure(name: str, workdir: str, changelog: ChangeLog, batch_ids: list[str], final,
-             batch_rows: int | None) -> tuple[float, float, dict]:
+def _measure(
+    name: str, workdir: str, changelog: ChangeLog, batch_ids: list[str], final, batch_rows: int | None
+) -> tuple[float, float, dict]:
     """One raw load (in committed slices of ``batch_rows`` where the target can) and one apply, each into a
     fresh target; returns (raw_seconds, apply_seconds, check)."""
     with _load_target(name)(workdir) as target:
@@ -94,20 +95,30 @@ def _layout(name: str, changes, final, batch_changes: int, repeat: int) -> dict:
     if check.get("rows") != final.num_rows:
         raise SystemExit(f"{name}: sink holds {check.get('rows')} rows, expected {final.num_rows}")
     raw_seconds, apply_seconds = min(r[0] for r in runs), min(r[1] for r in runs)
-    return {"changes": changes.num_rows, "batches": len(batch_ids), "batch_changes": batch_changes,
-            "apply_seconds": round(apply_seconds, 3),
-            "raw_load_seconds": round(raw_seconds, 3), "changes_per_s": round(changes.num_rows / apply_seconds),
-            "raw_rows_per_s": round(final.num_rows / raw_seconds),
-            "ratio": round((changes.num_rows / apply_seconds) / (final.num_rows / raw_seconds), 3),
-            "runs": [[round(a, 3), round(b, 3)] for a, b, _ in runs], **check,
-            # the apply against one insert of all rows, measured in the same runs (differs when raw_load does)
-            "ratio_vs_one_load": round((changes.num_rows / apply_seconds)
-                                       / (final.num_rows / min(r[2]["one_load_seconds"] for r in runs)), 3),
-            # each run's raw load and apply ran back to back in one target: their ratio moves less with the load of a
-            # shared machine than the best of each taken over different runs
-            "ratio_per_run": [round((changes.num_rows / a) / (final.num_rows / r), 3) for r, a, _ in runs],
-            "ratio_median_of_runs": round(statistics.median(
-                (changes.num_rows / a) / (final.num_rows / r) for r, a, _ in runs), 3)}
+    return {
+        "changes": changes.num_rows,
+        "batches": len(batch_ids),
+        "batch_changes": batch_changes,
+        "apply_seconds": round(apply_seconds, 3),
+        "raw_load_seconds": round(raw_seconds, 3),
+        "changes_per_s": round(changes.num_rows / apply_seconds),
+        "raw_rows_per_s": round(final.num_rows / raw_seconds),
+        "ratio": round((changes.num_rows / apply_seconds) / (final.num_rows / raw_seconds), 3),
+        "runs": [[round(a, 3), round(b, 3)] for a, b, _ in runs],
+        **check,
+        # the apply against one insert of all rows, measured in the same runs (differs when raw_load does)
+        "ratio_vs_one_load": round(
+            (changes.num_rows / apply_seconds)
+            / (final.num_rows / min(r[2]["one_load_seconds"] for r in runs)),
+            3,
+        ),
+        # each run's raw load and apply ran back to back in one target: their ratio moves less with the load of a
+        # shared machine than the best of each taken over different runs
+        "ratio_per_run": [round((changes.num_rows / a) / (final.num_rows / r), 3) for r, a, _ in runs],
+        "ratio_median_of_runs": round(
+            statistics.median((changes.num_rows / a) / (final.num_rows / r) for r, a, _ in runs), 3
+        ),
+    }
 
 
 def run_sink(name: str, quick: bool, repeat: int) -> dict:
@@ -117,7 +128,9 @@ def run_sink(name: str, quick: bool, repeat: int) -> dict:
     load = os.getloadavg()
     changes, final = orders_workload(inserts, seed=7)
     headline = getattr(_module(name), "headline", None)
-    if headline is not None:  # the target's own headline (StarRocks: no server here); the steady state next to it
+    if (
+        headline is not None
+    ):  # the target's own headline (StarRocks: no server here); the steady state next to it
         steady = _layout(name, changes, final, 20_000 if quick else 100_000, repeat)
         head = headline(quick, repeat, steady)
         details = {
@@ -152,18 +165,27 @@ def run_sink(name: str, quick: bool, repeat: int) -> dict:
         reference_value=final.num_rows / backlog["raw_load_seconds"],
         target_ratio=0.5,
         peak_rss=peak_rss_mb(),
-        details={"changes": changes.num_rows, "final_rows": final.num_rows, "quick": quick,
-                 "layout": "the whole workload as one captured batch (a caught-up backlog)",
-                 "one_batch": backlog, "steady_state_batches": steady,
-                 "load_average": [round(x, 2) for x in (*load, *os.getloadavg())]},
+        details={
+            "changes": changes.num_rows,
+            "final_rows": final.num_rows,
+            "quick": quick,
+            "layout": "the whole workload as one captured batch (a caught-up backlog)",
+            "one_batch": backlog,
+            "steady_state_batches": steady,
+            "load_average": [round(x, 2) for x in (*load, *os.getloadavg())],
+        },
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k inserts instead of 1M")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per sink; the best raw and apply times count")
-    parser.add_argument("--sink", action="append", choices=sorted(SINK_BENCHES), help="repeatable; default: all")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per sink; the best raw and apply times count"
+    )
+    parser.add_argument(
+        "--sink", action="append", choices=sorted(SINK_BENCHES), help="repeatable; default: all"
+    )
     args = parser.parse_args(argv)
     for name in args.sink or list(SINK_BENCHES):
         try:

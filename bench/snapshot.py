@@ -41,8 +41,11 @@ DUCKDB_MEMORY_LIMIT = "512MB"
 
 
 def _settings_dict(settings) -> dict:
-    return {"chunk_rows": settings.chunk_rows, "chunks_per_batch": settings.chunks_per_batch,
-            "parallelism": settings.parallelism}
+    return {
+        "chunk_rows": settings.chunk_rows,
+        "chunks_per_batch": settings.chunks_per_batch,
+        "parallelism": settings.parallelism,
+    }
 
 
 def _child(spec: dict) -> None:
@@ -68,15 +71,27 @@ def _child(spec: dict) -> None:
     captured = time.perf_counter()
     receiver = receiver_for(source.conn.pgconn)
     source.disconnect()
-    result = {"plan_seconds": planned - began, "capture_seconds": captured - planned, "seconds": captured - began,
-              "rows": sum(m.tables[TABLE].ops["insert"] for m in manifests), "bytes": sum(m.bytes for m in manifests),
-              "batches": len(manifests), "chunks": sum(len(b) for b in plan.batches),
-              "peak_rss_mb": peak_rss_mb(), "receiver": receiver}
+    result = {
+        "plan_seconds": planned - began,
+        "capture_seconds": captured - planned,
+        "seconds": captured - began,
+        "rows": sum(m.tables[TABLE].ops["insert"] for m in manifests),
+        "bytes": sum(m.bytes for m in manifests),
+        "batches": len(manifests),
+        "chunks": sum(len(b) for b in plan.batches),
+        "peak_rss_mb": peak_rss_mb(),
+        "receiver": receiver,
+    }
     if spec["apply"]:
         # DuckDB caches the table it writes up to its memory_limit (default: 80% of RAM), which would grow
         # with the table; the sink's memory_limit option bounds it, as a user bounding a sink process would
-        sink = create_sink({"url": f"duckdb:///{spec['folder']}/sink.duckdb", "pipeline": "bench",
-                            "memory_limit": DUCKDB_MEMORY_LIMIT})
+        sink = create_sink(
+            {
+                "url": f"duckdb:///{spec['folder']}/sink.duckdb",
+                "pipeline": "bench",
+                "memory_limit": DUCKDB_MEMORY_LIMIT,
+            }
+        )
         sink.connect()
         began = time.perf_counter()
         for manifest in manifests:
@@ -93,8 +108,12 @@ def _child(spec: dict) -> None:
 def _snapshot_in_child(url: str, settings, apply: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="dbmazz-bench-") as folder:
         spec = {"url": url, "folder": folder, "settings": _settings_dict(settings), "apply": apply}
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(spec)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return json.loads(out.stdout)
 
 
@@ -110,17 +129,33 @@ def _reference(url: str, ranges, parallelism: int) -> float:
     from infra.postgres import find_bin_dir
 
     with psycopg.connect(url) as conn:
-        copies = [sql.SQL("COPY (SELECT * FROM public.orders WHERE {}) TO STDOUT (FORMAT binary);").format(
-            key_predicate(("id",), key_range)).as_string(conn) for key_range in ranges]
+        copies = [
+            sql.SQL("COPY (SELECT * FROM public.orders WHERE {}) TO STDOUT (FORMAT binary);")
+            .format(key_predicate(("id",), key_range))
+            .as_string(conn)
+            for key_range in ranges
+        ]
     parts = urlsplit(url)
-    env = {**os.environ, "PGHOST": parts.hostname, "PGPORT": str(parts.port), "PGUSER": unquote(parts.username),
-           "PGPASSWORD": unquote(parts.password), "PGDATABASE": parts.path.lstrip("/")}
-    scripts = ["BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n" + "\n".join(copies[i::parallelism]) + "\nCOMMIT;\n"
-               for i in range(parallelism)]
+    env = {
+        **os.environ,
+        "PGHOST": parts.hostname,
+        "PGPORT": str(parts.port),
+        "PGUSER": unquote(parts.username),
+        "PGPASSWORD": unquote(parts.password),
+        "PGDATABASE": parts.path.lstrip("/"),
+    }
+    scripts = [
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
+        + "\n".join(copies[i::parallelism])
+        + "\nCOMMIT;\n"
+        for i in range(parallelism)
+    ]
     psql = [f"{find_bin_dir()}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     began = time.perf_counter()
-    procs = [subprocess.Popen(psql, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
-             for _ in scripts]
+    procs = [
+        subprocess.Popen(psql, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+        for _ in scripts
+    ]
     for proc, script in zip(procs, scripts, strict=True):
         proc.stdin.write(script)
         proc.stdin.close()
@@ -167,8 +202,11 @@ def _pair(url: str, ranges, settings, rows: int, apply: bool) -> dict:
         raise SystemExit(f"the snapshot captured {snap['rows']} rows, the table has {rows}")
     if apply and snap["applied_rows"] != rows:
         raise SystemExit(f"DuckDB holds {snap['applied_rows']} rows after the apply, the table has {rows}")
-    run = {"parallelism": settings.parallelism, "reference_seconds": round(reference_seconds, 3),
-           **{k: round(v, 3) if isinstance(v, float) else v for k, v in snap.items()}}
+    run = {
+        "parallelism": settings.parallelism,
+        "reference_seconds": round(reference_seconds, 3),
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in snap.items()},
+    }
     print(json.dumps(run), file=sys.stderr)
     return run
 
@@ -187,7 +225,9 @@ def _one_size(pg, rows: int, rounds: int, settings, other_parallelism: int | Non
     url, load_seconds = _prepare(pg, db, rows)
     source = PostgresSource.from_config({"url": url, "pipeline": "bench", "tables": [TABLE]})
     source.connect()
-    ranges = source.plan_chunks(TABLE, settings.chunk_rows)  # what plan_snapshot plans: the table does not change
+    ranges = source.plan_chunks(
+        TABLE, settings.chunk_rows
+    )  # what plan_snapshot plans: the table does not change
     source.disconnect()
     # A first pair right after the load is not counted: the freshly loaded, vacuumed and checkpointed
     # table read faster, and the first snapshot slower, than in every later pair (seen at 5M rows).
@@ -196,24 +236,39 @@ def _one_size(pg, rows: int, rounds: int, settings, other_parallelism: int | Non
     runs = [_pair(url, ranges, settings, rows, apply=n == rounds - 1) for n in range(rounds)]
     other = None
     if other_parallelism is not None:
-        other = _pair(url, ranges, dataclasses.replace(settings, parallelism=other_parallelism), rows, apply=False)
+        other = _pair(
+            url, ranges, dataclasses.replace(settings, parallelism=other_parallelism), rows, apply=False
+        )
         other["ratio"] = round(other["reference_seconds"] / other["seconds"], 3)
     with psycopg.connect(pg.url(), autocommit=True) as admin:
-        admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (db,))
+        admin.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (db,)
+        )
         admin.execute(f"DROP DATABASE {db} WITH (FORCE)")
     best = min(runs, key=lambda r: r["seconds"])
     reference = min(r["reference_seconds"] for r in runs)
-    return {"rows": rows, "load_seconds": round(load_seconds, 2), "chunks": len(ranges),
-            "seconds": best["seconds"], "plan_seconds": best["plan_seconds"],
-            "capture_seconds": best["capture_seconds"], "reference_seconds": reference,
-            "rows_per_s": round(rows / best["seconds"]), "reference_rows_per_s": round(rows / reference),
-            "ratio": round(reference / best["seconds"], 3), "apply_seconds": runs[-1]["apply_seconds"],
-            "apply_rows_per_s": round(rows / runs[-1]["apply_seconds"]), "bytes": best["bytes"],
-            "batches": best["batches"], "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            "peak_rss_with_apply_mb": runs[-1]["peak_rss_with_apply_mb"],
-            "pair_ratios": [round(r["reference_seconds"] / r["seconds"], 3) for r in runs],
-            "runs": runs, "warmup": warmup,
-            **({"other_parallelism": other} if other else {})}
+    return {
+        "rows": rows,
+        "load_seconds": round(load_seconds, 2),
+        "chunks": len(ranges),
+        "seconds": best["seconds"],
+        "plan_seconds": best["plan_seconds"],
+        "capture_seconds": best["capture_seconds"],
+        "reference_seconds": reference,
+        "rows_per_s": round(rows / best["seconds"]),
+        "reference_rows_per_s": round(rows / reference),
+        "ratio": round(reference / best["seconds"], 3),
+        "apply_seconds": runs[-1]["apply_seconds"],
+        "apply_rows_per_s": round(rows / runs[-1]["apply_seconds"]),
+        "bytes": best["bytes"],
+        "batches": best["batches"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_rss_with_apply_mb": runs[-1]["peak_rss_with_apply_mb"],
+        "pair_ratios": [round(r["reference_seconds"] / r["seconds"], 3) for r in runs],
+        "runs": runs,
+        "warmup": warmup,
+        **({"other_parallelism": other} if other else {}),
+    }
 
 
 def main() -> None:
@@ -230,14 +285,16 @@ def main() -> None:
     settings = SnapshotSettings(chunk_rows=5_000) if args.quick else SnapshotSettings()
     sizes = (20_000, 60_000) if args.quick else (1_000_000, 5_000_000)
     with PostgresServer() as pg:
-        small = _one_size(pg, sizes[0], 3, settings, other_parallelism=1 if settings.parallelism > 1 else None)
+        small = _one_size(
+            pg, sizes[0], 3, settings, other_parallelism=1 if settings.parallelism > 1 else None
+        )
         main_run = _one_size(pg, sizes[1], 5, settings)
     write_result(
         "snapshot" + ("_quick" if args.quick else ""),
         figure="rows_per_s",
         value=main_run["rows_per_s"],
         reference="binary COPY of SELECT * of the same key ranges over the same number of connections "
-                  "(psql processes) into /dev/null (rows/s)",
+        "(psql processes) into /dev/null (rows/s)",
         reference_value=main_run["reference_rows_per_s"],
         target_ratio=0.6,
         # the larger of capture and apply (DuckDB's memory included), at either size
@@ -249,7 +306,9 @@ def main() -> None:
             "capture_seconds": main_run["capture_seconds"],
             "reference_seconds": main_run["reference_seconds"],
             "peak_rss_capture_mb": max(small["peak_rss_mb"], main_run["peak_rss_mb"]),
-            "peak_rss_with_apply_mb": max(small["peak_rss_with_apply_mb"], main_run["peak_rss_with_apply_mb"]),
+            "peak_rss_with_apply_mb": max(
+                small["peak_rss_with_apply_mb"], main_run["peak_rss_with_apply_mb"]
+            ),
             "apply_duckdb_seconds": main_run["apply_seconds"],
             "apply_duckdb_rows_per_s": main_run["apply_rows_per_s"],
             "changelog_bytes": main_run["bytes"],
@@ -258,11 +317,11 @@ def main() -> None:
             "batches": main_run["batches"],
             "receiver": main_run["runs"][0]["receiver"],
             "method": "best of 3 (1M rows) and 5 (5M rows) interleaved (reference, snapshot) runs, after one uncounted warm-up pair "
-                      "(details.warmup); pair_ratios: each run's own reference over its snapshot; the snapshot (plan_snapshot + run_snapshot "
-                      "into a change log) in a fresh process, imports not timed; the DuckDB apply (apply_batch of "
-                      "every batch, sweep included, DuckDB sink memory_limit " + DUCKDB_MEMORY_LIMIT + ") measured in "
-                      "the last run, in the capture's process, its peak RSS (DuckDB's memory included) apart; "
-                      "peak_rss: the larger of capture and apply; at 1M rows one more pair at parallelism 1 (other_parallelism)",
+            "(details.warmup); pair_ratios: each run's own reference over its snapshot; the snapshot (plan_snapshot + run_snapshot "
+            "into a change log) in a fresh process, imports not timed; the DuckDB apply (apply_batch of "
+            "every batch, sweep included, DuckDB sink memory_limit " + DUCKDB_MEMORY_LIMIT + ") measured in "
+            "the last run, in the capture's process, its peak RSS (DuckDB's memory included) apart; "
+            "peak_rss: the larger of capture and apply; at 1M rows one more pair at parallelism 1 (other_parallelism)",
             "sizes": [{k: v for k, v in r.items() if k not in ("runs", "warmup")} for r in (small, main_run)],
             "runs": main_run["runs"],
             "warmup": main_run["warmup"],

@@ -65,7 +65,12 @@ def _kind(pid: int) -> str:
         return "daemon"
     if "grpc" in cmd or "code-server" in cmd:
         return "code_server"
-    if "execute_run" in cmd or "execute_step" in cmd or "api execute" in cmd or "multiprocessing.spawn" in cmd:
+    if (
+        "execute_run" in cmd
+        or "execute_step" in cmd
+        or "api execute" in cmd
+        or "multiprocessing.spawn" in cmd
+    ):
         return "run"  # the default run launcher starts runs from the code server (multiprocessing spawn)
     return "other: " + cmd[:80]
 
@@ -118,8 +123,10 @@ class Soak:
 
     def _mark(self, conn) -> None:
         mark = len(self.marks) + 1
-        conn.execute("INSERT INTO public.soak_marks VALUES (%s, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint)",
-                     (mark,))
+        conn.execute(
+            "INSERT INTO public.soak_marks VALUES (%s, (extract(epoch FROM clock_timestamp()) * 1e6)::bigint)",
+            (mark,),
+        )
         self.marks[mark] = time.monotonic()
 
     def _look(self, client, view: str) -> None:
@@ -144,16 +151,25 @@ class Soak:
 
         rig = self.rig
         assert rig.pg and rig.ch
-        sink = create_sink({"url": f"clickhouse://faults_sinker:{rig.env['FAULTS_CH_PASSWORD']}@127.0.0.1:"
-                                   f"{rig.ch.port}/{SINK_DATABASE}", "pipeline": PIPELINE})
+        sink = create_sink(
+            {
+                "url": f"clickhouse://faults_sinker:{rig.env['FAULTS_CH_PASSWORD']}@127.0.0.1:"
+                f"{rig.ch.port}/{SINK_DATABASE}",
+                "pipeline": PIPELINE,
+            }
+        )
         sink.connect()
         view = sink.q(sink.target_name("public.soak_marks") + "_current")
         writer = psycopg.connect(rig.pg.url(DATABASE), autocommit=True)
         self.began = time.monotonic()
         client = rig.client(self.seconds, rate=self.changes_per_s // PER_TRANSACTION)
-        threads = [threading.Thread(target=self._loop, args=(2.0, lambda: self._mark(writer)), daemon=True),
-                   threading.Thread(target=self._loop, args=(0.25, lambda: self._look(sink.client, view)), daemon=True),
-                   threading.Thread(target=self._loop, args=(10.0, self._sample), daemon=True)]
+        threads = [
+            threading.Thread(target=self._loop, args=(2.0, lambda: self._mark(writer)), daemon=True),
+            threading.Thread(
+                target=self._loop, args=(0.25, lambda: self._look(sink.client, view)), daemon=True
+            ),
+            threading.Thread(target=self._loop, args=(10.0, self._sample), daemon=True),
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -165,29 +181,52 @@ class Soak:
                 thread.join(30)
             writer.close()
             sink.disconnect()
-        return {"transactions": result.transactions, "seconds": round(result.seconds, 1),
-                "changes_per_s": round(result.transactions * PER_TRANSACTION / result.seconds)}
+        return {
+            "transactions": result.transactions,
+            "seconds": round(result.seconds, 1),
+            "changes_per_s": round(result.transactions * PER_TRANSACTION / result.seconds),
+        }
 
     def report(self) -> dict:
         windows = []
         for start in range(0, self.seconds, WINDOW):
-            lags = [self.seen[m] - t for m, t in self.marks.items() if m in self.seen
-                    and start <= t - self.began < start + WINDOW]
-            missing = sum(1 for m, t in self.marks.items() if m not in self.seen
-                          and start <= t - self.began < start + WINDOW)
+            lags = [
+                self.seen[m] - t
+                for m, t in self.marks.items()
+                if m in self.seen and start <= t - self.began < start + WINDOW
+            ]
+            missing = sum(
+                1
+                for m, t in self.marks.items()
+                if m not in self.seen and start <= t - self.began < start + WINDOW
+            )
             wal = [w for at, w in self.wal if start <= at < start + WINDOW]
-            windows.append({"from_minute": start // 60, "markers": len(lags), "never_seen": missing,
-                            "freshness_p50_s": round(_percentile(lags, 0.5) or -1, 2),
-                            "freshness_p95_s": round(_percentile(lags, 0.95) or -1, 2),
-                            "retained_wal_max_mb": round(max(wal) / 2**20, 1) if wal else None})
+            windows.append(
+                {
+                    "from_minute": start // 60,
+                    "markers": len(lags),
+                    "never_seen": missing,
+                    "freshness_p50_s": round(_percentile(lags, 0.5) or -1, 2),
+                    "freshness_p95_s": round(_percentile(lags, 0.95) or -1, 2),
+                    "retained_wal_max_mb": round(max(wal) / 2**20, 1) if wal else None,
+                }
+            )
         processes = []
         for pid, (kind, points) in self.rss.items():
             lifetime = points[-1][0] - points[0][0]
             steady = [p for p in points if p[0] >= min(WARM_UP, self.seconds / 4)]
-            processes.append({"pid": pid, "kind": kind, "samples": len(points), "seconds": round(lifetime),
-                              "first_mb": round(points[0][1], 1), "last_mb": round(points[-1][1], 1),
-                              "peak_mb": round(max(r for _, r in points), 1),
-                              "slope_mb_per_hour": _round(_slope_mb_per_hour(steady))})
+            processes.append(
+                {
+                    "pid": pid,
+                    "kind": kind,
+                    "samples": len(points),
+                    "seconds": round(lifetime),
+                    "first_mb": round(points[0][1], 1),
+                    "last_mb": round(points[-1][1], 1),
+                    "peak_mb": round(max(r for _, r in points), 1),
+                    "slope_mb_per_hour": _round(_slope_mb_per_hour(steady)),
+                }
+            )
         return {"windows": windows, "processes": processes}
 
 
@@ -203,9 +242,13 @@ def main() -> None:
     args = parser.parse_args()
     minutes = 4 if args.quick else args.minutes
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    with SoakRig("postgres", scale=5, clients=2, sinks=("duckdb", "clickhouse"), poll_interval=5, log=log) as rig:
+    with SoakRig(
+        "postgres", scale=5, clients=2, sinks=("duckdb", "clickhouse"), poll_interval=5, log=log
+    ) as rig:
         load_seconds = wait_initial_load(rig, timeout=900)
-        log(f"initial load drained in {load_seconds:.0f}s; soaking {minutes} min at {args.changes_per_s} changes/s")
+        log(
+            f"initial load drained in {load_seconds:.0f}s; soaking {minutes} min at {args.changes_per_s} changes/s"
+        )
         soak = Soak(rig, int(minutes * 60), args.changes_per_s)
         client = soak.run()
         drain_began = time.monotonic()
@@ -215,8 +258,13 @@ def main() -> None:
         report = soak.report()
     # the figure: processes that live through the soak (the daemon; code servers are replaced every few
     # minutes by the daemon's workspace reloads, and runs last seconds: their peaks are reported apart)
-    long_lived = [p for p in report["processes"] if p["kind"] != "run" and p["slope_mb_per_hour"] is not None
-                  and p["seconds"] >= min(600, minutes * 60 / 2)]
+    long_lived = [
+        p
+        for p in report["processes"]
+        if p["kind"] != "run"
+        and p["slope_mb_per_hour"] is not None
+        and p["seconds"] >= min(600, minutes * 60 / 2)
+    ]
     short_lived = [p for p in report["processes"] if p["kind"] != "run" and p not in long_lived]
     runs = [p for p in report["processes"] if p["kind"] == "run"]
     print(json.dumps(report), file=sys.stderr)
@@ -233,16 +281,28 @@ def main() -> None:
         higher_is_better=False,
         peak_rss=max((p["peak_mb"] for p in report["processes"]), default=0.0),
         details={
-            "minutes": minutes, "changes_per_s": args.changes_per_s, "initial_load_seconds": round(load_seconds),
-            "drain_seconds": round(drain_seconds, 1), "rows_compared": comparison.rows, "diffs": comparison.diffs,
-            "freshness_p95_s_per_window": p95s, "windows": report["windows"],
+            "minutes": minutes,
+            "changes_per_s": args.changes_per_s,
+            "initial_load_seconds": round(load_seconds),
+            "drain_seconds": round(drain_seconds, 1),
+            "rows_compared": comparison.rows,
+            "diffs": comparison.diffs,
+            "freshness_p95_s_per_window": p95s,
+            "windows": report["windows"],
             "long_lived_processes": long_lived,
-            "short_lived_processes": {"count": len(short_lived),
-                                      "peak_mb_max": max((p["peak_mb"] for p in short_lived), default=None),
-                                      "kinds": sorted({p["kind"] for p in short_lived})},
-            "run_processes": {"count": len(runs), "peak_mb_max": max((p["peak_mb"] for p in runs), default=None),
-                              "peak_mb_median": _percentile([p["peak_mb"] for p in runs], 0.5)},
-            "markers": len(soak.marks), "markers_seen": len(soak.seen), "sample_errors": soak.errors[:20],
+            "short_lived_processes": {
+                "count": len(short_lived),
+                "peak_mb_max": max((p["peak_mb"] for p in short_lived), default=None),
+                "kinds": sorted({p["kind"] for p in short_lived}),
+            },
+            "run_processes": {
+                "count": len(runs),
+                "peak_mb_max": max((p["peak_mb"] for p in runs), default=None),
+                "peak_mb_median": _percentile([p["peak_mb"] for p in runs], 0.5),
+            },
+            "markers": len(soak.marks),
+            "markers_seen": len(soak.seen),
+            "sample_errors": soak.errors[:20],
             "client": client,
         },
     )

@@ -11,7 +11,9 @@ from .core.errors import DbmazzError, Problem
 from .core.registry import create_sink, create_source
 
 
-def check_pipeline(pipeline: PipelineConfig, notes: list[tuple[str, str]] | None = None) -> list[tuple[str, Problem]]:
+def check_pipeline(
+    pipeline: PipelineConfig, notes: list[tuple[str, str]] | None = None
+) -> list[tuple[str, Problem]]:
     """Preflight of the pipeline's source and every sink; returns (component, problem) pairs.
 
     ``notes`` (when given) receives (component, line) for each column that will not reach the sinks as it is
@@ -19,18 +21,30 @@ def check_pipeline(pipeline: PipelineConfig, notes: list[tuple[str, str]] | None
 
     A password written in the file is a problem too: the Dagster definitions refuse to load it."""
     found: list[tuple[str, Problem]] = [
-        (label, Problem("config", f"expected the {label}'s password from the environment, found it written in the file",
-                        "replace it by password_env: VAR, or ${VAR} inside the url, and export VAR"))
+        (
+            label,
+            Problem(
+                "config",
+                f"expected the {label}'s password from the environment, found it written in the file",
+                "replace it by password_env: VAR, or ${VAR} inside the url, and export VAR",
+            ),
+        )
         for label in literal_passwords(pipeline)
     ]
     components = [("source", lambda: create_source(pipeline.source_config()))]
-    components += [(f"sink {name}", lambda name=name: create_sink(pipeline.sink_config(name))) for name in pipeline.sinks]
+    components += [
+        (f"sink {name}", lambda name=name: create_sink(pipeline.sink_config(name))) for name in pipeline.sinks
+    ]
     for label, build in components:
         try:
             connector = build()
             connector.connect()
             try:
-                checks = connector.preflight() if label == "source" else connector.preflight(tables=pipeline.tables)
+                checks = (
+                    connector.preflight()
+                    if label == "source"
+                    else connector.preflight(tables=pipeline.tables)
+                )
                 found += [(label, p) for p in checks]
                 if notes is not None and hasattr(connector, "omitted_columns"):
                     notes += [(label, line) for line in connector.omitted_columns()]

@@ -37,7 +37,12 @@ from .core.schema import split_qualified
 from .snapshots import SnapshotSettings
 
 __all__ = [
-    "PipelineConfig", "SnapshotConfig", "load_pipelines", "load_pipelines_each", "pipeline_from_env", "resolve_secrets",
+    "PipelineConfig",
+    "SnapshotConfig",
+    "load_pipelines",
+    "load_pipelines_each",
+    "pipeline_from_env",
+    "resolve_secrets",
     "literal_passwords",
 ]
 
@@ -51,10 +56,17 @@ class SnapshotConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    chunk_rows: int = Field(SnapshotSettings.chunk_rows, ge=1, description="primary keys per chunk (one range read)")
-    chunks_per_batch: int = Field(SnapshotSettings.chunks_per_batch, ge=1,
-                                  description="chunks per snapshot batch (one Dagster partition, one run)")
-    parallelism: int | None = Field(None, ge=1, description="chunks read at once (default: the machine's cores, 2..4)")
+    chunk_rows: int = Field(
+        SnapshotSettings.chunk_rows, ge=1, description="primary keys per chunk (one range read)"
+    )
+    chunks_per_batch: int = Field(
+        SnapshotSettings.chunks_per_batch,
+        ge=1,
+        description="chunks per snapshot batch (one Dagster partition, one run)",
+    )
+    parallelism: int | None = Field(
+        None, ge=1, description="chunks read at once (default: the machine's cores, 2..4)"
+    )
 
     def settings(self) -> SnapshotSettings:
         if self.parallelism is None:
@@ -74,21 +86,48 @@ class PipelineConfig(BaseModel):
     changelog: str = Field(DEFAULT_CHANGELOG, description="change-log root: a folder or a filesystem URI")
     poll_interval_seconds: int = Field(5, ge=1, description="how often the capture sensor polls the source")
     retention_batches: int = Field(2000, ge=10, description="applied batches kept in the change log")
-    check_interval_minutes: int = Field(15, ge=1, le=59, description="how often the sink tables' asset checks run")
-    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig, description="how initial loads and re-syncs read")
-    run_mode: Literal["batch", "stream"] = Field("stream", description=(
-        "stream (default): a long-lived run per pipeline captures and applies a batch every "
-        "stream_interval_seconds (a commit is in the sink within seconds; one run per stream_minutes); "
-        "batch: the capture sensor launches one run per batch (~10-30 s from commit to sink, a run per batch)"))
-    stream_minutes: int = Field(10, ge=1, le=240, description="how long one streaming run lives before it ends cleanly")
-    stream_interval_seconds: float = Field(1.0, gt=0, le=60, description="how often a streaming run captures a batch")
-    max_batch_bytes: int = Field(256 * 1024 * 1024, ge=0, description=(
-        "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries: a backlog "
-        "becomes several batches; 0: no cap"))
-    freshness_warn_seconds: int = Field(120, ge=0, description=(
-        "a sink table not known current for this long is WARN in its Dagster freshness policy (0: no warning)"))
-    freshness_fail_seconds: int = Field(600, ge=0, description=(
-        "a sink table not known current for this long is FAIL in its Dagster freshness policy (0: no policy)"))
+    check_interval_minutes: int = Field(
+        15, ge=1, le=59, description="how often the sink tables' asset checks run"
+    )
+    snapshot: SnapshotConfig = Field(
+        default_factory=SnapshotConfig, description="how initial loads and re-syncs read"
+    )
+    run_mode: Literal["batch", "stream"] = Field(
+        "stream",
+        description=(
+            "stream (default): a long-lived run per pipeline captures and applies a batch every "
+            "stream_interval_seconds (a commit is in the sink within seconds; one run per stream_minutes); "
+            "batch: the capture sensor launches one run per batch (~10-30 s from commit to sink, a run per batch)"
+        ),
+    )
+    stream_minutes: int = Field(
+        10, ge=1, le=240, description="how long one streaming run lives before it ends cleanly"
+    )
+    stream_interval_seconds: float = Field(
+        1.0, gt=0, le=60, description="how often a streaming run captures a batch"
+    )
+    max_batch_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description=(
+            "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries: a backlog "
+            "becomes several batches; 0: no cap"
+        ),
+    )
+    freshness_warn_seconds: int = Field(
+        120,
+        ge=0,
+        description=(
+            "a sink table not known current for this long is WARN in its Dagster freshness policy (0: no warning)"
+        ),
+    )
+    freshness_fail_seconds: int = Field(
+        600,
+        ge=0,
+        description=(
+            "a sink table not known current for this long is FAIL in its Dagster freshness policy (0: no policy)"
+        ),
+    )
 
     @field_validator("name")
     @classmethod
@@ -129,9 +168,13 @@ class PipelineConfig(BaseModel):
         """Dagster's time-window freshness policy takes windows of a minute or more, the warning one shorter."""
         warn, fail = self.freshness_warn_seconds, self.freshness_fail_seconds
         if fail and fail < 60 or warn and warn < 60:
-            raise ValueError("expected freshness_warn_seconds and freshness_fail_seconds of 60 or more (or 0: off)")
+            raise ValueError(
+                "expected freshness_warn_seconds and freshness_fail_seconds of 60 or more (or 0: off)"
+            )
         if fail and warn and warn >= fail:
-            raise ValueError(f"expected freshness_warn_seconds ({warn}) below freshness_fail_seconds ({fail})")
+            raise ValueError(
+                f"expected freshness_warn_seconds ({warn}) below freshness_fail_seconds ({fail})"
+            )
         return self
 
     @model_validator(mode="after")
@@ -147,14 +190,22 @@ class PipelineConfig(BaseModel):
             for table in self.tables:
                 name = table.split(".", 1)[1]
                 if name in seen:
-                    where = (f"its 'schema: {config['schema']}' puts every table in one schema" if kind != "clickhouse"
-                             else "ClickHouse puts every table in the database of its url")
+                    where = (
+                        f"its 'schema: {config['schema']}' puts every table in one schema"
+                        if kind != "clickhouse"
+                        else "ClickHouse puts every table in the database of its url"
+                    )
                     other = "database" if kind == "clickhouse" else "schema"
                     raise ValueError(
                         f"sink {sink} would write tables {seen[name]} and {table} into one table {name} ({where}); "
                         f"fix: replicate {table} in a pipeline of its own whose sink has another {other}"
-                        + ("" if kind == "clickhouse" else ", or drop the sink's 'schema' option (tables keep their "
-                           "source schema)") + ", or remove one of them from the tables")
+                        + (
+                            ""
+                            if kind == "clickhouse"
+                            else ", or drop the sink's 'schema' option (tables keep their source schema)"
+                        )
+                        + ", or remove one of them from the tables"
+                    )
                 seen[name] = table
         return self
 
@@ -197,12 +248,15 @@ def _dotted(table: str) -> None:
     else:
         return  # not a dotted name: split_qualified says what is wrong with it
     if "." not in schema + name:
-        raise ValueError(f"expected tables as schema.table without quotes, got {table!r}; fix: write {schema}.{name}")
+        raise ValueError(
+            f"expected tables as schema.table without quotes, got {table!r}; fix: write {schema}.{name}"
+        )
     new = name.replace(".", "_")
     raise ValueError(
         f"table {schema!r}.{name!r} ({table}): schema and table names containing a dot are not supported; "
         f'fix: rename it in the source (PostgreSQL: ALTER TABLE "{schema}"."{name}" RENAME TO "{new}"; '
-        f"MySQL: RENAME TABLE `{schema}`.`{name}` TO `{schema}`.`{new}`), or remove it from the tables")
+        f"MySQL: RENAME TABLE `{schema}`.`{name}` TO `{schema}`.`{new}`), or remove it from the tables"
+    )
 
 
 def literal_passwords(pipeline: PipelineConfig) -> list[str]:
@@ -229,7 +283,9 @@ def resolve_secrets(config: Mapping[str, Any], environ: Mapping[str, str] | None
     for key, value in config.items():
         if key.endswith("_env") and isinstance(value, str):
             if value not in environ:
-                raise ConfigError(f"expected environment variable {value} (for {key[:-4]}) to be set, it is not")
+                raise ConfigError(
+                    f"expected environment variable {value} (for {key[:-4]}) to be set, it is not"
+                )
             resolved[key[:-4]] = environ[value]
         elif isinstance(value, str):
             resolved[key] = _ENV_REF.sub(lambda m: _env(m.group(1), environ), value)
@@ -248,8 +304,10 @@ def _validate(name: str, body: Mapping[str, Any]) -> PipelineConfig:
     try:
         return PipelineConfig(name=name, **body)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        )
         raise ConfigError(f"pipeline {name!r} is invalid: {problems}") from None
     except TypeError as exc:
         raise ConfigError(f"pipeline {name!r} is invalid: {exc}") from None
@@ -309,7 +367,9 @@ def pipeline_from_env(environ: Mapping[str, str] | None = None) -> PipelineConfi
             url, name = name, name.split(":", 1)[0]
         sinks[name.strip()] = {"url": url.strip()}
     body: dict[str, Any] = {
-        "source": {"url": "${SOURCE_URL}"},  # resolved when a connector is built: the password stays in the env
+        "source": {
+            "url": "${SOURCE_URL}"
+        },  # resolved when a connector is built: the password stays in the env
         "tables": [t.strip() for t in environ["TABLES"].split(",") if t.strip()],
         "sinks": sinks,
     }

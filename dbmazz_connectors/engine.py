@@ -24,8 +24,15 @@ from .core.protocols import BatchRef, P, Sink, Source, WriteResult
 from .core.schema import VERSION_COLUMN, TableSchema
 
 __all__ = [
-    "set_up_source", "capture_range", "apply_batch", "fold_table", "batch_id_for", "check_table_identities",
-    "tombstone_horizon", "bounded_end", "DEFAULT_MAX_BATCH_BYTES",
+    "set_up_source",
+    "capture_range",
+    "apply_batch",
+    "fold_table",
+    "batch_id_for",
+    "check_table_identities",
+    "tombstone_horizon",
+    "bounded_end",
+    "DEFAULT_MAX_BATCH_BYTES",
 ]
 
 # The default cap on the source log a batch covers (a pipeline's ``max_batch_bytes``): a backlog becomes batches
@@ -126,8 +133,11 @@ def tombstone_horizon(changelog: ChangeLog, pipeline: str) -> int | None:
     starts = [m.start.version for m in changelog.batches(pipeline)]
     # a snapshot not yet pruned may still write batches (chunks not read yet): their rows are as old as its floor
     pruned = changelog.pruned_snapshots(pipeline)
-    starts += [position_from_dict(plan["floor"]).version for plan in changelog.snapshot_plans(pipeline)
-               if plan["snapshot_id"] not in pruned]
+    starts += [
+        position_from_dict(plan["floor"]).version
+        for plan in changelog.snapshot_plans(pipeline)
+        if plan["snapshot_id"] not in pruned
+    ]
     if starts:
         return min(starts)
     checkpoint = changelog.checkpoint(pipeline)
@@ -145,7 +155,9 @@ def resync_floors(changelog: ChangeLog, pipeline: str) -> dict[str, int]:
     return floors
 
 
-def check_table_identities(source: Source, changelog: ChangeLog, pipeline: str, *, record: Iterable[str] = ()) -> None:
+def check_table_identities(
+    source: Source, changelog: ChangeLog, pipeline: str, *, record: Iterable[str] = ()
+) -> None:
     """Refuse to capture a table that is not the one captured so far (dropped, or dropped and re-created).
 
     Sources that can tell (``table_identities()``, e.g. PostgreSQL's relation ids) are compared with the
@@ -165,13 +177,19 @@ def check_table_identities(source: Source, changelog: ChangeLog, pipeline: str, 
         if table in record:
             continue
         if identity is None:
-            raise TableChangedError(table, "no longer exists in the source", "re-create it, run setup again and "
-                                    "re-sync the table, or remove it from the pipeline")
+            raise TableChangedError(
+                table,
+                "no longer exists in the source",
+                "re-create it, run setup again and re-sync the table, or remove it from the pipeline",
+            )
         if table in known and known[table] != identity:
-            raise TableChangedError(table, "was dropped and re-created, or changed in a way capture cannot follow "
-                                    f"(now {identity}; captured until now: {known[table]})",
-                                    "run setup again, then re-sync the table (it replaces the sinks' copies with the "
-                                    "new table's rows)")
+            raise TableChangedError(
+                table,
+                "was dropped and re-created, or changed in a way capture cannot follow "
+                f"(now {identity}; captured until now: {known[table]})",
+                "run setup again, then re-sync the table (it replaces the sinks' copies with the "
+                "new table's rows)",
+            )
     fresh = {t: i for t, i in current.items() if i is not None and (t in record or t not in known)}
     if fresh:
         changelog.record_table_identities(pipeline, fresh)
@@ -187,7 +205,9 @@ def apply_batch(
     """
     manifest = changelog.manifest(pipeline, batch_id)
     if manifest is None:
-        raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is not in the change log {changelog.root}")
+        raise ChangeLogError(
+            f"batch {batch_id} of pipeline {pipeline} is not in the change log {changelog.root}"
+        )
     ref = BatchRef(pipeline, batch_id)
     results: dict[str, WriteResult] = {}
     failures: list[tuple[str, DbmazzError]] = []
@@ -197,8 +217,11 @@ def apply_batch(
             # ones), and not one that changes the schema: that is checked against the sink before anything of the
             # batch is written, so such a batch applies whole (rare: DDL in the middle of a large batch)
             entry = manifest.tables.get(table)
-            if (entry is not None and sum(entry.ops.values()) > changelog.segment_rows
-                    and not any(e["kind"] == "schema" for e in entry.entries)):
+            if (
+                entry is not None
+                and sum(entry.ops.values()) > changelog.segment_rows
+                and not any(e["kind"] == "schema" for e in entry.entries)
+            ):
                 segments = changelog.segments(pipeline, batch_id, table)
                 if len(segments) > 1:
                     results[table] = _apply_in_segments(changelog, sink, ref, table, segments)
@@ -217,8 +240,9 @@ def apply_batch(
     return results
 
 
-def _apply_in_segments(changelog: ChangeLog, sink: Sink, ref: BatchRef, table: str,
-                       segments: list[Segment]) -> WriteResult:
+def _apply_in_segments(
+    changelog: ChangeLog, sink: Sink, ref: BatchRef, table: str, segments: list[Segment]
+) -> WriteResult:
     """Apply a large batch of ``table`` a segment (about ``segment_rows`` rows) at a time: memory stays that of one.
 
     The segments, applied in order, are smaller batches of the same change stream, so the sink ends as
@@ -263,7 +287,11 @@ def fold_table(changelog: ChangeLog, pipeline: str, table: str) -> tuple[TableSc
             if isinstance(event, Rows):
                 schema = event.schema
                 rows = conform(event.data, schema)
-                rows = rows.filter(pc.greater(rows.column(VERSION_COLUMN), truncated)) if truncated >= 0 else rows
+                rows = (
+                    rows.filter(pc.greater(rows.column(VERSION_COLUMN), truncated))
+                    if truncated >= 0
+                    else rows
+                )
                 state = fold(conform(state, schema) if state is not None else None, rows, schema.primary_key)
             elif isinstance(event, SchemaChange):
                 schema = event.schema

@@ -35,9 +35,18 @@ from .core.snapshot import FULL_RANGE, KeyRange, SnapshotChunk, SnapshotSource
 from .engine import check_table_identities, set_up_source
 
 __all__ = [
-    "SnapshotPlan", "SnapshotSettings", "plan_snapshot", "capture_snapshot_batch", "run_snapshot",
-    "is_snapshot_batch", "snapshot_of_batch", "snapshot_progress", "SNAPSHOT_PREFIX", "restart_after_lost_log",
-    "load_plan", "plans",
+    "SnapshotPlan",
+    "SnapshotSettings",
+    "plan_snapshot",
+    "capture_snapshot_batch",
+    "run_snapshot",
+    "is_snapshot_batch",
+    "snapshot_of_batch",
+    "snapshot_progress",
+    "SNAPSHOT_PREFIX",
+    "restart_after_lost_log",
+    "load_plan",
+    "plans",
 ]
 
 SNAPSHOT_PREFIX = "snap-"
@@ -79,7 +88,7 @@ class SnapshotPlan:
         prefix = f"{SNAPSHOT_PREFIX}{self.snapshot_id}-"
         if not batch_id.startswith(prefix):
             return None
-        tail = batch_id[len(prefix):]
+        tail = batch_id[len(prefix) :]
         if tail == SWEEP and self.sweep:
             return ()
         if tail.isdigit() and int(tail) < len(self.batches):
@@ -88,18 +97,27 @@ class SnapshotPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "pipeline": self.pipeline, "snapshot_id": self.snapshot_id, "floor": self.floor.to_dict(),
-            "tables": list(self.tables), "batches": [[c.to_dict() for c in b] for b in self.batches],
-            "sweep": self.sweep, "reason": self.reason, "created_at": self.created_at,
+            "pipeline": self.pipeline,
+            "snapshot_id": self.snapshot_id,
+            "floor": self.floor.to_dict(),
+            "tables": list(self.tables),
+            "batches": [[c.to_dict() for c in b] for b in self.batches],
+            "sweep": self.sweep,
+            "reason": self.reason,
+            "created_at": self.created_at,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SnapshotPlan:
         return cls(
-            pipeline=data["pipeline"], snapshot_id=data["snapshot_id"], floor=position_from_dict(data["floor"]),
+            pipeline=data["pipeline"],
+            snapshot_id=data["snapshot_id"],
+            floor=position_from_dict(data["floor"]),
             tables=tuple(data["tables"]),
             batches=tuple(tuple(SnapshotChunk.from_dict(c) for c in b) for b in data["batches"]),
-            sweep=bool(data["sweep"]), reason=data.get("reason", ""), created_at=data["created_at"],
+            sweep=bool(data["sweep"]),
+            reason=data.get("reason", ""),
+            created_at=data["created_at"],
         )
 
 
@@ -111,7 +129,7 @@ def snapshot_of_batch(batch_id: str) -> str | None:
     """The snapshot id a batch id belongs to (``snap-<id>-<n>`` -> ``<id>``), or None for a log batch."""
     if not is_snapshot_batch(batch_id):
         return None
-    return batch_id[len(SNAPSHOT_PREFIX):].rsplit("-", 1)[0]
+    return batch_id[len(SNAPSHOT_PREFIX) :].rsplit("-", 1)[0]
 
 
 def _snapshot_source(source: Source) -> SnapshotSource:
@@ -140,7 +158,9 @@ def plan_snapshot(
     tables = tuple(tables)
     if not tables:
         raise ConfigError("expected at least one table to snapshot, got none")
-    set_up_source(source)  # idempotent: e.g. a re-created table goes back into the publication before the floor
+    set_up_source(
+        source
+    )  # idempotent: e.g. a re-created table goes back into the publication before the floor
     check_table_identities(source, changelog, pipeline, record=tables)  # a re-sync accepts a re-created table
     floor = snap.snapshot_floor()  # before any chunk is read: every chunk's version is at or after it
     chunks: list[SnapshotChunk] = []
@@ -148,16 +168,29 @@ def plan_snapshot(
         for index, key_range_ in enumerate(snap.plan_chunks(table, settings.chunk_rows, key_range)):
             chunks.append(SnapshotChunk(table, index, key_range_))
     per = settings.chunks_per_batch
-    batches = tuple(tuple(chunks[i:i + per]) for i in range(0, len(chunks), per))
+    batches = tuple(tuple(chunks[i : i + per]) for i in range(0, len(chunks), per))
     snapshot_id = f"{floor.version:020d}-{uuid.uuid4().hex[:6]}"
-    plan = SnapshotPlan(pipeline, snapshot_id, floor, tables, batches, key_range.is_full, reason,
-                        datetime.now(UTC).isoformat())
+    plan = SnapshotPlan(
+        pipeline,
+        snapshot_id,
+        floor,
+        tables,
+        batches,
+        key_range.is_full,
+        reason,
+        datetime.now(UTC).isoformat(),
+    )
     changelog.write_snapshot_plan(pipeline, snapshot_id, plan.to_dict())
     return plan
 
 
-def restart_after_lost_log(source: Source, changelog: ChangeLog, pipeline: str, tables: Iterable[str],
-                           settings: SnapshotSettings = SnapshotSettings()) -> SnapshotPlan:
+def restart_after_lost_log(
+    source: Source,
+    changelog: ChangeLog,
+    pipeline: str,
+    tables: Iterable[str],
+    settings: SnapshotSettings = SnapshotSettings(),
+) -> SnapshotPlan:
     """Start a pipeline again after its source lost the log it needed (an invalidated slot, a purged binlog).
 
     The changes between the old checkpoint and now are gone, so: set the source up again (for PostgreSQL
@@ -174,8 +207,10 @@ def restart_after_lost_log(source: Source, changelog: ChangeLog, pipeline: str, 
 def load_plan(changelog: ChangeLog, pipeline: str, snapshot_id: str) -> SnapshotPlan:
     data = changelog.snapshot_plan(pipeline, snapshot_id)
     if data is None:
-        raise ChangeLogError(f"snapshot {snapshot_id} of pipeline {pipeline} is not planned in the change log "
-                             f"{changelog.root}; snapshots are planned by the re-sync job or the capture sensor")
+        raise ChangeLogError(
+            f"snapshot {snapshot_id} of pipeline {pipeline} is not planned in the change log "
+            f"{changelog.root}; snapshots are planned by the re-sync job or the capture sensor"
+        )
     return SnapshotPlan.from_dict(data)
 
 
@@ -207,16 +242,23 @@ def capture_snapshot_batch(
     if chunks is None:
         raise ChangeLogError(f"batch {batch_id} is not part of snapshot {snapshot_id} of pipeline {pipeline}")
     began = time.monotonic()
-    info = {"id": snapshot_id, "tables": list(plan.tables), "reason": plan.reason,
-            "chunks": [c.to_dict() for c in chunks], "sweep": not chunks, "batches": len(plan.batch_ids())}
+    info = {
+        "id": snapshot_id,
+        "tables": list(plan.tables),
+        "reason": plan.reason,
+        "chunks": [c.to_dict() for c in chunks],
+        "sweep": not chunks,
+        "batches": len(plan.batch_ids()),
+    }
     writer = changelog.writer(pipeline, batch_id, plan.floor, kind="snapshot", snapshot=info)
     schemas = schemas if schemas is not None else source.table_schemas()
     tables = plan.tables if not chunks else tuple(dict.fromkeys(c.table for c in chunks))
     for table in tables:
         writer.declare_table(schemas[table])
     if chunks:
-        _write_in_lanes(writer, _snapshot_source(source).read_snapshot(chunks, settings.parallelism),
-                        settings.parallelism)
+        _write_in_lanes(
+            writer, _snapshot_source(source).read_snapshot(chunks, settings.parallelism), settings.parallelism
+        )
     else:
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
         for table in plan.tables:
@@ -250,18 +292,24 @@ def _write_in_lanes(writer: BatchWriter, stream: Iterable[Rows], lanes: int) -> 
                     raise exc
 
 
-def run_snapshot(source: Source, changelog: ChangeLog, plan: SnapshotPlan,
-                 settings: SnapshotSettings = SnapshotSettings()) -> list[BatchManifest]:
+def run_snapshot(
+    source: Source, changelog: ChangeLog, plan: SnapshotPlan, settings: SnapshotSettings = SnapshotSettings()
+) -> list[BatchManifest]:
     """Capture every batch of ``plan`` in order (the plain-Python way; Dagster runs them as partitions)."""
     schemas = source.table_schemas()
-    return [capture_snapshot_batch(source, changelog, plan.pipeline, batch_id, settings, schemas=schemas)
-            for batch_id in plan.batch_ids()]
+    return [
+        capture_snapshot_batch(source, changelog, plan.pipeline, batch_id, settings, schemas=schemas)
+        for batch_id in plan.batch_ids()
+    ]
 
 
 def snapshot_progress(changelog: ChangeLog, plan: SnapshotPlan) -> dict[str, int]:
     """How many of the plan's batches are captured: ``{"batches": n, "captured": n}``."""
     ids = plan.batch_ids()
-    return {"batches": len(ids), "captured": sum(changelog.manifest(plan.pipeline, b) is not None for b in ids)}
+    return {
+        "batches": len(ids),
+        "captured": sum(changelog.manifest(plan.pipeline, b) is not None for b in ids),
+    }
 
 
 def snapshot_batch_ids(plans_: Sequence[SnapshotPlan]) -> list[str]:

@@ -6,6 +6,14 @@ from .resources import ChangeLogConfig, ConnectorConfig, DbmazzPipelineResource,
 from .translator import AssetRole, DbmazzAssetData, DbmazzTranslator
 
 __all__ = [
-    "DbmazzPipelineComponent", "build_definitions", "load_pipeline_configs", "DbmazzTranslator", "DbmazzAssetData", "AssetRole",
-    "DbmazzPipelineResource", "ConnectorConfig", "ChangeLogConfig", "SnapshotSettingsConfig",
+    "DbmazzPipelineComponent",
+    "build_definitions",
+    "load_pipeline_configs",
+    "DbmazzTranslator",
+    "DbmazzAssetData",
+    "AssetRole",
+    "DbmazzPipelineResource",
+    "ConnectorConfig",
+    "ChangeLogConfig",
+    "SnapshotSettingsConfig",
 ]

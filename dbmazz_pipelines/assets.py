@@ -1,6 +1,5 @@
 """A pipeline's assets: source tables (external), ``<pipeline>/changes`` (capture), one per sink table (apply)."""
 
-
 import time
 from datetime import UTC, datetime
 
@@ -33,8 +32,18 @@ from .naming import (
 from .snapshot_batches import snapshot_metadata
 from .translator import PipelineSpecs
 
-__all__ = ["build_source_specs", "build_changes_asset", "build_sink_assets", "capture_metadata", "position_of",
-           "run_batches", "capture_log_batch", "apply_table", "BACKFILL_POLICY", "MAX_BATCHES_PER_RUN"]
+__all__ = [
+    "build_source_specs",
+    "build_changes_asset",
+    "build_sink_assets",
+    "capture_metadata",
+    "position_of",
+    "run_batches",
+    "capture_log_batch",
+    "apply_table",
+    "BACKFILL_POLICY",
+    "MAX_BATCHES_PER_RUN",
+]
 
 # A backfill or re-run over many batches runs them in a few runs, each a range of batches applied in order
 # (docs/dagster.md, "Backfills"); the range is bounded so that one run's steps hold the pipeline's pool briefly.
@@ -65,7 +74,9 @@ def capture_metadata(manifest: BatchManifest, lag_bytes: int | None, seconds: fl
     now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
     newest = max((t.max_commit_ts_us or 0 for t in manifest.tables.values()), default=0)
     by_table = {name: dict(entry.ops) for name, entry in manifest.tables.items()}
-    rows_md = "\n".join(f"| {n} | {o['insert']} | {o['update']} | {o['delete']} |" for n, o in sorted(by_table.items()))
+    rows_md = "\n".join(
+        f"| {n} | {o['insert']} | {o['update']} | {o['delete']} |" for n, o in sorted(by_table.items())
+    )
     return {
         "dbmazz/batch": manifest.batch_id,
         KIND_TAG: "cdc",
@@ -76,7 +87,9 @@ def capture_metadata(manifest: BatchManifest, lag_bytes: int | None, seconds: fl
         "rows": manifest.rows,
         PARTITION_ROW_COUNT: manifest.rows,
         "rows_by_table": dg.MetadataValue.json(by_table),
-        "rows_table": dg.MetadataValue.md("| table | insert | update | delete |\n|---|---|---|---|\n" + rows_md),
+        "rows_table": dg.MetadataValue.md(
+            "| table | insert | update | delete |\n|---|---|---|---|\n" + rows_md
+        ),
         "bytes_staged": manifest.bytes,
         **({"source_lag_bytes": lag_bytes} if lag_bytes is not None else {}),
         "source_lag_seconds": round((now_us - newest) / 1e6, 3) if newest else 0.0,
@@ -88,7 +101,8 @@ def build_changes_asset(specs: PipelineSpecs) -> dg.AssetsDefinition:
     pipeline = specs.pipeline
     key = resource_key(pipeline.name)
     spec = specs.changes.replace_attributes(
-        deps=[specs.source_key(t) for t in pipeline.tables], partitions_def=batch_partitions(pipeline.name))
+        deps=[specs.source_key(t) for t in pipeline.tables], partitions_def=batch_partitions(pipeline.name)
+    )
 
     @dg.multi_asset(
         name=f"{pipeline.name}__changes",
@@ -100,7 +114,9 @@ def build_changes_asset(specs: PipelineSpecs) -> dg.AssetsDefinition:
     def changes(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource = getattr(context.resources, key)
         batches = run_batches(context)
-        for batch_id in batches:  # a range (a backfill): in order, each batch captured once (a captured one is kept)
+        for (
+            batch_id
+        ) in batches:  # a range (a backfill): in order, each batch captured once (a captured one is kept)
             capture = _capture_snapshot if is_snapshot_batch(batch_id) else _capture_changes
             result = capture(context, specs, resource, batch_id)
         return _over_range(result, batches)
@@ -122,13 +138,18 @@ def _over_range(result: dg.MaterializeResult, batches: list[str]) -> dg.Material
     the last batch (its checkpoint), and which batches the run covered."""
     if len(batches) == 1:
         return result
-    metadata = {**(result.metadata or {}), "dbmazz/batches_in_run": len(batches),
-                "dbmazz/first_batch_in_run": batches[0], "dbmazz/last_batch_in_run": batches[-1]}
+    metadata = {
+        **(result.metadata or {}),
+        "dbmazz/batches_in_run": len(batches),
+        "dbmazz/first_batch_in_run": batches[0],
+        "dbmazz/last_batch_in_run": batches[-1],
+    }
     return dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
 
 
-def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource,
-                     batch_id: str) -> dg.MaterializeResult:
+def _capture_changes(
+    context: dg.AssetExecutionContext, specs: PipelineSpecs, resource, batch_id: str
+) -> dg.MaterializeResult:
     """A log batch: the planned range (checkpoint, upper bound], then the source is acknowledged."""
     changelog = resource.open_changelog()
     source = resource.connect_source()
@@ -139,8 +160,9 @@ def _capture_changes(context: dg.AssetExecutionContext, specs: PipelineSpecs, re
     return dg.MaterializeResult(asset_key=specs.changes_key, metadata=metadata)
 
 
-def capture_log_batch(context, specs: PipelineSpecs, source, changelog: ChangeLog,
-                      batch_id: str) -> tuple[BatchManifest, dict[str, object]]:
+def capture_log_batch(
+    context, specs: PipelineSpecs, source, changelog: ChangeLog, batch_id: str
+) -> tuple[BatchManifest, dict[str, object]]:
     """Capture a planned log batch with a connected source (a batch run's capture step, and each batch of a
     streaming run): its manifest and the checkpoint metadata its materialization records."""
     pipeline = specs.pipeline
@@ -148,9 +170,13 @@ def capture_log_batch(context, specs: PipelineSpecs, source, changelog: ChangeLo
     began = time.monotonic()
     try:
         schemas = source.table_schemas()
-        manifest = capture_range(source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values())
+        manifest = capture_range(
+            source, changelog, pipeline.name, start, end, batch_id=batch_id, tables=schemas.values()
+        )
         current = source.current_position()
-        lag = current.bytes_since(manifest.end)  # bytes of source log not captured yet, where the source can tell
+        lag = current.bytes_since(
+            manifest.end
+        )  # bytes of source log not captured yet, where the source can tell
     except TableChangedError as exc:
         raise _with_resync_hint(pipeline, exc) from None  # one error, its fix in Dagster terms
     _record_source_schemas(context, specs, schemas)
@@ -166,20 +192,25 @@ def _record_source_schemas(context, specs: PipelineSpecs, schemas) -> None:
 
 def _with_resync_hint(pipeline: PipelineConfig, exc: TableChangedError) -> TableChangedError:
     """The same error, its fix spelled out in Dagster terms: the re-sync job of this pipeline for that table."""
-    fix = (f"{exc.fix}; in Dagster: launch the job {resync_job_name(pipeline.name)} (it runs the setup) with run "
-           f"config tables: [{exc.table}], then re-run this partition (docs/operations.md, 'A re-created table')")
+    fix = (
+        f"{exc.fix}; in Dagster: launch the job {resync_job_name(pipeline.name)} (it runs the setup) with run "
+        f"config tables: [{exc.table}], then re-run this partition (docs/operations.md, 'A re-created table')"
+    )
     return TableChangedError(exc.table, exc.detail, fix)
 
 
-def _capture_snapshot(context: dg.AssetExecutionContext, specs: PipelineSpecs, resource,
-                      batch_id: str) -> dg.MaterializeResult:
+def _capture_snapshot(
+    context: dg.AssetExecutionContext, specs: PipelineSpecs, resource, batch_id: str
+) -> dg.MaterializeResult:
     """A snapshot batch: its planned chunks read into the change log; the checkpoint does not move."""
     pipeline = specs.pipeline
     changelog = resource.open_changelog()
     began = time.monotonic()
     source = resource.connect_source()
     try:
-        manifest = capture_snapshot_batch(source, changelog, pipeline.name, batch_id, pipeline.snapshot_settings())
+        manifest = capture_snapshot_batch(
+            source, changelog, pipeline.name, batch_id, pipeline.snapshot_settings()
+        )
     finally:
         source.disconnect()
     metadata = snapshot_metadata(changelog, manifest, time.monotonic() - began)
@@ -194,7 +225,8 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
     outs = {
         # explicit output names: two table names may clean to the same key's python identifier
         table_identifier(table): dg.AssetOut.from_spec(
-            specs.sinks[(sink, table)].replace_attributes(deps=[]), is_required=False)
+            specs.sinks[(sink, table)].replace_attributes(deps=[]), is_required=False
+        )
         for table in pipeline.tables
     }
     tables = {specs.sink_key(sink, table): table for table in pipeline.tables}
@@ -226,11 +258,19 @@ def build_sink_assets(specs: PipelineSpecs, sink: str) -> dg.AssetsDefinition:
                     raise  # the sink itself is gone: every other table would fail the same way; retried whole
                 except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
                     failed[table] = exc
-                    context.log.error(f"sink {sink}: table {table} failed to apply {exc.batch_id}: {exc.__cause__}")
+                    context.log.error(
+                        f"sink {sink}: table {table} failed to apply {exc.batch_id}: {exc.__cause__}"
+                    )
                     continue
-                yield _over_range(dg.MaterializeResult(asset_key=specs.sink_key(sink, table),
-                                                       metadata={**metadata, **guard.metadata}), batches)
-                guard.after_apply(context.instance, context.run.run_id, batches, context.log)  # a replay: freshness.py
+                yield _over_range(
+                    dg.MaterializeResult(
+                        asset_key=specs.sink_key(sink, table), metadata={**metadata, **guard.metadata}
+                    ),
+                    batches,
+                )
+                guard.after_apply(
+                    context.instance, context.run.run_id, batches, context.log
+                )  # a replay: freshness.py
         finally:
             target.disconnect()
         if failed:
@@ -257,14 +297,17 @@ class _BatchFailed(Exception):
         self.batch_id = batch_id
 
 
-def _apply_range(changelog: ChangeLog, target, specs: PipelineSpecs, manifests: list[BatchManifest], table: str,
-                 log) -> dict:
+def _apply_range(
+    changelog: ChangeLog, target, specs: PipelineSpecs, manifests: list[BatchManifest], table: str, log
+) -> dict:
     """Apply the run's batches to one table in order, each exactly once (an applied one is skipped by the
     sink); a failure stops the table there. The metadata: the last batch's, the table's after the last."""
     rows_written = 0
     for i, manifest in enumerate(manifests):
         try:
-            metadata = apply_table(changelog, target, specs, manifest, table, log, describe=i == len(manifests) - 1)
+            metadata = apply_table(
+                changelog, target, specs, manifest, table, log, describe=i == len(manifests) - 1
+            )
         except TransientError:
             raise
         except Exception as exc:
@@ -275,13 +318,24 @@ def _apply_range(changelog: ChangeLog, target, specs: PipelineSpecs, manifests: 
     return metadata
 
 
-def apply_table(changelog: ChangeLog, target, specs: PipelineSpecs, manifest: BatchManifest, table: str,
-                 log, describe: bool = True) -> dict:
+def apply_table(
+    changelog: ChangeLog,
+    target,
+    specs: PipelineSpecs,
+    manifest: BatchManifest,
+    table: str,
+    log,
+    describe: bool = True,
+) -> dict:
     """Apply one table's changes of the batch to the sink; its materialization metadata: what the batch did,
     then the table as the sink now holds it (Dagster's standard table metadata, see ``metadata.py``)."""
     entry = manifest.tables.get(table)
     if entry is None:
-        metadata: dict[str, object] = {"dbmazz/batch": manifest.batch_id, "rows_written": 0, PARTITION_ROW_COUNT: 0}
+        metadata: dict[str, object] = {
+            "dbmazz/batch": manifest.batch_id,
+            "rows_written": 0,
+            PARTITION_ROW_COUNT: 0,
+        }
     else:
         result = apply_batch(changelog, target, specs.pipeline.name, manifest.batch_id, tables=[table])[table]
         metadata = _apply_metadata(manifest.batch_id, result, entry)
@@ -303,11 +357,15 @@ def _sink_table_metadata(target, specs: PipelineSpecs, table: str, entry, log) -
     return sink_table_metadata(described, rows, specs.source_key(table), entry.schema if entry else None)
 
 
-def _tables_failed(sink: str, batches: list[str], selected: list[str], failed: dict[str, Exception]) -> SinkError:
+def _tables_failed(
+    sink: str, batches: list[str], selected: list[str], failed: dict[str, Exception]
+) -> SinkError:
     """One error naming every table that failed, at which batch and why; the other tables were applied."""
-    reasons = "; ".join(f"{table}: {type(exc.__cause__).__name__}: {exc.__cause__}"
-                        + (f" (at batch {exc.batch_id}; the batches before it were applied)" if len(batches) > 1 else "")
-                        for table, exc in failed.items())
+    reasons = "; ".join(
+        f"{table}: {type(exc.__cause__).__name__}: {exc.__cause__}"
+        + (f" (at batch {exc.batch_id}; the batches before it were applied)" if len(batches) > 1 else "")
+        for table, exc in failed.items()
+    )
     applied = len(selected) - len(failed)
     what = f"batch {batches[0]}" if len(batches) == 1 else f"batches {batches[0]} .. {batches[-1]}"
     error = SinkError(
@@ -337,7 +395,9 @@ def _apply_metadata(batch_id: str, result, entry) -> dict[str, object]:
     if result.high_water_version is not None:
         metadata["high_water_version"] = result.high_water_version
     if entry.max_commit_ts_us:
-        metadata["newest_source_commit"] = datetime.fromtimestamp(entry.max_commit_ts_us / 1e6, UTC).isoformat()
+        metadata["newest_source_commit"] = datetime.fromtimestamp(
+            entry.max_commit_ts_us / 1e6, UTC
+        ).isoformat()
         metadata["commit_to_visible_seconds"] = round((now_us - entry.max_commit_ts_us) / 1e6, 3)
     metadata.update({f"details/{k}": v for k, v in result.details.items()})
     return metadata

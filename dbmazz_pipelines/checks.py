@@ -1,6 +1,5 @@
 """Asset checks per sink table: row-count parity with the source, freshness, and whether its initial load is complete."""
 
-
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
@@ -44,8 +43,14 @@ def _parity(context, specs: PipelineSpecs, sink: str, table: str) -> dg.AssetChe
     finally:
         target.disconnect()
     if high_water is None or moved:
-        return _not_compared("not compared: " + ("nothing applied to the sink table yet" if high_water is None
-                                                 else "the sink applied a batch while it was counted"))
+        return _not_compared(
+            "not compared: "
+            + (
+                "nothing applied to the sink table yet"
+                if high_water is None
+                else "the sink applied a batch while it was counted"
+            )
+        )
     source = resource.connect_source()
     try:
         p0 = source.current_position().version
@@ -61,14 +66,27 @@ def _parity(context, specs: PipelineSpecs, sink: str, table: str) -> dg.AssetChe
         checkpoint = changelog.checkpoint(pipeline.name)
         return checkpoint.version if checkpoint is not None else 0
 
-    outcome = compare_counts(changelog=changelog, pipeline=pipeline.name, table=table, partitions=partitions,
-                             sink_rows=sink_rows, high_water=high_water, source_rows=source_rows, p0=p0, p1=p1,
-                             captured_to=captured_to, wait_seconds=_parity_wait(pipeline))
+    outcome = compare_counts(
+        changelog=changelog,
+        pipeline=pipeline.name,
+        table=table,
+        partitions=partitions,
+        sink_rows=sink_rows,
+        high_water=high_water,
+        source_rows=source_rows,
+        p0=p0,
+        p1=p1,
+        captured_to=captured_to,
+        wait_seconds=_parity_wait(pipeline),
+    )
     if outcome.passed is None:
         return _not_compared(outcome.reason, outcome.metadata)
-    return dg.AssetCheckResult(passed=outcome.passed, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={**outcome.metadata, "verdict": "equal" if outcome.passed else "differ"},
-                               description=outcome.reason)
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={**outcome.metadata, "verdict": "equal" if outcome.passed else "differ"},
+        description=outcome.reason,
+    )
 
 
 def _parity_wait(pipeline) -> float:
@@ -78,8 +96,12 @@ def _parity_wait(pipeline) -> float:
 
 def _not_compared(reason: str, metadata: dict | None = None) -> dg.AssetCheckResult:
     """Parity that could not compare: not a failure (lag is not damage), said in its description."""
-    return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, description=reason,
-                               metadata={**(metadata or {}), "verdict": "not compared"})
+    return dg.AssetCheckResult(
+        passed=True,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=reason,
+        metadata={**(metadata or {}), "verdict": "not compared"},
+    )
 
 
 def _snapshot_in_progress(instance, changelog, specs: PipelineSpecs, sink: str, table: str) -> str | None:
@@ -105,34 +127,63 @@ def _freshness(context, specs: PipelineSpecs, sink: str, table: str) -> dg.Asset
     instance = context.instance
     captured, _ = _latest_batch(instance, specs.changes_key)
     last = instance.get_latest_materialization_event(specs.sink_key(sink, table))
-    applied = last.asset_materialization.partition if last is not None and last.asset_materialization else None
+    applied = (
+        last.asset_materialization.partition if last is not None and last.asset_materialization else None
+    )
     warn, fail = pipeline.freshness_warn_seconds, pipeline.freshness_fail_seconds
-    metadata: dict = {"latest_captured_batch": captured or "", "latest_applied_batch": applied or "",
-                      "warn_after_seconds": warn, "fail_after_seconds": fail}
+    metadata: dict = {
+        "latest_captured_batch": captured or "",
+        "latest_applied_batch": applied or "",
+        "warn_after_seconds": warn,
+        "fail_after_seconds": fail,
+    }
     if last is None or last.asset_materialization is None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
-                                   description="nothing applied to the sink table yet")
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=metadata,
+            description="nothing applied to the sink table yet",
+        )
     age = round(now() - last.timestamp, 1)
     recorded = last.asset_materialization.metadata
     current_at = recorded.get(CURRENT_AT)
-    metadata.update({"last_updated": dg.MetadataValue.timestamp(last.timestamp), "seconds_since_update": age,
-                     **({"current_at": current_at.value} if current_at is not None else {}),
-                     **({"restated": recorded[RESTATED].value} if RESTATED in recorded else {})})
+    metadata.update(
+        {
+            "last_updated": dg.MetadataValue.timestamp(last.timestamp),
+            "seconds_since_update": age,
+            **({"current_at": current_at.value} if current_at is not None else {}),
+            **({"restated": recorded[RESTATED].value} if RESTATED in recorded else {}),
+        }
+    )
     since = f"last known current {age:.0f} s ago (batch {applied}" + (
-        f", source idle at {current_at.value})" if current_at is not None else ")")
+        f", source idle at {current_at.value})" if current_at is not None else ")"
+    )
     if not fail:
-        return dg.AssetCheckResult(passed=True, metadata=metadata,
-                                   description=f"{since}; no freshness policy (freshness_fail_seconds: 0)")
+        return dg.AssetCheckResult(
+            passed=True,
+            metadata=metadata,
+            description=f"{since}; no freshness policy (freshness_fail_seconds: 0)",
+        )
     if age >= fail:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
-                                   description=f"{since}: past freshness_fail_seconds ({fail} s)")
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=metadata,
+            description=f"{since}: past freshness_fail_seconds ({fail} s)",
+        )
     if warn and age >= warn:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
-                                   description=f"{since}: past freshness_warn_seconds ({warn} s)")
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=metadata,
+            description=f"{since}: past freshness_warn_seconds ({warn} s)",
+        )
     return dg.AssetCheckResult(passed=True, metadata=metadata, description=since)
 
 
-def _initial_load(context, specs: PipelineSpecs, sink: str, table: str, changelog=None) -> dg.AssetCheckResult:
+def _initial_load(
+    context, specs: PipelineSpecs, sink: str, table: str, changelog=None
+) -> dg.AssetCheckResult:
     """Passes once every batch of a whole-table snapshot of the table (its initial load, or a later full
     re-sync) is applied to this sink table; until then it reports the progress."""
     pipeline = specs.pipeline
@@ -141,20 +192,29 @@ def _initial_load(context, specs: PipelineSpecs, sink: str, table: str, changelo
     progress = load_progress(context.instance, changelog, pipeline.name, table, specs.sink_key(sink, table))
     if progress is None:
         return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"progress": "no snapshot planned"},
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"progress": "no snapshot planned"},
             description="no initial load planned yet: the capture sensor plans it when it sets the source up or "
-                        "finds the table in the configuration (is the sensor running?)",
+            "finds the table in the configuration (is the sensor running?)",
         )
     plan = progress.plan
     return dg.AssetCheckResult(
         passed=progress.complete,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"snapshot": plan.snapshot_id, "reason": plan.reason,
-                  "progress": f"{progress.applied} of {progress.needed} batches",
-                  "batches_applied": progress.applied, "batches": progress.needed},
-        description=(f"{plan.reason} complete" if progress.complete else
-                     f"{plan.reason} in progress: {progress.applied} of {progress.needed} batches applied "
-                     "(a failed batch waits for a re-run of its partition)"),
+        metadata={
+            "snapshot": plan.snapshot_id,
+            "reason": plan.reason,
+            "progress": f"{progress.applied} of {progress.needed} batches",
+            "batches_applied": progress.applied,
+            "batches": progress.needed,
+        },
+        description=(
+            f"{plan.reason} complete"
+            if progress.complete
+            else f"{plan.reason} in progress: {progress.applied} of {progress.needed} batches applied "
+            "(a failed batch waits for a re-run of its partition)"
+        ),
     )
 
 
@@ -164,23 +224,54 @@ def build_sink_checks(specs: PipelineSpecs) -> list[dg.AssetChecksDefinition]:
     for sink in pipeline.sinks:
         for table in pipeline.tables:
             asset = specs.sink_key(sink, table)
-            checks.append(_make_check(specs, sink, table, asset, "row_count_parity", _parity,
-                                      "the sink's row count equals the source's at the same position "
-                                      "(carried over the captured changes it has not applied yet)", expensive=True))
-            checks.append(_make_check(specs, sink, table, asset, "freshness", _freshness,
-                                      "the sink table was known current within freshness_warn_seconds (warning) "
-                                      "and freshness_fail_seconds (error): what its freshness policy reads"))
-            checks.append(_make_check(specs, sink, table, asset, "initial_load", _initial_load,
-                                      "every batch of the table's initial load (a whole-table snapshot) is applied"))
+            checks.append(
+                _make_check(
+                    specs,
+                    sink,
+                    table,
+                    asset,
+                    "row_count_parity",
+                    _parity,
+                    "the sink's row count equals the source's at the same position "
+                    "(carried over the captured changes it has not applied yet)",
+                    expensive=True,
+                )
+            )
+            checks.append(
+                _make_check(
+                    specs,
+                    sink,
+                    table,
+                    asset,
+                    "freshness",
+                    _freshness,
+                    "the sink table was known current within freshness_warn_seconds (warning) "
+                    "and freshness_fail_seconds (error): what its freshness policy reads",
+                )
+            )
+            checks.append(
+                _make_check(
+                    specs,
+                    sink,
+                    table,
+                    asset,
+                    "initial_load",
+                    _initial_load,
+                    "every batch of the table's initial load (a whole-table snapshot) is applied",
+                )
+            )
     return checks
 
 
 def _make_check(specs, sink, table, asset, name, body, description, expensive=False):
     pipeline = specs.pipeline
+
     # an explicit op name: Dagster's default is built from the asset key, which two tables may share once
     # cleaned (public.a_b, public_a.b) and which is not a valid name for a table with a space
     @dg.multi_asset_check(
-        specs=[dg.AssetCheckSpec(name, asset=asset, description=description, metadata={TABLE_METADATA: table})],
+        specs=[
+            dg.AssetCheckSpec(name, asset=asset, description=description, metadata={TABLE_METADATA: table})
+        ],
         name=f"{pipeline.name}__{sink}__{table_identifier(table)}__{name}",
         required_resource_keys={resource_key(pipeline.name)},
         can_subset=True,
@@ -208,12 +299,21 @@ def cheap_evaluations(context, specs: PipelineSpecs) -> list[dg.AssetCheckEvalua
         for table in specs.pipeline.tables:
             key = specs.sink_key(sink, table)
             for name in CHEAP_CHECKS:
-                result = (_freshness(context, specs, sink, table) if name == "freshness"
-                          else _initial_load(context, specs, sink, table, changelog))
-                evaluations.append(dg.AssetCheckEvaluation(
-                    asset_key=key, check_name=name, passed=result.passed, severity=result.severity,
-                    metadata=result.metadata, description=result.description,
-                ))
+                result = (
+                    _freshness(context, specs, sink, table)
+                    if name == "freshness"
+                    else _initial_load(context, specs, sink, table, changelog)
+                )
+                evaluations.append(
+                    dg.AssetCheckEvaluation(
+                        asset_key=key,
+                        check_name=name,
+                        passed=result.passed,
+                        severity=result.severity,
+                        metadata=result.metadata,
+                        description=result.description,
+                    )
+                )
     return evaluations
 
 
@@ -246,7 +346,9 @@ def carried_parity(context, specs: PipelineSpecs, carried: set) -> list[dg.Asset
     instance = context.instance
     evaluations = []
     for key in specs.sink_keys:
-        history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, PARITY), limit=1)
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(key, PARITY), limit=1
+        )
         record = history[0] if history else None
         if record is None or record.run_id == context.run.run_id or record.event is None:
             continue
@@ -257,11 +359,18 @@ def carried_parity(context, specs: PipelineSpecs, carried: set) -> list[dg.Asset
         evaluation = record.evaluation
         assert evaluation is not None
         origin = evaluation.metadata.get(CARRIED_FROM)
-        evaluations.append(dg.AssetCheckEvaluation(
-            asset_key=key, check_name=PARITY, passed=evaluation.passed, severity=evaluation.severity,
-            description=evaluation.description,
-            metadata={**evaluation.metadata,
-                      CARRIED_FROM: origin.value if origin is not None else record.run_id,
-                      "dbmazz/evaluated_at": dg.MetadataValue.timestamp(record.event.timestamp)},
-        ))
+        evaluations.append(
+            dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=PARITY,
+                passed=evaluation.passed,
+                severity=evaluation.severity,
+                description=evaluation.description,
+                metadata={
+                    **evaluation.metadata,
+                    CARRIED_FROM: origin.value if origin is not None else record.run_id,
+                    "dbmazz/evaluated_at": dg.MetadataValue.timestamp(record.event.timestamp),
+                },
+            )
+        )
     return evaluations

@@ -38,7 +38,8 @@ from .translator import DbmazzAssetData, DbmazzTranslator
 __all__ = ["DbmazzPipelineComponent", "DbmazzPipelineScaffolder"]
 
 _ENV_TEMPLATE = re.compile(
-    r"\{\{\s*env(?:\.([A-Za-z_][A-Za-z0-9_]*)|\(\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\))\s*\}\}")
+    r"\{\{\s*env(?:\.([A-Za-z_][A-Za-z0-9_]*)|\(\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\))\s*\}\}"
+)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -63,16 +64,40 @@ def _sinks(context: dg.ResolutionContext, value: Any) -> dict[str, dict[str, Any
     return {str(name): _keep_env_references(context, config or {}) for name, config in (value or {}).items()}
 
 
-Connector = Annotated[dict[str, Any], dg.Resolver(
-    _connector, model_field_type=dict[str, Any], inject_before_resolve=False,
-    description=("a connector: type or url, password as \"{{ env.VAR }}\", and its options (its README); "
-                 "{{ env.VAR }} is kept as a reference, resolved in the run"))]
-Sinks = Annotated[dict[str, dict[str, Any]], dg.Resolver(
-    _sinks, model_field_type=dict[str, dict[str, Any]], inject_before_resolve=False,
-    description="sink name -> sink connector (duckdb, clickhouse, postgres), like the source")]
-Translation = Annotated[TranslationFn[DbmazzAssetData], TranslationFnResolver[DbmazzAssetData](
-    lambda data: {"data": data, "role": str(data.role), "table": data.table, "table_name": data.table_name,
-                  "sink": data.sink, "pipeline": data.pipeline_name})]
+Connector = Annotated[
+    dict[str, Any],
+    dg.Resolver(
+        _connector,
+        model_field_type=dict[str, Any],
+        inject_before_resolve=False,
+        description=(
+            'a connector: type or url, password as "{{ env.VAR }}", and its options (its README); '
+            "{{ env.VAR }} is kept as a reference, resolved in the run"
+        ),
+    ),
+]
+Sinks = Annotated[
+    dict[str, dict[str, Any]],
+    dg.Resolver(
+        _sinks,
+        model_field_type=dict[str, dict[str, Any]],
+        inject_before_resolve=False,
+        description="sink name -> sink connector (duckdb, clickhouse, postgres), like the source",
+    ),
+]
+Translation = Annotated[
+    TranslationFn[DbmazzAssetData],
+    TranslationFnResolver[DbmazzAssetData](
+        lambda data: {
+            "data": data,
+            "role": str(data.role),
+            "table": data.table,
+            "table_name": data.table_name,
+            "sink": data.sink,
+            "pipeline": data.pipeline_name,
+        }
+    ),
+]
 
 
 class _YamlTranslator(DbmazzTranslator):
@@ -89,29 +114,55 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
     """A dbmazz CDC pipeline: a source's tables replicated into one or more sinks through a change log, as
     a capture sensor, batch partitions, source/changes/sink-table assets, checks and a re-sync job."""
 
-    name: str | None = Field(None, description="pipeline name (letters, digits, underscores); default: the folder's")
+    name: str | None = Field(
+        None, description="pipeline name (letters, digits, underscores); default: the folder's"
+    )
     source: Connector
     tables: list[str] = Field(description="the source tables replicated, as schema.table")
     sinks: Sinks
-    changelog: str = Field(DEFAULT_CHANGELOG, description="change-log root: a folder or a filesystem URI (s3://...)")
+    changelog: str = Field(
+        DEFAULT_CHANGELOG, description="change-log root: a folder or a filesystem URI (s3://...)"
+    )
     poll_interval_seconds: int = Field(5, description="how often the capture sensor polls the source")
     retention_batches: int = Field(2000, description="applied batches kept in the change log")
     check_interval_minutes: int = Field(15, description="how often the sink tables' asset checks run")
-    snapshot: dict[str, Any] | None = Field(None, description="chunk_rows, chunks_per_batch, parallelism of snapshots")
-    run_mode: Literal["batch", "stream"] = Field("stream", description=(
-        "stream (default): a long-lived run per pipeline captures and applies a batch every "
-        "stream_interval_seconds; batch: one run per batch"))
+    snapshot: dict[str, Any] | None = Field(
+        None, description="chunk_rows, chunks_per_batch, parallelism of snapshots"
+    )
+    run_mode: Literal["batch", "stream"] = Field(
+        "stream",
+        description=(
+            "stream (default): a long-lived run per pipeline captures and applies a batch every "
+            "stream_interval_seconds; batch: one run per batch"
+        ),
+    )
     stream_minutes: int = Field(10, description="how long one streaming run lives before it ends cleanly")
     stream_interval_seconds: float = Field(1.0, description="how often a streaming run captures a batch")
-    max_batch_bytes: int = Field(256 * 1024 * 1024, description=(
-        "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries; 0: no cap"))
-    freshness_warn_seconds: int = Field(120, description=(
-        "a sink table not known current for this long is WARN in its Dagster freshness policy (0: no warning)"))
-    freshness_fail_seconds: int = Field(600, description=(
-        "a sink table not known current for this long is FAIL in its Dagster freshness policy (0: no policy)"))
-    translation: Translation | None = Field(None, description=(
-        "asset attributes (group_name, owners, tags, key, description, ...) applied over every asset's default "
-        "spec; templates see role (source_table, changes, sink_table), pipeline, table, table_name, sink, spec"))
+    max_batch_bytes: int = Field(
+        256 * 1024 * 1024,
+        description=(
+            "the most source log (WAL or binlog bytes) one batch covers, cut at transaction boundaries; 0: no cap"
+        ),
+    )
+    freshness_warn_seconds: int = Field(
+        120,
+        description=(
+            "a sink table not known current for this long is WARN in its Dagster freshness policy (0: no warning)"
+        ),
+    )
+    freshness_fail_seconds: int = Field(
+        600,
+        description=(
+            "a sink table not known current for this long is FAIL in its Dagster freshness policy (0: no policy)"
+        ),
+    )
+    translation: Translation | None = Field(
+        None,
+        description=(
+            "asset attributes (group_name, owners, tags, key, description, ...) applied over every asset's default "
+            "spec; templates see role (source_table, changes, sink_table), pipeline, table, table_name, sink, spec"
+        ),
+    )
 
     def get_translator(self) -> DbmazzTranslator:
         """The translator of the pipeline's asset specs; override in a subclass to change keys, groups, owners."""
@@ -121,19 +172,25 @@ class DbmazzPipelineComponent(dg.Component, dg.Resolvable, dg.Model):
         """The attributes as a validated ``PipelineConfig``; invalid ones and passwords in clear are refused."""
         name = self.name or default_name
         if not _NAME.match(name):
-            raise ConfigError(f"expected a pipeline name of letters, digits and underscores, got {name!r}",
-                              hint="set attributes.name, or rename the folder holding defs.yaml")
+            raise ConfigError(
+                f"expected a pipeline name of letters, digits and underscores, got {name!r}",
+                hint="set attributes.name, or rename the folder holding defs.yaml",
+            )
         body = {k: v for k, v in self.model_dump(exclude={"name", "translation"}).items() if v is not None}
         try:
             pipeline = PipelineConfig(name=name, **body)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
-                                 for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
             raise ConfigError(f"pipeline {name!r} is invalid: {problems}") from None
         leaked = literal_passwords(pipeline)
         if leaked:
-            raise ConfigError(f"pipeline {name}: the {' and '.join(leaked)} config holds a password in clear",
-                              hint='write it as "{{ env.VAR }}" and set VAR in the environment of Dagster')
+            raise ConfigError(
+                f"pipeline {name}: the {' and '.join(leaked)} config holds a password in clear",
+                hint='write it as "{{ env.VAR }}" and set VAR in the environment of Dagster',
+            )
         return pipeline
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -151,7 +208,9 @@ class ScaffoldParams(BaseModel):
     """``dg scaffold defs dbmazz_pipelines.DbmazzPipelineComponent <path> --source-url ... --tables ...``"""
 
     source_url: str | None = Field(None, description="the source's url, without its password")
-    password_env: str | None = Field(None, description="the environment variable holding the source's password")
+    password_env: str | None = Field(
+        None, description="the environment variable holding the source's password"
+    )
     tables: str | None = Field(None, description="comma-separated schema.table names")
     sink_url: str | None = Field(None, description="the sink's url (duckdb:///file.duckdb, clickhouse://...)")
 
@@ -171,15 +230,20 @@ class DbmazzPipelineScaffolder(dg.Scaffolder[ScaffoldParams]):
         sink_url = params.sink_url or f"duckdb:///.dbmazz/{name}.duckdb"
         sink_name = sink_url.split(":", 1)[0] if _NAME.match(sink_url.split(":", 1)[0]) else "sink"
         tables = [t.strip() for t in (params.tables or "public.orders").split(",") if t.strip()]
-        scaffold_component(request, {
-            "source": {
-                "url": params.source_url or f"postgresql://dbmazz@localhost:5432/{name}",
-                "password": "{{ env." + (params.password_env or f"{name.upper()}_SOURCE_PASSWORD") + " }}",
+        scaffold_component(
+            request,
+            {
+                "source": {
+                    "url": params.source_url or f"postgresql://dbmazz@localhost:5432/{name}",
+                    "password": "{{ env."
+                    + (params.password_env or f"{name.upper()}_SOURCE_PASSWORD")
+                    + " }}",
+                },
+                "tables": tables,
+                "sinks": {sink_name: {"url": sink_url}},
+                "changelog": "./.dbmazz/changelog",
             },
-            "tables": tables,
-            "sinks": {sink_name: {"url": sink_url}},
-            "changelog": "./.dbmazz/changelog",
-        })
+        )
 
 
 DbmazzPipelineComponent = dg.scaffold_with(DbmazzPipelineScaffolder)(DbmazzPipelineComponent)

@@ -40,7 +40,9 @@ LIVE_PRIORITY = "10"  # of batch runs in the run queue; a UI backfill's runs hav
 
 def pipelines_configured() -> bool:
     """Whether ``load_pipeline_configs`` finds any configuration (else it raises)."""
-    return bool(os.environ.get("DBMAZZ_PIPELINES") or os.path.exists("pipelines.yaml") or os.environ.get("SOURCE_URL"))
+    return bool(
+        os.environ.get("DBMAZZ_PIPELINES") or os.path.exists("pipelines.yaml") or os.environ.get("SOURCE_URL")
+    )
 
 
 def configured_definitions(translator: DbmazzTranslator | None = None) -> dg.Definitions:
@@ -120,19 +122,34 @@ class _Objects:
     def definitions(self) -> dg.Definitions:
         # in-process by default, for the runs Dagster builds itself (UI backfills, materializations): a batch's
         # steps take a second or less, a process per step several (docs/dagster.md, "Backfills")
-        return dg.Definitions(assets=self.assets, jobs=self.jobs, schedules=self.schedules, sensors=self.sensors,
-                              asset_checks=self.checks, resources=self.resources,
-                              executor=dg.in_process_executor if self.assets else None)
+        return dg.Definitions(
+            assets=self.assets,
+            jobs=self.jobs,
+            schedules=self.schedules,
+            sensors=self.sensors,
+            asset_checks=self.checks,
+            resources=self.resources,
+            executor=dg.in_process_executor if self.assets else None,
+        )
 
 
 def _validated_objects(pipeline: PipelineConfig, translator: DbmazzTranslator | None) -> _Objects:
     """The pipeline's objects, loaded by Dagster on their own: any error here is this pipeline's alone."""
-    for label, config in [("source", pipeline.source), *((f"sink {n}", c) for n, c in pipeline.sinks.items())]:
+    for label, config in [
+        ("source", pipeline.source),
+        *((f"sink {n}", c) for n, c in pipeline.sinks.items()),
+    ]:
         _check_connector(pipeline.name, label, config)
     check_table_keys(list(pipeline.tables))
     assets, jobs, schedule, sensor, checks = _pipeline_objects(PipelineSpecs.resolve(pipeline, translator))
-    objects = _Objects(assets, jobs, [schedule], [sensor], checks,
-                       {resource_key(pipeline.name): DbmazzPipelineResource.for_pipeline(pipeline)})
+    objects = _Objects(
+        assets,
+        jobs,
+        [schedule],
+        [sensor],
+        checks,
+        {resource_key(pipeline.name): DbmazzPipelineResource.for_pipeline(pipeline)},
+    )
     objects.definitions().get_repository_def()  # Dagster's own validation (names, keys, jobs), for this pipeline
     return objects
 
@@ -145,11 +162,17 @@ def _check_connector(pipeline: str, label: str, config: dict) -> None:
         return  # the url comes from the environment (SOURCE_URL): its scheme is known when a connector is built
     if name is None:
         scheme = urlsplit(str(config.get("url", ""))).scheme.split("+")[0].lower()
-        name = connector_for_scheme(scheme) if scheme else (label.split(" ", 1)[1] if kind == "sink" else None)
+        name = (
+            connector_for_scheme(scheme) if scheme else (label.split(" ", 1)[1] if kind == "sink" else None)
+        )
         if name is None:
-            raise ConfigError(f"pipeline {pipeline}: expected a 'type' or a url with a known scheme "
-                              f"({', '.join(sorted(SCHEMES))}) for the {label}, got {scheme or 'neither'!r}")
-    (source_class if kind == "source" else sink_class)(str(name))  # UnknownConnectorError names the known ones
+            raise ConfigError(
+                f"pipeline {pipeline}: expected a 'type' or a url with a known scheme "
+                f"({', '.join(sorted(SCHEMES))}) for the {label}, got {scheme or 'neither'!r}"
+            )
+    (source_class if kind == "source" else sink_class)(
+        str(name)
+    )  # UnknownConnectorError names the known ones
 
 
 def _broken_pipeline(name: str, error: Exception) -> _Objects:
@@ -159,18 +182,28 @@ def _broken_pipeline(name: str, error: Exception) -> _Objects:
     message = redact(f"pipeline {name} is not loaded: {type(error).__name__}: {error}")
     _log.error(message)
 
-    @dg.sensor(name=sensor_name(safe), default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
-               description=f"pipeline {name} could not be loaded; this sensor fails with the reason until it is fixed")
+    @dg.sensor(
+        name=sensor_name(safe),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description=f"pipeline {name} could not be loaded; this sensor fails with the reason until it is fixed",
+    )
     def broken(context: dg.SensorEvaluationContext):
         raise ConfigError(message, hint="fix the pipeline's configuration and reload the code location")
 
-    spec = dg.AssetSpec(dg.AssetKey([safe, "configuration"]), group_name=safe, description=message, kinds={"dbmazz"},
-                        metadata={"dbmazz/error": message, PIPELINE_TAG: name})
+    spec = dg.AssetSpec(
+        dg.AssetKey([safe, "configuration"]),
+        group_name=safe,
+        description=message,
+        kinds={"dbmazz"},
+        metadata={"dbmazz/error": message, PIPELINE_TAG: name},
+    )
     return _Objects(assets=[spec], sensors=[broken])
 
 
-def build_definitions(pipelines: Mapping[str, PipelineConfig | Exception],
-                      translator: DbmazzTranslator | None = None) -> dg.Definitions:
+def build_definitions(
+    pipelines: Mapping[str, PipelineConfig | Exception], translator: DbmazzTranslator | None = None
+) -> dg.Definitions:
     """Dagster definitions of every pipeline, their assets' specs from ``translator`` (default:
     ``DbmazzTranslator()``). A pipeline given as an error, or whose objects fail to build or to validate,
     becomes a failing sensor and an asset describing the error; the others still load."""

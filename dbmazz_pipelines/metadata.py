@@ -16,9 +16,19 @@ import dagster as dg
 
 from dbmazz_connectors.core.schema import TableSchema
 
-__all__ = ["source_column_schema", "SinkTable", "describe_sink_table", "sink_table_metadata",
-           "source_schema_events", "BOOKKEEPING_PREFIX",
-           "COLUMN_SCHEMA", "COLUMN_LINEAGE", "ROW_COUNT", "PARTITION_ROW_COUNT", "TABLE_NAME"]
+__all__ = [
+    "source_column_schema",
+    "SinkTable",
+    "describe_sink_table",
+    "sink_table_metadata",
+    "source_schema_events",
+    "BOOKKEEPING_PREFIX",
+    "COLUMN_SCHEMA",
+    "COLUMN_LINEAGE",
+    "ROW_COUNT",
+    "PARTITION_ROW_COUNT",
+    "TABLE_NAME",
+]
 
 # Dagster's standard keys (the UI shows them on the asset's page, the catalog searches them)
 COLUMN_SCHEMA = "dagster/column_schema"
@@ -34,18 +44,24 @@ def source_column_schema(schema: TableSchema) -> dg.TableSchema:
     """The source table's columns: the source's own type names, the primary key (not null). Nothing is said
     of the other columns' nullability: sources report it for key columns only."""
     key = set(schema.primary_key)
-    return dg.TableSchema(columns=[
-        dg.TableColumn(
-            c.name, type=c.source_type or str(c.type),
-            description="primary key" if c.name in key else None,
-            constraints=dg.TableColumnConstraints(nullable=False, unique=len(key) == 1) if c.name in key else None,
-        )
-        for c in schema.columns
-    ])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name,
+                type=c.source_type or str(c.type),
+                description="primary key" if c.name in key else None,
+                constraints=dg.TableColumnConstraints(nullable=False, unique=len(key) == 1)
+                if c.name in key
+                else None,
+            )
+            for c in schema.columns
+        ]
+    )
 
 
-def source_schema_events(keys: Mapping[str, dg.AssetKey], schemas: Mapping[str, TableSchema],
-                         instance: dg.DagsterInstance) -> list[dg.AssetMaterialization]:
+def source_schema_events(
+    keys: Mapping[str, dg.AssetKey], schemas: Mapping[str, TableSchema], instance: dg.DagsterInstance
+) -> list[dg.AssetMaterialization]:
     """A materialization of each source table whose column schema differs from the last one recorded (or none
     was): the source table, written by its applications, changed shape. Recorded as a materialization, not an
     observation, because the UI's *Columns* panel and column lineage read the latest materialization."""
@@ -57,11 +73,13 @@ def source_schema_events(keys: Mapping[str, dg.AssetKey], schemas: Mapping[str, 
         columns = source_column_schema(schema)
         if _last_recorded_schema(instance, key) == columns:
             continue
-        events.append(dg.AssetMaterialization(
-            asset_key=key,
-            description="the source table's columns as capture read them (recorded when they change)",
-            metadata={COLUMN_SCHEMA: columns, TABLE_NAME: table, "dbmazz/table": table},
-        ))
+        events.append(
+            dg.AssetMaterialization(
+                asset_key=key,
+                description="the source table's columns as capture read them (recorded when they change)",
+                metadata={COLUMN_SCHEMA: columns, TABLE_NAME: table, "dbmazz/table": table},
+            )
+        )
     return events
 
 
@@ -82,13 +100,23 @@ class SinkTable:
 
     def column_schema(self, primary_key: Iterable[str] = ()) -> dg.TableSchema:
         key = set(primary_key)
-        return dg.TableSchema(columns=[
-            dg.TableColumn(name, type=native,
-                           description=("dbmazz bookkeeping" if name.startswith(BOOKKEEPING_PREFIX)
-                                        else "primary key" if name in key else None),
-                           constraints=dg.TableColumnConstraints(nullable=nullable))
-            for name, native, nullable in self.columns
-        ])
+        return dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name,
+                    type=native,
+                    description=(
+                        "dbmazz bookkeeping"
+                        if name.startswith(BOOKKEEPING_PREFIX)
+                        else "primary key"
+                        if name in key
+                        else None
+                    ),
+                    constraints=dg.TableColumnConstraints(nullable=nullable),
+                )
+                for name, native, nullable in self.columns
+            ]
+        )
 
 
 def describe_sink_table(sink, table: str) -> SinkTable | None:
@@ -106,20 +134,30 @@ def describe_sink_table(sink, table: str) -> SinkTable | None:
         rows = sink.fetchall(
             "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            (state.target_schema, state.target_name))
-        columns = tuple((name, str(native), str(nullable).upper() == "YES") for name, native, nullable in rows)
+            (state.target_schema, state.target_name),
+        )
+        columns = tuple(
+            (name, str(native), str(nullable).upper() == "YES") for name, native, nullable in rows
+        )
         return SinkTable(f"{database}.{state.target_schema}.{state.target_name}", columns)
     if hasattr(state, "target") and hasattr(sink, "query_rows"):
         database = sink.query_rows("SELECT currentDatabase()")[0][0]
-        rows = sink.query_rows("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
-                               "AND table = %(t)s ORDER BY position", {"t": state.target})
+        rows = sink.query_rows(
+            "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+            "AND table = %(t)s ORDER BY position",
+            {"t": state.target},
+        )
         columns = tuple((name, str(native), str(native).startswith("Nullable(")) for name, native in rows)
         return SinkTable(f"{database}.{state.target}", columns)
     return None
 
 
-def sink_table_metadata(described: SinkTable | None, row_count: int | None, source_key: dg.AssetKey,
-                        source_schema: TableSchema | None) -> dict[str, object]:
+def sink_table_metadata(
+    described: SinkTable | None,
+    row_count: int | None,
+    source_key: dg.AssetKey,
+    source_schema: TableSchema | None,
+) -> dict[str, object]:
     """``dagster/table_name``, ``dagster/column_schema``, ``dagster/row_count`` and ``dagster/column_lineage``
     (each replicated column from the source column of the same name) of one sink table."""
     metadata: dict[str, object] = {}
@@ -128,10 +166,16 @@ def sink_table_metadata(described: SinkTable | None, row_count: int | None, sour
     if described is None:
         return metadata
     source_columns = set(source_schema.column_names) if source_schema is not None else None
-    replicated = [name for name, _, _ in described.columns if not name.startswith(BOOKKEEPING_PREFIX)
-                  and (source_columns is None or name in source_columns)]
+    replicated = [
+        name
+        for name, _, _ in described.columns
+        if not name.startswith(BOOKKEEPING_PREFIX) and (source_columns is None or name in source_columns)
+    ]
     lineage = dg.TableColumnLineage(
-        {name: [dg.TableColumnDep(asset_key=source_key, column_name=name)] for name in replicated})
+        {name: [dg.TableColumnDep(asset_key=source_key, column_name=name)] for name in replicated}
+    )
     key = source_schema.primary_key if source_schema is not None else ()
-    metadata.update({TABLE_NAME: described.name, COLUMN_SCHEMA: described.column_schema(key), COLUMN_LINEAGE: lineage})
+    metadata.update(
+        {TABLE_NAME: described.name, COLUMN_SCHEMA: described.column_schema(key), COLUMN_LINEAGE: lineage}
+    )
     return metadata

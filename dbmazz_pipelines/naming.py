@@ -25,9 +25,25 @@ from dbmazz_connectors.core import ConfigError
 from dbmazz_connectors.core.registry import connector_for_scheme
 
 __all__ = [
-    "resource_key", "changes_key", "source_key", "sink_key", "batch_partitions", "job_name", "sensor_name",
-    "sink_kind", "source_kind", "resync_job_name", "PIPELINE_TAG", "KIND_TAG", "PARTITION_TAG",
-    "table_key_part", "pool_name", "table_identifier", "check_table_keys", "safe_name", "TABLE_METADATA",
+    "resource_key",
+    "changes_key",
+    "source_key",
+    "sink_key",
+    "batch_partitions",
+    "job_name",
+    "sensor_name",
+    "sink_kind",
+    "source_kind",
+    "resync_job_name",
+    "PIPELINE_TAG",
+    "KIND_TAG",
+    "PARTITION_TAG",
+    "table_key_part",
+    "pool_name",
+    "table_identifier",
+    "check_table_keys",
+    "safe_name",
+    "TABLE_METADATA",
 ]
 
 PIPELINE_TAG = "dbmazz/pipeline"
@@ -75,8 +91,11 @@ def check_table_keys(tables: list[str]) -> None:
     for table in tables:
         other = seen.setdefault(table_key_part(table), table)
         if other != table:
-            raise ConfigError(f"expected distinct Dagster keys for tables {other!r} and {table!r}, both map to "
-                              f"{table_key_part(table)!r}", hint="list the tables in two pipelines")
+            raise ConfigError(
+                f"expected distinct Dagster keys for tables {other!r} and {table!r}, both map to "
+                f"{table_key_part(table)!r}",
+                hint="list the tables in two pipelines",
+            )
 
 
 def resource_key(pipeline: str) -> str:

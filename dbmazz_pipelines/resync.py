@@ -28,24 +28,36 @@ class ResyncConfig(dg.Config):
     tables: list[str] = Field(default_factory=list, description="tables to re-sync (default: every table)")
     lower: list[Any] | None = Field(None, description="re-sync only keys >= this (one table only)")
     upper: list[Any] | None = Field(None, description="re-sync only keys < this (one table only)")
-    after_lost_log: bool = Field(False, description=(
-        "the source lost the log the pipeline needed (an invalidated slot, dropped as `dbmazz check` prints; a "
-        "purged binlog): capture restarts where the new change stream starts, and every table is re-synced"))
+    after_lost_log: bool = Field(
+        False,
+        description=(
+            "the source lost the log the pipeline needed (an invalidated slot, dropped as `dbmazz check` prints; a "
+            "purged binlog): capture restarts where the new change stream starts, and every table is re-synced"
+        ),
+    )
 
 
 def _tables_and_range(pipeline: PipelineConfig, config: ResyncConfig) -> tuple[list[str], KeyRange]:
     tables = list(config.tables) or list(pipeline.tables)
     unknown = [t for t in tables if t not in pipeline.tables]
     if unknown:
-        raise ConfigError(f"expected tables of pipeline {pipeline.name} ({', '.join(pipeline.tables)}), "
-                          f"got {', '.join(unknown)}")
-    key_range = KeyRange(tuple(config.lower) if config.lower else None, tuple(config.upper) if config.upper else None)
+        raise ConfigError(
+            f"expected tables of pipeline {pipeline.name} ({', '.join(pipeline.tables)}), "
+            f"got {', '.join(unknown)}"
+        )
+    key_range = KeyRange(
+        tuple(config.lower) if config.lower else None, tuple(config.upper) if config.upper else None
+    )
     if not key_range.is_full and len(tables) != 1:
-        raise ConfigError(f"expected one table with a key range (lower/upper), got {len(tables)}",
-                          hint="name the table in tables: [schema.table]")
+        raise ConfigError(
+            f"expected one table with a key range (lower/upper), got {len(tables)}",
+            hint="name the table in tables: [schema.table]",
+        )
     if config.after_lost_log and (config.tables or not key_range.is_full):
-        raise ConfigError("expected no tables and no key range with after_lost_log (every table is re-synced), "
-                          f"got tables {list(config.tables)} and key range {key_range}")
+        raise ConfigError(
+            "expected no tables and no key range with after_lost_log (every table is re-synced), "
+            f"got tables {list(config.tables)} and key range {key_range}"
+        )
     return tables, key_range
 
 
@@ -74,22 +86,38 @@ def build_resync_job(pipeline: PipelineConfig) -> dg.JobDefinition:
         source = resource.connect_source()
         try:
             if config.after_lost_log:
-                plan = restart_after_lost_log(source, changelog, pipeline.name, tables, pipeline.snapshot_settings())
+                plan = restart_after_lost_log(
+                    source, changelog, pipeline.name, tables, pipeline.snapshot_settings()
+                )
             else:
-                set_up_source(source)  # a table re-created or added: back into the capture before the floor is read
-                plan = plan_snapshot(source, changelog, pipeline.name, tables, pipeline.snapshot_settings(),
-                                     key_range=key_range, reason="re-sync")
+                set_up_source(
+                    source
+                )  # a table re-created or added: back into the capture before the floor is read
+                plan = plan_snapshot(
+                    source,
+                    changelog,
+                    pipeline.name,
+                    tables,
+                    pipeline.snapshot_settings(),
+                    key_range=key_range,
+                    reason="re-sync",
+                )
         finally:
             source.disconnect()
         context.instance.add_dynamic_partitions(batch_partitions(pipeline.name).name, plan.batch_ids())
-        context.log.info(f"planned {len(plan.batch_ids())} batches; the sensor {pipeline.name}_capture runs them\n"
-                         + describe_plan(plan))
+        context.log.info(
+            f"planned {len(plan.batch_ids())} batches; the sensor {pipeline.name}_capture runs them\n"
+            + describe_plan(plan)
+        )
         yield dg.Output(None, metadata=_plan_metadata(plan))
 
-    @dg.job(name=resync_job_name(pipeline.name), tags={PIPELINE_TAG: pipeline.name},
-            executor_def=dg.in_process_executor,
-            description=f"re-sync tables of {pipeline.name} (all, some, or a key range of one): plans a snapshot "
-                        "whose batches the capture sensor then runs")
+    @dg.job(
+        name=resync_job_name(pipeline.name),
+        tags={PIPELINE_TAG: pipeline.name},
+        executor_def=dg.in_process_executor,
+        description=f"re-sync tables of {pipeline.name} (all, some, or a key range of one): plans a snapshot "
+        "whose batches the capture sensor then runs",
+    )
     def resync():
         plan_resync()
 

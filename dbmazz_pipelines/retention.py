@@ -26,11 +26,16 @@ _last_forgotten: dict[str, float] = {}
 
 def _age(batch_id: str) -> str:
     """Orders log batches (``<start>-<end>``) and snapshot batches (``snap-<floor>-…``) by source position."""
-    return batch_id[len(SNAPSHOT_PREFIX):] if batch_id.startswith(SNAPSHOT_PREFIX) else batch_id
+    return batch_id[len(SNAPSHOT_PREFIX) :] if batch_id.startswith(SNAPSHOT_PREFIX) else batch_id
 
 
-def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeLog, partitions: list[str],
-          log_event=None) -> list[str]:
+def prune(
+    instance: dg.DagsterInstance,
+    specs: PipelineSpecs,
+    changelog: ChangeLog,
+    partitions: list[str],
+    log_event=None,
+) -> list[str]:
     """Delete the oldest batches beyond retention that every sink table has applied; returns their ids.
 
     What it did is observed on ``<pipeline>/changes`` (``operations.py``): runless, or the run's own event
@@ -45,8 +50,8 @@ def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeL
     if excess <= 0:
         return []
     applied = {
-        (sink, table): set(instance.get_materialized_partitions(key)) for (sink, table), key in
-        ((k, s.key) for k, s in specs.sinks.items())
+        (sink, table): set(instance.get_materialized_partitions(key))
+        for (sink, table), key in ((k, s.key) for k, s in specs.sinks.items())
     }
     prunable: list[str] = []
     seen: set[str] = set()
@@ -66,8 +71,11 @@ def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeL
         # after its batches: a crash in between leaves the snapshot counted in the tombstone horizon (safe)
         changelog.record_snapshot_pruned(pipeline.name, snapshot_id)
     forgotten: dict[str, int] | None = None
-    if prunable and time.monotonic() - _last_forgotten.get(pipeline.name, -TOMBSTONE_INTERVAL_SECONDS) >= \
-            TOMBSTONE_INTERVAL_SECONDS:
+    if (
+        prunable
+        and time.monotonic() - _last_forgotten.get(pipeline.name, -TOMBSTONE_INTERVAL_SECONDS)
+        >= TOMBSTONE_INTERVAL_SECONDS
+    ):
         _last_forgotten[pipeline.name] = time.monotonic()
         forgotten = forget_tombstones(changelog, pipeline, dg.get_dagster_logger())
     if prunable:
@@ -75,25 +83,40 @@ def prune(instance: dg.DagsterInstance, specs: PipelineSpecs, changelog: ChangeL
     return prunable
 
 
-def _observe_pruning(instance, specs: PipelineSpecs, changelog: ChangeLog, pruned: list[str],
-                     forgotten: dict[str, int] | None, log_event) -> None:
+def _observe_pruning(
+    instance,
+    specs: PipelineSpecs,
+    changelog: ChangeLog,
+    pruned: list[str],
+    forgotten: dict[str, int] | None,
+    log_event,
+) -> None:
     from .operations import observe
 
     ordered = sorted(pruned, key=_age)
     snapshots = sorted({s for s in map(snapshot_of_batch, pruned) if s is not None})
     metadata: dict[str, object] = {
-        "batches_pruned": len(pruned), "first_batch": ordered[0], "last_batch": ordered[-1],
+        "batches_pruned": len(pruned),
+        "first_batch": ordered[0],
+        "last_batch": ordered[-1],
         "snapshots_pruned": dg.MetadataValue.json(snapshots),
         "retention_batches": specs.pipeline.retention_batches,
     }
-    text = (f"retention: {len(pruned)} batches applied by every sink table left the change log ({ordered[0]} .. "
-            f"{ordered[-1]})")
+    text = (
+        f"retention: {len(pruned)} batches applied by every sink table left the change log ({ordered[0]} .. "
+        f"{ordered[-1]})"
+    )
     if forgotten is not None:
         horizon = tombstone_horizon(changelog, specs.pipeline.name)
-        metadata.update({"tombstones_forgotten": dg.MetadataValue.json(forgotten),
-                         "tombstone_horizon": horizon if horizon is not None else ""})
+        metadata.update(
+            {
+                "tombstones_forgotten": dg.MetadataValue.json(forgotten),
+                "tombstone_horizon": horizon if horizon is not None else "",
+            }
+        )
         text += "; tombstones below version {} forgotten: {}".format(
-            horizon, ", ".join(f"{sink} {n}" for sink, n in forgotten.items()) or "no sink forgets them")
+            horizon, ", ".join(f"{sink} {n}" for sink, n in forgotten.items()) or "no sink forgets them"
+        )
     observe(instance, specs.changes_key, "retention", text, metadata, log_event)
 
 
@@ -124,8 +147,10 @@ def forget_tombstones(changelog: ChangeLog, pipeline: PipelineConfig, log=None) 
                 log.warning(f"pipeline {pipeline.name}: sink {name} kept its tombstones for now: {exc}")
             continue
         if log is not None:
-            log.info(f"pipeline {pipeline.name}: sink {name} forgot {forgotten[name]} tombstones below version "
-                     f"{horizon}")
+            log.info(
+                f"pipeline {pipeline.name}: sink {name} forgot {forgotten[name]} tombstones below version "
+                f"{horizon}"
+            )
     return forgotten
 
 

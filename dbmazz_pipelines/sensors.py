@@ -63,7 +63,9 @@ def _materialized_checkpoint(instance: dg.DagsterInstance, changes: dg.AssetKey,
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(changes, asset_partitions=log_partitions[-5:]), limit=5
     ).records
-    positions = [position_of(dict(r.asset_materialization.metadata)) for r in records if r.asset_materialization]
+    positions = [
+        position_of(dict(r.asset_materialization.metadata)) for r in records if r.asset_materialization
+    ]
     positions = [p for p in positions if p is not None]
     return max(positions, key=lambda p: p.version) if positions else None
 
@@ -84,7 +86,9 @@ def build_capture_sensor(specs: PipelineSpecs, job, stream_job=None) -> dg.Senso
     def capture_sensor(context: dg.SensorEvaluationContext):
         in_flight = _run_in_flight(context.instance, pipeline.name)
         if in_flight is not None:
-            return dg.SkipReason(f"a run of {pipeline.name} is in flight (run {in_flight.dagster_run.run_id[:8]})")
+            return dg.SkipReason(
+                f"a run of {pipeline.name} is in flight (run {in_flight.dagster_run.run_id[:8]})"
+            )
         resource = getattr(context.resources, key)
         changelog = resource.open_changelog()
         partitions = sorted(context.instance.get_dynamic_partitions(partitions_def.name))
@@ -110,15 +114,30 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
     plan = plan_missing_loads(source, changelog, pipeline, set_up=not set_up)
     added = plan.batch_ids() if plan is not None else []
     if plan is not None:
-        context.log.info(f"{pipeline.name}: planned snapshot {plan.snapshot_id} ({plan.reason}) of "
-                         f"{', '.join(plan.tables)}: {len(added)} batches")
-        observe(context.instance, specs.changes_key, "snapshot planned",
-                f"planned snapshot {plan.snapshot_id} ({plan.reason}) of {', '.join(plan.tables)}: {len(added)} "
-                "batches, run by the batch job", {"dbmazz/snapshot": plan.snapshot_id, "reason": plan.reason,
-                                                   "tables": dg.MetadataValue.json(list(plan.tables)),
-                                                   "batches": len(added), "dbmazz/floor": str(plan.floor)})
-    log_range, checkpoint, idle = _next_log_range(context, specs, source, changelog, checkpoint, log_partitions)
-    snapshot = next_snapshot_batch(context.instance, pipeline.name, changelog, partitions + added, specs.changes_key)
+        context.log.info(
+            f"{pipeline.name}: planned snapshot {plan.snapshot_id} ({plan.reason}) of "
+            f"{', '.join(plan.tables)}: {len(added)} batches"
+        )
+        observe(
+            context.instance,
+            specs.changes_key,
+            "snapshot planned",
+            f"planned snapshot {plan.snapshot_id} ({plan.reason}) of {', '.join(plan.tables)}: {len(added)} "
+            "batches, run by the batch job",
+            {
+                "dbmazz/snapshot": plan.snapshot_id,
+                "reason": plan.reason,
+                "tables": dg.MetadataValue.json(list(plan.tables)),
+                "batches": len(added),
+                "dbmazz/floor": str(plan.floor),
+            },
+        )
+    log_range, checkpoint, idle = _next_log_range(
+        context, specs, source, changelog, checkpoint, log_partitions
+    )
+    snapshot = next_snapshot_batch(
+        context.instance, pipeline.name, changelog, partitions + added, specs.changes_key
+    )
     # run_mode: stream keeps a streaming run alive, idle or not (the first commit after a quiet spell is seen
     # within a second, not after a tick and a run's start), except to let waiting snapshot batches run while
     # there is nothing to capture; a streaming run captures a planned, uncaptured batch first
@@ -132,7 +151,11 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
         if idle and not snapshot.failed:
             _report_current(context, specs, checkpoint, log_partitions)
         reason = _skip_reason(pipeline, log_range, snapshot.failed)
-        return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests) if requests else dg.SkipReason(reason)
+        return (
+            dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests)
+            if requests
+            else dg.SkipReason(reason)
+        )
     if kind == "cdc" and streaming:
         return _start_stream(context, pipeline, requests)
     if kind == "cdc":
@@ -143,26 +166,44 @@ def _evaluate(context, specs: PipelineSpecs, source, changelog, partitions, part
     pruned = prune(context.instance, specs, changelog, partitions)
     if pruned:
         requests.append(partitions_def.build_delete_request(pruned))
-    run = dg.RunRequest(job_name=job_name(pipeline.name), partition_key=batch_id, run_key=batch_id, tags={PIPELINE_TAG: pipeline.name, **tags})
-    return dg.SensorResult(run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": kind}))
+    run = dg.RunRequest(
+        job_name=job_name(pipeline.name),
+        partition_key=batch_id,
+        run_key=batch_id,
+        tags={PIPELINE_TAG: pipeline.name, **tags},
+    )
+    return dg.SensorResult(
+        run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": kind})
+    )
 
 
 def _start_stream(context, pipeline: PipelineConfig, requests: list):
     """A streaming run (``run_mode: stream``) instead of one batch run; after two streaming runs in a row that
     failed within STREAM_BACKOFF_SECONDS of their start, the next waits STREAM_BACKOFF_SECONDS after the last (a
     cause that persists fills no Runs page; a run that streamed for long and failed at its end does not count)."""
-    records = context.instance.get_run_records(dg.RunsFilter(job_name=stream_job_name(pipeline.name)), limit=2)
+    records = context.instance.get_run_records(
+        dg.RunsFilter(job_name=stream_job_name(pipeline.name)), limit=2
+    )
     failed = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.FAILURE and _short(r)]
     if len(records) == 2 and len(failed) == 2:
         ended = failed[0].end_time or failed[0].update_timestamp.timestamp()
         wait = ended + STREAM_BACKOFF_SECONDS - time.time()
         if wait > 0:
-            reason = (f"the last two streaming runs of {pipeline.name} failed (run {failed[0].dagster_run.run_id[:8]}"
-                      f"); the next starts in {wait:.0f}s")
-            return dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests) if requests \
+            reason = (
+                f"the last two streaming runs of {pipeline.name} failed (run {failed[0].dagster_run.run_id[:8]}"
+                f"); the next starts in {wait:.0f}s"
+            )
+            return (
+                dg.SensorResult(skip_reason=reason, dynamic_partitions_requests=requests)
+                if requests
                 else dg.SkipReason(reason)
-    run = dg.RunRequest(job_name=stream_job_name(pipeline.name), tags={PIPELINE_TAG: pipeline.name, KIND_TAG: "stream"})
-    return dg.SensorResult(run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": "cdc"}))
+            )
+    run = dg.RunRequest(
+        job_name=stream_job_name(pipeline.name), tags={PIPELINE_TAG: pipeline.name, KIND_TAG: "stream"}
+    )
+    return dg.SensorResult(
+        run_requests=[run], dynamic_partitions_requests=requests, cursor=json.dumps({"last": "cdc"})
+    )
 
 
 def _short(record: dg.RunRecord) -> bool:
@@ -187,8 +228,10 @@ def _obsolete_log_batch(context, pipeline: PipelineConfig, changelog, checkpoint
     if planned is None or planned[0].version >= checkpoint.version:
         return None
     changelog.delete_batch(pipeline.name, log_partitions[-1])
-    context.log.warning(f"{pipeline.name}: batch {log_partitions[-1]} starts before the checkpoint {checkpoint} "
-                        "(its range was lost in the source and re-synced); removed")
+    context.log.warning(
+        f"{pipeline.name}: batch {log_partitions[-1]} starts before the checkpoint {checkpoint} "
+        "(its range was lost in the source and re-synced); removed"
+    )
     return log_partitions[-1]
 
 
@@ -206,8 +249,10 @@ def _skip_reason(pipeline: PipelineConfig, log_reason: str, failed: tuple[str, .
     if not failed:
         return log_reason
     shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
-    return (f"{log_reason}; snapshot batches waiting for a re-run: {shown} (re-run their partitions, e.g. a backfill "
-            f"of the failed partitions of {job_name(pipeline.name)})")
+    return (
+        f"{log_reason}; snapshot batches waiting for a re-run: {shown} (re-run their partitions, e.g. a backfill "
+        f"of the failed partitions of {job_name(pipeline.name)})"
+    )
 
 
 def _next_log_range(context, specs: PipelineSpecs, source, changelog, checkpoint, log_partitions: list[str]):
@@ -216,8 +261,14 @@ def _next_log_range(context, specs: PipelineSpecs, source, changelog, checkpoint
     newer for the pipeline (not a planned batch waiting for its capture)."""
     pipeline = specs.pipeline
     if log_partitions and changelog.manifest(pipeline.name, log_partitions[-1]) is None:
-        return (f"batch {log_partitions[-1]} has not been captured yet; re-run its partition of "
-                f"{pipeline.name}/changes (nothing newer is planned until it succeeds)"), checkpoint, False
+        return (
+            (
+                f"batch {log_partitions[-1]} has not been captured yet; re-run its partition of "
+                f"{pipeline.name}/changes (nothing newer is planned until it succeeds)"
+            ),
+            checkpoint,
+            False,
+        )
 
     def advanced(start, end) -> None:
         report_advance(context.instance, f"{pipeline.name}@{changelog.root}", specs.changes_key, start, end)
@@ -248,7 +299,11 @@ def next_log_range(pipeline: PipelineConfig, source, changelog, checkpoint, on_a
         source.checkpoint(current)
         if on_advance is not None:
             on_advance(checkpoint, current)
-        return None, current, f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it"
+        return (
+            None,
+            current,
+            f"nothing of {pipeline.name}'s tables up to {current}; source acknowledged to it",
+        )
     return (checkpoint, bounded_end(checkpoint, current, pipeline.max_batch_bytes)), checkpoint, ""
 
 
@@ -270,10 +325,14 @@ def starting_checkpoint(context, specs: PipelineSpecs, source, changelog, log_pa
         checkpoint = source.checkpoint_position() or source.current_position()
         changelog.record_idle_checkpoint(pipeline.name, checkpoint)
         context.log.info(f"{pipeline.name}: set up the source; capture starts after {checkpoint}")
-        observe(context.instance, specs.changes_key, "source set up",
-                f"set up the source of {pipeline.name} (its replication slot or binlog position, and publication "
-                f"where the source has one, for {', '.join(pipeline.tables)}); capture starts after {checkpoint}",
-                {"dbmazz/to": str(checkpoint), "tables": dg.MetadataValue.json(list(pipeline.tables))})
+        observe(
+            context.instance,
+            specs.changes_key,
+            "source set up",
+            f"set up the source of {pipeline.name} (its replication slot or binlog position, and publication "
+            f"where the source has one, for {', '.join(pipeline.tables)}); capture starts after {checkpoint}",
+            {"dbmazz/to": str(checkpoint), "tables": dg.MetadataValue.json(list(pipeline.tables))},
+        )
         return checkpoint, True
     if acknowledged is not None and acknowledged.version > checkpoint.version:
         return _past_lost_range(context, pipeline, changelog, checkpoint, acknowledged), False
@@ -286,16 +345,22 @@ def _past_lost_range(context, pipeline: PipelineConfig, changelog, checkpoint, a
     """The source acknowledged past the checkpoint (a new slot, something else consumed it): the changes in
     between are lost. A whole-table snapshot of every table planned at or after ``acknowledged`` holds them
     (docs/architecture.md, "Snapshots"), so capture may go on from there; otherwise nothing is captured."""
-    snapshotted = {t for plan in plans(changelog, pipeline.name)
-                   if plan.sweep and plan.floor.version >= acknowledged.version for t in plan.tables}
+    snapshotted = {
+        t
+        for plan in plans(changelog, pipeline.name)
+        if plan.sweep and plan.floor.version >= acknowledged.version
+        for t in plan.tables
+    }
     if not set(pipeline.tables) <= snapshotted:
         raise DbmazzError(
             f"the source acknowledged {acknowledged}, past the pipeline's checkpoint {checkpoint}: "
             "changes in between were consumed by something else and are lost",
             hint=f"re-sync every table of the pipeline: launch the job {resync_job_name(pipeline.name)} with "
-                 "no tables given (docs/operations.md, 'Recovering')",
+            "no tables given (docs/operations.md, 'Recovering')",
         )
     changelog.record_idle_checkpoint(pipeline.name, acknowledged)
-    context.log.warning(f"{pipeline.name}: changes in ({checkpoint}, {acknowledged}] were lost in the source; "
-                        "every table's re-sync covers them, capture goes on after " + str(acknowledged))
+    context.log.warning(
+        f"{pipeline.name}: changes in ({checkpoint}, {acknowledged}] were lost in the source; "
+        "every table's re-sync covers them, capture goes on after " + str(acknowledged)
+    )
     return acknowledged

@@ -27,14 +27,23 @@ from dbmazz_connectors.snapshots import (
 from .naming import KIND_TAG, PARTITION_TAG, PIPELINE_TAG
 
 __all__ = [
-    "plan_missing_loads", "next_snapshot_batch", "snapshot_metadata", "LoadProgress", "load_progress",
-    "describe_plan", "snapshot_run_tags", "NextSnapshotBatch", "SWEEP_SUFFIX",
+    "plan_missing_loads",
+    "next_snapshot_batch",
+    "snapshot_metadata",
+    "LoadProgress",
+    "load_progress",
+    "describe_plan",
+    "snapshot_run_tags",
+    "NextSnapshotBatch",
+    "SWEEP_SUFFIX",
 ]
 
 SWEEP_SUFFIX = "-sweep"
 
 
-def plan_missing_loads(source, changelog: ChangeLog, pipeline: PipelineConfig, *, set_up: bool) -> SnapshotPlan | None:
+def plan_missing_loads(
+    source, changelog: ChangeLog, pipeline: PipelineConfig, *, set_up: bool
+) -> SnapshotPlan | None:
     """Plan one snapshot of every table no whole-table snapshot covers yet; None when all are covered.
 
     The first plan of a pipeline is its initial load; a table added to the configuration later gets
@@ -49,7 +58,9 @@ def plan_missing_loads(source, changelog: ChangeLog, pipeline: PipelineConfig, *
     if set_up:
         set_up_source(source)
     reason = "table added" if recorded else "initial load"
-    return plan_snapshot(source, changelog, pipeline.name, missing, pipeline.snapshot_settings(), reason=reason)
+    return plan_snapshot(
+        source, changelog, pipeline.name, missing, pipeline.snapshot_settings(), reason=reason
+    )
 
 
 @dataclass(frozen=True)
@@ -60,8 +71,13 @@ class NextSnapshotBatch:
     failed: tuple[str, ...]
 
 
-def next_snapshot_batch(instance: dg.DagsterInstance, pipeline: str, changelog: ChangeLog,
-                        partitions: list[str], changes: dg.AssetKey) -> NextSnapshotBatch:
+def next_snapshot_batch(
+    instance: dg.DagsterInstance,
+    pipeline: str,
+    changelog: ChangeLog,
+    partitions: list[str],
+    changes: dg.AssetKey,
+) -> NextSnapshotBatch:
     """The oldest snapshot batch partition that is not captured and was never launched.
 
     A batch whose run failed is not requested again (its run key is used): it waits for a re-run or a
@@ -81,13 +97,17 @@ def next_snapshot_batch(instance: dg.DagsterInstance, pipeline: str, changelog: 
     for batch_id in todo:
         if batch_id in launched:
             continue
-        if batch_id.endswith(SWEEP_SUFFIX) and not _chunks_captured(changelog, pipeline, batch_id, snapshot_parts, captured):
+        if batch_id.endswith(SWEEP_SUFFIX) and not _chunks_captured(
+            changelog, pipeline, batch_id, snapshot_parts, captured
+        ):
             continue
         return NextSnapshotBatch(batch_id, failed)
     return NextSnapshotBatch(None, failed)
 
 
-def _chunks_captured(changelog: ChangeLog, pipeline: str, sweep: str, partitions: list[str], captured: set[str]) -> bool:
+def _chunks_captured(
+    changelog: ChangeLog, pipeline: str, sweep: str, partitions: list[str], captured: set[str]
+) -> bool:
     snapshot_id = snapshot_of_batch(sweep)
     siblings = [p for p in partitions if p != sweep and snapshot_of_batch(p) == snapshot_id]
     return all(p in captured or changelog.manifest(pipeline, p) is not None for p in siblings)
@@ -129,21 +149,30 @@ def snapshot_metadata(changelog: ChangeLog, manifest: BatchManifest, seconds: fl
 
 def _chunks_markdown(chunks: list[SnapshotChunk], tables: list[str]) -> str:
     if not chunks:
-        return ("sweep: rows older than the snapshot are removed from " + ", ".join(tables)
-                + " (rows the source no longer has)")
+        return (
+            "sweep: rows older than the snapshot are removed from "
+            + ", ".join(tables)
+            + " (rows the source no longer has)"
+        )
     lines = [f"| {c.table} | {c.index} | {c.key_range} |" for c in chunks]
     return "| table | chunk | primary-key range |\n|---|---|---|\n" + "\n".join(lines)
 
 
 def describe_plan(plan: SnapshotPlan) -> str:
     """A plan as markdown: its batches and their chunks (the re-sync job logs and records it)."""
-    lines = [f"snapshot {plan.snapshot_id} ({plan.reason}) of {', '.join(plan.tables)}, floor {plan.floor}",
-             "", "| batch | table | chunk | primary-key range |", "|---|---|---|---|"]
+    lines = [
+        f"snapshot {plan.snapshot_id} ({plan.reason}) of {', '.join(plan.tables)}, floor {plan.floor}",
+        "",
+        "| batch | table | chunk | primary-key range |",
+        "|---|---|---|---|",
+    ]
     for batch_id in plan.batch_ids():
         chunks = plan.chunks_of(batch_id) or ()
         lines += [f"| {batch_id} | {c.table} | {c.index} | {c.key_range} |" for c in chunks]
         if not chunks:
-            lines.append(f"| {batch_id} | {', '.join(plan.tables)} | sweep | rows older than the snapshot go |")
+            lines.append(
+                f"| {batch_id} | {', '.join(plan.tables)} | sweep | rows older than the snapshot go |"
+            )
     return "\n".join(lines)
 
 
@@ -166,8 +195,9 @@ def _needed_batches(plan: SnapshotPlan, table: str) -> list[str]:
     return needed + ([ids[-1]] if plan.sweep else [])
 
 
-def load_progress(instance: dg.DagsterInstance, changelog: ChangeLog, pipeline: str, table: str,
-                  asset: dg.AssetKey) -> LoadProgress | None:
+def load_progress(
+    instance: dg.DagsterInstance, changelog: ChangeLog, pipeline: str, table: str, asset: dg.AssetKey
+) -> LoadProgress | None:
     """The first whole-table snapshot of ``table`` whose batches ``asset`` has all applied, else the newest one.
 
     None when no whole-table snapshot of the table was planned.
@@ -176,6 +206,9 @@ def load_progress(instance: dg.DagsterInstance, changelog: ChangeLog, pipeline: 
     if not loads:
         return None
     applied = set(instance.get_materialized_partitions(asset))
-    progress = [LoadProgress(p, sum(b in applied for b in needed), len(needed))
-                for p in loads for needed in [_needed_batches(p, table)]]
+    progress = [
+        LoadProgress(p, sum(b in applied for b in needed), len(needed))
+        for p in loads
+        for needed in [_needed_batches(p, table)]
+    ]
     return next((p for p in progress if p.complete), progress[-1])

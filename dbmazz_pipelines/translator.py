@@ -96,8 +96,10 @@ class DbmazzTranslator:
         table, kind = str(data.table), data.source_kind
         return dg.AssetSpec(
             source_key(data.pipeline_name, table),
-            description=(f"{table} (source, {kind}): a table of the source database whose changes pipeline "
-                         f"{data.pipeline_name} captures; read by dbmazz, never written"),
+            description=(
+                f"{table} (source, {kind}): a table of the source database whose changes pipeline "
+                f"{data.pipeline_name} captures; read by dbmazz, never written"
+            ),
             group_name=data.pipeline_name,
             kinds={kind, "table"},
             tags={ROLE_TAG: "source", PIPELINE_TAG: data.pipeline_name},
@@ -107,8 +109,10 @@ class DbmazzTranslator:
     def _changes_spec(self, data: DbmazzAssetData) -> dg.AssetSpec:
         return dg.AssetSpec(
             changes_key(data.pipeline_name),
-            description=(f"the change batches of pipeline {data.pipeline_name} captured from its source "
-                         f"({data.source_kind}), staged in the change log (one partition per batch)"),
+            description=(
+                f"the change batches of pipeline {data.pipeline_name} captured from its source "
+                f"({data.source_kind}), staged in the change log (one partition per batch)"
+            ),
             group_name=data.pipeline_name,
             kinds={"dbmazz", "parquet"},
             tags={ROLE_TAG: "changes", PIPELINE_TAG: data.pipeline_name},
@@ -118,8 +122,10 @@ class DbmazzTranslator:
         table, sink, kind = str(data.table), str(data.sink), str(data.sink_kind)
         return dg.AssetSpec(
             sink_key(data.pipeline_name, sink, table),
-            description=(f"{table} → {sink} (sink, {kind}): the copy of source table {table} that pipeline "
-                         f"{data.pipeline_name} keeps in sink {sink}"),
+            description=(
+                f"{table} → {sink} (sink, {kind}): the copy of source table {table} that pipeline "
+                f"{data.pipeline_name} keeps in sink {sink}"
+            ),
             group_name=data.pipeline_name,
             kinds={kind, "table"},
             tags={ROLE_TAG: "sink", PIPELINE_TAG: data.pipeline_name, "dbmazz/sink": sink},
@@ -147,29 +153,39 @@ class PipelineSpecs:
         def spec(data: DbmazzAssetData) -> dg.AssetSpec:
             result = translator.get_asset_spec(data)
             if not isinstance(result, dg.AssetSpec):
-                raise ConfigError(f"pipeline {pipeline.name}: expected {type(translator).__name__}.get_asset_spec "
-                                  f"to return a dagster AssetSpec for the {data.role} {data.table or ''}, "
-                                  f"got {type(result).__name__}")
+                raise ConfigError(
+                    f"pipeline {pipeline.name}: expected {type(translator).__name__}.get_asset_spec "
+                    f"to return a dagster AssetSpec for the {data.role} {data.table or ''}, "
+                    f"got {type(result).__name__}"
+                )
             return result
 
         sources = {t: spec(DbmazzAssetData(AssetRole.SOURCE_TABLE, pipeline, t)) for t in pipeline.tables}
         changes = spec(DbmazzAssetData(AssetRole.CHANGES, pipeline))
-        sinks = {(s, t): spec(DbmazzAssetData(AssetRole.SINK_TABLE, pipeline, t, s))
-                 for s in pipeline.sinks for t in pipeline.tables}
+        sinks = {
+            (s, t): spec(DbmazzAssetData(AssetRole.SINK_TABLE, pipeline, t, s))
+            for s in pipeline.sinks
+            for t in pipeline.tables
+        }
         specs = cls(pipeline, sources, changes, sinks)
         specs._check_unique()
         return specs
 
     def _check_unique(self) -> None:
         seen: dict[dg.AssetKey, str] = {}
-        named = [*((s.key, f"source table {t}") for t, s in self.sources.items()), (self.changes.key, "changes"),
-                 *((s.key, f"sink table {t} of sink {k}") for (k, t), s in self.sinks.items())]
+        named = [
+            *((s.key, f"source table {t}") for t, s in self.sources.items()),
+            (self.changes.key, "changes"),
+            *((s.key, f"sink table {t} of sink {k}") for (k, t), s in self.sinks.items()),
+        ]
         for key, label in named:
             other = seen.setdefault(key, label)
             if other != label:
-                raise ConfigError(f"pipeline {self.pipeline.name}: the translator gave the {other} and the {label} "
-                                  f"the same asset key {key.to_user_string()}",
-                                  hint="return a distinct key for each table and sink from get_asset_spec")
+                raise ConfigError(
+                    f"pipeline {self.pipeline.name}: the translator gave the {other} and the {label} "
+                    f"the same asset key {key.to_user_string()}",
+                    hint="return a distinct key for each table and sink from get_asset_spec",
+                )
 
     @property
     def changes_key(self) -> dg.AssetKey:

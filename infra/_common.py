@@ -30,11 +30,15 @@ def is_root() -> bool:
 def apt_install(packages: list[str], why: str) -> None:
     """Install Debian packages when running as root with apt; otherwise say exactly what to install."""
     if not (is_root() and shutil.which("apt-get")):
-        raise InfraError(f"{why}: install the Debian packages {' '.join(packages)} (apt-get install {' '.join(packages)})")
+        raise InfraError(
+            f"{why}: install the Debian packages {' '.join(packages)} (apt-get install {' '.join(packages)})"
+        )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], check=True, env=env,
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
         stdout=subprocess.DEVNULL,
     )
 
@@ -89,7 +93,10 @@ def exit_on_sigterm() -> None:
     installed a handler of their own."""
     import threading
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
         signal.signal(signal.SIGTERM, _interrupt)
 
 

@@ -118,15 +118,27 @@ class ClickHouseServer:
 
     def _write_config(self) -> None:
         assert self.base
-        users = "\n    ".join([
-            _USER.format(name="default", password="", profile="default", extra=""),
-            _USER.format(name=self.user, password=self.password, profile="default",
-                         extra="<access_management>1</access_management>"),
-            _USER.format(name=self.noddl_user, password=self.noddl_password, profile="no_ddl", extra=""),
-            *(_USER.format(name=name, password=password, profile="default",
-                           extra="<grants>" + "".join(f"<query>{g}</query>" for g in grants) + "</grants>")
-              for name, (password, grants) in self.users.items()),
-        ])
+        users = "\n    ".join(
+            [
+                _USER.format(name="default", password="", profile="default", extra=""),
+                _USER.format(
+                    name=self.user,
+                    password=self.password,
+                    profile="default",
+                    extra="<access_management>1</access_management>",
+                ),
+                _USER.format(name=self.noddl_user, password=self.noddl_password, profile="no_ddl", extra=""),
+                *(
+                    _USER.format(
+                        name=name,
+                        password=password,
+                        profile="default",
+                        extra="<grants>" + "".join(f"<query>{g}</query>" for g in grants) + "</grants>",
+                    )
+                    for name, (password, grants) in self.users.items()
+                ),
+            ]
+        )
         with open(f"{self.base}/config.xml", "w") as fh:
             fh.write(_CONFIG.format(port=self.port, base=self.base))
         with open(f"{self.base}/users.xml", "w") as fh:
@@ -136,7 +148,9 @@ class ClickHouseServer:
 
     def _ping(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
-            raise InfraError(f"ClickHouse exited during startup (code {self._proc.returncode}):\n{self._log_tail()}")
+            raise InfraError(
+                f"ClickHouse exited during startup (code {self._proc.returncode}):\n{self._log_tail()}"
+            )
         try:
             with urllib.request.urlopen(f"http://{self.host}:{self.port}/ping", timeout=1) as resp:
                 return resp.read().strip() == b"Ok."
@@ -159,13 +173,21 @@ class ClickHouseServer:
         self._write_config()
         with open(f"{self.base}/child.log", "w") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, self.base], cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-c", _CHILD, self.base],
+                cwd=self.base,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         atexit.register(self.stop)
         exit_on_sigterm()
         try:
-            wait_until(self._ping, STARTUP_TIMEOUT_S, "ClickHouse (chdb) HTTP interface", f"{self.base}/clickhouse.log")
+            wait_until(
+                self._ping,
+                STARTUP_TIMEOUT_S,
+                "ClickHouse (chdb) HTTP interface",
+                f"{self.base}/clickhouse.log",
+            )
         except Exception:
             self.stop()
             raise
@@ -184,10 +206,15 @@ class ClickHouseServer:
         assert self.base and self._proc is not None and self._proc.poll() is not None
         with open(f"{self.base}/child.log", "a") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, self.base], cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-c", _CHILD, self.base],
+                cwd=self.base,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        wait_until(self._ping, STARTUP_TIMEOUT_S, "ClickHouse (chdb) HTTP interface", f"{self.base}/clickhouse.log")
+        wait_until(
+            self._ping, STARTUP_TIMEOUT_S, "ClickHouse (chdb) HTTP interface", f"{self.base}/clickhouse.log"
+        )
 
     def _request_stop(self) -> None:
         assert self.base
@@ -223,9 +250,18 @@ class ClickHouseServer:
 
 def main() -> None:
     server = ClickHouseServer()
-    serve_forever(server.start, server.stop,
-                  lambda: json.dumps({"url": server.url(), "port": server.port, "password": server.password,
-                                      "startup_seconds": server.startup_seconds}))
+    serve_forever(
+        server.start,
+        server.stop,
+        lambda: json.dumps(
+            {
+                "url": server.url(),
+                "port": server.port,
+                "password": server.password,
+                "startup_seconds": server.startup_seconds,
+            }
+        ),
+    )
 
 
 if __name__ == "__main__":

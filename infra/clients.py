@@ -24,7 +24,13 @@ from .mariadb import MariaDbServer
 from .postgres import PostgresServer, find_bin_dir
 
 __all__ = [
-    "ClientResult", "ClientRun", "pgbench_bin", "pgbench_init", "start_pgbench", "sysbench_bin", "sysbench_prepare",
+    "ClientResult",
+    "ClientRun",
+    "pgbench_bin",
+    "pgbench_init",
+    "start_pgbench",
+    "sysbench_bin",
+    "sysbench_prepare",
     "start_sysbench",
 ]
 
@@ -59,7 +65,9 @@ class ClientRun:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired as exc:
             self.kill()
-            raise InfraError(f"{self.name} did not finish within {timeout:.0f}s:\n{self.output()[-2000:]}") from exc
+            raise InfraError(
+                f"{self.name} did not finish within {timeout:.0f}s:\n{self.output()[-2000:]}"
+            ) from exc
         seconds = time.monotonic() - self.started
         output = self.output()
         if code != 0:
@@ -93,19 +101,28 @@ class ClientRun:
 def _transactions(output: str) -> int:
     """pgbench: 'number of transactions actually processed: N'; sysbench: 'transactions: N (...)'."""
     match = re.search(r"transactions actually processed: (\d+)", output) or re.search(
-        r"^\s*transactions:\s+(\d+)", output, re.MULTILINE)
+        r"^\s*transactions:\s+(\d+)", output, re.MULTILINE
+    )
     return int(match.group(1)) if match else 0
 
 
 def _start(name: str, args: list[str], env: dict[str, str] | None = None) -> ClientRun:
     fd, log_path = tempfile.mkstemp(prefix=f"dbmazz-{name}-", suffix=".log")
     with os.fdopen(fd, "w") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
     return ClientRun(name, process, log_path, time.monotonic())
 
 
-def _run(name: str, args: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> ClientResult:
+def _run(
+    name: str, args: list[str], env: dict[str, str] | None = None, timeout: float = 1800
+) -> ClientResult:
     with _start(name, args, env) as run:
         return run.wait(timeout)
 
@@ -115,15 +132,23 @@ def pgbench_bin() -> str:
     """pgbench of the PostgreSQL the throw-away servers run (Debian ships it in the server package)."""
     path = f"{find_bin_dir()}/pgbench"
     if not os.path.exists(path):
-        raise InfraError(f"expected pgbench next to the server binaries at {path}, found none: "
-                         "apt-get install postgresql")
+        raise InfraError(
+            f"expected pgbench next to the server binaries at {path}, found none: apt-get install postgresql"
+        )
     return path
 
 
 def _pg_env(server: PostgresServer, database: str) -> dict[str, str]:
     """libpq variables (the password never appears on a command line)."""
-    return dict(os.environ, PGHOST=server.host, PGPORT=str(server.port), PGUSER=server.user,
-                PGPASSWORD=server.password, PGDATABASE=database, PGAPPNAME="pgbench")
+    return dict(
+        os.environ,
+        PGHOST=server.host,
+        PGPORT=str(server.port),
+        PGUSER=server.user,
+        PGPASSWORD=server.password,
+        PGDATABASE=database,
+        PGAPPNAME="pgbench",
+    )
 
 
 def pgbench_init(server: PostgresServer, database: str, scale: int) -> ClientResult:
@@ -131,8 +156,9 @@ def pgbench_init(server: PostgresServer, database: str, scale: int) -> ClientRes
     return _run("pgbench-init", [pgbench_bin(), "-i", "-s", str(scale), "--quiet"], _pg_env(server, database))
 
 
-def start_pgbench(server: PostgresServer, database: str, clients: int, seconds: int,
-                  rate: int | None = None) -> ClientRun:
+def start_pgbench(
+    server: PostgresServer, database: str, clients: int, seconds: int, rate: int | None = None
+) -> ClientRun:
     """``pgbench -c <clients> -T <seconds>`` (TPC-B-like: 3 updates and an insert per transaction), started now;
     ``rate``: at most that many transactions per second (``-R``), for a steady load."""
     args = [pgbench_bin(), "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "--no-vacuum"]
@@ -153,9 +179,17 @@ def sysbench_bin() -> str:
 
 
 def _sysbench_args(server: MariaDbServer, database: str, tables: int, table_size: int) -> list[str]:
-    return [sysbench_bin(), "oltp_read_write", "--db-driver=mysql", f"--mysql-host={server.host}",
-            f"--mysql-port={server.port}", f"--mysql-user={server.admin_user}", f"--mysql-db={database}",
-            f"--tables={tables}", f"--table-size={table_size}"]
+    return [
+        sysbench_bin(),
+        "oltp_read_write",
+        "--db-driver=mysql",
+        f"--mysql-host={server.host}",
+        f"--mysql-port={server.port}",
+        f"--mysql-user={server.admin_user}",
+        f"--mysql-db={database}",
+        f"--tables={tables}",
+        f"--table-size={table_size}",
+    ]
 
 
 def _sysbench_env(server: MariaDbServer) -> dict[str, str]:
@@ -165,13 +199,21 @@ def _sysbench_env(server: MariaDbServer) -> dict[str, str]:
 
 def sysbench_prepare(server: MariaDbServer, database: str, tables: int, table_size: int) -> ClientResult:
     """``sysbench oltp_read_write prepare``: tables sbtest1..N of ``table_size`` rows (id, k, c, pad)."""
-    return _run("sysbench-prepare", [*_sysbench_args(server, database, tables, table_size), "prepare"],
-                _sysbench_env(server))
+    return _run(
+        "sysbench-prepare",
+        [*_sysbench_args(server, database, tables, table_size), "prepare"],
+        _sysbench_env(server),
+    )
 
 
-def start_sysbench(server: MariaDbServer, database: str, tables: int, table_size: int, threads: int,
-                   seconds: int) -> ClientRun:
+def start_sysbench(
+    server: MariaDbServer, database: str, tables: int, table_size: int, threads: int, seconds: int
+) -> ClientRun:
     """``sysbench oltp_read_write run`` (reads, index/non-index updates, a delete and a re-insert per event)."""
-    args = [*_sysbench_args(server, database, tables, table_size), f"--threads={threads}", f"--time={seconds}",
-            "run"]
+    args = [
+        *_sysbench_args(server, database, tables, table_size),
+        f"--threads={threads}",
+        f"--time={seconds}",
+        "run",
+    ]
     return _start("sysbench", args, _sysbench_env(server))

@@ -48,7 +48,10 @@ def _clickhouse():
 def _write_pipelines(path: Path, pg: PostgresServer, ch, changelog: Path, duckdb_path: Path) -> None:
     sinks: dict = {"duckdb": {"url": f"duckdb:///{duckdb_path}"}}
     if ch is not None:
-        sinks["clickhouse"] = {"url": f"clickhouse://{ch.user}@{ch.host}:{ch.port}/shop", "password_env": "DEMO_CH_PASSWORD"}
+        sinks["clickhouse"] = {
+            "url": f"clickhouse://{ch.user}@{ch.host}:{ch.port}/shop",
+            "password_env": "DEMO_CH_PASSWORD",
+        }
     document = {
         "pipelines": {
             "shop": {
@@ -106,8 +109,22 @@ def start_dagster(env: dict[str, str], port: int = 3000, log_path: Path | None =
     out = open(log_path, "w") if log_path else None
     temp = tempfile.mkdtemp(prefix="dbmazz-dagster-")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env={**os.environ, **env, "TMPDIR": temp}, start_new_session=True, stdout=out,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env, "TMPDIR": temp},
+        start_new_session=True,
+        stdout=out,
         stderr=subprocess.STDOUT if out else None,
     )
     proc.dbmazz_temp = temp  # type: ignore[attr-defined]
@@ -150,13 +167,21 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=50.0, help="workload changes per second")
     parser.add_argument("--no-clickhouse", action="store_true")
-    parser.add_argument("--workdir", type=Path, default=STATE / "demo",
-                        help="config, Dagster home, change log and DuckDB file (emptied at start)")
-    parser.add_argument("--orders", type=int, default=2000, help="orders in the shop before the pipeline starts")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=STATE / "demo",
+        help="config, Dagster home, change log and DuckDB file (emptied at start)",
+    )
+    parser.add_argument(
+        "--orders", type=int, default=2000, help="orders in the shop before the pipeline starts"
+    )
     args = parser.parse_args()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
@@ -177,8 +202,11 @@ def main() -> None:
         workload = ShopWorkload(pg.url("shop"), rate=args.rate).start()
         started.append(workload)
         dagster = start_dagster(env, args.port)
-        print(f"\n  dbmazz demo: http://127.0.0.1:{args.port}  (Ctrl-C stops everything)\n"
-              f"  source: {pg.url('shop').replace(pg.password, '***')}\n  config: {env['DBMAZZ_PIPELINES']}\n", flush=True)
+        print(
+            f"\n  dbmazz demo: http://127.0.0.1:{args.port}  (Ctrl-C stops everything)\n"
+            f"  source: {pg.url('shop').replace(pg.password, '***')}\n  config: {env['DBMAZZ_PIPELINES']}\n",
+            flush=True,
+        )
         while dagster.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:

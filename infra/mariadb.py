@@ -45,7 +45,9 @@ DEFAULT_OPTIONS: dict[str, str] = {
 
 
 def _binaries() -> tuple[str, str]:
-    server = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
+    server = shutil.which("mariadbd") or (
+        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None
+    )
     install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
     if server and install:
         return server, install
@@ -65,8 +67,11 @@ class MariaDbServer:
     on_stop: ClassVar[list[Callable[[MariaDbServer], None]]] = []
 
     def __init__(self, options: dict[str, str | None] | None = None, tls: Certificates | None = None) -> None:
-        tls_options = {"ssl-ca": tls.ca, "ssl-cert": tls.cert, "ssl-key": tls.key,
-                       "require-secure-transport": "ON"} if tls else {}
+        tls_options = (
+            {"ssl-ca": tls.ca, "ssl-cert": tls.cert, "ssl-key": tls.key, "require-secure-transport": "ON"}
+            if tls
+            else {}
+        )
         merged = {**DEFAULT_OPTIONS, **tls_options, **(options or {})}
         self.tls = tls
         self.options = {k: v for k, v in merged.items() if v is not None}
@@ -97,8 +102,14 @@ class MariaDbServer:
         return f"{self.base}/general.log"
 
     def connect_kwargs(self, database: str | None = None) -> dict:
-        kw = {"host": self.host, "port": self.port, "user": self.admin_user, "password": self.password,
-              "autocommit": True, "charset": "utf8mb4"}
+        kw = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.admin_user,
+            "password": self.password,
+            "autocommit": True,
+            "charset": "utf8mb4",
+        }
         if database:
             kw["database"] = database
         if self.tls:
@@ -110,15 +121,34 @@ class MariaDbServer:
         self.base = tempfile.mkdtemp(prefix="dbmazz-mariadb-")
         data = f"{self.base}/data"
         result = subprocess.run(
-            [install, "--no-defaults", f"--datadir={data}", "--user=root", "--auth-root-authentication-method=socket",
-             "--skip-test-db"], capture_output=True, text=True)
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise InfraError(f"mariadb-install-db failed: {result.stderr[-2000:]}")
         self.port = free_port()
-        args = [server, "--no-defaults", f"--datadir={data}", f"--socket={self.socket}", f"--port={self.port}",
-                "--bind-address=127.0.0.1", f"--pid-file={self.base}/mysqld.pid", f"--log-error={self.base}/error.log",
-                "--user=root"]
-        if os.environ.get("DBMAZZ_GENERAL_LOG"):  # every login and command, for tests/fixtures/least_privilege.py
+        args = [
+            server,
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--socket={self.socket}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={self.base}/mysqld.pid",
+            f"--log-error={self.base}/error.log",
+            "--user=root",
+        ]
+        if os.environ.get(
+            "DBMAZZ_GENERAL_LOG"
+        ):  # every login and command, for tests/fixtures/least_privilege.py
             args += ["--general-log=ON", f"--general-log-file={self.general_log_path}"]
         args += [f"--{k}={v}" if v != "" else f"--{k}" for k, v in self.options.items()]
         self._args = args
@@ -130,8 +160,12 @@ class MariaDbServer:
 
     def _launch(self) -> None:
         self._proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port) or self._proc.poll() is not None, 60, "MariaDB",
-                   f"{self.base}/error.log")
+        wait_until(
+            lambda: port_open(self.port) or self._proc.poll() is not None,
+            60,
+            "MariaDB",
+            f"{self.base}/error.log",
+        )
         if self._proc.poll() is not None:
             raise InfraError("MariaDB exited at start:\n" + open(f"{self.base}/error.log").read()[-3000:])
 
@@ -159,9 +193,14 @@ class MariaDbServer:
         merged = {**self.options, **options}
         self.options = {k: v for k, v in merged.items() if v is not None}
         server = self._args[0]
-        base_args = [a for a in self._args[1:] if not any(a == f"--{k}" or a.startswith(f"--{k}=") for k in options)]
-        self._args = [server, *base_args, *(f"--{k}={v}" if v != "" else f"--{k}" for k, v in self.options.items()
-                                            if k in options)]
+        base_args = [
+            a for a in self._args[1:] if not any(a == f"--{k}" or a.startswith(f"--{k}=") for k in options)
+        ]
+        self._args = [
+            server,
+            *base_args,
+            *(f"--{k}={v}" if v != "" else f"--{k}" for k, v in self.options.items() if k in options),
+        ]
         self.start_again()
 
     def _bootstrap(self) -> None:
@@ -202,8 +241,11 @@ class MariaDbServer:
 
 def main() -> None:
     server = MariaDbServer()
-    serve_forever(server.start, server.stop,
-                  lambda: json.dumps({"url": server.url(), "port": server.port, "password": server.password}))
+    serve_forever(
+        server.start,
+        server.stop,
+        lambda: json.dumps({"url": server.url(), "port": server.port, "password": server.password}),
+    )
 
 
 if __name__ == "__main__":

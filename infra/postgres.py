@@ -110,7 +110,9 @@ class PostgresServer:
         return f"{self.base}/server.log"
 
     def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
-        return subprocess.run([*service_user_prefix("postgres"), *args], check=True, capture_output=True, text=True, **kw)
+        return subprocess.run(
+            [*service_user_prefix("postgres"), *args], check=True, capture_output=True, text=True, **kw
+        )
 
     def start(self) -> PostgresServer:
         self._bin = find_bin_dir()
@@ -122,20 +124,40 @@ class PostgresServer:
             fh.write(self.password)
         chown_tree(self.base, "postgres") if is_root() else None
         try:
-            self._run([f"{self._bin}/initdb", "-D", data, "-U", self.user, "--pwfile", pwfile,
-                       "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+            self._run(
+                [
+                    f"{self._bin}/initdb",
+                    "-D",
+                    data,
+                    "-U",
+                    self.user,
+                    "--pwfile",
+                    pwfile,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
         except subprocess.CalledProcessError as exc:
             raise InfraError(f"initdb failed: {exc.stderr}") from exc
         os.remove(pwfile)
         self.port = free_port()
-        conf = dict(self.settings, port=str(self.port), listen_addresses="'127.0.0.1'",
-                    unix_socket_directories=f"'{self.base}'")
+        conf = dict(
+            self.settings,
+            port=str(self.port),
+            listen_addresses="'127.0.0.1'",
+            unix_socket_directories=f"'{self.base}'",
+        )
         if self.tls:
             for name in ("server.pem", "server.key"):  # the key must belong to the server's user, mode 0600
                 shutil.copy(f"{self.tls.directory}/{name}", f"{self.base}/{name}")
                 os.chmod(f"{self.base}/{name}", 0o600)
             chown_tree(self.base, "postgres")
-            conf.update(ssl="on", ssl_cert_file=f"'{self.base}/server.pem'", ssl_key_file=f"'{self.base}/server.key'")
+            conf.update(
+                ssl="on", ssl_cert_file=f"'{self.base}/server.pem'", ssl_key_file=f"'{self.base}/server.key'"
+            )
         with open(f"{data}/postgresql.auto.conf", "a") as fh:
             for key, value in conf.items():
                 fh.write(f"{key} = {value}\n")
@@ -144,11 +166,29 @@ class PostgresServer:
         if self.tls:  # the first matching line wins: TCP without TLS is refused
             hba = open(f"{data}/pg_hba.conf").read()
             with open(f"{data}/pg_hba.conf", "w") as fh:
-                fh.write("hostnossl all all 0.0.0.0/0 reject\nhostnossl replication all 0.0.0.0/0 reject\n" + hba)
+                fh.write(
+                    "hostnossl all all 0.0.0.0/0 reject\nhostnossl replication all 0.0.0.0/0 reject\n" + hba
+                )
         try:
-            self._run([f"{self._bin}/pg_ctl", "-D", data, "-l", f"{self.base}/server.log", "-w", "-t", "60", "start"])
+            self._run(
+                [
+                    f"{self._bin}/pg_ctl",
+                    "-D",
+                    data,
+                    "-l",
+                    f"{self.base}/server.log",
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
         except subprocess.CalledProcessError as exc:
-            log = open(f"{self.base}/server.log").read()[-3000:] if os.path.exists(f"{self.base}/server.log") else ""
+            log = (
+                open(f"{self.base}/server.log").read()[-3000:]
+                if os.path.exists(f"{self.base}/server.log")
+                else ""
+            )
             raise InfraError(f"PostgreSQL did not start: {exc.stderr}\n{log}") from exc
         atexit.register(self.stop)
         exit_on_sigterm()
@@ -162,12 +202,27 @@ class PostgresServer:
             with open(f"{data}/postgresql.auto.conf", "a") as fh:
                 for key, value in settings.items():
                     fh.write(f"{key} = {value}\n")
-        self._run([f"{self._bin}/pg_ctl", "-D", data, "-l", f"{self.base}/server.log", "-w", "-t", "60", "restart",
-                   "-m", "fast"])
+        self._run(
+            [
+                f"{self._bin}/pg_ctl",
+                "-D",
+                data,
+                "-l",
+                f"{self.base}/server.log",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+                "-m",
+                "fast",
+            ]
+        )
 
     def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
         assert self.base and self._bin
-        return self._run([f"{self._bin}/pg_ctl", "-D", f"{self.base}/data", "-l", f"{self.base}/server.log", *args])
+        return self._run(
+            [f"{self._bin}/pg_ctl", "-D", f"{self.base}/data", "-l", f"{self.base}/server.log", *args]
+        )
 
     def stop_fast(self) -> None:
         """``pg_ctl stop -m fast`` (an administrator's restart: sessions and replication connections are cut);
@@ -209,8 +264,19 @@ class PostgresServer:
         assert self.base
         base, self.base = self.base, None
         if self._bin and os.path.exists(f"{base}/data/postmaster.pid"):
-            subprocess.run([*service_user_prefix("postgres"), f"{self._bin}/pg_ctl", "-D", f"{base}/data", "-m",
-                            "immediate", "-w", "stop"], capture_output=True)
+            subprocess.run(
+                [
+                    *service_user_prefix("postgres"),
+                    f"{self._bin}/pg_ctl",
+                    "-D",
+                    f"{base}/data",
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+                capture_output=True,
+            )
         shutil.rmtree(base, ignore_errors=True)
 
     def __enter__(self) -> PostgresServer:
@@ -222,8 +288,11 @@ class PostgresServer:
 
 def main() -> None:
     server = PostgresServer()
-    serve_forever(server.start, server.stop,
-                  lambda: json.dumps({"url": server.url(), "port": server.port, "password": server.password}))
+    serve_forever(
+        server.start,
+        server.stop,
+        lambda: json.dumps({"url": server.url(), "port": server.port, "password": server.password}),
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,14 @@ import time
 import psycopg
 from psycopg import sql
 
-__all__ = ["SHOP_TABLES", "create_shop", "seed_customers", "seed_orders", "create_replication_role", "ShopWorkload"]
+__all__ = [
+    "SHOP_TABLES",
+    "create_shop",
+    "seed_customers",
+    "seed_orders",
+    "create_replication_role",
+    "ShopWorkload",
+]
 
 SHOP_TABLES = ["public.customers", "public.orders"]
 
@@ -63,21 +70,37 @@ def seed_orders(admin_url: str, count: int = 1000) -> None:
             )
 
 
-def create_replication_role(admin_url: str, role: str, password: str, publication: str, tables: list[str]) -> None:
+def create_replication_role(
+    admin_url: str, role: str, password: str, publication: str, tables: list[str]
+) -> None:
     """A least-privilege capture role: LOGIN REPLICATION, SELECT on the tables, owner of the publication."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
-        conn.execute(sql.SQL("{} ROLE {} LOGIN REPLICATION PASSWORD {}").format(
-            sql.SQL(verb), sql.Identifier(role), sql.Literal(password)))
+        conn.execute(
+            sql.SQL("{} ROLE {} LOGIN REPLICATION PASSWORD {}").format(
+                sql.SQL(verb), sql.Identifier(role), sql.Literal(password)
+            )
+        )
         idents = [sql.Identifier(*t.split(".")) for t in tables]
-        conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.SQL(", ").join(idents), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(sql.SQL(", ").join(idents), sql.Identifier(role))
+        )
         dbname = conn.info.dbname
-        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(role))
+        )
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone():
-            conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                sql.Identifier(publication), sql.SQL(", ").join(idents)))
-        conn.execute(sql.SQL("ALTER PUBLICATION {} OWNER TO {}").format(sql.Identifier(publication), sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(publication), sql.SQL(", ").join(idents)
+                )
+            )
+        conn.execute(
+            sql.SQL("ALTER PUBLICATION {} OWNER TO {}").format(
+                sql.Identifier(publication), sql.Identifier(role)
+            )
+        )
 
 
 class ShopWorkload:
@@ -129,13 +152,20 @@ class ShopWorkload:
                     row = conn.execute(
                         "INSERT INTO orders (customer_id, quantity, amount, status, note, attributes) "
                         "VALUES (%s, %s, %s, 'new', %s, %s) RETURNING id",
-                        (r.randint(1, 100), r.randint(1, 9), round(r.uniform(1, 500), 2), f"note {r.random():.6f}",
-                         json.dumps({"channel": "web", "items": r.randint(1, 5)})),
+                        (
+                            r.randint(1, 100),
+                            r.randint(1, 9),
+                            round(r.uniform(1, 500), 2),
+                            f"note {r.random():.6f}",
+                            json.dumps({"channel": "web", "items": r.randint(1, 5)}),
+                        ),
                     ).fetchone()
                     inserted.append(row[0])
                 elif roll < 0.9:
-                    conn.execute("UPDATE orders SET status = %s, quantity = quantity + 1 WHERE id = %s",
-                                 (r.choice(["paid", "shipped", "returned"]), r.choice(self.commits)[0]))
+                    conn.execute(
+                        "UPDATE orders SET status = %s, quantity = quantity + 1 WHERE id = %s",
+                        (r.choice(["paid", "shipped", "returned"]), r.choice(self.commits)[0]),
+                    )
                 else:
                     conn.execute("DELETE FROM orders WHERE id = %s", (r.choice(self.commits)[0],))
         now = time.time()

@@ -4,5 +4,6 @@ import pkgutil
 from pathlib import Path
 
 pytest_plugins = [
-    f"tests.fixtures.{module.name}" for module in pkgutil.iter_modules([str(Path(__file__).parent / "fixtures")])
+    f"tests.fixtures.{module.name}"
+    for module in pkgutil.iter_modules([str(Path(__file__).parent / "fixtures")])
 ]

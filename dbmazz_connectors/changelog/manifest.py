@@ -96,7 +96,9 @@ class BatchManifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchManifest:
         if data.get("format") != FORMAT_VERSION:
-            raise ValueError(f"expected change-log manifest format {FORMAT_VERSION}, got {data.get('format')!r}")
+            raise ValueError(
+                f"expected change-log manifest format {FORMAT_VERSION}, got {data.get('format')!r}"
+            )
         return cls(
             pipeline=data["pipeline"],
             batch_id=data["batch_id"],

@@ -52,7 +52,9 @@ SEGMENT_ROWS = 100_000  # rows a sink applies at once from a snapshot batch (eng
 
 
 # manifests read by ``ChangeLog.batches``, per (filesystem, path): ((size, mtime), manifest), least recent first
-_MANIFEST_CACHE: OrderedDict[tuple[str, str], tuple[tuple[int | None, int | None], BatchManifest]] = OrderedDict()
+_MANIFEST_CACHE: OrderedDict[tuple[str, str], tuple[tuple[int | None, int | None], BatchManifest]] = (
+    OrderedDict()
+)
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 50_000
 
@@ -110,8 +112,11 @@ class ChangeLog:
     def batches(self, pipeline: str) -> list[BatchManifest]:
         """Every complete batch of the pipeline, ordered by position."""
         selector = pafs.FileSelector(f"{self._pipeline_dir(pipeline)}/{_MANIFESTS}", allow_not_found=True)
-        manifests = [self._listed_manifest(info) for info in self.fs.get_file_info(selector)
-                     if info.is_file and info.path.endswith(".json")]
+        manifests = [
+            self._listed_manifest(info)
+            for info in self.fs.get_file_info(selector)
+            if info.is_file and info.path.endswith(".json")
+        ]
         return sorted(manifests, key=lambda m: (m.end.version, m.start.version))
 
     def _listed_manifest(self, info: pafs.FileInfo) -> BatchManifest:
@@ -140,7 +145,9 @@ class ChangeLog:
         """One table's changes of a complete batch (an empty batch if the table had none)."""
         manifest = self.manifest(pipeline, batch_id)
         if manifest is None:
-            raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is not in the change log {self.root}")
+            raise ChangeLogError(
+                f"batch {batch_id} of pipeline {pipeline} is not in the change log {self.root}"
+            )
         entry = manifest.tables.get(table)
         if entry is None:
             raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} has no entry for table {table}")
@@ -174,8 +181,16 @@ class ChangeLog:
                 groups.append(index)
                 rows += meta.row_group(index).num_rows
                 if rows >= self.segment_rows or index == meta.num_row_groups - 1:
-                    segments.append(Segment(f"{item['file']}/{groups[0]}", start, tuple(leading), item["file"],
-                                            tuple(groups), rows))
+                    segments.append(
+                        Segment(
+                            f"{item['file']}/{groups[0]}",
+                            start,
+                            tuple(leading),
+                            item["file"],
+                            tuple(groups),
+                            rows,
+                        )
+                    )
                     groups, rows, leading, start = [], 0, [], schema
         if leading or not segments:
             segments.append(Segment("tail", start, tuple(leading), None, (), 0))
@@ -271,8 +286,11 @@ class ChangeLog:
     def snapshot_plans(self, pipeline: str) -> list[dict[str, Any]]:
         """Every planned snapshot of the pipeline, oldest first."""
         selector = pafs.FileSelector(f"{self._pipeline_dir(pipeline)}/{_SNAPSHOTS}", allow_not_found=True)
-        plans = [self._read_record(info.path) for info in self.fs.get_file_info(selector)
-                 if info.is_file and info.path.endswith(".json")]
+        plans = [
+            self._read_record(info.path)
+            for info in self.fs.get_file_info(selector)
+            if info.is_file and info.path.endswith(".json")
+        ]
         return sorted((p for p in plans if p is not None), key=lambda p: p["snapshot_id"])
 
     def record_snapshot_pruned(self, pipeline: str, snapshot_id: str) -> None:
@@ -282,13 +300,25 @@ class ChangeLog:
 
     def pruned_snapshots(self, pipeline: str) -> set[str]:
         """The snapshots whose batches retention removed, all of them (``record_snapshot_pruned``)."""
-        selector = pafs.FileSelector(f"{self._pipeline_dir(pipeline)}/{_PRUNED_SNAPSHOTS}", allow_not_found=True)
-        return {info.base_name.removesuffix(".json") for info in self.fs.get_file_info(selector)
-                if info.is_file and info.base_name.endswith(".json")}
+        selector = pafs.FileSelector(
+            f"{self._pipeline_dir(pipeline)}/{_PRUNED_SNAPSHOTS}", allow_not_found=True
+        )
+        return {
+            info.base_name.removesuffix(".json")
+            for info in self.fs.get_file_info(selector)
+            if info.is_file and info.base_name.endswith(".json")
+        }
 
     # writing
-    def writer(self, pipeline: str, batch_id: str, start: SourcePosition, *, kind: str = "cdc",
-               snapshot: dict[str, Any] | None = None) -> BatchWriter:
+    def writer(
+        self,
+        pipeline: str,
+        batch_id: str,
+        start: SourcePosition,
+        *,
+        kind: str = "cdc",
+        snapshot: dict[str, Any] | None = None,
+    ) -> BatchWriter:
         """A writer for a new batch; leftovers of an earlier, uncompleted attempt are removed."""
         if self.manifest(pipeline, batch_id) is not None:
             raise ChangeLogError(f"batch {batch_id} of pipeline {pipeline} is already complete")
@@ -309,7 +339,12 @@ class ChangeLog:
     def _remove_parts(self, pipeline: str, batch_id: str) -> None:
         selector = pafs.FileSelector(self._pipeline_dir(pipeline), allow_not_found=True)
         for info in self.fs.get_file_info(selector):
-            if info.type == pafs.FileType.Directory and info.base_name not in (_MANIFESTS, _SNAPSHOTS, "_plans", "_state"):
+            if info.type == pafs.FileType.Directory and info.base_name not in (
+                _MANIFESTS,
+                _SNAPSHOTS,
+                "_plans",
+                "_state",
+            ):
                 folder = f"{info.path}/{_segment(batch_id)}"
                 if self.fs.get_file_info(folder).type == pafs.FileType.Directory:
                     self.fs.delete_dir(folder)
@@ -343,8 +378,10 @@ class Segment:
     rows: int
 
 
-CREDENTIALS_HINT = ("remove them from the URI and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or "
-                    "role) in the environment of the daemon, the code server and every run")
+CREDENTIALS_HINT = (
+    "remove them from the URI and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile or "
+    "role) in the environment of the daemon, the code server and every run"
+)
 
 
 def credentials_in_uri(uri: str) -> bool:
@@ -367,15 +404,20 @@ def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     """
     if credentials_in_uri(uri):
         scheme, _, rest = uri.partition("://")
-        raise ChangeLogError(f"the change-log URI {scheme}://***@{rest.split('?', 1)[0].partition('@')[2]} "
-                             "carries credentials", hint=CREDENTIALS_HINT)
+        raise ChangeLogError(
+            f"the change-log URI {scheme}://***@{rest.split('?', 1)[0].partition('@')[2]} "
+            "carries credentials",
+            hint=CREDENTIALS_HINT,
+        )
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-        raise ChangeLogError(f"the change-log URI {uri} is not a filesystem URI pyarrow accepts: {exc}",
-                             hint="a local folder, file:///path, or s3://bucket/prefix (options as query "
-                                  "parameters: endpoint_override=host:port&scheme=http for an S3-compatible "
-                                  "store)") from None
+        raise ChangeLogError(
+            f"the change-log URI {uri} is not a filesystem URI pyarrow accepts: {exc}",
+            hint="a local folder, file:///path, or s3://bucket/prefix (options as query "
+            "parameters: endpoint_override=host:port&scheme=http for an S3-compatible "
+            "store)",
+        ) from None
 
 
 def _entry_event(table: str, item: dict[str, Any], batch_id: str) -> Truncate | SchemaChange:
@@ -395,8 +437,18 @@ def _fsync_dir(path: str) -> None:
 
 
 class _TableState:
-    __slots__ = ("start_schema", "schema", "part", "lane_parts", "parts_opened", "entries", "ops", "bytes", "max_version",
-                 "max_commit_ts_us")
+    __slots__ = (
+        "start_schema",
+        "schema",
+        "part",
+        "lane_parts",
+        "parts_opened",
+        "entries",
+        "ops",
+        "bytes",
+        "max_version",
+        "max_commit_ts_us",
+    )
 
     def __init__(self, schema: TableSchema) -> None:
         self.start_schema = schema
@@ -454,8 +506,16 @@ class BatchWriter:
     when the stream ends.
     """
 
-    def __init__(self, log: ChangeLog, pipeline: str, batch_id: str, start: SourcePosition, *,
-                 kind: str = "cdc", snapshot: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        log: ChangeLog,
+        pipeline: str,
+        batch_id: str,
+        start: SourcePosition,
+        *,
+        kind: str = "cdc",
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
         self.log = log
         self.kind = kind
         self.snapshot = snapshot
@@ -481,8 +541,10 @@ class BatchWriter:
         with self._lock:
             state = self._state(rows.table, rows.schema)
             if rows.schema != state.schema:
-                raise ChangeLogError(f"batch {self.batch_id}: snapshot rows of {rows.table} arrived with another "
-                                     "schema than the table's; a snapshot reads each table with one schema")
+                raise ChangeLogError(
+                    f"batch {self.batch_id}: snapshot rows of {rows.table} arrived with another "
+                    "schema than the table's; a snapshot reads each table with one schema"
+                )
             part = state.lane_parts.get(lane)
             if part is None:
                 part = state.lane_parts[lane] = self._new_part(rows.table, state, rows.data.schema)
@@ -511,7 +573,9 @@ class BatchWriter:
         if isinstance(event, Truncate):
             state = self._state(event.table, None)
             self._flush(event.table, state)
-            state.entries.append({"kind": "truncate", "version": event.version, "commit_ts_us": event.commit_ts_us})
+            state.entries.append(
+                {"kind": "truncate", "version": event.version, "commit_ts_us": event.commit_ts_us}
+            )
             _raise_max(state, event.version, event.commit_ts_us)
             return
         if isinstance(event, SchemaChange):
@@ -519,7 +583,12 @@ class BatchWriter:
             self._flush(event.table, state)
             state.schema = event.schema
             state.entries.append(
-                {"kind": "schema", "schema": event.schema.to_dict(), "version": event.version, "ddl": event.ddl}
+                {
+                    "kind": "schema",
+                    "schema": event.schema.to_dict(),
+                    "version": event.version,
+                    "ddl": event.ddl,
+                }
             )
             return
         raise TypeError(f"expected a change event, got {type(event).__name__}")
@@ -547,8 +616,14 @@ class BatchWriter:
         self.log.fs.create_dir(folder, recursive=True)
         path = f"{folder}/{name}"
         # Dictionary pages cost more time than they save here: most text is unique, zstd takes the rest.
-        writer = pq.ParquetWriter(path, schema, filesystem=self.log.fs, compression=self.log.compression,
-                                  use_dictionary=False, write_statistics=False)
+        writer = pq.ParquetWriter(
+            path,
+            schema,
+            filesystem=self.log.fs,
+            compression=self.log.compression,
+            use_dictionary=False,
+            write_statistics=False,
+        )
         self._written_files.append(path)
         return _Part(name, path, writer)
 
@@ -563,8 +638,17 @@ class BatchWriter:
         part.writer.close()
         size = self.log.fs.get_file_info(part.path).size or 0
         with self._lock:
-            state.entries.append({"kind": "rows", "file": part.name, "rows": part.rows, "bytes": size,
-                                  "ops": part.ops, "min_version": part.min_version, "max_version": part.max_version})
+            state.entries.append(
+                {
+                    "kind": "rows",
+                    "file": part.name,
+                    "rows": part.rows,
+                    "bytes": size,
+                    "ops": part.ops,
+                    "min_version": part.min_version,
+                    "max_version": part.max_version,
+                }
+            )
             for op, n in part.ops.items():
                 state.ops[op] += n
             state.bytes += size
@@ -588,7 +672,9 @@ class BatchWriter:
             start=self.start,
             end=self.end,
             tables={
-                table: TableEntry(s.start_schema, tuple(s.entries), s.ops, s.bytes, s.max_version, s.max_commit_ts_us)
+                table: TableEntry(
+                    s.start_schema, tuple(s.entries), s.ops, s.bytes, s.max_version, s.max_commit_ts_us
+                )
                 for table, s in self.tables.items()
             },
             created_at=datetime.now(UTC).isoformat(),

@@ -10,7 +10,16 @@ import pyarrow as pa
 from .positions import SourcePosition
 from .schema import OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE, TableSchema
 
-__all__ = ["Rows", "Truncate", "SchemaChange", "Heartbeat", "ChangeEvent", "TableEvent", "ChangeBatch", "op_counts"]
+__all__ = [
+    "Rows",
+    "Truncate",
+    "SchemaChange",
+    "Heartbeat",
+    "ChangeEvent",
+    "TableEvent",
+    "ChangeBatch",
+    "op_counts",
+]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ def compact(data: pa.Table, key: list[str] | tuple[str, ...]) -> pa.Table:
     if UNKNOWN_COLUMN in data.column_names and data.column(UNKNOWN_COLUMN).null_count < data.num_rows:
         data = _fill_unknown(data, list(key))
     if _strictly_increasing(data, key):
-        return data  # every key once, proven in one pass: the common serial-key insert batch skips the grouping
+        return (
+            data  # every key once, proven in one pass: the common serial-key insert batch skips the grouping
+        )
     indexed = data.append_column(_ORDER, pa.array(np.arange(data.num_rows, dtype=np.int64)))
     last = indexed.group_by(list(key), use_threads=False).aggregate([(_ORDER, "max")])
     if last.num_rows == data.num_rows:

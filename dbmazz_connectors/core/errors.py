@@ -120,7 +120,11 @@ class Problem:
         return f"Problem({self.check!r}, {self.message!r}, fix={self.fix!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Problem) and (self.check, self.message, self.fix) == (other.check, other.message, other.fix)
+        return isinstance(other, Problem) and (self.check, self.message, self.fix) == (
+            other.check,
+            other.message,
+            other.fix,
+        )
 
     def __hash__(self) -> int:
         return hash((self.check, self.message, self.fix))
@@ -180,15 +184,18 @@ class MissingPrimaryKeyError(DbmazzError):
         self.table = table
         super().__init__(
             f"expected a primary key on {table}, found none",
-            hint=fix or f"remove {table} from the pipeline's tables, or give it a primary key (`dbmazz check` "
-                        "prints the statement where a unique index on NOT NULL columns can become one)",
+            hint=fix
+            or f"remove {table} from the pipeline's tables, or give it a primary key (`dbmazz check` "
+            "prints the statement where a unique index on NOT NULL columns can become one)",
         )
 
     @classmethod
     def remove_hint(cls, table: str) -> str:
         """The fix where no unique index on NOT NULL columns exists: the table leaves the pipeline."""
-        return (f"remove {table} from the pipeline's tables (no unique index on NOT NULL columns could become its "
-                "primary key; REPLICA IDENTITY FULL is not enough: rows need a key in the sinks)")
+        return (
+            f"remove {table} from the pipeline's tables (no unique index on NOT NULL columns could become its "
+            "primary key; REPLICA IDENTITY FULL is not enough: rows need a key in the sinks)"
+        )
 
 
 class UnmappableTypeError(DbmazzError):
@@ -246,4 +253,3 @@ class TableChangedError(SourceError):
         self.detail = detail
         self.fix = fix
         super().__init__(f"table {table} {detail}; its changes are no longer captured", hint=fix)
-

@@ -12,7 +12,16 @@ from .errors import Problem
 from .positions import SourcePosition
 from .schema import TableSchema
 
-__all__ = ["Source", "Sink", "TombstonePruning", "SinkCapabilities", "LoadingModel", "BatchRef", "WriteResult", "P"]
+__all__ = [
+    "Source",
+    "Sink",
+    "TombstonePruning",
+    "SinkCapabilities",
+    "LoadingModel",
+    "BatchRef",
+    "WriteResult",
+    "P",
+]
 
 # A source's own position type (the PostgreSQL source is a Source of WAL locations); the engine takes any Source[P].
 P = TypeVar("P", bound=SourcePosition)

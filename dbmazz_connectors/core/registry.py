@@ -16,8 +16,16 @@ from urllib.parse import urlsplit
 from .errors import ConfigError, UnknownConnectorError
 from .protocols import Sink, Source
 
-__all__ = ["SOURCES", "SINKS", "SCHEMES", "connector_for_scheme", "create_source", "create_sink", "source_class",
-           "sink_class"]
+__all__ = [
+    "SOURCES",
+    "SINKS",
+    "SCHEMES",
+    "connector_for_scheme",
+    "create_source",
+    "create_sink",
+    "source_class",
+    "sink_class",
+]
 
 SOURCES: dict[str, str] = {
     "postgres": "dbmazz_connectors.sources.postgres.source:PostgresSource",

@@ -64,7 +64,10 @@ class Column:
 
     def arrow_field(self) -> pa.Field:
         return pa.field(
-            self.name, self.type.to_arrow(), nullable=self.nullable, metadata={TYPE_METADATA_KEY: str(self.type)}
+            self.name,
+            self.type.to_arrow(),
+            nullable=self.nullable,
+            metadata={TYPE_METADATA_KEY: str(self.type)},
         )
 
 

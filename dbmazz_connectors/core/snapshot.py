@@ -37,8 +37,10 @@ class KeyRange:
         return self.lower is None and self.upper is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lower": list(self.lower) if self.lower is not None else None,
-                "upper": list(self.upper) if self.upper is not None else None}
+        return {
+            "lower": list(self.lower) if self.lower is not None else None,
+            "upper": list(self.upper) if self.upper is not None else None,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeyRange:

@@ -181,7 +181,9 @@ class LogicalType:
             return cls(Kind.DECIMAL)
         scale = scale or 0
         if not 1 <= precision <= 76 or not 0 <= scale <= precision:
-            raise ValueError(f"expected 1 <= precision <= 76 and 0 <= scale <= precision, got ({precision},{scale})")
+            raise ValueError(
+                f"expected 1 <= precision <= 76 and 0 <= scale <= precision, got ({precision},{scale})"
+            )
         return cls(Kind.DECIMAL, precision, scale)
 
     @classmethod

@@ -19,8 +19,16 @@ from ..core.schema import Column, TableSchema
 from ..core.types import Kind, LogicalType
 
 __all__ = [
-    "RowsStep", "SchemaStep", "TruncateStep", "Step", "plan_batch", "SchemaDiff", "diff_schemas", "is_widening",
-    "ColumnPlan", "reconcile_columns",
+    "RowsStep",
+    "SchemaStep",
+    "TruncateStep",
+    "Step",
+    "plan_batch",
+    "SchemaDiff",
+    "diff_schemas",
+    "is_widening",
+    "ColumnPlan",
+    "reconcile_columns",
 ]
 
 
@@ -64,8 +72,10 @@ def diff_schemas(old: TableSchema, new: TableSchema) -> SchemaDiff:
         added=tuple(c for c in new.columns if c.name not in old_cols),
         dropped=tuple(c for c in old.columns if c.name not in new_cols),
         changed=tuple(
-            (old_cols[c.name], c) for c in new.columns
-            if c.name in old_cols and (old_cols[c.name].type != c.type or old_cols[c.name].nullable != c.nullable)
+            (old_cols[c.name], c)
+            for c in new.columns
+            if c.name in old_cols
+            and (old_cols[c.name].type != c.type or old_cols[c.name].nullable != c.nullable)
         ),
         key_changed=old.primary_key != new.primary_key,
     )
@@ -90,7 +100,9 @@ def is_widening(old: LogicalType, new: LogicalType) -> bool:
             return False  # unbounded decimals travel as text: a different physical type
         if old.precision is None:
             return False
-        return (new.scale or 0) >= (old.scale or 0) and new.precision - (new.scale or 0) >= old.precision - (old.scale or 0)
+        return (new.scale or 0) >= (old.scale or 0) and new.precision - (new.scale or 0) >= old.precision - (
+            old.scale or 0
+        )
     if old.kind is Kind.ENUM and new.kind is Kind.ENUM:
         return set(old.labels) <= set(new.labels) or not new.labels
     if old.kind is Kind.ENUM and new.kind is Kind.STRING:
@@ -165,8 +177,13 @@ def _never_same(a: LogicalType, b: LogicalType) -> bool:
     return False
 
 
-def reconcile_columns(current: TableSchema, incoming: TableSchema, *, sink: str,
-                      same_native: Callable[[LogicalType, LogicalType], bool] = _never_same) -> ColumnPlan:
+def reconcile_columns(
+    current: TableSchema,
+    incoming: TableSchema,
+    *,
+    sink: str,
+    same_native: Callable[[LogicalType, LogicalType], bool] = _never_same,
+) -> ColumnPlan:
     """Plan the sink-side change for rows of ``incoming``; raise SchemaChangeError if none exists.
 
     A column narrower than the sink's (an older batch replayed after a widening) needs nothing.

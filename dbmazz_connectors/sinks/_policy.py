@@ -45,8 +45,10 @@ __all__ = ["OutOfRange", "ValueRule", "ValueGuard", "temporal_rule", "text_rule"
 log = logging.getLogger("dbmazz_connectors.sinks")
 
 COUNTERS = ("values_clamped", "values_nulled")
-_HINT = ("set out_of_range: clamp (the nearest value the sink holds) or out_of_range: null in the sink's "
-         "config to write such values anyway (each is counted in the apply metadata); see docs/types.md")
+_HINT = (
+    "set out_of_range: clamp (the nearest value the sink holds) or out_of_range: null in the sink's "
+    "config to write such values anyway (each is counted in the apply metadata); see docs/types.md"
+)
 
 
 class OutOfRange(StrEnum):
@@ -61,8 +63,9 @@ class OutOfRange(StrEnum):
         try:
             return cls(str(value).strip().lower())
         except ValueError:
-            raise ConfigError(f"{sink} sink: expected out_of_range to be one of refuse, clamp, null, "
-                              f"got {value!r}") from None
+            raise ConfigError(
+                f"{sink} sink: expected out_of_range to be one of refuse, clamp, null, got {value!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,11 @@ def temporal_rule(kind: Kind, low: int, high: int, expected: str) -> ValueRule:
     """Dates (days) or timestamps (microseconds) the sink holds from ``low`` to ``high``; the
     +-infinity encodings always count as held (each sink documents how it stores them)."""
     physical = pa.int32() if kind is Kind.DATE else pa.int64()
-    infinities = (DATE_NEG_INFINITY, DATE_POS_INFINITY) if kind is Kind.DATE else (
-        TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY)
+    infinities = (
+        (DATE_NEG_INFINITY, DATE_POS_INFINITY)
+        if kind is Kind.DATE
+        else (TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY)
+    )
     fmt = format_date if kind is Kind.DATE else format_timestamp
 
     def ints(values: pa.Array) -> np.ndarray:
@@ -107,8 +113,11 @@ def temporal_rule(kind: Kind, low: int, high: int, expected: str) -> ValueRule:
 def text_rule(expected: str, pattern: str, *, regex: bool = False, replacement: str = "") -> ValueRule:
     """Texts the sink holds unless they contain ``pattern`` (literal, or RE2 with ``regex``); clamping
     replaces each occurrence by ``replacement`` (repeatedly, so occurrences that share characters go too)."""
-    match, replace = (pc.match_substring_regex, pc.replace_substring_regex) if regex else (
-        pc.match_substring, pc.replace_substring)
+    match, replace = (
+        (pc.match_substring_regex, pc.replace_substring_regex)
+        if regex
+        else (pc.match_substring, pc.replace_substring)
+    )
 
     def outside(values: pa.Array) -> np.ndarray:
         return _with_nulls(values, match(values, pattern).fill_null(False).to_numpy(zero_copy_only=False))
@@ -134,7 +143,9 @@ def _with_nulls(values: pa.Array, mask: np.ndarray) -> np.ndarray:
 class ValueGuard:
     """Applies one sink's rules with one policy to rows steps (see the module docstring)."""
 
-    def __init__(self, sink: str, policy: OutOfRange, rule: Callable[[LogicalType], ValueRule | None]) -> None:
+    def __init__(
+        self, sink: str, policy: OutOfRange, rule: Callable[[LogicalType], ValueRule | None]
+    ) -> None:
         self.sink = sink
         self.policy = policy
         self.rule = rule
@@ -150,14 +161,31 @@ class ValueGuard:
             if live is None:
                 live = pc.not_equal(rows.column(OP_COLUMN), OP_DELETE).to_numpy(zero_copy_only=False)
             array = _combined(rows.column(col.name))
-            fixed = self._column(array, element is not None, rule, live, table, col.name,
-                                 col.name in schema.primary_key, details)
+            fixed = self._column(
+                array,
+                element is not None,
+                rule,
+                live,
+                table,
+                col.name,
+                col.name in schema.primary_key,
+                details,
+            )
             if fixed is not array:
                 rows = rows.set_column(rows.column_names.index(col.name), rows.schema.field(col.name), fixed)
         return rows
 
-    def _column(self, array: pa.Array, is_list: bool, rule: ValueRule, live: np.ndarray, table: str, column: str,
-                is_key: bool, details: dict[str, int]) -> pa.Array:
+    def _column(
+        self,
+        array: pa.Array,
+        is_list: bool,
+        rule: ValueRule,
+        live: np.ndarray,
+        table: str,
+        column: str,
+        is_key: bool,
+        details: dict[str, int],
+    ) -> pa.Array:
         values = pc.list_flatten(array) if is_list else array
         outside = rule.outside(values)
         if not outside.any():
@@ -165,7 +193,9 @@ class ValueGuard:
         owner = pc.list_parent_indices(array).to_numpy(zero_copy_only=False) if is_list else None
         owner_live = live if owner is None else live[owner]
         if is_key or (self.policy is OutOfRange.REFUSE and (outside & owner_live).any()):
-            raise self._refusal(rule, values, outside & owner_live if not is_key else outside, table, column, is_key)
+            raise self._refusal(
+                rule, values, outside & owner_live if not is_key else outside, table, column, is_key
+            )
         counted = outside & owner_live
         if self.policy is OutOfRange.CLAMP:
             fixed = pc.if_else(pa.array(counted), rule.nearest(values), values)
@@ -175,12 +205,20 @@ class ValueGuard:
             fixed = _nulled(values, outside)
             details["values_nulled"] += int(counted.sum())
         if counted.any():
-            log.warning("%s: %d value(s) of %s.%s %s (expected %s)", self.sink, int(counted.sum()), table, column,
-                        "clamped" if self.policy is OutOfRange.CLAMP else "written as NULL", rule.expected)
+            log.warning(
+                "%s: %d value(s) of %s.%s %s (expected %s)",
+                self.sink,
+                int(counted.sum()),
+                table,
+                column,
+                "clamped" if self.policy is OutOfRange.CLAMP else "written as NULL",
+                rule.expected,
+            )
         return _relisted(array, fixed) if is_list else fixed
 
-    def _refusal(self, rule: ValueRule, values: pa.Array, bad: np.ndarray, table: str, column: str,
-                 is_key: bool) -> UnrepresentableValueError:
+    def _refusal(
+        self, rule: ValueRule, values: pa.Array, bad: np.ndarray, table: str, column: str, is_key: bool
+    ) -> UnrepresentableValueError:
         first = int(np.argmax(bad))
         try:
             sample = rule.show(values, first)
@@ -190,11 +228,15 @@ class ValueGuard:
         more = f" (and {count - 1} more)" if count > 1 else ""
         if is_key:
             return UnrepresentableValueError(
-                table, column, f"{self.sink}: expected {rule.expected}, found {sample}{more} in a primary-key "
+                table,
+                column,
+                f"{self.sink}: expected {rule.expected}, found {sample}{more} in a primary-key "
                 "column, which is never clamped or nulled (two keys could become one)",
-                hint="keep such keys out of the source table or replicate it to a sink that holds them")
-        return UnrepresentableValueError(table, column, f"{self.sink}: expected {rule.expected}, found {sample}{more}",
-                                         hint=_HINT)
+                hint="keep such keys out of the source table or replicate it to a sink that holds them",
+            )
+        return UnrepresentableValueError(
+            table, column, f"{self.sink}: expected {rule.expected}, found {sample}{more}", hint=_HINT
+        )
 
 
 def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -45,9 +45,13 @@ class RowMerge:
     """The rows part of ``SqlSink`` (which provides ``q``, ``execute``, ``fetchall``, ``stage``, ``target``,
     ``tomb`` and ``high_water_version``)."""
 
-    upsert_by_replace = False  # True: delete the keys, then a plain INSERT (faster than ON CONFLICT in DuckDB)
+    upsert_by_replace = (
+        False  # True: delete the keys, then a plain INSERT (faster than ON CONFLICT in DuckDB)
+    )
 
-    def drop_stale(self, staged: str, state: TableState, on_key: str, min_version: int, high_water: int | None) -> int:
+    def drop_stale(
+        self, staged: str, state: TableState, on_key: str, min_version: int, high_water: int | None
+    ) -> int:
         """Remove staged rows older than what the sink holds (a truncate, a live row, a tombstone); returns how many.
 
         Every version in the sink came from an applied batch, so when the oldest staged row is at or
@@ -59,14 +63,22 @@ class RowMerge:
         v = self.q(VERSION_COLUMN)
         dropped = self.execute(f"DELETE FROM {staged} w WHERE w.{v} < %s", (state.truncated_version,))
         for table in (self.target(state), self.tomb(state)):
-            dropped += self.execute(f"DELETE FROM {staged} w USING {table} x WHERE {on_key} AND x.{v} > w.{v}")
+            dropped += self.execute(
+                f"DELETE FROM {staged} w USING {table} x WHERE {on_key} AND x.{v} > w.{v}"
+            )
         return dropped
 
     def drop_staged(self, staged: str) -> None:
         self.execute(f"DROP TABLE {staged}")
 
-    def _apply_rows(self, state: TableState, step: RowsStep, rows: pa.Table, details: dict[str, int],
-                    high_water: int | None) -> None:
+    def _apply_rows(
+        self,
+        state: TableState,
+        step: RowsStep,
+        rows: pa.Table,
+        details: dict[str, int],
+        high_water: int | None,
+    ) -> None:
         """Merge ``rows`` (the step's rows, through the sink's ``out_of_range`` policy) into the table."""
         rows = with_unknown_key(rows)
         ops = rows.column(OP_COLUMN)
@@ -82,7 +94,8 @@ class RowMerge:
             return known[0]
 
         if self._append_only(state, rows, min_version, high_water, tombstones) and self.direct_insert(
-                state, step.schema, rows):
+            state, step.schema, rows
+        ):
             details["upserted"] += rows.num_rows
             return
         staged = self.stage(rows, step.schema, state.table)
@@ -91,9 +104,13 @@ class RowMerge:
         self._tombstones(state, staged, on_key, deletes, details, tombstones)
         names = step.schema.column_names
         full = f"{self.q(UNKNOWN_KEY)} IS NULL"
-        if self.upsert_by_replace and set(state.schema.column_names) <= set(names):  # else keep the other columns
-            self.execute(f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} "
-                         f"AND w.{self.q(OP_COLUMN)} <> {OP_DELETE} AND w.{full}")
+        if self.upsert_by_replace and set(state.schema.column_names) <= set(
+            names
+        ):  # else keep the other columns
+            self.execute(
+                f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} "
+                f"AND w.{self.q(OP_COLUMN)} <> {OP_DELETE} AND w.{full}"
+            )
             details["upserted"] += self._insert(state, staged, names, full)
         else:
             details["upserted"] += self._upsert(state, staged, names, full)
@@ -101,13 +118,21 @@ class RowMerge:
             where = f"{self.q(UNKNOWN_KEY)} = %s"
             details["unknown_values_missing"] += self.fetchall(
                 f"SELECT count(*) FROM {staged} w WHERE w.{where} AND w.{self.q(OP_COLUMN)} <> {OP_DELETE} "
-                f"AND NOT EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key})", (group,))[0][0]
+                f"AND NOT EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key})",
+                (group,),
+            )[0][0]
             known = [n for n in names if n not in set(group.split(_SEP))]
             details["upserted"] += self._upsert(state, staged, known, where, (group,))
         self.drop_staged(staged)
 
-    def _append_only(self, state: TableState, rows: pa.Table, min_version: int, high_water: int | None,
-                     tombstones: Callable[[], bool]) -> bool:
+    def _append_only(
+        self,
+        state: TableState,
+        rows: pa.Table,
+        min_version: int,
+        high_water: int | None,
+        tombstones: Callable[[], bool],
+    ) -> bool:
         """Only inserts, all newer than anything applied, every value known, no tombstones, every sink
         column in the batch: such rows can go straight into the table (if none of their keys exists)."""
         if not pc.all(pc.equal(rows.column(OP_COLUMN), OP_INSERT)).as_py():
@@ -125,26 +150,42 @@ class RowMerge:
         key already exists or the sink has no such path, and the staged merge runs instead."""
         return False
 
-    def _tombstones(self, state: TableState, staged: str, on_key: str, deletes: int, details: dict[str, int],
-                    tombstones: Callable[[], bool]) -> None:
+    def _tombstones(
+        self,
+        state: TableState,
+        staged: str,
+        on_key: str,
+        deletes: int,
+        details: dict[str, int],
+        tombstones: Callable[[], bool],
+    ) -> None:
         """Deletes remove the live row and leave a tombstone; upserts remove the key's tombstone (where the table
         has any: ``tombstones()``, asked before this step's deletes added theirs)."""
         v, op = self.q(VERSION_COLUMN), self.q(OP_COLUMN)
         if deletes:
             details["deleted"] += self.execute(
-                f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} AND w.{op} = {OP_DELETE}")
+                f"DELETE FROM {self.target(state)} x USING {staged} w WHERE {on_key} AND w.{op} = {OP_DELETE}"
+            )
             keys = ", ".join(self.q(k) for k in state.schema.primary_key)
-            self.execute(f"INSERT INTO {self.tomb(state)} ({keys}, {v}) SELECT {keys}, {v} FROM {staged} "
-                         f"WHERE {op} = {OP_DELETE} ON CONFLICT ({keys}) DO UPDATE SET {v} = excluded.{v}")
+            self.execute(
+                f"INSERT INTO {self.tomb(state)} ({keys}, {v}) SELECT {keys}, {v} FROM {staged} "
+                f"WHERE {op} = {OP_DELETE} ON CONFLICT ({keys}) DO UPDATE SET {v} = excluded.{v}"
+            )
         if deletes or tombstones():
-            self.execute(f"DELETE FROM {self.tomb(state)} x USING {staged} w WHERE {on_key} AND w.{op} <> {OP_DELETE}")
+            self.execute(
+                f"DELETE FROM {self.tomb(state)} x USING {staged} w WHERE {on_key} AND w.{op} <> {OP_DELETE}"
+            )
 
     def _insert(self, state: TableState, staged: str, names: list[str], where: str) -> int:
         collist = ", ".join(self.q(c) for c in [*names, VERSION_COLUMN, COMMIT_TS_COLUMN])
-        return self.execute(f"INSERT INTO {self.target(state)} ({collist}) SELECT {collist} FROM {staged} "
-                            f"WHERE {self.q(OP_COLUMN)} <> {OP_DELETE} AND {where}")
+        return self.execute(
+            f"INSERT INTO {self.target(state)} ({collist}) SELECT {collist} FROM {staged} "
+            f"WHERE {self.q(OP_COLUMN)} <> {OP_DELETE} AND {where}"
+        )
 
-    def _upsert(self, state: TableState, staged: str, names: list[str], where: str, params: Sequence = ()) -> int:
+    def _upsert(
+        self, state: TableState, staged: str, names: list[str], where: str, params: Sequence = ()
+    ) -> int:
         key = state.schema.primary_key
         cols = [*names, VERSION_COLUMN, COMMIT_TS_COLUMN]
         collist = ", ".join(self.q(c) for c in cols)
@@ -152,7 +193,9 @@ class RowMerge:
         return self.execute(
             f"INSERT INTO {self.target(state)} ({collist}) SELECT {collist} FROM {staged} "
             f"WHERE {self.q(OP_COLUMN)} <> {OP_DELETE} AND {where} "
-            f"ON CONFLICT ({', '.join(self.q(k) for k in key)}) DO UPDATE SET {updates}", params)
+            f"ON CONFLICT ({', '.join(self.q(k) for k in key)}) DO UPDATE SET {updates}",
+            params,
+        )
 
 
 def with_unknown_key(rows: pa.Table) -> pa.Table:

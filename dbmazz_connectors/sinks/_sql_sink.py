@@ -46,10 +46,19 @@ __all__ = ["SqlSink", "TableState", "META_SCHEMA", "UNKNOWN_KEY"]
 class SqlSink(RowMerge, SinkBase[TableState]):
     """The toolkit's hooks in SQL; a subclass provides the connection, quoting, staging and type table."""
 
-    DETAILS = ("upserted", "deleted", "stale", "unknown_values_missing", "truncates", "columns_added",
-               "columns_widened")
+    DETAILS = (
+        "upserted",
+        "deleted",
+        "stale",
+        "unknown_values_missing",
+        "truncates",
+        "columns_added",
+        "columns_widened",
+    )
 
-    def __init__(self, pipeline: str, schema: str | None, out_of_range: OutOfRange = OutOfRange.REFUSE) -> None:
+    def __init__(
+        self, pipeline: str, schema: str | None, out_of_range: OutOfRange = OutOfRange.REFUSE
+    ) -> None:
         super().__init__(out_of_range)
         self.pipeline = pipeline
         self.schema_override = schema
@@ -115,20 +124,26 @@ class SqlSink(RowMerge, SinkBase[TableState]):
     def load_state(self, table: str) -> TableState | None:
         rows = self.fetchall(
             f"SELECT target_schema, target_name, tombstones, schema_json, truncated_version "
-            f"FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s", (self.target_key(table),))
+            f"FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s",
+            (self.target_key(table),),
+        )
         if not rows:
             return None
         ts, tn, tomb, schema_json, truncated = rows[0]
         return TableState(table, ts, tn, tomb, TableSchema.from_dict(json.loads(schema_json)), int(truncated))
 
     def save_state(self, state: TableState) -> None:
-        self.execute(f"UPDATE {self.q(META_SCHEMA, 'tables')} SET schema_json = %s, truncated_version = %s "
-                     "WHERE table_name = %s",
-                     (json.dumps(state.schema.to_dict()), state.truncated_version, self.target_key(state.table)))
+        self.execute(
+            f"UPDATE {self.q(META_SCHEMA, 'tables')} SET schema_json = %s, truncated_version = %s "
+            "WHERE table_name = %s",
+            (json.dumps(state.schema.to_dict()), state.truncated_version, self.target_key(state.table)),
+        )
 
     def state_tables(self) -> list[str]:
         # a target key ("schema.name") maps to itself, so either kind of name does for table_state
-        return [r[0] for r in self.fetchall(f"SELECT table_name FROM {self.q(META_SCHEMA, 'tables')} ORDER BY 1")]
+        return [
+            r[0] for r in self.fetchall(f"SELECT table_name FROM {self.q(META_SCHEMA, 'tables')} ORDER BY 1")
+        ]
 
     def target_key(self, table: str) -> str:
         """The sink table a source table ``schema.name`` goes to, as ``schema.name`` (the metadata key)."""
@@ -144,13 +159,25 @@ class SqlSink(RowMerge, SinkBase[TableState]):
     # ---- create
     def sink_schema(self, schema: TableSchema) -> TableSchema:
         """Non-key columns nullable (key columns as the source has them)."""
-        return TableSchema(schema.schema, schema.name, tuple(
-            c if c.nullable or c.name in schema.primary_key else dataclasses.replace(c, nullable=True)
-            for c in schema.columns), schema.primary_key)
+        return TableSchema(
+            schema.schema,
+            schema.name,
+            tuple(
+                c if c.nullable or c.name in schema.primary_key else dataclasses.replace(c, nullable=True)
+                for c in schema.columns
+            ),
+            schema.primary_key,
+        )
 
     def new_state(self, schema: TableSchema) -> TableState:
-        return TableState(schema.qualified_name, self.schema_override or schema.schema, schema.name,
-                          _tombstone_name(self.target_key(schema.qualified_name)), schema, 0)
+        return TableState(
+            schema.qualified_name,
+            self.schema_override or schema.schema,
+            schema.name,
+            _tombstone_name(self.target_key(schema.qualified_name)),
+            schema,
+            0,
+        )
 
     def create_target(self, state: TableState) -> TableState:
         """The target and tombstone tables and the table's metadata row, in one transaction. Idempotent."""
@@ -166,8 +193,10 @@ class SqlSink(RowMerge, SinkBase[TableState]):
 
     def _create_objects(self, state: TableState) -> None:
         schema, key = state.schema, state.schema.primary_key
-        cols = [f"{self.q(c.name)} {self.types.native(c.type)}{' NOT NULL' if c.name in key else ''}"
-                for c in schema.columns]
+        cols = [
+            f"{self.q(c.name)} {self.types.native(c.type)}{' NOT NULL' if c.name in key else ''}"
+            for c in schema.columns
+        ]
         pk = ", ".join(self.q(k) for k in key)
         self.ensure_schema(state.target_schema)
         self.execute(
@@ -176,12 +205,19 @@ class SqlSink(RowMerge, SinkBase[TableState]):
             f"{self.target_key_clause(pk)})"
         )
         key_cols = [f"{self.q(k)} {self.types.native(schema.column(k).type)} NOT NULL" for k in key]
-        self.execute(f"CREATE TABLE IF NOT EXISTS {self.tomb(state)} ({', '.join(key_cols)}, "
-                     f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, PRIMARY KEY ({pk}))")
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.tomb(state)} ({', '.join(key_cols)}, "
+            f"{self.q(VERSION_COLUMN)} {self.types.VERSION} NOT NULL, PRIMARY KEY ({pk}))"
+        )
         self.execute(
             f"INSERT INTO {self.q(META_SCHEMA, 'tables')} VALUES (%s, %s, %s, %s, %s, 0) ON CONFLICT DO NOTHING",
-            (self.target_key(state.table), state.target_schema, state.target_name, state.tombstones,
-             json.dumps(schema.to_dict())),
+            (
+                self.target_key(state.table),
+                state.target_schema,
+                state.target_name,
+                state.tombstones,
+                json.dumps(schema.to_dict()),
+            ),
         )
 
     # ---- the apply's hooks
@@ -206,28 +242,36 @@ class SqlSink(RowMerge, SinkBase[TableState]):
         return self.translate_error(exc, table)
 
     def is_applied(self, ref: BatchRef, table: str) -> bool:
-        return bool(self.fetchall(
-            f"SELECT 1 FROM {self.q(META_SCHEMA, 'applied_batches')} "
-            "WHERE pipeline = %s AND batch_id = %s AND table_name = %s",
-            (ref.pipeline, ref.batch_id, self.target_key(table))))
+        return bool(
+            self.fetchall(
+                f"SELECT 1 FROM {self.q(META_SCHEMA, 'applied_batches')} "
+                "WHERE pipeline = %s AND batch_id = %s AND table_name = %s",
+                (ref.pipeline, ref.batch_id, self.target_key(table)),
+            )
+        )
 
     def applied_and_high_water(self, ref: BatchRef, table: str) -> tuple[bool, int | None]:
         """One scan of the table's applied batches instead of two queries (a small batch's cost is in such reads)."""
-        (high, applied), = self.fetchall(
+        ((high, applied),) = self.fetchall(
             f"SELECT max(high_water_version), sum(CASE WHEN pipeline = %s AND batch_id = %s THEN 1 ELSE 0 END) "
             f"FROM {self.q(META_SCHEMA, 'applied_batches')} WHERE table_name = %s",
-            (ref.pipeline, ref.batch_id, self.target_key(table)))
+            (ref.pipeline, ref.batch_id, self.target_key(table)),
+        )
         return bool(applied), None if high is None else int(high)
 
     def record_applied(self, ctx: ApplyContext, rows_written: int, high_water: int | None) -> None:
-        self.execute(f"INSERT INTO {self.q(META_SCHEMA, 'applied_batches')} (pipeline, batch_id, table_name, "
-                     "rows_written, high_water_version) VALUES (%s, %s, %s, %s, %s)",
-                     (ctx.ref.pipeline, ctx.ref.batch_id, self.target_key(ctx.table), rows_written, high_water))
+        self.execute(
+            f"INSERT INTO {self.q(META_SCHEMA, 'applied_batches')} (pipeline, batch_id, table_name, "
+            "rows_written, high_water_version) VALUES (%s, %s, %s, %s, %s)",
+            (ctx.ref.pipeline, ctx.ref.batch_id, self.target_key(ctx.table), rows_written, high_water),
+        )
 
     def alter_columns(self, state: TableState, plan: ColumnPlan) -> None:
         for col in plan.added:
-            self.execute(f"ALTER TABLE {self.target(state)} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
-                         f"{self.types.native(col.type)}")
+            self.execute(
+                f"ALTER TABLE {self.target(state)} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
+                f"{self.types.native(col.type)}"
+            )
         for _old, new in plan.widened:
             native = self.types.native(new.type)
             self.execute(self.alter_type_sql(self.target(state), new.name, native))
@@ -251,8 +295,9 @@ class SqlSink(RowMerge, SinkBase[TableState]):
         self.begin()
         try:
             self.lock_table_state(state.table)
-            forgotten = self.execute(f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} < %s",
-                                     (int(below_version),))
+            forgotten = self.execute(
+                f"DELETE FROM {self.tomb(state)} WHERE {self.q(VERSION_COLUMN)} < %s", (int(below_version),)
+            )
             self.commit()
         except BaseException as exc:
             self.rollback()
@@ -268,8 +313,11 @@ class SqlSink(RowMerge, SinkBase[TableState]):
         return int(self.fetchall(f"SELECT count(*) FROM {self.target(state)}")[0][0])
 
     def high_water_version(self, table: str) -> int | None:
-        rows = self.fetchall(f"SELECT max(high_water_version) FROM {self.q(META_SCHEMA, 'applied_batches')} "
-                             "WHERE table_name = %s", (self.target_key(table),))
+        rows = self.fetchall(
+            f"SELECT max(high_water_version) FROM {self.q(META_SCHEMA, 'applied_batches')} "
+            "WHERE table_name = %s",
+            (self.target_key(table),),
+        )
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def refuse(self, table: str, message: str, hint: str | None = None) -> SchemaChangeError:

@@ -13,7 +13,9 @@ def _write(tmp_path, text: str) -> str:
 
 
 def test_yaml_pipeline_resolves_secrets_from_the_environment(tmp_path, monkeypatch):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
 pipelines:
   shop:
     source: {url: "postgresql://cap@db:5432/shop", password_env: SHOP_PW}
@@ -21,12 +23,17 @@ pipelines:
     sinks:
       duckdb: {url: "duckdb:///x.duckdb"}
       ch: {url: "clickhouse://u:${CH_PW}@ch:8123/shop"}
-""")
+""",
+    )
     monkeypatch.setenv("SHOP_PW", "s3cret")
     monkeypatch.setenv("CH_PW", "other")
     shop = load_pipelines(path)["shop"]
-    assert shop.source_config() == {"url": "postgresql://cap@db:5432/shop", "password": "s3cret",
-                                     "pipeline": "shop", "tables": ["public.orders"]}
+    assert shop.source_config() == {
+        "url": "postgresql://cap@db:5432/shop",
+        "password": "s3cret",
+        "pipeline": "shop",
+        "tables": ["public.orders"],
+    }
     assert shop.sink_config("ch")["url"] == "clickhouse://u:other@ch:8123/shop"
     assert "s3cret" not in shop.model_dump_json()  # what Dagster stores never holds the secret
     monkeypatch.delenv("SHOP_PW")
@@ -34,22 +41,35 @@ pipelines:
         shop.source_config()
 
 
-@pytest.mark.parametrize("body,message", [
-    ("pipelines: {}", "expected a 'pipelines:' mapping"),
-    ("pipelines:\n  bad-name: {source: {}, tables: [a.b], sinks: {d: {}}}", "letters, digits and underscores"),
-    ("pipelines:\n  p: {source: {}, tables: [orders], sinks: {d: {}}}", "expected tables as schema.table, got 'orders'"),
-    ("pipelines:\n  p: {source: {}, tables: [a.b], sinks: {}}", "sinks"),
-    ("pipelines:\n  p: {source: {}, tables: [a.b], sinks: {d: {}}, typo: 1}", "typo"),
-    ("pipelines: [", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("pipelines: {}", "expected a 'pipelines:' mapping"),
+        (
+            "pipelines:\n  bad-name: {source: {}, tables: [a.b], sinks: {d: {}}}",
+            "letters, digits and underscores",
+        ),
+        (
+            "pipelines:\n  p: {source: {}, tables: [orders], sinks: {d: {}}}",
+            "expected tables as schema.table, got 'orders'",
+        ),
+        ("pipelines:\n  p: {source: {}, tables: [a.b], sinks: {}}", "sinks"),
+        ("pipelines:\n  p: {source: {}, tables: [a.b], sinks: {d: {}}, typo: 1}", "typo"),
+        ("pipelines: [", "not valid YAML"),
+    ],
+)
 def test_invalid_files_say_what_is_wrong(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message):
         load_pipelines(_write(tmp_path, body))
 
 
 def test_single_pipeline_from_environment_variables():
-    env = {"SOURCE_URL": "mysql://repl@db/shop", "SINK_URL": "duckdb:///a.duckdb,ch=clickhouse://u@ch/shop",
-           "TABLES": "shop.orders, shop.items", "PIPELINE_NAME": "shop"}
+    env = {
+        "SOURCE_URL": "mysql://repl@db/shop",
+        "SINK_URL": "duckdb:///a.duckdb,ch=clickhouse://u@ch/shop",
+        "TABLES": "shop.orders, shop.items",
+        "PIPELINE_NAME": "shop",
+    }
     pipeline = pipeline_from_env(env)
     assert pipeline.name == "shop" and pipeline.tables == ["shop.orders", "shop.items"]
     assert set(pipeline.sinks) == {"duckdb", "ch"}

@@ -29,8 +29,14 @@ def _stage(changelog, batch_id: str, version: int) -> None:
     writer = changelog.writer("p", batch_id, Lsn(version - 1))
     for name in ("a", "b", "c"):
         schema = _schema(name)
-        writer.add(Rows(schema, rows_table(schema, [(0, version, {"id": k, "v": f"{name}{version}"}, None)
-                                                    for k in range(3)])))
+        writer.add(
+            Rows(
+                schema,
+                rows_table(
+                    schema, [(0, version, {"id": k, "v": f"{name}{version}"}, None) for k in range(3)]
+                ),
+            )
+        )
     writer.add(Heartbeat(Lsn(version)))
     writer.commit()
 
@@ -65,7 +71,9 @@ def test_a_large_batch_with_a_refused_schema_change_writes_nothing(tmp_path):
     rekeyed = TableSchema("public", "t", schema.columns, ("id", "v"))
     writer = changelog.writer("p", "b1", Lsn(1))
     for low in range(0, 12, 3):
-        writer.add(Rows(schema, rows_table(schema, [(0, 5, {"id": k, "v": "x"}, None) for k in range(low, low + 3)])))
+        writer.add(
+            Rows(schema, rows_table(schema, [(0, 5, {"id": k, "v": "x"}, None) for k in range(low, low + 3)]))
+        )
     writer.add(SchemaChange(rekeyed, 6, "ALTER TABLE t ADD PRIMARY KEY (id, v)"))
     writer.add(Rows(rekeyed, rows_table(rekeyed, [(0, 7, {"id": 99, "v": "y"}, None)])))
     writer.add(Heartbeat(Lsn(8)))

@@ -38,7 +38,9 @@ def _wait_http(url: str, timeout: float) -> None:
 def _sink_orders(path: Path) -> list[tuple] | None:
     try:
         with duckdb.connect(str(path), read_only=True) as conn:
-            return conn.execute("SELECT id, quantity, amount, status FROM public.orders ORDER BY id").fetchall()
+            return conn.execute(
+                "SELECT id, quantity, amount, status FROM public.orders ORDER BY id"
+            ).fetchall()
     except (duckdb.IOException, duckdb.CatalogException):
         return None  # a batch is being applied (file locked) or the first batch has not landed yet
 
@@ -46,7 +48,9 @@ def _sink_orders(path: Path) -> list[tuple] | None:
 @pytest.fixture
 def running_demo(tmp_path):
     with PostgresServer() as pg:
-        env = prepare(pg, tmp_path / "demo", orders=500)  # rows before the pipeline: the initial load brings them
+        env = prepare(
+            pg, tmp_path / "demo", orders=500
+        )  # rows before the pipeline: the initial load brings them
         port = free_port()
         log = tmp_path / "dagster.log"
         proc = start_dagster(env, port, log)
@@ -81,9 +85,17 @@ def _check_lineage_page(port: int) -> None:
         pytest.fail("Debian's chromium is needed for the UI check: apt-get install chromium")
     errors: list[str] = []
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))

@@ -91,7 +91,9 @@ class Pipeline:
         """Capture until a batch brings nothing of the tables: the sinks have seen every change."""
         self.capture_changes()
         last = self.capture_changes()
-        assert last is None or last.rows == 0, f"a batch after the client stopped still had {last.rows} changes"
+        assert last is None or last.rows == 0, (
+            f"a batch after the client stopped still had {last.rows} changes"
+        )
 
     def apply_shuffled(self, sink: Sink, seed: int) -> None:
         order = [m.batch_id for m in self.captured]
@@ -119,8 +121,13 @@ class Reader:
     def rows(self, schema: TableSchema, lo: int, hi: int) -> list[tuple]:
         cols = ", ".join(self.quote(c) for c in schema.column_names)
         key = self.quote(schema.primary_key[0])
-        return [tuple(r) for r in self.fetch(f"SELECT {cols} FROM {self.relation(schema)} "
-                                              f"WHERE {key} >= {int(lo)} AND {key} < {int(hi)} ORDER BY {key}")]
+        return [
+            tuple(r)
+            for r in self.fetch(
+                f"SELECT {cols} FROM {self.relation(schema)} "
+                f"WHERE {key} >= {int(lo)} AND {key} < {int(hi)} ORDER BY {key}"
+            )
+        ]
 
     def max_key(self, schema: TableSchema) -> int:
         key = self.quote(schema.primary_key[0])
@@ -142,7 +149,9 @@ def sink_reader(name: str, sink: Sink) -> Reader:
 
 
 def pg_reader(conn) -> Reader:
-    return Reader(lambda s: f'"{s.schema}"."{s.name}"', lambda c: f'"{c}"', lambda q: conn.execute(q).fetchall())
+    return Reader(
+        lambda s: f'"{s.schema}"."{s.name}"', lambda c: f'"{c}"', lambda q: conn.execute(q).fetchall()
+    )
 
 
 def mysql_reader(conn) -> Reader:
@@ -167,16 +176,24 @@ def assert_sinks_equal_source(schemas: list[TableSchema], source: Reader, sinks:
                 try:
                     assert_sink_equals(reader.rows(schema, lo, lo + WINDOW), want)
                 except AssertionError as exc:
-                    raise AssertionError(f"{name} sink, {schema.qualified_name} keys [{lo}, {lo + WINDOW}): "
-                                         f"{exc}") from None
+                    raise AssertionError(
+                        f"{name} sink, {schema.qualified_name} keys [{lo}, {lo + WINDOW}): {exc}"
+                    ) from None
     return compared
 
 
 # ---- the runs
 
 
-def _run(source: Source, changelog: ChangeLog, sinks: dict[str, Sink], start, client: ClientRun,
-         tables: list[str], size: Size) -> tuple[Pipeline, ClientResult]:
+def _run(
+    source: Source,
+    changelog: ChangeLog,
+    sinks: dict[str, Sink],
+    start,
+    client: ClientRun,
+    tables: list[str],
+    size: Size,
+) -> tuple[Pipeline, ClientResult]:
     """Create the pipeline while ``client`` writes, load, follow until it stops, drain; then the shuffled sink."""
     settings = SnapshotSettings(chunk_rows=size.chunk_rows, chunks_per_batch=2, parallelism=2)
     pipeline = Pipeline(source, changelog, start, {n: s for n, s in sinks.items() if n != "postgres"})
@@ -193,11 +210,13 @@ def _run(source: Source, changelog: ChangeLog, sinks: dict[str, Sink], start, cl
 def _report(what: str, pipeline: Pipeline, result: ClientResult, rows: int, began: float) -> None:
     snapshot = [m for m in pipeline.captured if m.is_snapshot]
     cdc = [m for m in pipeline.captured if not m.is_snapshot]
-    print(f"\n{what}: {rows} rows compared in 3 sinks, {time.monotonic() - began:.1f}s in all; "
-          f"{result.transactions} client transactions in {result.seconds}s; "
-          f"{len(snapshot)} snapshot batches ({sum(m.rows for m in snapshot)} rows), "
-          f"{len(cdc)} CDC batches ({sum(m.rows for m in cdc)} changes, "
-          f"{pipeline.rows_during_load()} during the load)")
+    print(
+        f"\n{what}: {rows} rows compared in 3 sinks, {time.monotonic() - began:.1f}s in all; "
+        f"{result.transactions} client transactions in {result.seconds}s; "
+        f"{len(snapshot)} snapshot batches ({sum(m.rows for m in snapshot)} rows), "
+        f"{len(cdc)} CDC batches ({sum(m.rows for m in cdc)} changes, "
+        f"{pipeline.rows_during_load()} during the load)"
+    )
 
 
 def _assert_pipeline_worked(pipeline: Pipeline, result: ClientResult) -> None:
@@ -215,7 +234,9 @@ def _pgbench(pg_db, login, changelog, make_sinks, size: Size) -> None:
         source = login.source(tables, pipeline=PIPELINE)
         try:
             set_up_source(source)
-            pipeline, result = _run(source, changelog, sinks, source.checkpoint_position(), client, tables, size)
+            pipeline, result = _run(
+                source, changelog, sinks, source.checkpoint_position(), client, tables, size
+            )
             schemas = [source.table_schemas()[t] for t in tables]
         finally:
             source.disconnect()
@@ -247,8 +268,13 @@ def _sysbench(mysql_db, login, changelog, make_sinks, size: Size) -> None:
     with closing(mysql_db.connect()) as conn:
         rows = assert_sinks_equal_source(schemas, mysql_reader(conn), sinks)
     assert rows >= size.rows  # sysbench deletes and re-inserts: the row count stays about 2 x table size
-    _report(f"sysbench oltp_read_write --tables=2 --table-size={size.rows} --time={size.seconds}", pipeline,
-            result, rows, began)
+    _report(
+        f"sysbench oltp_read_write --tables=2 --table-size={size.rows} --time={size.seconds}",
+        pipeline,
+        result,
+        rows,
+        began,
+    )
 
 
 def _mysql_snapshots() -> bool:
@@ -257,7 +283,9 @@ def _mysql_snapshots() -> bool:
     return hasattr(MySqlSource, "read_snapshot")
 
 
-needs_mysql_snapshots = pytest.mark.skipif(not _mysql_snapshots(), reason="the MySQL source reads no snapshots yet")
+needs_mysql_snapshots = pytest.mark.skipif(
+    not _mysql_snapshots(), reason="the MySQL source reads no snapshots yet"
+)
 
 
 def test_pgbench_loaded_and_followed_into_every_sink(pg_db, pg_capture_login, changelog, make_sinks):
@@ -266,7 +294,9 @@ def test_pgbench_loaded_and_followed_into_every_sink(pg_db, pg_capture_login, ch
 
 @needs_mysql_snapshots
 def test_sysbench_loaded_and_followed_into_every_sink(mysql_db, mysql_capture_login, changelog, make_sinks):
-    _sysbench(mysql_db, mysql_capture_login, changelog, make_sinks, Size(rows=10_000, seconds=15, chunk_rows=5_000))
+    _sysbench(
+        mysql_db, mysql_capture_login, changelog, make_sinks, Size(rows=10_000, seconds=15, chunk_rows=5_000)
+    )
 
 
 @pytest.mark.slow
@@ -279,5 +309,10 @@ def test_pgbench_scale_10_for_two_minutes(pg_db, pg_capture_login, changelog, ma
 @pytest.mark.timeout(1800)
 @needs_mysql_snapshots
 def test_sysbench_100k_rows_for_two_minutes(mysql_db, mysql_capture_login, changelog, make_sinks):
-    _sysbench(mysql_db, mysql_capture_login, changelog, make_sinks,
-              Size(rows=100_000, seconds=120, chunk_rows=25_000))
+    _sysbench(
+        mysql_db,
+        mysql_capture_login,
+        changelog,
+        make_sinks,
+        Size(rows=100_000, seconds=120, chunk_rows=25_000),
+    )

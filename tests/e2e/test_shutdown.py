@@ -63,14 +63,18 @@ def _start(args: list[str], tmp_path: Path, **extra_env: str) -> tuple[subproces
     return proc, marker, temp
 
 
-def _stop_and_assert_clean(proc: subprocess.Popen, marker: str, temp: Path, tmp_path: Path, timeout: float) -> float:
+def _stop_and_assert_clean(
+    proc: subprocess.Popen, marker: str, temp: Path, tmp_path: Path, timeout: float
+) -> float:
     before = _marked_processes(marker)
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still running {timeout:.0f}s after SIGTERM:\n{(tmp_path / 'out.log').read_text()[-3000:]}")
+        pytest.fail(
+            f"still running {timeout:.0f}s after SIGTERM:\n{(tmp_path / 'out.log').read_text()[-3000:]}"
+        )
     took = time.monotonic() - began
     deadline = time.monotonic() + 5  # children reparented to init may take a moment to be reaped
     while (left := _marked_processes(marker)) and time.monotonic() < deadline:
@@ -88,8 +92,18 @@ def _stop_and_assert_clean(proc: subprocess.Popen, marker: str, temp: Path, tmp_
 
 def _demo(tmp_path: Path, clickhouse: bool) -> tuple[subprocess.Popen, str, Path, int]:
     port = free_port()
-    args = ["-m", "infra.demo", "--port", str(port), "--workdir", str(tmp_path / "demo"), "--orders", "200",
-            "--rate", "20"] + ([] if clickhouse else ["--no-clickhouse"])
+    args = [
+        "-m",
+        "infra.demo",
+        "--port",
+        str(port),
+        "--workdir",
+        str(tmp_path / "demo"),
+        "--orders",
+        "200",
+        "--rate",
+        "20",
+    ] + ([] if clickhouse else ["--no-clickhouse"])
     proc, marker, temp = _start(args, tmp_path)
     return proc, marker, temp, port
 
@@ -117,7 +131,9 @@ def test_demo_stopped_by_sigterm_during_startup_leaves_nothing(tmp_path):
 def test_demo_stopped_by_sigterm_leaves_nothing(tmp_path):
     """The demo serving (PostgreSQL, workload, dagster dev's webserver and daemon): SIGTERM stops them all."""
     proc, marker, temp, port = _demo(tmp_path, clickhouse=False)
-    _wait(proc, tmp_path, lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 150, "the Dagster webserver")
+    _wait(
+        proc, tmp_path, lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 150, "the Dagster webserver"
+    )
     names = " ".join(cmd for _, cmd in _marked_processes(marker))
     assert "postgres" in names and "dagster" in names, names
     took = _stop_and_assert_clean(proc, marker, temp, tmp_path, 60)
@@ -125,9 +141,12 @@ def test_demo_stopped_by_sigterm_leaves_nothing(tmp_path):
 
 
 def _run_in_progress(port: int) -> bool:
-    query = b'{"query": "{ runsOrError(filter: {statuses: [STARTED]}) { ... on Runs { results { runId } } } }"}'
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
-                                     headers={"Content-Type": "application/json"})
+    query = (
+        b'{"query": "{ runsOrError(filter: {statuses: [STARTED]}) { ... on Runs { results { runId } } } }"}'
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=query, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return b"runId" in response.read()
@@ -155,11 +174,25 @@ def test_dbmazz_check_stopped_by_sigterm_exits_at_once_with_a_message(tmp_path):
     hung.listen(8)  # never accepted: the client's connection waits for a greeting that never comes
     port = hung.getsockname()[1]
     config = tmp_path / "pipelines.yaml"
-    config.write_text(yaml.safe_dump({"pipelines": {"shop": {
-        "source": {"url": f"postgresql://dbmazz@127.0.0.1:{port}/shop", "password_env": "SHOP_PW"},
-        "tables": ["public.t"], "sinks": {"duckdb": {"url": f"duckdb:///{tmp_path}/s.duckdb"}}}}}))
-    proc, marker, temp = _start(["-m", "dbmazz_connectors.cli", "check", str(config)], tmp_path,
-                                 SHOP_PW="not-checked")
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "pipelines": {
+                    "shop": {
+                        "source": {
+                            "url": f"postgresql://dbmazz@127.0.0.1:{port}/shop",
+                            "password_env": "SHOP_PW",
+                        },
+                        "tables": ["public.t"],
+                        "sinks": {"duckdb": {"url": f"duckdb:///{tmp_path}/s.duckdb"}},
+                    }
+                }
+            }
+        )
+    )
+    proc, marker, temp = _start(
+        ["-m", "dbmazz_connectors.cli", "check", str(config)], tmp_path, SHOP_PW="not-checked"
+    )
     try:
         time.sleep(2.5)  # the interpreter is up and the connection waits
         assert proc.poll() is None, (tmp_path / "out.log").read_text()
@@ -174,9 +207,13 @@ def test_dbmazz_check_stopped_by_sigterm_exits_at_once_with_a_message(tmp_path):
 @pytest.mark.parametrize("server", ["postgres", "mariadb", "clickhouse"])
 def test_a_script_holding_a_throw_away_server_stopped_by_sigterm_leaves_nothing(server, tmp_path):
     """A benchmark or a test session killed by SIGTERM (a CI timeout): the servers it started are stopped too."""
-    kind = {"postgres": "PostgresServer", "mariadb": "MariaDbServer", "clickhouse": "ClickHouseServer"}[server]
-    code = (f"import time; from infra.{server} import {kind}; s = {kind}().start(); print('up', flush=True); "
-            "time.sleep(120)")
+    kind = {"postgres": "PostgresServer", "mariadb": "MariaDbServer", "clickhouse": "ClickHouseServer"}[
+        server
+    ]
+    code = (
+        f"import time; from infra.{server} import {kind}; s = {kind}().start(); print('up', flush=True); "
+        "time.sleep(120)"
+    )
     proc, marker, temp = _start(["-c", code], tmp_path)
     _wait(proc, tmp_path, lambda: "up" in (tmp_path / "out.log").read_text(), 90, f"the {server} server")
     _stop_and_assert_clean(proc, marker, temp, tmp_path, 30)

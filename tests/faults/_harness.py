@@ -126,9 +126,19 @@ def _alive(pid: int) -> bool:
 class FaultRig:
     """One pipeline (source -> DuckDB, ClickHouse, PostgreSQL) driven by a real Dagster daemon; see the module doc."""
 
-    def __init__(self, source: str = "postgres", *, scale: int = 1, table_size: int = 10_000, clients: int = 2,
-                 poll_interval: int = 2, sinks: tuple[str, ...] = ("duckdb", "clickhouse", "postgres"),
-                 seed: int | None = None, log=print, run_mode: str = "batch") -> None:
+    def __init__(
+        self,
+        source: str = "postgres",
+        *,
+        scale: int = 1,
+        table_size: int = 10_000,
+        clients: int = 2,
+        poll_interval: int = 2,
+        sinks: tuple[str, ...] = ("duckdb", "clickhouse", "postgres"),
+        seed: int | None = None,
+        log=print,
+        run_mode: str = "batch",
+    ) -> None:
         assert source in ("postgres", "mariadb"), source
         assert run_mode in ("batch", "stream"), run_mode
         self.run_mode = run_mode  # written in pipelines.yaml either way (the trials kill batch runs by step)
@@ -147,7 +157,9 @@ class FaultRig:
         self.env: dict[str, str] = {}
         self.tables: list[str] = []
         self.daemon: subprocess.Popen | None = None
-        self._groups: list[int] = []  # process groups of every daemon started (a killed daemon leaves children)
+        self._groups: list[
+            int
+        ] = []  # process groups of every daemon started (a killed daemon leaves children)
         self._instance = None
         self._servers: list = []
 
@@ -179,8 +191,14 @@ class FaultRig:
         if "clickhouse" in self.sink_names:
             # the sink logs in as a user with rights on its database only (and to create MergeTree tables)
             self.env["FAULTS_CH_PASSWORD"] = secrets.token_hex(12)
-            self.ch = ClickHouseServer(users={"faults_sinker": (self.env["FAULTS_CH_PASSWORD"], [
-                f"GRANT ALL ON {SINK_DATABASE}.*", "GRANT TABLE ENGINE ON *"])})
+            self.ch = ClickHouseServer(
+                users={
+                    "faults_sinker": (
+                        self.env["FAULTS_CH_PASSWORD"],
+                        [f"GRANT ALL ON {SINK_DATABASE}.*", "GRANT TABLE ENGINE ON *"],
+                    )
+                }
+            )
             self._servers.append(self.ch)
             self.ch.start()
         source = self._prepare_source()
@@ -200,11 +218,15 @@ class FaultRig:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
             pgbench_init(self.pg, DATABASE, self.scale)  # before the pipeline exists: its initial load
             self.tables = [f"public.{t}" for t in PGBENCH_TABLES]
-            create_replication_role(self.pg.url(DATABASE), "faults_capture", password, f"dbmazz_{PIPELINE}",
-                                    self.tables)
-            return {"url": f"postgresql://faults_capture@127.0.0.1:{self.pg.port}/{DATABASE}",
-                    "password_env": "FAULTS_SOURCE_PASSWORD", "slot": f"dbmazz_{PIPELINE}",
-                    "publication": f"dbmazz_{PIPELINE}"}
+            create_replication_role(
+                self.pg.url(DATABASE), "faults_capture", password, f"dbmazz_{PIPELINE}", self.tables
+            )
+            return {
+                "url": f"postgresql://faults_capture@127.0.0.1:{self.pg.port}/{DATABASE}",
+                "password_env": "FAULTS_SOURCE_PASSWORD",
+                "slot": f"dbmazz_{PIPELINE}",
+                "publication": f"dbmazz_{PIPELINE}",
+            }
         import pymysql
 
         assert self.my
@@ -217,7 +239,10 @@ class FaultRig:
         admin.close()
         sysbench_prepare(self.my, DATABASE, SYSBENCH_TABLES, self.table_size)
         self.tables = [f"{DATABASE}.sbtest{n}" for n in range(1, SYSBENCH_TABLES + 1)]
-        return {"url": f"mysql://faults_capture@127.0.0.1:{self.my.port}/", "password_env": "FAULTS_SOURCE_PASSWORD"}
+        return {
+            "url": f"mysql://faults_capture@127.0.0.1:{self.my.port}/",
+            "password_env": "FAULTS_SOURCE_PASSWORD",
+        }
 
     def _prepare_sinks(self) -> dict:
         import psycopg
@@ -229,16 +254,22 @@ class FaultRig:
         if "clickhouse" in self.sink_names:
             assert self.ch
             self.ch.client().command(f"CREATE DATABASE IF NOT EXISTS {SINK_DATABASE}")
-            sinks["clickhouse"] = {"url": f"clickhouse://faults_sinker@127.0.0.1:{self.ch.port}/{SINK_DATABASE}",
-                                   "password_env": "FAULTS_CH_PASSWORD"}
+            sinks["clickhouse"] = {
+                "url": f"clickhouse://faults_sinker@127.0.0.1:{self.ch.port}/{SINK_DATABASE}",
+                "password_env": "FAULTS_CH_PASSWORD",
+            }
         if "postgres" in self.sink_names:
             password = secrets.token_hex(12)
             self.env["FAULTS_PGSINK_PASSWORD"] = password
-            with psycopg.connect(self.pg.url(), autocommit=True) as conn:  # a role owning its database, no more
+            with psycopg.connect(
+                self.pg.url(), autocommit=True
+            ) as conn:  # a role owning its database, no more
                 conn.execute(f"CREATE ROLE faults_sinker LOGIN PASSWORD '{password}'")
                 conn.execute(f"CREATE DATABASE {SINK_DATABASE} OWNER faults_sinker")
-            sinks["postgres"] = {"url": f"postgresql://faults_sinker@127.0.0.1:{self.pg.port}/{SINK_DATABASE}",
-                                 "password_env": "FAULTS_PGSINK_PASSWORD"}
+            sinks["postgres"] = {
+                "url": f"postgresql://faults_sinker@127.0.0.1:{self.pg.port}/{SINK_DATABASE}",
+                "password_env": "FAULTS_PGSINK_PASSWORD",
+            }
         return sinks
 
     def _write_config(self, source: dict, sinks: dict) -> None:
@@ -250,11 +281,20 @@ class FaultRig:
         (home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
         self.sinks_config = sinks
         self.source_config = source
-        document = {"pipelines": {PIPELINE: {
-            "source": source, "tables": self.tables, "sinks": sinks, "changelog": str(self.workdir / "changelog"),
-            "poll_interval_seconds": self.poll_interval, "check_interval_minutes": 59,
-            "snapshot": {"chunk_rows": 50_000, "chunks_per_batch": 2}, "run_mode": self.run_mode,
-        }}}
+        document = {
+            "pipelines": {
+                PIPELINE: {
+                    "source": source,
+                    "tables": self.tables,
+                    "sinks": sinks,
+                    "changelog": str(self.workdir / "changelog"),
+                    "poll_interval_seconds": self.poll_interval,
+                    "check_interval_minutes": 59,
+                    "snapshot": {"chunk_rows": 50_000, "chunks_per_batch": 2},
+                    "run_mode": self.run_mode,
+                }
+            }
+        }
         (self.workdir / "pipelines.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         self.env.update(DAGSTER_HOME=str(home), DBMAZZ_PIPELINES=str(self.workdir / "pipelines.yaml"))
 
@@ -264,8 +304,13 @@ class FaultRig:
         log = open(self.workdir / "daemon.log", "a")
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "dagster._daemon", "run", "-w", str(ROOT / "workspace.yaml")],
-            cwd=ROOT, env={**os.environ, **self.env, "TMPDIR": str(self.workdir / "tmp")}, start_new_session=True,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            cwd=ROOT,
+            env={**os.environ, **self.env, "TMPDIR": str(self.workdir / "tmp")},
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         self._groups.append(self.daemon.pid)
 
@@ -347,7 +392,9 @@ class FaultRig:
     def _run_pid(self, run_id: str) -> int | None:
         import dagster as dg
 
-        for record in self.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        for record in self.instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ENGINE_EVENT
+        ).records:
             message = record.event_log_entry.dagster_event.message or ""
             if message.startswith("Started process for run (pid: "):
                 return int(message.split("pid: ", 1)[1].rstrip(")."))
@@ -358,7 +405,11 @@ class FaultRig:
         import dagster as dg
 
         started, ended = set(), set()
-        types = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+        types = {
+            dg.DagsterEventType.STEP_START,
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        }
         for record in self.instance.get_records_for_run(run_id, of_type=types).records:
             event = record.event_log_entry.dagster_event
             (started if event.event_type == dg.DagsterEventType.STEP_START else ended).add(event.step_key)
@@ -383,8 +434,10 @@ class FaultRig:
             while error is not None:
                 chain.append(error)
                 error = error.cause or error.context
-            chosen = next((e for e in chain if e.cls_name and not e.cls_name.startswith("Dagster")),
-                          chain[0] if chain else None)
+            chosen = next(
+                (e for e in chain if e.cls_name and not e.cls_name.startswith("Dagster")),
+                chain[0] if chain else None,
+            )
             if chosen is not None:
                 message = chosen.message.strip()
                 prefix = f"{chosen.cls_name}: "  # 'module.Class: message' as Dagster serializes it
@@ -423,7 +476,9 @@ class FaultRig:
                     continue
                 time.sleep(self.random.uniform(0, 0.3))
                 step = self._current_step(run_id)
-                if self._phase_of(step) != phase:  # the step ended during the random wait: look again, kill nothing
+                if (
+                    self._phase_of(step) != phase
+                ):  # the step ended during the random wait: look again, kill nothing
                     continue
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -455,8 +510,13 @@ class FaultRig:
         self.daemon.wait(10)
         time.sleep(down_seconds)
         self.start_daemon()
-        return Kill("daemon", f"daemon pid {pid}", at, alive and busy, f"run in progress: {busy}, "
-                    f"down {down_seconds:.1f}s")
+        return Kill(
+            "daemon",
+            f"daemon pid {pid}",
+            at,
+            alive and busy,
+            f"run in progress: {busy}, down {down_seconds:.1f}s",
+        )
 
     def kill_server(self, which: str, down_seconds: float, timeout: float = 30) -> Kill:
         """SIGKILL a server (``source`` or ``sink``) while a run is in progress, restart it on the same port and
@@ -469,7 +529,9 @@ class FaultRig:
         time.sleep(down_seconds)
         server.start_again()
         name = type(server).__name__
-        return Kill("server", f"{which} {name}", at, busy, f"run in progress: {busy}, down {down_seconds:.1f}s")
+        return Kill(
+            "server", f"{which} {name}", at, busy, f"run in progress: {busy}, down {down_seconds:.1f}s"
+        )
 
     @property
     def source_server(self):
@@ -508,8 +570,11 @@ class FaultRig:
                 continue
             done, flying, _ = states.get(partition, (False, False, None))
             status = record.dagster_run.status
-            states[partition] = (done or status == dg.DagsterRunStatus.SUCCESS,
-                                 flying or status in IN_FLIGHT, record)
+            states[partition] = (
+                done or status == dg.DagsterRunStatus.SUCCESS,
+                flying or status in IN_FLIGHT,
+                record,
+            )
         return states
 
     def failed_partitions(self, older_than: float = 0.0) -> list:
@@ -544,7 +609,9 @@ class FaultRig:
         saved = {key: os.environ.get(key) for key in self.env}
         os.environ.update(self.env)
         try:
-            with WorkspaceProcessContext(self.instance, WorkspaceFileTarget([str(ROOT / "workspace.yaml")])) as ctx:
+            with WorkspaceProcessContext(
+                self.instance, WorkspaceFileTarget([str(ROOT / "workspace.yaml")])
+            ) as ctx:
                 ids += self._submit_reexecutions(ctx, records, ReexecutionStrategy.ALL_STEPS)
         finally:
             for key, value in saved.items():
@@ -563,8 +630,13 @@ class FaultRig:
             location = context.get_code_location(origin.code_location_origin.location_name)
             remote_job = location.get_repository(origin.repository_name).get_full_job(parent.job_name)
             run = self.instance.create_reexecuted_run(
-                request_context=context, parent_run=parent, code_location=location, remote_job=remote_job,
-                strategy=strategy, use_parent_run_tags=True)
+                request_context=context,
+                parent_run=parent,
+                code_location=location,
+                remote_job=remote_job,
+                strategy=strategy,
+                use_parent_run_tags=True,
+            )
             self.instance.submit_run(run.run_id, context)
             ids.append(run.run_id)
         return ids
@@ -574,8 +646,14 @@ class FaultRig:
         from dbmazz_connectors.core import create_source
 
         config = {k: v for k, v in self.source_config.items() if k != "password_env"}
-        source = create_source({**config, "password": self.env["FAULTS_SOURCE_PASSWORD"], "pipeline": PIPELINE,
-                                "tables": self.tables})
+        source = create_source(
+            {
+                **config,
+                "password": self.env["FAULTS_SOURCE_PASSWORD"],
+                "pipeline": PIPELINE,
+                "tables": self.tables,
+            }
+        )
         source.connect()
         try:
             return source.current_position()
@@ -605,29 +683,37 @@ class FaultRig:
                 partition = record.dagster_run.tags["dagster/partition"]
                 attempts[partition] = attempts.get(partition, 0) + 1
                 if attempts[partition] > 3:
-                    raise AssertionError(f"partition {partition} still fails after 3 re-executions: run "
-                                         f"{record.dagster_run.run_id}: {self.step_errors(record.dagster_run.run_id)}"
-                                         f" (daemon log: {self.workdir}/daemon.log)")
+                    raise AssertionError(
+                        f"partition {partition} still fails after 3 re-executions: run "
+                        f"{record.dagster_run.run_id}: {self.step_errors(record.dagster_run.run_id)}"
+                        f" (daemon log: {self.workdir}/daemon.log)"
+                    )
             if failed:
                 reexecuted += self.reexecute(failed)
-                self.log(f"  re-executed {len(failed)} failed partitions: "
-                         f"{', '.join(r.dagster_run.tags['dagster/partition'] for r in failed[:5])}")
+                self.log(
+                    f"  re-executed {len(failed)} failed partitions: "
+                    f"{', '.join(r.dagster_run.tags['dagster/partition'] for r in failed[:5])}"
+                )
             checkpoint = self.checkpoint()
             caught_up = checkpoint is not None and checkpoint.version >= target.version
             if caught_up and not self.in_flight() and not self.failed_partitions() and not self.unfinished():
                 return reexecuted
             time.sleep(1)
-        raise TimeoutError(f"the pipeline did not drain within {timeout:.0f}s: checkpoint {self.checkpoint()}, "
-                           f"target {target}, in flight {len(self.in_flight())}, failed "
-                           f"{[r.dagster_run.tags.get('dagster/partition') for r in self.failed_partitions()]} "
-                           f"(daemon log: {self.workdir}/daemon.log)")
+        raise TimeoutError(
+            f"the pipeline did not drain within {timeout:.0f}s: checkpoint {self.checkpoint()}, "
+            f"target {target}, in flight {len(self.in_flight())}, failed "
+            f"{[r.dagster_run.tags.get('dagster/partition') for r in self.failed_partitions()]} "
+            f"(daemon log: {self.workdir}/daemon.log)"
+        )
 
     # ---- streaming runs (run_mode: stream)
 
     def stream_runs(self, statuses=None) -> list:
         import dagster as dg
 
-        return list(self.instance.get_run_records(dg.RunsFilter(job_name=STREAM_JOB, statuses=statuses or [])))
+        return list(
+            self.instance.get_run_records(dg.RunsFilter(job_name=STREAM_JOB, statuses=statuses or []))
+        )
 
     def sink_keys(self) -> list:
         from dbmazz_pipelines.naming import sink_key
@@ -675,8 +761,13 @@ class FaultRig:
                 at = time.time()
                 time.sleep(0.5)
                 died_in, batch = self.stream_phase()
-                return Kill(phase, f"run {run_id[:8]} pid {pid}", at, died_in == phase,
-                            f"died in {died_in or 'between batches'} of batch {batch}")
+                return Kill(
+                    phase,
+                    f"run {run_id[:8]} pid {pid}",
+                    at,
+                    died_in == phase,
+                    f"died in {died_in or 'between batches'} of batch {batch}",
+                )
             time.sleep(0.02)
         raise NoRunInPhase(f"no streaming run was in its {phase} phase within {timeout:.0f}s")
 
@@ -707,10 +798,12 @@ class FaultRig:
             if caught_up and not self.unapplied() and not self.failed_partitions():
                 return reexecuted
             time.sleep(1)
-        raise TimeoutError(f"the streaming pipeline did not drain within {timeout:.0f}s: checkpoint "
-                           f"{self.checkpoint()}, target {target}, unapplied {self.unapplied()[:5]}, streaming runs "
-                           f"{[(r.dagster_run.run_id[:8], r.dagster_run.status.value) for r in self.stream_runs()[:5]]}"
-                           f" (daemon log: {self.workdir}/daemon.log)")
+        raise TimeoutError(
+            f"the streaming pipeline did not drain within {timeout:.0f}s: checkpoint "
+            f"{self.checkpoint()}, target {target}, unapplied {self.unapplied()[:5]}, streaming runs "
+            f"{[(r.dagster_run.run_id[:8], r.dagster_run.status.value) for r in self.stream_runs()[:5]]}"
+            f" (daemon log: {self.workdir}/daemon.log)"
+        )
 
     # ---- comparison
 
@@ -723,7 +816,9 @@ class FaultRig:
             for name, config in self.sinks_config.items():
                 password = self.env.get(config.get("password_env", ""), None)
                 options = {k: v for k, v in config.items() if k != "password_env"}
-                sink = create_sink({**options, **({"password": password} if password else {}), "pipeline": PIPELINE})
+                sink = create_sink(
+                    {**options, **({"password": password} if password else {}), "pipeline": PIPELINE}
+                )
                 sink.connect()
                 made[name] = sink
             yield made
@@ -742,14 +837,22 @@ class FaultRig:
         import pymysql
 
         assert self.my
-        return mysql_reader(stack.enter_context(contextlib.closing(pymysql.connect(**self.my.connect_kwargs(DATABASE)))))
+        return mysql_reader(
+            stack.enter_context(contextlib.closing(pymysql.connect(**self.my.connect_kwargs(DATABASE))))
+        )
 
     def schemas(self) -> list:
         from dbmazz_connectors.core import create_source
 
         config = {k: v for k, v in self.source_config.items() if k != "password_env"}
-        source = create_source({**config, "password": self.env["FAULTS_SOURCE_PASSWORD"], "pipeline": PIPELINE,
-                                "tables": self.tables})
+        source = create_source(
+            {
+                **config,
+                "password": self.env["FAULTS_SOURCE_PASSWORD"],
+                "pipeline": PIPELINE,
+                "tables": self.tables,
+            }
+        )
         source.connect()
         try:
             found = source.table_schemas()
@@ -803,12 +906,20 @@ class Trial:
     def as_dict(self) -> dict:
         kill = self.kill
         return {
-            "trial": self.number, "source": self.source, "phase": self.phase, "write_seconds": self.write_seconds,
-            "target": kill.target if kill else None, "kill_point_hit": bool(kill and kill.hit),
+            "trial": self.number,
+            "source": self.source,
+            "phase": self.phase,
+            "write_seconds": self.write_seconds,
+            "target": kill.target if kill else None,
+            "kill_point_hit": bool(kill and kill.hit),
             "kill_detail": kill.detail if kill else None,
-            "recovery_seconds": self.recovery_seconds, "drain_seconds": round(self.drain_seconds, 1),
-            "reexecuted_runs": self.reexecuted, "rows_compared": self.rows_compared, "diffs": self.diffs,
-            "diff_examples": self.examples[:6], "client_transactions": self.client_transactions,
+            "recovery_seconds": self.recovery_seconds,
+            "drain_seconds": round(self.drain_seconds, 1),
+            "reexecuted_runs": self.reexecuted,
+            "rows_compared": self.rows_compared,
+            "diffs": self.diffs,
+            "diff_examples": self.examples[:6],
+            "client_transactions": self.client_transactions,
             "error": self.error,
         }
 
@@ -817,8 +928,11 @@ def _recovery_seconds(rig: FaultRig, kill: Kill) -> float | None:
     """From the kill to the end of the first batch run started after it that succeeded."""
     import dagster as dg
 
-    ends = [r.end_time for r in rig.runs([dg.DagsterRunStatus.SUCCESS])
-            if r.start_time and r.end_time and r.start_time >= kill.at]
+    ends = [
+        r.end_time
+        for r in rig.runs([dg.DagsterRunStatus.SUCCESS])
+        if r.start_time and r.end_time and r.start_time >= kill.at
+    ]
     return round(min(ends) - kill.at, 1) if ends else None
 
 
@@ -830,7 +944,9 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
     try:
         time.sleep(rig.random.uniform(2, max(3, write_seconds * 0.6)))
         if phase in ("capture", "apply"):
-            for _ in range(3):  # a step can end between the last look and the kill: then kill the next run too
+            for _ in range(
+                3
+            ):  # a step can end between the last look and the kill: then kill the next run too
                 trial.kill = rig.kill_run(phase, timeout=max(30, write_seconds))
                 if trial.kill.hit:
                     break
@@ -848,7 +964,9 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
                 left = max(1, int(write_seconds - (time.monotonic() - client.started)))
                 client.kill()
                 client = rig.client(left)
-        rig.log(f"  trial {number}: killed {trial.kill.target} ({phase}, hit={trial.kill.hit}, {trial.kill.detail})")
+        rig.log(
+            f"  trial {number}: killed {trial.kill.target} ({phase}, hit={trial.kill.hit}, {trial.kill.detail})"
+        )
         with contextlib.suppress(Exception):  # a client cut off by a server kill ends with an error
             trial.client_transactions = client.wait(write_seconds + 60).transactions
         began = time.monotonic()
@@ -856,7 +974,11 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
         trial.drain_seconds = time.monotonic() - began
         trial.recovery_seconds = _recovery_seconds(rig, trial.kill)
         comparison = rig.compare()
-        trial.rows_compared, trial.diffs, trial.examples = comparison.rows, comparison.diffs, comparison.examples
+        trial.rows_compared, trial.diffs, trial.examples = (
+            comparison.rows,
+            comparison.diffs,
+            comparison.examples,
+        )
     except NoRunInPhase as exc:
         trial.error = str(exc)
         client.wait(write_seconds + 60)
@@ -867,8 +989,10 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
         client.kill()
         with contextlib.suppress(OSError):
             os.remove(client.log_path)
-    rig.log(f"  trial {number}: recovery {trial.recovery_seconds}s, drain {trial.drain_seconds:.1f}s, "
-            f"{trial.rows_compared} rows compared, diffs {trial.diffs}, error {trial.error}")
+    rig.log(
+        f"  trial {number}: recovery {trial.recovery_seconds}s, drain {trial.drain_seconds:.1f}s, "
+        f"{trial.rows_compared} rows compared, diffs {trial.diffs}, error {trial.error}"
+    )
     return trial
 
 
@@ -879,7 +1003,8 @@ def _stream_recovery_seconds(rig: FaultRig, kill: Kill) -> float | None:
     firsts = []
     for key in rig.sink_keys():
         found = rig.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_timestamp=kill.at + 0.5), limit=1, ascending=True).records
+            dg.AssetRecordsFilter(asset_key=key, after_timestamp=kill.at + 0.5), limit=1, ascending=True
+        ).records
         firsts += [r.timestamp for r in found]
     return round(min(firsts) - kill.at, 1) if firsts else None
 
@@ -904,22 +1029,30 @@ def run_stream_trial(rig: FaultRig, number: int, phase: str, write_seconds: int,
                     os.remove(client.log_path)
                 client = rig.client(write_seconds)
         assert trial.kill is not None
-        rig.log(f"  trial {number}: killed {trial.kill.target} ({phase}, hit={trial.kill.hit}, {trial.kill.detail})")
+        rig.log(
+            f"  trial {number}: killed {trial.kill.target} ({phase}, hit={trial.kill.hit}, {trial.kill.detail})"
+        )
         trial.client_transactions += client.wait(write_seconds + 120).transactions
         began = time.monotonic()
         trial.reexecuted = len(rig.drain())
         trial.drain_seconds = time.monotonic() - began
         trial.recovery_seconds = _stream_recovery_seconds(rig, trial.kill)
         comparison = rig.compare()
-        trial.rows_compared, trial.diffs, trial.examples = comparison.rows, comparison.diffs, comparison.examples
+        trial.rows_compared, trial.diffs, trial.examples = (
+            comparison.rows,
+            comparison.diffs,
+            comparison.examples,
+        )
     except Exception as exc:  # noqa: BLE001 - recorded, as in run_trial
         trial.error = f"{type(exc).__name__}: {exc}"
     finally:
         client.kill()
         with contextlib.suppress(OSError):
             os.remove(client.log_path)
-    rig.log(f"  trial {number}: recovery {trial.recovery_seconds}s, drain {trial.drain_seconds:.1f}s, "
-            f"{trial.rows_compared} rows compared, diffs {trial.diffs}, error {trial.error}")
+    rig.log(
+        f"  trial {number}: recovery {trial.recovery_seconds}s, drain {trial.drain_seconds:.1f}s, "
+        f"{trial.rows_compared} rows compared, diffs {trial.diffs}, error {trial.error}"
+    )
     return trial
 
 
@@ -944,7 +1077,8 @@ def slot_wal(rig: FaultRig) -> tuple[int, int]:
         row = conn.execute(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
             "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
-            (f"dbmazz_{PIPELINE}",)).fetchone()
+            (f"dbmazz_{PIPELINE}",),
+        ).fetchone()
     return int(row[0]), int(row[1])
 
 
@@ -975,12 +1109,15 @@ class Outage:
     client_transactions: int = 0
     rows_compared: int = 0
     diffs: dict[str, int] = field(default_factory=dict)
-    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds since outage start, retained bytes)
+    samples: list[tuple[float, int]] = field(
+        default_factory=list
+    )  # (seconds since outage start, retained bytes)
 
     def as_dict(self) -> dict:
         mib = 1024 * 1024
         return {
-            "sink": self.sink, "outage_seconds": round(self.outage_seconds, 1),
+            "sink": self.sink,
+            "outage_seconds": round(self.outage_seconds, 1),
             "wal_written_during_outage_mib": round(self.wal_written_during_outage / mib, 2),
             "peak_retained_wal_during_outage_mib": round(self.peak_retained_wal_during_outage / mib, 2),
             "peak_retained_wal_mib": round(self.peak_retained_wal / mib, 2),
@@ -992,15 +1129,24 @@ class Outage:
             "changelog_mib_after_outage": round(self.changelog_bytes_after_outage / mib, 2),
             "failed_runs_during_outage": self.failed_runs_during_outage,
             "failed_runs_since_outage": self.failed_runs_since_outage,
-            "sink_errors": self.sink_errors[:3], "catch_up_seconds": round(self.catch_up_seconds, 1),
-            "reexecuted_runs": self.reexecuted, "client_transactions": self.client_transactions,
-            "rows_compared": self.rows_compared, "diffs": self.diffs,
+            "sink_errors": self.sink_errors[:3],
+            "catch_up_seconds": round(self.catch_up_seconds, 1),
+            "reexecuted_runs": self.reexecuted,
+            "client_transactions": self.client_transactions,
+            "rows_compared": self.rows_compared,
+            "diffs": self.diffs,
             "retained_wal_mib_every_10s": [(round(t), round(b / mib, 2)) for t, b in self.samples[::10]],
         }
 
 
-def sink_outage(rig: FaultRig, outage_seconds: float, *, lead_seconds: float = 5, tail_seconds: float = 10,
-                rate: int | None = None) -> Outage:
+def sink_outage(
+    rig: FaultRig,
+    outage_seconds: float,
+    *,
+    lead_seconds: float = 5,
+    tail_seconds: float = 10,
+    rate: int | None = None,
+) -> Outage:
     """Stop the ClickHouse sink (SIGKILL) while the client writes, keep it down ``outage_seconds``, bring it back
     on the same port and data; drain (failed partitions re-executed as a user does) and compare."""
     import threading
@@ -1046,13 +1192,18 @@ def sink_outage(rig: FaultRig, outage_seconds: float, *, lead_seconds: float = 5
         catch_up = time.monotonic()
         result.reexecuted = len(rig.drain(timeout=max(300, outage_seconds * 2)))
         result.catch_up_seconds = time.monotonic() - catch_up
-        failed = [r for r in rig.runs([dg.DagsterRunStatus.FAILURE])
-                  if kill_at <= r.create_timestamp.timestamp() <= back_at]
+        failed = [
+            r
+            for r in rig.runs([dg.DagsterRunStatus.FAILURE])
+            if kill_at <= r.create_timestamp.timestamp() <= back_at
+        ]
         result.failed_runs_during_outage = len(failed)
         noticed = [r for r in rig.runs([dg.DagsterRunStatus.FAILURE]) if (r.end_time or 0) >= kill_at]
         result.failed_runs_since_outage = len(noticed)
         for record in noticed[:3]:
-            result.sink_errors += [f"{step}: {cls}: {msg}" for step, cls, msg in rig.step_errors(record.dagster_run.run_id)]
+            result.sink_errors += [
+                f"{step}: {cls}: {msg}" for step, cls, msg in rig.step_errors(record.dagster_run.run_id)
+            ]
         result.retained_wal_after_catch_up = slot_wal(rig)[0]
     finally:
         stop.set()
@@ -1097,7 +1248,9 @@ def _finished(rig: FaultRig, run_id: str):
     return run if run is not None and run.is_finished else None
 
 
-def source_restart(rig: FaultRig, backlog_seconds: float = 10, down_seconds: float = 2, attempts: int = 3) -> SourceRestart:
+def source_restart(
+    rig: FaultRig, backlog_seconds: float = 10, down_seconds: float = 2, attempts: int = 3
+) -> SourceRestart:
     """Let a backlog build (daemon stopped, client writing), start the daemon, and when its run is capturing,
     restart the source the way an administrator does (PostgreSQL ``pg_ctl stop -m fast``, MariaDB a clean
     shutdown) then start it again. Retried (``attempts``) when the capture ended before the server went down.
@@ -1134,13 +1287,18 @@ def source_restart(rig: FaultRig, backlog_seconds: float = 10, down_seconds: flo
         errors = rig.step_errors(run_id)
         outcome.run_id = run_id
         outcome.errors = errors
-        outcome.cut_during_capture = (run.status == dg.DagsterRunStatus.FAILURE
-                                      and any(step == CAPTURE_STEP for step, _, _ in errors))
+        outcome.cut_during_capture = run.status == dg.DagsterRunStatus.FAILURE and any(
+            step == CAPTURE_STEP for step, _, _ in errors
+        )
         if outcome.cut_during_capture:
             break
         rig.log(f"  the capture ended before the server went down (steps ended: {sorted(ended)}); again")
     rig.drain()
-    ends = [r.end_time for r in rig.runs([dg.DagsterRunStatus.SUCCESS]) if r.start_time and r.start_time >= down_at]
+    ends = [
+        r.end_time
+        for r in rig.runs([dg.DagsterRunStatus.SUCCESS])
+        if r.start_time and r.start_time >= down_at
+    ]
     outcome.converged_seconds = round(min(ends) - down_at, 1) if ends else None
     comparison = rig.compare()
     outcome.rows_compared, outcome.diffs = comparison.rows, comparison.diffs

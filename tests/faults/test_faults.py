@@ -72,8 +72,10 @@ MESSAGES = {
 
 def _assert_restart(rig: FaultRig) -> None:
     outcome = source_restart(rig)
-    print(f"\n{rig.source_kind} restarted during run {outcome.run_id[:8]}: {outcome.errors}; converged in "
-          f"{outcome.converged_seconds}s, {outcome.rows_compared} rows compared, diffs {outcome.diffs}")
+    print(
+        f"\n{rig.source_kind} restarted during run {outcome.run_id[:8]}: {outcome.errors}; converged in "
+        f"{outcome.converged_seconds}s, {outcome.rows_compared} rows compared, diffs {outcome.diffs}"
+    )
     assert outcome.cut_during_capture, f"the restart never landed in a capture: {outcome}"
     capture = [(cls, msg) for step, cls, msg in outcome.errors if step == CAPTURE_STEP]
     assert capture, outcome.errors
@@ -110,6 +112,8 @@ def test_clickhouse_down_30s_under_pgbench(pg_rig: FaultRig):
     print(report)
     assert outage.checkpoint_moved_during_outage, report
     assert outage.changelog_bytes_after_outage > outage.changelog_bytes_before, report
-    assert outage.failed_runs_since_outage > 0, report  # the outage was noticed: applying to ClickHouse failed
+    assert outage.failed_runs_since_outage > 0, (
+        report
+    )  # the outage was noticed: applying to ClickHouse failed
     assert any("clickhouse sink: " in e and "TransientError" in e for e in outage.sink_errors), report
     assert outage.rows_compared > 0 and sum(outage.diffs.values()) == 0, report

@@ -59,8 +59,11 @@ class ShopPipeline:
         # As a context manager: the instance it opens from the ref (and the current-storage context
         # variable that instance sets) is closed with it, not left for a later test to find.
         with dg.build_sensor_context(
-            instance_ref=instance.get_ref(), definitions=defs, sensor_name=sensor.name,
-            resources=dict(defs.resources or {}), cursor=self.cursor,
+            instance_ref=instance.get_ref(),
+            definitions=defs,
+            sensor_name=sensor.name,
+            resources=dict(defs.resources or {}),
+            cursor=self.cursor,
         ) as context:
             result = sensor.evaluate_tick(context)
         self.cursor = result.cursor if result.cursor is not None else self.cursor
@@ -72,7 +75,9 @@ class ShopPipeline:
                     instance.delete_dynamic_partition(request.partitions_def_name, key)
         return result
 
-    def run_batch(self, defs: dg.Definitions, instance: dg.DagsterInstance, partition_key: str, raise_on_error=True):
+    def run_batch(
+        self, defs: dg.Definitions, instance: dg.DagsterInstance, partition_key: str, raise_on_error=True
+    ):
         """Materialize one batch partition: ``changes`` and every sink table, as the batch job does."""
         job = defs.resolve_job_def(job_name(self.name))
         return dg.materialize(
@@ -85,8 +90,13 @@ class ShopPipeline:
             raise_on_error=raise_on_error,
         )
 
-    def drive(self, defs: dg.Definitions, instance: dg.DagsterInstance, between: Callable[[], None] | None = None,
-              limit: int = 30) -> list[Launched]:
+    def drive(
+        self,
+        defs: dg.Definitions,
+        instance: dg.DagsterInstance,
+        between: Callable[[], None] | None = None,
+        limit: int = 30,
+    ) -> list[Launched]:
         """Tick and run what the sensor requests until it requests nothing; ``between`` runs before every tick."""
         launched: list[Launched] = []
         for _ in range(limit):
@@ -107,11 +117,15 @@ class ShopPipeline:
         with psycopg.connect(self.source_url) as conn:
             return conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema || '.' || table_name = %s ORDER BY ordinal_position", (table,)).fetchall()
+                "WHERE table_schema || '.' || table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
 
     def source_rows(self, table: str) -> list[tuple]:
         """The source's rows by id; JSON as its text, the form a sink keeps."""
-        select = ", ".join(f'"{c}"::text' if t in ("json", "jsonb") else f'"{c}"' for c, t in self._columns(table))
+        select = ", ".join(
+            f'"{c}"::text' if t in ("json", "jsonb") else f'"{c}"' for c, t in self._columns(table)
+        )
         with psycopg.connect(self.source_url) as conn:
             return conn.execute(f"SELECT {select} FROM {table} ORDER BY id").fetchall()
 
@@ -132,8 +146,11 @@ def make_shop_pipeline(pg_db, tmp_path: Path, monkeypatch, name: str = "shop", *
     duckdb_path = tmp_path / "shop.duckdb"
     config = PipelineConfig(
         name=name,
-        source={"url": f"postgresql://cap_{pg_db.name}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
-                "password_env": "TEST_SHOP_PASSWORD", "slot": f"dbmazz_{pg_db.name}"},
+        source={
+            "url": f"postgresql://cap_{pg_db.name}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
+            "password_env": "TEST_SHOP_PASSWORD",
+            "slot": f"dbmazz_{pg_db.name}",
+        },
         tables=SHOP_TABLES,
         sinks={"duckdb": {"url": f"duckdb:///{duckdb_path}", "lock_wait_seconds": 2}},
         changelog=str(tmp_path / "changelog"),
@@ -166,12 +183,22 @@ def churn(url: str, seed: int, n: int = 40) -> None:
         for _ in range(n):
             roll = r.random()
             if roll < 0.5:
-                conn.execute("INSERT INTO orders (customer_id, quantity, amount, status, note) "
-                             "VALUES (%s, %s, %s, 'new', %s)", (r.randint(1, 100), r.randint(1, 9), r.randint(1, 999), str(roll)))
+                conn.execute(
+                    "INSERT INTO orders (customer_id, quantity, amount, status, note) "
+                    "VALUES (%s, %s, %s, 'new', %s)",
+                    (r.randint(1, 100), r.randint(1, 9), r.randint(1, 999), str(roll)),
+                )
             elif roll < 0.8:
-                conn.execute("UPDATE orders SET status = 'paid', quantity = quantity + 1 "
-                             "WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)")
+                conn.execute(
+                    "UPDATE orders SET status = 'paid', quantity = quantity + 1 "
+                    "WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)"
+                )
             elif roll < 0.9:
-                conn.execute("DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)")
+                conn.execute(
+                    "DELETE FROM orders WHERE id = (SELECT id FROM orders ORDER BY random() LIMIT 1)"
+                )
             else:
-                conn.execute("UPDATE customers SET email = %s WHERE id = %s", (f"x{roll}@example.com", r.randint(1, 100)))
+                conn.execute(
+                    "UPDATE customers SET email = %s WHERE id = %s",
+                    (f"x{roll}@example.com", r.randint(1, 100)),
+                )

@@ -53,8 +53,10 @@ def _instance_overrides() -> dict:
     """Runs launched synchronously in this process (as the daemon's launcher would launch them elsewhere), and
     the per-pipeline pool limit of 1 a deployment sets (docs/dagster.md, "Backfills")."""
     return {
-        "run_launcher": {"module": "dagster._core.launcher.sync_in_memory_run_launcher",
-                         "class": "SyncInMemoryRunLauncher"},
+        "run_launcher": {
+            "module": "dagster._core.launcher.sync_in_memory_run_launcher",
+            "class": "SyncInMemoryRunLauncher",
+        },
         "concurrency": {"pools": {"default_limit": 1}},
     }
 
@@ -65,18 +67,30 @@ def _capture_only(shop, defs, instance, n: int) -> list[str]:
     for seed in range(n):
         churn(shop.source_url, 100 + seed, n=4)
         request = shop.tick(defs, instance).run_requests[0]
-        dg.materialize([a for a in defs.assets if isinstance(a, dg.AssetsDefinition)], instance=instance,
-                       partition_key=request.partition_key, resources=dict(defs.resources or {}),
-                       selection=[changes_key(shop.name)], tags={PIPELINE_TAG: shop.name})
+        dg.materialize(
+            [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
+            instance=instance,
+            partition_key=request.partition_key,
+            resources=dict(defs.resources or {}),
+            selection=[changes_key(shop.name)],
+            tags={PIPELINE_TAG: shop.name},
+        )
         keys.append(request.partition_key)
     return keys
 
 
 def _launch_backfill(process_context, keys: list[str], assets: list[dg.AssetKey]) -> str:
     result = execute_dagster_graphql(
-        process_context.create_request_context(), LAUNCH_PARTITION_BACKFILL,
-        variables={"backfillParams": {"partitionNames": keys, "fromFailure": False,
-                                      "assetSelection": [{"path": key.path} for key in assets]}})
+        process_context.create_request_context(),
+        LAUNCH_PARTITION_BACKFILL,
+        variables={
+            "backfillParams": {
+                "partitionNames": keys,
+                "fromFailure": False,
+                "assetSelection": [{"path": key.path} for key in assets],
+            }
+        },
+    )
     launched = result.data["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     return launched["backfillId"]
@@ -96,8 +110,10 @@ def _run_daemons(process_context, backfill_id: str, timeout: float = 300) -> Par
         backfill = instance.get_backfill(backfill_id)
         if backfill.status != BulkActionStatus.REQUESTED:
             return backfill
-    runs = [(r.run_id[:8], r.status.value, r.tags.get("dagster/asset_partition_range_start"))
-            for r in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))]
+    runs = [
+        (r.run_id[:8], r.status.value, r.tags.get("dagster/asset_partition_range_start"))
+        for r in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    ]
     raise AssertionError(f"backfill {backfill_id} not done after {timeout} s; its runs: {runs}")
 
 
@@ -108,15 +124,20 @@ def code_location(tmp_path, monkeypatch):
         (tmp_path / "shop_defs.py").write_text(DEFS_FILE)
         monkeypatch.setenv("DBMAZZ_TEST_PIPELINE_JSON", str(tmp_path / "pipeline.json"))
         origin = InProcessCodeLocationOrigin(
-            LoadableTargetOrigin(python_file=str(tmp_path / "shop_defs.py"), attribute="defs",
-                                 working_directory=str(tmp_path)), location_name="shop_defs")
+            LoadableTargetOrigin(
+                python_file=str(tmp_path / "shop_defs.py"), attribute="defs", working_directory=str(tmp_path)
+            ),
+            location_name="shop_defs",
+        )
         return WorkspaceProcessContext(instance, InProcessTestWorkspaceLoadTarget(origin))
+
     return start
 
 
 @pytest.mark.parametrize("batches", [6, pytest.param(30, marks=pytest.mark.slow)])
-def test_a_ui_backfill_runs_in_a_few_runs_in_order_without_checks(batches, pg_db, tmp_path, monkeypatch,
-                                                                 code_location):
+def test_a_ui_backfill_runs_in_a_few_runs_in_order_without_checks(
+    batches, pg_db, tmp_path, monkeypatch, code_location
+):
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = shop.definitions()
     with dg.instance_for_test(overrides=_instance_overrides()) as instance:
@@ -132,14 +153,19 @@ def test_a_ui_backfill_runs_in_a_few_runs_in_order_without_checks(batches, pg_db
         assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, backfill.status
 
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-        assert len(runs) == -(-batches // MAX_BATCHES_PER_RUN) <= 3, f"{len(runs)} runs for {batches} partitions"
+        assert len(runs) == -(-batches // MAX_BATCHES_PER_RUN) <= 3, (
+            f"{len(runs)} runs for {batches} partitions"
+        )
         assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
         for sink in sinks:
             assert set(keys) <= instance.get_materialized_partitions(sink)
         # no check per partition: parity (a source count) never runs in a backfill run; the cheap checks at most
         # once per run
-        evaluations = [e for run in runs for e in instance.all_logs(
-            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+        evaluations = [
+            e
+            for run in runs
+            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
         names = [e.dagster_event.event_specific_data.check_name for e in evaluations]
         assert "row_count_parity" not in names
         assert len(names) <= len(runs) * len(sinks) * 2
@@ -154,7 +180,9 @@ def test_a_ui_backfill_runs_in_a_few_runs_in_order_without_checks(batches, pg_db
             assert shop.sink_rows(table) == shop.source_rows(table), table
 
 
-def test_the_pipeline_pool_holds_its_steps_and_live_batches_go_on_during_a_backfill(pg_db, tmp_path, monkeypatch):
+def test_the_pipeline_pool_holds_its_steps_and_live_batches_go_on_during_a_backfill(
+    pg_db, tmp_path, monkeypatch
+):
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = shop.definitions()
     pools = {a.op.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_executable}
@@ -164,9 +192,13 @@ def test_the_pipeline_pool_holds_its_steps_and_live_batches_go_on_during_a_backf
         churn(shop.source_url, 7, n=5)
         # a backfill run of the pipeline's assets is in flight: it is seen, and the sensor still launches the
         # live batch (the pool takes their steps in turn), so capture does not stall behind the backfill
-        create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
-                            tags={"dagster/backfill": "abcdefgh"},
-                            asset_selection=frozenset({sink_key(shop.name, "duckdb", "public.orders")}))
+        create_run_for_test(
+            instance,
+            job_name="__ASSET_JOB",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"dagster/backfill": "abcdefgh"},
+            asset_selection=frozenset({sink_key(shop.name, "duckdb", "public.orders")}),
+        )
         result = shop.tick(defs, instance)
         assert len(result.run_requests) == 1, result.skip_message
 
@@ -195,13 +227,22 @@ def _queued_home(tmp_path, run_buffer: int):
     home = tmp_path / "dagster_home"
     home.mkdir()
     pools = {"default_limit": 1, **({"op_granularity_run_buffer": run_buffer} if run_buffer else {})}
-    (home / "dagster.yaml").write_text(yaml.safe_dump({
-        "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
-        "run_launcher": {"module": "dagster._core.launcher.sync_in_memory_run_launcher",
-                         "class": "SyncInMemoryRunLauncher"},
-        "concurrency": {"pools": pools},
-        "telemetry": {"enabled": False},
-    }))
+    (home / "dagster.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "run_coordinator": {
+                    "module": "dagster._core.run_coordinator",
+                    "class": "QueuedRunCoordinator",
+                },
+                "run_launcher": {
+                    "module": "dagster._core.launcher.sync_in_memory_run_launcher",
+                    "class": "SyncInMemoryRunLauncher",
+                },
+                "concurrency": {"pools": pools},
+                "telemetry": {"enabled": False},
+            }
+        )
+    )
     return home
 
 
@@ -216,8 +257,11 @@ def _stream_batches(shop, defs, instance, n: int) -> None:
         for _ in range(20):
             if len(_log_partitions(shop, instance)) >= n:
                 return
-            job.execute_in_process(instance=instance, tags={PIPELINE_TAG: shop.name},
-                                   run_config={"ops": {f"{shop.name}__stream": {"config": {"max_seconds": 5.0}}}})
+            job.execute_in_process(
+                instance=instance,
+                tags={PIPELINE_TAG: shop.name},
+                run_config={"ops": {f"{shop.name}__stream": {"config": {"max_seconds": 5.0}}}},
+            )
         raise AssertionError(f"fewer than {n} log batches: {len(_log_partitions(shop, instance))}")
     finally:
         stop.set()
@@ -229,7 +273,9 @@ def _log_partitions(shop, instance) -> list[str]:
 
 
 @pytest.mark.parametrize("run_buffer", [0, pytest.param(1, marks=pytest.mark.slow)])
-def test_a_ui_backfill_takes_turns_with_the_streaming_run(run_buffer, pg_db, tmp_path, monkeypatch, code_location):
+def test_a_ui_backfill_takes_turns_with_the_streaming_run(
+    run_buffer, pg_db, tmp_path, monkeypatch, code_location
+):
     """30 partitions of a sink table backfilled the way the UI does it while a streaming run streams: the backfill
     is not starved (the queue holds a run whose pool is full: the streaming run hands its slot over), it takes 2
     runs with no check per partition, the same streaming run applies live batches between its runs, and the sink
@@ -247,7 +293,9 @@ def test_a_ui_backfill_takes_turns_with_the_streaming_run(run_buffer, pg_db, tmp
         keys = _log_partitions(shop, instance)[:30]
         stop = threading.Event()
         writer = _writer(shop.source_url, stop)
-        child = subprocess.Popen([sys.executable, "-c", _STREAM_CHILD, str(tmp_path / "stream.json"), str(home)])
+        child = subprocess.Popen(
+            [sys.executable, "-c", _STREAM_CHILD, str(tmp_path / "stream.json"), str(home)]
+        )
         try:
             deadline = time.monotonic() + 60
             while not instance.event_log_storage.get_concurrency_info(pool_name(shop.name)).claimed_slots:
@@ -274,8 +322,11 @@ def test_a_ui_backfill_takes_turns_with_the_streaming_run(run_buffer, pg_db, tmp
         assert len(runs) == 2, f"{len(runs)} runs for 30 partitions"
         assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
         assert set(keys) <= instance.get_materialized_partitions(orders)
-        names = [e.dagster_event.event_specific_data.check_name for run in runs
-                 for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+        names = [
+            e.dagster_event.event_specific_data.check_name
+            for run in runs
+            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
         assert "row_count_parity" not in names and len(names) <= len(runs) * 2, names
 
         # one streaming run throughout: it handed the pool over to each backfill run and took it back, applying
@@ -286,16 +337,23 @@ def test_a_ui_backfill_takes_turns_with_the_streaming_run(run_buffer, pg_db, tmp
         assert sum("hands the pool" in m for m in messages) >= 2, [m for m in messages if "pool" in m]
         assert sum("took the pool" in m for m in messages) >= 2, [m for m in messages if "pool" in m]
         assert any("stop_when_idle" in m for m in messages), messages[-3:]
-        live = [e for e in instance.all_logs(stream_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-                if e.dagster_event.asset_key == orders and launched < e.timestamp < finished]
+        live = [
+            e
+            for e in instance.all_logs(stream_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+            if e.dagster_event.asset_key == orders and launched < e.timestamp < finished
+        ]
         assert live, "no live batch was applied while the backfill ran"
         for table in TABLES:
             assert shop.sink_rows(table) == shop.source_rows(table), table
-        print(f"backfill of 30 batches beside a streaming run (run buffer {run_buffer}): {len(runs)} runs, "
-              f"{finished - launched:.1f} s, {len(live)} live batches applied meanwhile")
+        print(
+            f"backfill of 30 batches beside a streaming run (run buffer {run_buffer}): {len(runs)} runs, "
+            f"{finished - launched:.1f} s, {len(live)} live batches applied meanwhile"
+        )
 
 
-def test_a_streaming_run_sigkilled_while_it_lends_the_pool_is_recovered(pg_db, tmp_path, monkeypatch, code_location):
+def test_a_streaming_run_sigkilled_while_it_lends_the_pool_is_recovered(
+    pg_db, tmp_path, monkeypatch, code_location
+):
     """SIGKILL of the streaming run while a backfill run holds the pool it handed over: once the dead run is
     marked failed (run monitoring), its claim is gone, the backfill completes, the next streaming run applies what
     the killed one left and the sink equals the source row by row."""
@@ -313,7 +371,9 @@ def test_a_streaming_run_sigkilled_while_it_lends_the_pool_is_recovered(pg_db, t
         keys = _log_partitions(shop, instance)[:6]
         stop = threading.Event()
         writer = _writer(shop.source_url, stop)
-        child = subprocess.Popen([sys.executable, "-c", _STREAM_CHILD, str(tmp_path / "stream.json"), str(home)])
+        child = subprocess.Popen(
+            [sys.executable, "-c", _STREAM_CHILD, str(tmp_path / "stream.json"), str(home)]
+        )
         killed: list[str] = []
 
         def kill_while_lent() -> None:
@@ -354,14 +414,18 @@ def test_a_streaming_run_sigkilled_while_it_lends_the_pool_is_recovered(pg_db, t
         assert instance.get_run_by_id(killed[0]).status == dg.DagsterRunStatus.FAILURE
         assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, backfill.status
         info = instance.event_log_storage.get_concurrency_info(pool)
-        leftover = [claim for claim in [*info.claimed_slots, *info.pending_steps] if claim.run_id == killed[0]]
+        leftover = [
+            claim for claim in [*info.claimed_slots, *info.pending_steps] if claim.run_id == killed[0]
+        ]
         assert not leftover, leftover
 
         # the next streaming run (the sensor would start it) applies what the killed one captured and left
         job = defs.resolve_job_def(stream_job_name(shop.name))
-        result = job.execute_in_process(instance=instance, tags={PIPELINE_TAG: shop.name},
-                                        run_config={"ops": {f"{shop.name}__stream": {"config": {
-                                            "stop_when_idle": True}}}})
+        result = job.execute_in_process(
+            instance=instance,
+            tags={PIPELINE_TAG: shop.name},
+            run_config={"ops": {f"{shop.name}__stream": {"config": {"stop_when_idle": True}}}},
+        )
         assert result.success
         for table in TABLES:
             assert shop.sink_rows(table) == shop.source_rows(table), table

@@ -51,7 +51,10 @@ def test_a_failed_apply_rerun_converges(pg_db, tmp_path, monkeypatch):
             blocker.kill()
             blocker.wait()
         # capture succeeded, so the source is acknowledged and the next batch is planned anyway
-        assert instance.get_latest_materialization_event(changes_key(shop.name)).asset_materialization.partition == key
+        assert (
+            instance.get_latest_materialization_event(changes_key(shop.name)).asset_materialization.partition
+            == key
+        )
         failed_key = key
         _churn(pg_db.url, 3)
         _capture_and_apply(shop, defs, instance)
@@ -93,7 +96,11 @@ def test_checks_report_parity_and_freshness(pg_db, tmp_path, monkeypatch):
         assert evaluations[("public.orders", "freshness")].passed
         _churn(pg_db.url, 9)  # captured nothing yet: the sink is now behind the source
         result = defs.resolve_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
-        parity = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations() if e.check_name == "row_count_parity"}
+        parity = {
+            e.asset_key.path[-1]: e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "row_count_parity"
+        }
         orders = parity["public.orders"]
         assert orders.metadata["source_rows"].value == len(shop.source_rows("public.orders"))
         # lag is not damage: with capture behind the count, parity says it could not compare (a warning, passed)

@@ -14,12 +14,21 @@ from ._harness import churn, make_shop_pipeline, start_shop
 def test_a_scaffolded_component_loads_and_replicates_a_batch(pg_db, tmp_path, monkeypatch):
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)  # the shop database, a capture role, its password
     with create_defs_folder_sandbox() as sandbox:
-        path = sandbox.scaffold_component(DbmazzPipelineComponent, defs_path="shop", scaffold_params={
-            "source_url": shop.config.source["url"], "password_env": "TEST_SHOP_PASSWORD",
-            "tables": ",".join(shop.config.tables), "sink_url": f"duckdb:///{shop.duckdb_path}"})
+        path = sandbox.scaffold_component(
+            DbmazzPipelineComponent,
+            defs_path="shop",
+            scaffold_params={
+                "source_url": shop.config.source["url"],
+                "password_env": "TEST_SHOP_PASSWORD",
+                "tables": ",".join(shop.config.tables),
+                "sink_url": f"duckdb:///{shop.duckdb_path}",
+            },
+        )
         written = (path / "defs.yaml").read_text()
         assert "{{ env.TEST_SHOP_PASSWORD }}" in written
-        document = yaml.safe_load(written)  # what a user fills in after scaffolding: a slot, a change log folder
+        document = yaml.safe_load(
+            written
+        )  # what a user fills in after scaffolding: a slot, a change log folder
         assert document["type"].endswith(".DbmazzPipelineComponent")
         document["type"] = "dbmazz_pipelines.DbmazzPipelineComponent"  # the name the docs use
         document["attributes"]["source"]["slot"] = shop.config.source["slot"]
@@ -39,17 +48,27 @@ def test_a_scaffolded_component_loads_and_replicates_a_batch(pg_db, tmp_path, mo
                 assert shop.run_batch(defs, instance, request.partition_key).success
                 for table in shop.config.tables:
                     assert shop.sink_rows(table) == shop.source_rows(table), table
-                applied = instance.get_materialized_partitions(dg.AssetKey(["shop", "duckdb", "public.orders"]))
+                applied = instance.get_materialized_partitions(
+                    dg.AssetKey(["shop", "duckdb", "public.orders"])
+                )
                 assert request.partition_key in applied
 
 
 def test_a_component_with_a_password_in_clear_is_refused_naming_its_file(tmp_path, monkeypatch):
     monkeypatch.setenv("LEAKED", "hunter2")
     with create_defs_folder_sandbox() as sandbox:
-        path = sandbox.scaffold_component(DbmazzPipelineComponent, defs_path="leaky", defs_yaml_contents={
-            "type": "dbmazz_pipelines.DbmazzPipelineComponent",
-            "attributes": {"source": {"url": "postgresql://cap:{{ env.LEAKED }}@db/shop", "password": "hunter2"},
-                           "tables": ["public.orders"], "sinks": {"duckdb": {"url": "duckdb:///x.duckdb"}}}})
+        path = sandbox.scaffold_component(
+            DbmazzPipelineComponent,
+            defs_path="leaky",
+            defs_yaml_contents={
+                "type": "dbmazz_pipelines.DbmazzPipelineComponent",
+                "attributes": {
+                    "source": {"url": "postgresql://cap:{{ env.LEAKED }}@db/shop", "password": "hunter2"},
+                    "tables": ["public.orders"],
+                    "sinks": {"duckdb": {"url": "duckdb:///x.duckdb"}},
+                },
+            },
+        )
         with pytest.raises(Exception) as error:
             with sandbox.load_component_and_build_defs(defs_path=path):
                 pass
@@ -63,13 +82,23 @@ def test_a_component_with_a_password_in_clear_is_refused_naming_its_file(tmp_pat
 
 def test_the_component_translation_sets_keys_groups_and_owners_from_yaml():
     with create_defs_folder_sandbox() as sandbox:
-        path = sandbox.scaffold_component(DbmazzPipelineComponent, defs_path="shop", defs_yaml_contents={
-            "type": "dbmazz_pipelines.DbmazzPipelineComponent",
-            "attributes": {
-                "source": {"url": "postgresql://cap@db/shop", "password": "{{ env.SHOP_PG_PASSWORD }}"},
-                "tables": ["public.orders"], "sinks": {"duckdb": {"url": "duckdb:///shop.duckdb"}},
-                "translation": {"key": "{{ role }}/{{ table_name or 'all' }}", "owners": ["team:data"],
-                                "group_name": "{{ pipeline }}_{{ 'warehouse' if role == 'sink_table' else 'cdc' }}"}}})
+        path = sandbox.scaffold_component(
+            DbmazzPipelineComponent,
+            defs_path="shop",
+            defs_yaml_contents={
+                "type": "dbmazz_pipelines.DbmazzPipelineComponent",
+                "attributes": {
+                    "source": {"url": "postgresql://cap@db/shop", "password": "{{ env.SHOP_PG_PASSWORD }}"},
+                    "tables": ["public.orders"],
+                    "sinks": {"duckdb": {"url": "duckdb:///shop.duckdb"}},
+                    "translation": {
+                        "key": "{{ role }}/{{ table_name or 'all' }}",
+                        "owners": ["team:data"],
+                        "group_name": "{{ pipeline }}_{{ 'warehouse' if role == 'sink_table' else 'cdc' }}",
+                    },
+                },
+            },
+        )
         with sandbox.load_component_and_build_defs(defs_path=path) as (_, defs):
             graph = defs.get_repository_def().asset_graph
             specs = {k.to_user_string(): graph.get(k) for k in graph.get_all_asset_keys()}

@@ -42,7 +42,11 @@ def _create_tables(url: str, tables: list[str]) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute('CREATE SCHEMA "odd-schema"; CREATE SCHEMA public_a')
         for table in tables:
-            conn.execute(sql.SQL('CREATE TABLE {} (id int PRIMARY KEY, "v a l" text, "order" int)').format(_ident(table)))
+            conn.execute(
+                sql.SQL('CREATE TABLE {} (id int PRIMARY KEY, "v a l" text, "order" int)').format(
+                    _ident(table)
+                )
+            )
 
 
 def _write(url: str, tables: list[str], round_: int) -> None:
@@ -50,44 +54,65 @@ def _write(url: str, tables: list[str], round_: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for n, table in enumerate(tables):
             rows = [(round_ * 10 + i, f"{table} {round_}/{i} ✓", n) for i in range(3)]
-            conn.cursor().executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(_ident(table)), rows)
+            conn.cursor().executemany(
+                sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(_ident(table)), rows
+            )
             if round_:
-                conn.execute(sql.SQL('UPDATE {} SET "v a l" = %s WHERE id = %s').format(_ident(table)), ("upd", 0))
+                conn.execute(
+                    sql.SQL('UPDATE {} SET "v a l" = %s WHERE id = %s').format(_ident(table)), ("upd", 0)
+                )
                 conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(_ident(table)), (1,))
 
 
 def _source_rows(url: str, table: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
-        return conn.execute(sql.SQL('SELECT id, "v a l", "order" FROM {} ORDER BY id').format(_ident(table))).fetchall()
+        return conn.execute(
+            sql.SQL('SELECT id, "v a l", "order" FROM {} ORDER BY id').format(_ident(table))
+        ).fetchall()
 
 
 def _sink_rows(path, table: str) -> list[tuple]:
     """The rows of the DuckDB table that ``table`` went to (its name from the sink's ``_dbmazz.tables``)."""
     with duckdb.connect(str(path), read_only=True) as conn:
-        schema, name = conn.execute("SELECT target_schema, target_name FROM _dbmazz.tables WHERE table_name = ?",
-                                    [table]).fetchone()
+        schema, name = conn.execute(
+            "SELECT target_schema, target_name FROM _dbmazz.tables WHERE table_name = ?", [table]
+        ).fetchone()
         quoted = ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
         return conn.execute(f'SELECT id, "v a l", "order" FROM {quoted} ORDER BY id').fetchall()
 
 
-def _hostile_pipeline(pg_db, tmp_path, monkeypatch, tables: list[str], sinks: dict | None = None) -> ShopPipeline:
+def _hostile_pipeline(
+    pg_db, tmp_path, monkeypatch, tables: list[str], sinks: dict | None = None
+) -> ShopPipeline:
     _create_tables(pg_db.url, tables)
     role, password = f"cap_{pg_db.name}", secrets.token_hex(8)
     with psycopg.connect(pg_db.url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(password)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
         listed = sql.SQL(", ").join(_ident(t) for t in tables)
         conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(listed, sql.Identifier(role)))
-        conn.execute(sql.SQL('GRANT USAGE ON SCHEMA "odd-schema", public_a TO {}').format(sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(pg_db.name), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL('GRANT USAGE ON SCHEMA "odd-schema", public_a TO {}').format(sql.Identifier(role))
+        )
+        conn.execute(
+            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                sql.Identifier(pg_db.name), sql.Identifier(role)
+            )
+        )
         conn.execute(sql.SQL("CREATE PUBLICATION dbmazz_odd FOR TABLE {}").format(listed))
         conn.execute(sql.SQL("ALTER PUBLICATION dbmazz_odd OWNER TO {}").format(sql.Identifier(role)))
     monkeypatch.setenv("TEST_ODD_PASSWORD", password)
     path = tmp_path / "odd.duckdb"
     config = PipelineConfig(
         name="odd",
-        source={"url": f"postgresql://{role}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
-                "password_env": "TEST_ODD_PASSWORD", "slot": f"dbmazz_{pg_db.name}"},
+        source={
+            "url": f"postgresql://{role}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
+            "password_env": "TEST_ODD_PASSWORD",
+            "slot": f"dbmazz_{pg_db.name}",
+        },
         tables=tables,
         sinks={"duckdb": {"url": f"duckdb:///{path}", "lock_wait_seconds": 2}, **(sinks or {})},
         changelog=str(tmp_path / "changelog"),
@@ -132,28 +157,60 @@ def test_hostile_table_names_load_and_replicate_into_duckdb(pg_db, tmp_path, mon
 
 
 def _good_config(tmp_path) -> PipelineConfig:
-    return PipelineConfig(name="good", source={"url": "postgresql://u@127.0.0.1:1/db", "password_env": "X"},
-                          tables=["public.t"], sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/g.duckdb"}},
-                          changelog=str(tmp_path / "changelog"))
+    return PipelineConfig(
+        name="good",
+        source={"url": "postgresql://u@127.0.0.1:1/db", "password_env": "X"},
+        tables=["public.t"],
+        sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/g.duckdb"}},
+        changelog=str(tmp_path / "changelog"),
+    )
 
 
 def test_a_pipeline_from_environment_variables_loads(tmp_path):
-    single = pipeline_from_env({"SOURCE_URL": "postgresql://u:pw@h/db", "SINK_URL": f"duckdb:///{tmp_path}/x.duckdb",
-                                "TABLES": "public.my table"})
+    single = pipeline_from_env(
+        {
+            "SOURCE_URL": "postgresql://u:pw@h/db",
+            "SINK_URL": f"duckdb:///{tmp_path}/x.duckdb",
+            "TABLES": "public.my table",
+        }
+    )
     repo = build_definitions({single.name: single}).get_repository_def()
     assert repo.has_job(job_name("main")) and repo.has_sensor_def(sensor_name("main"))
 
 
-@pytest.mark.parametrize("broken, reason", [
-    ({"source": {"url": "postgresql://u@h/db"}, "tables": ["public.t"], "sinks": {"d": {"url": "duckdbx:///x"}}},
-     "a url with a known scheme .* for the sink d, got 'duckdbx'"),
-    ({"source": {"url": "postgresql://u:hunter2@h/db"}, "tables": ["public.t"], "sinks": {"duckdb": {}}},
-     "holds a password in clear"),
-    ({"source": {"url": "postgresql://u@h/db"}, "tables": ["t"], "sinks": {"duckdb": {}}},
-     "expected tables as schema.table"),
-    ({"source": {"url": "postgresql://u@h/db"}, "tables": ["public.a b", "public.a_b_d6c3ae2c"], "sinks": {"duckdb": {}}},
-     None),
-])
+@pytest.mark.parametrize(
+    "broken, reason",
+    [
+        (
+            {
+                "source": {"url": "postgresql://u@h/db"},
+                "tables": ["public.t"],
+                "sinks": {"d": {"url": "duckdbx:///x"}},
+            },
+            "a url with a known scheme .* for the sink d, got 'duckdbx'",
+        ),
+        (
+            {
+                "source": {"url": "postgresql://u:hunter2@h/db"},
+                "tables": ["public.t"],
+                "sinks": {"duckdb": {}},
+            },
+            "holds a password in clear",
+        ),
+        (
+            {"source": {"url": "postgresql://u@h/db"}, "tables": ["t"], "sinks": {"duckdb": {}}},
+            "expected tables as schema.table",
+        ),
+        (
+            {
+                "source": {"url": "postgresql://u@h/db"},
+                "tables": ["public.a b", "public.a_b_d6c3ae2c"],
+                "sinks": {"duckdb": {}},
+            },
+            None,
+        ),
+    ],
+)
 def test_a_broken_pipeline_does_not_stop_the_others_from_loading(tmp_path, broken, reason):
     path = tmp_path / "pipelines.yaml"
     good = _good_config(tmp_path).model_dump(exclude={"name"})
@@ -162,9 +219,13 @@ def test_a_broken_pipeline_does_not_stop_the_others_from_loading(tmp_path, broke
     repo = defs.get_repository_def()
     assert repo.has_job(job_name("good")) and repo.has_sensor_def(sensor_name("good"))
     if reason is None:  # loads as a normal pipeline
-        assert all(len(set(s.key for s in a.specs)) for a in defs.assets if isinstance(a, dg.AssetsDefinition))
+        assert all(
+            len(set(s.key for s in a.specs)) for a in defs.assets if isinstance(a, dg.AssetsDefinition)
+        )
         return
-    broken_sensors = [s for s in repo.sensor_defs if s.name.startswith("bad_one") and s.name.endswith("_capture")]
+    broken_sensors = [
+        s for s in repo.sensor_defs if s.name.startswith("bad_one") and s.name.endswith("_capture")
+    ]
     assert len(broken_sensors) == 1
     with dg.instance_for_test() as instance, dg.build_sensor_context(instance=instance) as context:
         with pytest.raises(Exception, match=reason) as caught:
@@ -178,16 +239,24 @@ def _read_back(sink, table: str) -> list[tuple]:
     """A sink's live rows of ``table``, read the way its README says to query them."""
     columns = ", ".join(sink.q(c) for c in ("id", "v a l", "order"))
     if sink.name == "clickhouse":
-        data = sink.client.query_arrow(f"SELECT {columns} FROM {sink.q(sink.target_name(table) + '_current')} ORDER BY id")
+        data = sink.client.query_arrow(
+            f"SELECT {columns} FROM {sink.q(sink.target_name(table) + '_current')} ORDER BY id"
+        )
         return [tuple(row.values()) for row in data.to_pylist()]
-    return [tuple(r) for r in sink.fetchall(f"SELECT {columns} FROM {sink.target(sink.table_state(table))} ORDER BY id")]
+    return [
+        tuple(r)
+        for r in sink.fetchall(f"SELECT {columns} FROM {sink.target(sink.table_state(table))} ORDER BY id")
+    ]
 
 
 @pytest.mark.slow
 def test_hostile_table_names_replicate_into_every_sink(pg_db, ch_db, tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_PG_SINK_URL", pg_db.sink_url)  # referenced, never written in the config
     monkeypatch.setenv("TEST_CH_SINK_URL", ch_db.url)
-    sinks = {"postgres": {"url": "${TEST_PG_SINK_URL}", "schema": "replica"}, "clickhouse": {"url": "${TEST_CH_SINK_URL}"}}
+    sinks = {
+        "postgres": {"url": "${TEST_PG_SINK_URL}", "schema": "replica"},
+        "clickhouse": {"url": "${TEST_CH_SINK_URL}"},
+    }
     odd = _hostile_pipeline(pg_db, tmp_path, monkeypatch, REPLICATED, sinks)
     defs = build_definitions({"odd": odd.config})
     assert defs.get_repository_def().has_job(job_name("odd"))

@@ -22,7 +22,10 @@ def _write(admin, database: str, round_: int) -> None:
     with admin.cursor() as cur:
         for name in NAMES:
             table = f"{_q(database)}.{_q(name)}"
-            cur.executemany(f"INSERT INTO {table} VALUES (%s, %s)", [(round_ * 10 + i, f"{name} {round_} ✓") for i in range(3)])
+            cur.executemany(
+                f"INSERT INTO {table} VALUES (%s, %s)",
+                [(round_ * 10 + i, f"{name} {round_} ✓") for i in range(3)],
+            )
             if round_:
                 cur.execute(f"UPDATE {table} SET `v a l` = 'upd' WHERE id = 0")
                 cur.execute(f"DELETE FROM {table} WHERE id = 1")
@@ -43,9 +46,13 @@ def _sink_rows(path, database: str, name: str) -> list[tuple]:
 def test_hostile_mariadb_table_names_replicate_through_dagster(mysql_db, tmp_path, monkeypatch):
     admin = pymysql.connect(**mysql_db.server.connect_kwargs())
     with admin.cursor() as cur:
-        cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")  # the documented requirement (the suite's setting)
+        cur.execute(
+            "SET GLOBAL binlog_row_metadata = 'FULL'"
+        )  # the documented requirement (the suite's setting)
         for name in NAMES:
-            cur.execute(f"CREATE TABLE {_q(mysql_db.name)}.{_q(name)} (id INT PRIMARY KEY, `v a l` VARCHAR(40))")
+            cur.execute(
+                f"CREATE TABLE {_q(mysql_db.name)}.{_q(name)} (id INT PRIMARY KEY, `v a l` VARCHAR(40))"
+            )
     user, password = create_replication_user(admin, mysql_db.name)
     monkeypatch.setenv("TEST_ODD_MY_PASSWORD", password)
     path = tmp_path / "odd.duckdb"

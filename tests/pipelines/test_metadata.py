@@ -15,17 +15,24 @@ TABLES = ("public.orders", "public.customers")
 def _source_columns(url: str, table: str) -> list[tuple[str, str, bool]]:
     """The source's columns: name, PostgreSQL's own type name (int8, text, jsonb), nullable."""
     with psycopg.connect(url) as conn:
-        return [(name, kind, nullable == "YES") for name, kind, nullable in conn.execute(
-            "SELECT column_name, udt_name, is_nullable FROM information_schema.columns "
-            "WHERE table_schema || '.' || table_name = %s ORDER BY ordinal_position", (table,)).fetchall()]
+        return [
+            (name, kind, nullable == "YES")
+            for name, kind, nullable in conn.execute(
+                "SELECT column_name, udt_name, is_nullable FROM information_schema.columns "
+                "WHERE table_schema || '.' || table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+        ]
 
 
 def _sink_columns(path, table: str) -> list[tuple[str, str]]:
     schema, name = table.split(".")
     with duckdb.connect(str(path), read_only=True) as conn:
-        return conn.execute("SELECT column_name, data_type FROM information_schema.columns "
-                            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-                            [schema, name]).fetchall()
+        return conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, name],
+        ).fetchall()
 
 
 def test_sink_and_source_tables_carry_dagsters_table_metadata(pg_db, tmp_path, monkeypatch):
@@ -57,13 +64,18 @@ def test_sink_and_source_tables_carry_dagsters_table_metadata(pg_db, tmp_path, m
             lineage = metadata["dagster/column_lineage"].value.deps_by_column
             assert set(lineage) == set(source_columns)
             for column, deps in lineage.items():
-                assert [(d.asset_key, d.column_name) for d in deps] == [(source_key(shop.name, table), column)]
+                assert [(d.asset_key, d.column_name) for d in deps] == [
+                    (source_key(shop.name, table), column)
+                ]
 
             recorded = instance.fetch_materializations(source_key(shop.name, table), limit=10).records
-            assert len(recorded) == 1, f"source table {table}: its unchanged schema is recorded once, not per batch"
+            assert len(recorded) == 1, (
+                f"source table {table}: its unchanged schema is recorded once, not per batch"
+            )
             source_schema = recorded[0].asset_materialization.metadata["dagster/column_schema"].schema
             assert [(c.name, c.type) for c in source_schema.columns] == [
-                (name, kind) for name, kind, _ in _source_columns(pg_db.url, table)]
+                (name, kind) for name, kind, _ in _source_columns(pg_db.url, table)
+            ]
             key = source_schema.columns[0]
             assert key.name == "id" and not key.constraints.nullable and key.description == "primary key"
             assert recorded[0].asset_materialization.metadata["dagster/table_name"].value == table

@@ -27,14 +27,22 @@ class _Writer(threading.Thread):
             while not self.stop.is_set():
                 roll = r.random()
                 if roll < 0.6:
-                    conn.execute("INSERT INTO orders (customer_id, quantity, amount, status) VALUES (%s, 1, 9.5, 'new')",
-                                 (r.randint(1, 100),))
+                    conn.execute(
+                        "INSERT INTO orders (customer_id, quantity, amount, status) VALUES (%s, 1, 9.5, 'new')",
+                        (r.randint(1, 100),),
+                    )
                 elif roll < 0.85:
-                    conn.execute("UPDATE orders SET status = 'paid' WHERE id = (SELECT id FROM orders WHERE id > %s "
-                                 "ORDER BY random() LIMIT 1)", (self.floor,))
+                    conn.execute(
+                        "UPDATE orders SET status = 'paid' WHERE id = (SELECT id FROM orders WHERE id > %s "
+                        "ORDER BY random() LIMIT 1)",
+                        (self.floor,),
+                    )
                 else:
-                    conn.execute("DELETE FROM orders WHERE id = (SELECT id FROM orders WHERE id > %s "
-                                 "ORDER BY random() LIMIT 1)", (self.floor,))
+                    conn.execute(
+                        "DELETE FROM orders WHERE id = (SELECT id FROM orders WHERE id > %s "
+                        "ORDER BY random() LIMIT 1)",
+                        (self.floor,),
+                    )
                 self.writes += 1
                 time.sleep(0.01)
 
@@ -63,8 +71,17 @@ def _checks_while_the_pipeline_runs(shop, defs, instance, tmp_path) -> dict:
     """The checks job in its own process (as the schedule runs it) while the sensor's batches go on."""
     (tmp_path / "pipeline.json").write_text(shop.config.model_dump_json())
     (tmp_path / "run_checks.py").write_text(CHECKS_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "run_checks.py"), str(tmp_path / "pipeline.json"),
-                             instance.root_directory], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(tmp_path / "run_checks.py"),
+            str(tmp_path / "pipeline.json"),
+            instance.root_directory,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     while proc.poll() is None:
         for request in shop.tick(defs, instance).run_requests:
             shop.run_batch(defs, instance, request.partition_key)
@@ -72,7 +89,7 @@ def _checks_while_the_pipeline_runs(shop, defs, instance, tmp_path) -> dict:
     out = proc.stdout.read()
     assert proc.returncode == 0, out[-2000:]
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
-    return {e["table"]: e for e in json.loads(line[len("RESULT "):]) if e["check"] == "row_count_parity"}
+    return {e["table"]: e for e in json.loads(line[len("RESULT ") :]) if e["check"] == "row_count_parity"}
 
 
 def _max_order_id(url: str) -> int:
@@ -93,7 +110,11 @@ def test_parity_is_silent_on_lag_and_fails_on_rows_deleted_in_the_sink(pg_db, tm
             time.sleep(1)
             lagging = _checks_while_the_pipeline_runs(shop, defs, instance, tmp_path)
             for table, evaluation in lagging.items():
-                assert evaluation["passed"] and evaluation["metadata"]["verdict"] == "equal", (table, evaluation["description"], evaluation["metadata"])
+                assert evaluation["passed"] and evaluation["metadata"]["verdict"] == "equal", (
+                    table,
+                    evaluation["description"],
+                    evaluation["metadata"],
+                )
             orders = lagging["public.orders"]["metadata"]
             # the sink was behind the source when it was compared, and its count differed from the source's
             assert orders["sink_behind_by_changes"] > 0
@@ -101,7 +122,9 @@ def test_parity_is_silent_on_lag_and_fails_on_rows_deleted_in_the_sink(pg_db, tm
 
             # damage: three old orders (the writer never touches them again) deleted in the sink by hand
             with duckdb.connect(str(shop.duckdb_path)) as sink:
-                sink.execute("DELETE FROM public.orders WHERE id IN (SELECT id FROM public.orders ORDER BY id LIMIT 3)")
+                sink.execute(
+                    "DELETE FROM public.orders WHERE id IN (SELECT id FROM public.orders ORDER BY id LIMIT 3)"
+                )
             damaged = _checks_while_the_pipeline_runs(shop, defs, instance, tmp_path)
         finally:
             writer.stop.set()

@@ -32,12 +32,18 @@ def _snippet(source_url: str, table: str, sink_path: Path, changelog: Path) -> s
 def test_readme_snippet_follows_a_mysql_source(mysql_db, tmp_path):
     admin = pymysql.connect(**mysql_db.server.connect_kwargs())
     with admin.cursor() as cur:
-        cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")  # the documented requirement (the suite's setting)
+        cur.execute(
+            "SET GLOBAL binlog_row_metadata = 'FULL'"
+        )  # the documented requirement (the suite's setting)
         cur.execute(f"CREATE TABLE `{mysql_db.name}`.orders (id INT PRIMARY KEY, v VARCHAR(20))")
     user, password = create_replication_user(admin, mysql_db.name)
     table = f"{mysql_db.name}.orders"
-    code = _snippet(mysql_db.server.url("", user=user, password=password), table, tmp_path / "s.duckdb",
-                    tmp_path / "changelog")
+    code = _snippet(
+        mysql_db.server.url("", user=user, password=password),
+        table,
+        tmp_path / "s.duckdb",
+        tmp_path / "changelog",
+    )
     source_table = f"`{mysql_db.name}`.orders"
     try:
         exec(compile(code, "README.md", "exec"), {})  # first step: nothing yet, the start is remembered

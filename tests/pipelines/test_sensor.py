@@ -14,7 +14,9 @@ def _write_orders(url: str, n: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO orders (customer_id, quantity, amount, status) "
-            "SELECT g %% 100 + 1, g %% 7, g * 1.25, 'new' FROM generate_series(1, %s) g", (n,))
+            "SELECT g %% 100 + 1, g %% 7, g * 1.25, 'new' FROM generate_series(1, %s) g",
+            (n,),
+        )
 
 
 def test_idle_source_requests_nothing_and_a_new_range_exactly_one_run(pg_db, tmp_path, monkeypatch):
@@ -57,8 +59,12 @@ def test_a_password_written_in_the_config_is_refused(tmp_path):
     from dbmazz_connectors.core import ConfigError
     from dbmazz_pipelines.definitions import build_definitions
 
-    leaky = PipelineConfig(name="p", source={"url": "postgresql://cap:hunter2@db/shop"}, tables=["public.t"],
-                           sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}})
+    leaky = PipelineConfig(
+        name="p",
+        source={"url": "postgresql://cap:hunter2@db/shop"},
+        tables=["public.t"],
+        sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}},
+    )
     defs = build_definitions({"p": leaky})  # the pipeline is not loaded; its sensor fails with the reason
     assert "dbmazz_p" not in (defs.resources or {}) and not defs.get_repository_def().has_job("p_batch")
     sensor = defs.get_repository_def().get_sensor_def("p_capture")
@@ -118,7 +124,9 @@ def _counted_tick(shop, defs, instance, monkeypatch) -> dict:
     return counts
 
 
-def test_a_tick_reads_as_many_change_log_objects_with_200_batches_kept_as_with_a_few(pg_db, tmp_path, monkeypatch):
+def test_a_tick_reads_as_many_change_log_objects_with_200_batches_kept_as_with_a_few(
+    pg_db, tmp_path, monkeypatch
+):
     from dbmazz_connectors.changelog import ChangeLog
     from dbmazz_connectors.sources.postgres.position import Lsn
     from dbmazz_pipelines.naming import batch_partitions

@@ -37,7 +37,8 @@ def _churning(url: str, seeds: range):
 
 def _metadata(instance, shop: ShopPipeline, partition: str) -> dict:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(changes_key(shop.name), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(changes_key(shop.name), asset_partitions=[partition]), limit=1
+    ).records
     return {k: getattr(v, "value", v) for k, v in records[0].asset_materialization.metadata.items()}
 
 
@@ -90,7 +91,10 @@ def test_initial_load_takes_turns_with_live_changes_until_sink_equals_source(pg_
         assert "dbmazz/to_position" not in sweep  # a snapshot batch is never a checkpoint
         chunks = [_metadata(instance, shop, batch) for batch in ids[:-1]]
         assert sum(m["rows_by_table"].get("public.customers", 0) for m in chunks) == 100
-        assert "public.orders" in chunks[0]["chunks"] and chunks[0]["dbmazz/snapshot_batch"] == f"1 of {len(ids)}"
+        assert (
+            "public.orders" in chunks[0]["chunks"]
+            and chunks[0]["dbmazz/snapshot_batch"] == f"1 of {len(ids)}"
+        )
 
 
 def _damage(path) -> None:
@@ -98,14 +102,19 @@ def _damage(path) -> None:
     with duckdb.connect(str(path)) as conn:
         conn.execute("DELETE FROM public.orders WHERE id % 7 = 0")
         conn.execute("UPDATE public.orders SET status = 'damaged' WHERE id % 5 = 0")
-        conn.execute("INSERT INTO public.orders SELECT * REPLACE (id + 100000 AS id) FROM public.orders WHERE id < 4")
+        conn.execute(
+            "INSERT INTO public.orders SELECT * REPLACE (id + 100000 AS id) FROM public.orders WHERE id < 4"
+        )
         conn.execute("UPDATE public.customers SET name = 'damaged' WHERE id BETWEEN 10 AND 20")
 
 
 def _resync(defs, instance, shop: ShopPipeline, config: dict) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def(resync_job_name(shop.name))
-    return job.execute_in_process(instance=instance, raise_on_error=False,
-                                  run_config={"ops": {f"{shop.name}_plan_resync": {"config": config}}})
+    return job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {f"{shop.name}_plan_resync": {"config": config}}},
+    )
 
 
 def test_resync_job_repairs_a_damaged_sink_while_changes_continue(pg_db, tmp_path, monkeypatch):
@@ -124,7 +133,9 @@ def test_resync_job_repairs_a_damaged_sink_while_changes_continue(pg_db, tmp_pat
         assert whole.success
         ranged = _resync(defs, instance, shop, {"tables": ["public.customers"], "lower": [10], "upper": [21]})
         assert ranged.success
-        resyncs = {p.tables: p for p in plans(ChangeLog(shop.config.changelog), shop.name) if p.reason == "re-sync"}
+        resyncs = {
+            p.tables: p for p in plans(ChangeLog(shop.config.changelog), shop.name) if p.reason == "re-sync"
+        }
         orders, customers = resyncs[("public.orders",)], resyncs[("public.customers",)]
         output = next(e for e in whole.all_node_events if e.is_successful_output).step_output_data.metadata
         assert output["batches"].value == len(orders.batch_ids()) and output["sweep"].value is True
@@ -133,7 +144,9 @@ def test_resync_job_repairs_a_damaged_sink_while_changes_continue(pg_db, tmp_pat
         launched = shop.drive(defs, instance, between=_churning(pg_db.url, range(20, 23)))
 
         resynced = {r.partition for r in launched if r.kind == "snapshot"}
-        assert resynced == {*orders.batch_ids(), *customers.batch_ids()} and all(r.success for r in launched), launched
+        assert resynced == {*orders.batch_ids(), *customers.batch_ids()} and all(
+            r.success for r in launched
+        ), launched
         assert any(r.kind == "cdc" for r in launched)
         _assert_sink_equals_source(shop)
 
@@ -159,7 +172,12 @@ def test_a_table_added_to_the_configuration_is_loaded(pg_db, tmp_path, monkeypat
         before = _initial_load_checks(grown, defs, instance)
         assert not before["public.notes"].passed and before["public.orders"].passed
 
-        edits = iter(["UPDATE notes SET body = body || ' edited' WHERE id % 10 = 0", "DELETE FROM notes WHERE id > 140"])
+        edits = iter(
+            [
+                "UPDATE notes SET body = body || ' edited' WHERE id % 10 = 0",
+                "DELETE FROM notes WHERE id > 140",
+            ]
+        )
 
         def edit_notes() -> None:  # changes to the new table while it loads
             statement = next(edits, None)
@@ -184,14 +202,22 @@ def _grant(pg_db, verb: str) -> None:
 
 
 def test_failed_snapshot_batches_block_nothing_and_a_rerun_converges(pg_db, tmp_path, monkeypatch):
-    shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, snapshot={"chunk_rows": 100, "chunks_per_batch": 1})
+    shop = make_shop_pipeline(
+        pg_db, tmp_path, monkeypatch, snapshot={"chunk_rows": 100, "chunks_per_batch": 1}
+    )
     _seed(pg_db.url, orders=150)
     defs = shop.definitions()
     changelog = ChangeLog(shop.config.changelog)
     with dg.instance_for_test() as instance:
-        shop.tick(defs, instance)  # plans the initial load: customers, orders in two or more batches, the sweep
+        shop.tick(
+            defs, instance
+        )  # plans the initial load: customers, orders in two or more batches, the sweep
         (plan,) = plans(changelog, shop.name)
-        customers, orders, sweep = _batches_of(plan, "public.customers"), _batches_of(plan, "public.orders"), plan.batch_ids()[-1]
+        customers, orders, sweep = (
+            _batches_of(plan, "public.customers"),
+            _batches_of(plan, "public.orders"),
+            plan.batch_ids()[-1],
+        )
         assert len(orders) >= 2 and not set(customers) & set(orders), plan.batch_ids()
         orders_1 = orders[0]
         _grant(pg_db, "revoke")  # reading the orders chunks now fails
@@ -200,7 +226,9 @@ def test_failed_snapshot_batches_block_nothing_and_a_rerun_converges(pg_db, tmp_
         assert {r.partition for r in launched if r.success and r.kind == "snapshot"} == set(customers)
         assert sum(r.kind == "cdc" and r.success for r in launched) >= 2, "live changes went on meanwhile"
         waiting = shop.tick(defs, instance)
-        assert not waiting.run_requests and orders_1 in waiting.skip_message and "re-run" in waiting.skip_message
+        assert (
+            not waiting.run_requests and orders_1 in waiting.skip_message and "re-run" in waiting.skip_message
+        )
 
         _grant(pg_db, "grant")
         blocker = hold_duckdb_lock(shop.duckdb_path)  # the re-run captures, then cannot apply
@@ -212,7 +240,9 @@ def test_failed_snapshot_batches_block_nothing_and_a_rerun_converges(pg_db, tmp_
         staged = changelog.manifest(shop.name, orders_1)
         assert staged is not None
         assert shop.run_batch(defs, instance, orders_1).success
-        assert changelog.manifest(shop.name, orders_1).created_at == staged.created_at, "a complete batch is not read again"
+        assert changelog.manifest(shop.name, orders_1).created_at == staged.created_at, (
+            "a complete batch is not read again"
+        )
         for batch in orders[1:]:
             assert shop.run_batch(defs, instance, batch).success
         assert [r.partition for r in shop.drive(defs, instance)] == [sweep]
@@ -239,7 +269,9 @@ def test_a_recreated_table_fails_with_the_resync_fix_and_the_resync_recovers(pg_
         create_shop(pg_db.url)
         with pg_db.connect() as conn:
             conn.execute("INSERT INTO customers (name) SELECT 'new ' || g FROM generate_series(1, 30) g")
-            conn.execute(sql.SQL("GRANT SELECT ON customers TO {}").format(sql.Identifier(f"cap_{pg_db.name}")))
+            conn.execute(
+                sql.SQL("GRANT SELECT ON customers TO {}").format(sql.Identifier(f"cap_{pg_db.name}"))
+            )
         churn(pg_db.url, 40, n=5)
         (request,) = shop.tick(defs, instance).run_requests
         failed = shop.run_batch(defs, instance, request.partition_key, raise_on_error=False)
@@ -272,5 +304,7 @@ def test_resync_after_a_lost_log_restarts_capture_and_reloads_every_table(pg_db,
         launched = shop.drive(defs, instance, between=_churning(pg_db.url, range(52, 54)))
 
         assert request.partition_key not in shop.partitions(instance), "the lost range's batch is gone"
-        assert all(r.success for r in launched) and {r.kind for r in launched} == {"cdc", "snapshot"}, launched
+        assert all(r.success for r in launched) and {r.kind for r in launched} == {"cdc", "snapshot"}, (
+            launched
+        )
         _assert_sink_equals_source(shop)

@@ -17,14 +17,19 @@ class WarehouseTranslator(DbmazzTranslator):
     def get_asset_spec(self, data: DbmazzAssetData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
         if data.role is AssetRole.SINK_TABLE:
-            return spec.replace_attributes(key=dg.AssetKey(["warehouse", data.sink, data.table_name]),
-                                           group_name="warehouse", owners=["team:analytics"])
+            return spec.replace_attributes(
+                key=dg.AssetKey(["warehouse", data.sink, data.table_name]),
+                group_name="warehouse",
+                owners=["team:analytics"],
+            )
         if data.role is AssetRole.SOURCE_TABLE:
             return spec.replace_attributes(key=dg.AssetKey(["oltp", data.table_name]), group_name="oltp")
         return spec.replace_attributes(group_name="cdc", tags={**spec.tags, "tier": "bronze"})
 
 
-def test_a_subclassed_translator_changes_keys_and_groups_and_the_pipeline_still_runs(pg_db, tmp_path, monkeypatch):
+def test_a_subclassed_translator_changes_keys_and_groups_and_the_pipeline_still_runs(
+    pg_db, tmp_path, monkeypatch
+):
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
     defs = build_definitions({shop.name: shop.config}, translator=WarehouseTranslator())
     graph = defs.get_repository_def().asset_graph
@@ -48,7 +53,9 @@ def test_a_subclassed_translator_changes_keys_and_groups_and_the_pipeline_still_
         deps = lineage.asset_materialization.metadata["dagster/column_lineage"].value.deps_by_column["amount"]
         assert deps[0].asset_key == dg.AssetKey(["oltp", "orders"])
         checks = defs.resolve_job_def(f"{shop.name}_checks").execute_in_process(instance=instance)
-        parity = {e.asset_key: e for e in checks.get_asset_check_evaluations() if e.check_name == "row_count_parity"}
+        parity = {
+            e.asset_key: e for e in checks.get_asset_check_evaluations() if e.check_name == "row_count_parity"
+        }
         assert parity[dg.AssetKey(["warehouse", "duckdb", "orders"])].passed
 
 
@@ -56,14 +63,20 @@ class CollidingTranslator(DbmazzTranslator):
     def get_asset_spec(self, data: DbmazzAssetData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
         if data.role is AssetRole.SINK_TABLE:
-            return spec.replace_attributes(key=dg.AssetKey(["warehouse", data.sink]))  # the table is forgotten
+            return spec.replace_attributes(
+                key=dg.AssetKey(["warehouse", data.sink])
+            )  # the table is forgotten
         return spec
 
 
 def _config(tmp_path) -> PipelineConfig:
-    return PipelineConfig(name="p", source={"url": "postgresql://cap@db/shop", "password_env": "SHOP_PW"},
-                          tables=["public.a", "public.b"], sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}},
-                          changelog=str(tmp_path / "changelog"))
+    return PipelineConfig(
+        name="p",
+        source={"url": "postgresql://cap@db/shop", "password_env": "SHOP_PW"},
+        tables=["public.a", "public.b"],
+        sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}},
+        changelog=str(tmp_path / "changelog"),
+    )
 
 
 def test_a_translator_giving_two_tables_one_key_is_refused_with_the_reason(tmp_path):
@@ -78,12 +91,17 @@ def test_a_translator_giving_two_tables_one_key_is_refused_with_the_reason(tmp_p
 
 
 def test_the_resource_is_typed_and_keeps_secrets_as_env_vars(tmp_path):
-    config = _config(tmp_path).model_copy(update={
-        "sinks": {"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}, "clickhouse": {"url": "${CH_URL}"}}})
+    config = _config(tmp_path).model_copy(
+        update={
+            "sinks": {"duckdb": {"url": f"duckdb:///{tmp_path}/x.duckdb"}, "clickhouse": {"url": "${CH_URL}"}}
+        }
+    )
     resource = build_definitions({"p": config}).resources["dbmazz_p"]
     assert isinstance(resource, DbmazzPipelineResource)
     assert resource.source.url == "postgresql://cap@db/shop" and resource.tables == ["public.a", "public.b"]
-    assert isinstance(resource.source.password, dg.EnvVar) and resource.source.password.env_var_name == "SHOP_PW"
+    assert (
+        isinstance(resource.source.password, dg.EnvVar) and resource.source.password.env_var_name == "SHOP_PW"
+    )
     assert isinstance(resource.sinks["clickhouse"].url, dg.EnvVar)  # a whole url from the environment
     assert resource.changelog.root == str(tmp_path / "changelog")
     fields = DbmazzPipelineResource.model_fields

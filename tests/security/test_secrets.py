@@ -68,12 +68,18 @@ class Evidence:
         with duckdb.connect(str(path), read_only=True) as conn:
             tables = conn.execute("SELECT table_schema, table_name FROM information_schema.tables").fetchall()
             for schema, table in tables:
-                self.add(f"duckdb {schema}.{table}", conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall())
+                self.add(
+                    f"duckdb {schema}.{table}", conn.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()
+                )
 
     def assert_clean(self) -> None:
         assert self.items
-        leaks = [(where, text[max(0, text.find(s) - 200): text.find(s) + 50])
-                 for where, text in self.items for s in self.secrets if s in text]
+        leaks = [
+            (where, text[max(0, text.find(s) - 200) : text.find(s) + 50])
+            for where, text in self.items
+            for s in self.secrets
+            if s in text
+        ]
         assert not leaks, f"a password leaked into {len(leaks)} place(s): {leaks[:5]}"
 
     def text(self) -> str:
@@ -87,8 +93,12 @@ def _instance(tmp_path: Path):
 
 
 def _config_file(path: Path, pipeline: PipelineConfig) -> str:
-    body = {"source": pipeline.source, "tables": pipeline.tables, "sinks": pipeline.sinks,
-            "changelog": pipeline.changelog}
+    body = {
+        "source": pipeline.source,
+        "tables": pipeline.tables,
+        "sinks": pipeline.sinks,
+        "changelog": pipeline.changelog,
+    }
     path.write_text(yaml.safe_dump({"pipelines": {pipeline.name: body}}))
     return str(path)
 
@@ -126,11 +136,18 @@ def test_postgres_to_duckdb_never_shows_the_password(pg_db, tmp_path, monkeypatc
     monkeypatch.setenv("SECRET_PG_PW", SECRET)
     duckdb_path = tmp_path / "shop.duckdb"
     # the password through ${VAR} inside the url: the resolved url is the likeliest thing to end up in a message
-    source = {"url": f"postgresql://{role}:${{SECRET_PG_PW}}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
-              "slot": f"dbmazz_{pg_db.name}", "publication": f"dbmazz_{pg_db.name}"}
-    pipeline = PipelineConfig(name="shop", source=source, tables=SHOP_TABLES,
-                              sinks={"duckdb": {"url": f"duckdb:///{duckdb_path}", "lock_wait_seconds": 2}},
-                              changelog=str(tmp_path / "changelog"))
+    source = {
+        "url": f"postgresql://{role}:${{SECRET_PG_PW}}@127.0.0.1:{pg_db.server.port}/{pg_db.name}",
+        "slot": f"dbmazz_{pg_db.name}",
+        "publication": f"dbmazz_{pg_db.name}",
+    }
+    pipeline = PipelineConfig(
+        name="shop",
+        source=source,
+        tables=SHOP_TABLES,
+        sinks={"duckdb": {"url": f"duckdb:///{duckdb_path}", "lock_wait_seconds": 2}},
+        changelog=str(tmp_path / "changelog"),
+    )
     out = _check_cli(evidence, "check", tmp_path / "ok.yaml", pipeline, capfd)
     assert "shop: ok" in out, out
 
@@ -161,10 +178,22 @@ def test_postgres_to_duckdb_never_shows_the_password(pg_db, tmp_path, monkeypatc
 
     failures = {
         "wrong password": pipeline,
-        "unreachable host": pipeline.model_copy(update={"source": {
-            **source, "url": source["url"].replace(f":{pg_db.server.port}/", f":{free_port()}/")}}),
-        "malformed url": pipeline.model_copy(update={"source": {
-            **source, "url": source["url"].replace(f":{pg_db.server.port}/", f":{pg_db.server.port}x/")}}),
+        "unreachable host": pipeline.model_copy(
+            update={
+                "source": {
+                    **source,
+                    "url": source["url"].replace(f":{pg_db.server.port}/", f":{free_port()}/"),
+                }
+            }
+        ),
+        "malformed url": pipeline.model_copy(
+            update={
+                "source": {
+                    **source,
+                    "url": source["url"].replace(f":{pg_db.server.port}/", f":{pg_db.server.port}x/"),
+                }
+            }
+        ),
     }
     for where, config in failures.items():
         assert isinstance(_try_source(evidence, where, config), DbmazzError), where
@@ -192,13 +221,16 @@ def test_postgres_to_duckdb_never_shows_the_password(pg_db, tmp_path, monkeypatc
 def full_row_metadata(mysql_db):
     admin = pymysql.connect(**mysql_db.server.connect_kwargs())
     with admin.cursor() as cur:
-        cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")  # the documented requirement (the suite's setting)
+        cur.execute(
+            "SET GLOBAL binlog_row_metadata = 'FULL'"
+        )  # the documented requirement (the suite's setting)
     yield admin
     admin.close()
 
 
-def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_row_metadata, tmp_path, monkeypatch,
-                                                         caplog, capfd):
+def test_mariadb_to_clickhouse_never_shows_the_password(
+    mysql_db, ch_db, full_row_metadata, tmp_path, monkeypatch, caplog, capfd
+):
     caplog.set_level(logging.DEBUG)
     admin = full_row_metadata
     ch_password = SINK_PASSWORD  # the sink's least-privilege user (tests/fixtures/clickhouse.py)
@@ -214,8 +246,13 @@ def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_ro
     monkeypatch.setenv("SECRET_CH_PW", ch_password)
     source = {"url": mysql_db.server.url("", user=user), "password_env": "SECRET_MY_PW"}
     sink = {"url": ch_db.server.url(ch_db.name, user=SINK_USER, password=""), "password_env": "SECRET_CH_PW"}
-    pipeline = PipelineConfig(name="shop_my", source=source, tables=[f"{mysql_db.name}.orders"],
-                              sinks={"clickhouse": sink}, changelog=str(tmp_path / "changelog"))
+    pipeline = PipelineConfig(
+        name="shop_my",
+        source=source,
+        tables=[f"{mysql_db.name}.orders"],
+        sinks={"clickhouse": sink},
+        changelog=str(tmp_path / "changelog"),
+    )
     try:
         out = _check_cli(evidence, "check", tmp_path / "ok.yaml", pipeline, capfd)
         assert "shop_my: ok" in out, out
@@ -230,7 +267,10 @@ def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_ro
             assert launched and all(run.success for run in launched), launched
             client = ch_db.client()
             assert sorted(client.query("SELECT id, note FROM orders FINAL").result_rows) == [
-                (1, "changed"), (2, "second"), (3, "third")]
+                (1, "changed"),
+                (2, "second"),
+                (3, "third"),
+            ]
             with admin.cursor() as cur:
                 cur.execute(f"INSERT INTO `{mysql_db.name}`.orders VALUES (4, 'fourth')")
             request = shop.tick(defs, instance).run_requests[0]
@@ -246,7 +286,9 @@ def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_ro
             evidence.files("dagster home", tmp_path / "dagster")
             events = "\n".join(text for where, text in evidence.items if where.startswith("run "))
             assert "Access denied for user" in events, "the runs' failures are part of the evidence"
-            assert f"refused user {SINK_USER} (wrong password or unknown user)" in events, "the apply failure is evidence"
+            assert f"refused user {SINK_USER} (wrong password or unknown user)" in events, (
+                "the apply failure is evidence"
+            )
         for table in client.query("SHOW TABLES").result_rows:
             evidence.add(f"clickhouse {table[0]}", client.query(f"SELECT * FROM `{table[0]}`").result_rows)
 
@@ -255,13 +297,29 @@ def test_mariadb_to_clickhouse_never_shows_the_password(mysql_db, ch_db, full_ro
         assert wrong is not None and "(using password: YES)" in str(wrong), "the server's own words are kept"
         _check_cli(evidence, "check, wrong password", tmp_path / "bad.yaml", pipeline, capfd)
         monkeypatch.setenv("SECRET_MY_PW", SECRET)
-        unreachable = pipeline.model_copy(update={"source": {
-            **source, "url": mysql_db.server.url("", user=user).replace(f":{mysql_db.server.port}/", f":{free_port()}/")}})
+        unreachable = pipeline.model_copy(
+            update={
+                "source": {
+                    **source,
+                    "url": mysql_db.server.url("", user=user).replace(
+                        f":{mysql_db.server.port}/", f":{free_port()}/"
+                    ),
+                }
+            }
+        )
         assert _try_source(evidence, "unreachable host", unreachable) is not None
         _check_cli(evidence, "check, unreachable host", tmp_path / "bad.yaml", unreachable, capfd)
-        malformed = pipeline.model_copy(update={"source": {
-            **source, "url": mysql_db.server.url("", user=user).replace(f":{mysql_db.server.port}/", ":33o6/")}})
-        assert "url is not valid: Port could not be cast" in str(_try_source(evidence, "malformed url", malformed))
+        malformed = pipeline.model_copy(
+            update={
+                "source": {
+                    **source,
+                    "url": mysql_db.server.url("", user=user).replace(f":{mysql_db.server.port}/", ":33o6/"),
+                }
+            }
+        )
+        assert "url is not valid: Port could not be cast" in str(
+            _try_source(evidence, "malformed url", malformed)
+        )
         with admin.cursor() as cur:
             cur.execute(f"REVOKE REPLICATION SLAVE ON *.* FROM '{user}'@'%'")
         out = _check_cli(evidence, "check, missing privilege", tmp_path / "priv.yaml", pipeline, capfd)
@@ -290,13 +348,18 @@ def test_the_search_finds_a_password_wherever_it_is_planted(tmp_path):
         evidence = Evidence(SECRET)
         root = tmp_path / where
         root.mkdir()
-        table = pa.table({"id": list(range(1000)), "v": [SECRET if where == "column" and i == 500 else f"v{i}"
-                                                         for i in range(1000)]})
+        table = pa.table(
+            {
+                "id": list(range(1000)),
+                "v": [SECRET if where == "column" and i == 500 else f"v{i}" for i in range(1000)],
+            }
+        )
         if where == "key-value":
             table = table.replace_schema_metadata({"dbmazz": f"{{'url': 'postgresql://u:{SECRET}@h/db'}}"})
         pq.write_table(table, root / "part.parquet", compression="zstd")
         evidence.files("change log", root)
         if where == "dagster":
+
             @dg.asset
             def leaky():
                 return dg.MaterializeResult(metadata={"source": f"postgresql://u:{SECRET}@h/db"})

@@ -37,6 +37,7 @@ def certificates(tmp_path_factory) -> tuple[Certificates, Certificates]:
 
 # --- PostgreSQL -------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tls_pg(certificates) -> Iterator[PostgresServer]:
     with PostgresServer(tls=certificates[0]) as server:
@@ -73,7 +74,8 @@ def test_postgres_verify_full_replicates_over_tls(tls_pg_db, certificates, tmp_p
     source = _pg_source(shop)
     try:
         ssl, version = source.conn.execute(
-            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone()
         assert ssl and version.startswith("TLS"), "the source's connection is encrypted"
     finally:
         source.disconnect()
@@ -105,8 +107,10 @@ def test_postgres_sink_over_verify_full(tls_pg, certificates, tmp_path, monkeypa
         assert sink.preflight(tables=["public.orders"]) == []
     finally:
         sink.disconnect()
-    for options, needle in (({"sslmode": "verify-full", "sslrootcert": other.ca}, "certificate verify failed"),
-                            ({"sslmode": "disable"}, "no encryption")):
+    for options, needle in (
+        ({"sslmode": "verify-full", "sslrootcert": other.ca}, "certificate verify failed"),
+        ({"sslmode": "disable"}, "no encryption"),
+    ):
         wrong = create_sink({"url": url, "pipeline": "p", **options})
         with pytest.raises(ConfigError) as caught:
             wrong.connect()
@@ -128,7 +132,8 @@ def test_postgres_wrong_ca_or_no_tls_fails_clearly(tls_pg_db, certificates, tmp_
     assert "refused a connection without TLS" in caught.value.message and "sslmode" in caught.value.hint
     with pytest.raises(ConfigError, match="sslmode=verify-full needs sslrootcert"):
         _with_source(shop, sslmode="verify-full").config.source_config() and _pg_source(
-            _with_source(shop, sslmode="verify-full"))
+            _with_source(shop, sslmode="verify-full")
+        )
     with pytest.raises(ConfigError, match="expected sslmode to be one of"):
         _pg_source(_with_source(shop, sslmode="verify_full"))
     with pytest.raises(ConfigError, match="is not a readable file"):
@@ -153,6 +158,7 @@ def test_postgres_verify_full_checks_the_host_name(tls_pg_db, tmp_path, monkeypa
 
 # --- MariaDB ----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tls_mariadb(certificates) -> Iterator[MariaDbServer]:
     with MariaDbServer(tls=certificates[0], options={"binlog-row-metadata": "FULL"}) as server:
@@ -169,9 +175,12 @@ def _mysql_pipeline(server: MariaDbServer, tmp_path, monkeypatch, **source) -> t
     user, password = create_replication_user(admin, "shop")
     monkeypatch.setenv("TLS_MY_PASSWORD", password)
     config = PipelineConfig(
-        name="tls_my", source={"url": server.url("", user=user), "password_env": "TLS_MY_PASSWORD", **source},
-        tables=["shop.orders"], sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/my.duckdb", "lock_wait_seconds": 2}},
-        changelog=str(tmp_path / "changelog"))
+        name="tls_my",
+        source={"url": server.url("", user=user), "password_env": "TLS_MY_PASSWORD", **source},
+        tables=["shop.orders"],
+        sinks={"duckdb": {"url": f"duckdb:///{tmp_path}/my.duckdb", "lock_wait_seconds": 2}},
+        changelog=str(tmp_path / "changelog"),
+    )
     return ShopPipeline(config, "", tmp_path / "my.duckdb"), admin
 
 
@@ -183,7 +192,9 @@ def _rows(admin) -> list[tuple]:
 
 def test_mariadb_verify_identity_replicates_over_tls(tls_mariadb, certificates, tmp_path, monkeypatch):
     ca, _ = certificates
-    shop, admin = _mysql_pipeline(tls_mariadb, tmp_path, monkeypatch, ssl_mode="VERIFY_IDENTITY", ssl_ca=ca.ca)
+    shop, admin = _mysql_pipeline(
+        tls_mariadb, tmp_path, monkeypatch, ssl_mode="VERIFY_IDENTITY", ssl_ca=ca.ca
+    )
     source = _pg_source(shop)
     try:
         with source.conn.cursor() as cur:
@@ -210,7 +221,9 @@ def test_mariadb_verify_identity_replicates_over_tls(tls_mariadb, certificates, 
 
 def test_mariadb_wrong_ca_or_no_tls_fails_clearly(tls_mariadb, certificates, tmp_path, monkeypatch):
     _, other = certificates
-    shop, admin = _mysql_pipeline(tls_mariadb, tmp_path, monkeypatch, ssl_ca=other.ca)  # ssl_ca alone: verify all
+    shop, admin = _mysql_pipeline(
+        tls_mariadb, tmp_path, monkeypatch, ssl_ca=other.ca
+    )  # ssl_ca alone: verify all
     with pytest.raises(ConfigError) as caught:
         _pg_source(shop)
     assert "over TLS" in caught.value.message and "CERTIFICATE_VERIFY_FAILED" in caught.value.message
@@ -230,8 +243,14 @@ def test_mariadb_required_refuses_a_server_without_tls(mariadb_server, tmp_path,
     with admin.cursor() as cur:
         cur.execute("CREATE DATABASE IF NOT EXISTS tls_none")
     user, password = create_replication_user(admin, "tls_none")
-    source = create_source({"url": mariadb_server.url("", user=user, password=password), "pipeline": "p",
-                            "tables": ["tls_none.t"], "ssl_mode": "REQUIRED"})
+    source = create_source(
+        {
+            "url": mariadb_server.url("", user=user, password=password),
+            "pipeline": "p",
+            "tables": ["tls_none.t"],
+            "ssl_mode": "REQUIRED",
+        }
+    )
     try:
         with pytest.raises(ConfigError) as caught:
             source.connect()
@@ -245,6 +264,7 @@ def test_mariadb_required_refuses_a_server_without_tls(mariadb_server, tmp_path,
 
 # --- ClickHouse (HTTPS through a TLS-terminating proxy) ----------------------------------------------------------
 
+
 def test_clickhouse_sink_over_https_verifies_the_server(pg_db, ch_db, certificates, tmp_path, monkeypatch):
     ca, other = certificates
     server = ch_db.server
@@ -253,8 +273,9 @@ def test_clickhouse_sink_over_https_verifies_the_server(pg_db, ch_db, certificat
         https = f"clickhouse+https://{server.user}@127.0.0.1:{proxy.port}/{ch_db.name}"
         shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch)
         sink = {"url": f"{https}?ca_cert={ca.ca}", "password_env": "TLS_CH_PASSWORD"}
-        shop = ShopPipeline(shop.config.model_copy(update={"sinks": {"clickhouse": sink}}), shop.source_url,
-                            shop.duckdb_path)
+        shop = ShopPipeline(
+            shop.config.model_copy(update={"sinks": {"clickhouse": sink}}), shop.source_url, shop.duckdb_path
+        )
         defs = shop.definitions()
         with dg.instance_for_test() as instance:
             start_shop(shop, defs, instance)
@@ -266,8 +287,10 @@ def test_clickhouse_sink_over_https_verifies_the_server(pg_db, ch_db, certificat
             want = conn.execute("SELECT id, quantity, status FROM orders ORDER BY id").fetchall()
         assert [tuple(r) for r in got] == want and want
 
-        for bad, needle in (({"url": https, "ca_cert": other.ca}, "CERTIFICATE_VERIFY_FAILED"),  # another CA
-                            ({"url": https}, "CERTIFICATE_VERIFY_FAILED")):  # the system's CAs do not know ours
+        for bad, needle in (
+            ({"url": https, "ca_cert": other.ca}, "CERTIFICATE_VERIFY_FAILED"),  # another CA
+            ({"url": https}, "CERTIFICATE_VERIFY_FAILED"),
+        ):  # the system's CAs do not know ours
             wrong = create_sink({**bad, "password": server.password, "pipeline": "shop"})
             with pytest.raises(ConfigError) as caught:
                 wrong.connect()

@@ -78,9 +78,16 @@ class ClickHouseClient:
         _silence_driver_noise()
         try:
             self.client = clickhouse_connect.get_client(
-                host=cfg.host, port=cfg.port, username=cfg.username, password=cfg.password, database=cfg.database,
-                secure=cfg.secure, connect_timeout=cfg.connect_timeout, send_receive_timeout=600,
-                autogenerate_session_id=False, query_retries=0,
+                host=cfg.host,
+                port=cfg.port,
+                username=cfg.username,
+                password=cfg.password,
+                database=cfg.database,
+                secure=cfg.secure,
+                connect_timeout=cfg.connect_timeout,
+                send_receive_timeout=600,
+                autogenerate_session_id=False,
+                query_retries=0,
                 **({"verify": cfg.verify, "ca_cert": cfg.ca_cert} if cfg.secure else {}),
             )
         except Exception as exc:  # noqa: BLE001 - every driver failure becomes a clear dbmazz error
@@ -114,8 +121,12 @@ class ClickHouseClient:
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, sql) from None
 
-    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None = None,
-                    tables: Mapping[str, tuple[pa.Table, str]] | None = None) -> pa.Table:
+    def query_arrow(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        tables: Mapping[str, tuple[pa.Table, str]] | None = None,
+    ) -> pa.Table:
         """Run a query and return its result as Arrow.
 
         ``tables``: name -> (Arrow table, ClickHouse structure) sent along as external data, which
@@ -123,9 +134,12 @@ class ClickHouseClient:
         """
         external = _external_data(tables) if tables else None
         try:
-            return self.client.query_arrow(sql, parameters=dict(parameters or {}),
-                                           settings={"output_format_arrow_string_as_string": 0},
-                                           external_data=external)
+            return self.client.query_arrow(
+                sql,
+                parameters=dict(parameters or {}),
+                settings={"output_format_arrow_string_as_string": 0},
+                external_data=external,
+            )
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, sql) from None
 
@@ -136,20 +150,28 @@ class ClickHouseClient:
             if self.client is None:
                 self.open()
             readonly, allow_ddl = self.query_rows(
-                "SELECT toUInt8(getSetting('readonly')), toUInt8(getSetting('allow_ddl'))")[0]
+                "SELECT toUInt8(getSetting('readonly')), toUInt8(getSetting('allow_ddl'))"
+            )[0]
         except DbmazzError as exc:
             return [Problem("clickhouse_connect", exc.message, exc.hint)]
         if int(readonly) or not int(allow_ddl):
-            return [Problem("clickhouse_ddl", f"expected user {self.config.username} to be allowed DDL, found "
-                            f"readonly = {readonly}, allow_ddl = {allow_ddl}",
-                            "give the user a profile with readonly = 0 and allow_ddl = 1, and " + self.grants())]
+            return [
+                Problem(
+                    "clickhouse_ddl",
+                    f"expected user {self.config.username} to be allowed DDL, found "
+                    f"readonly = {readonly}, allow_ddl = {allow_ddl}",
+                    "give the user a profile with readonly = 0 and allow_ddl = 1, and " + self.grants(),
+                )
+            ]
         return self._probe_rights()
 
     def grants(self) -> str:
         """The statements that give the sink's user every right an apply uses, runnable as printed."""
         db, user = self.q(self.config.database), self.q(self.config.username)
-        return (f"GRANT {', '.join(SINK_PRIVILEGES)} ON {db}.* TO {user}; "
-                f"GRANT TABLE ENGINE ON ReplacingMergeTree TO {user}")
+        return (
+            f"GRANT {', '.join(SINK_PRIVILEGES)} ON {db}.* TO {user}; "
+            f"GRANT TABLE ENGINE ON ReplacingMergeTree TO {user}"
+        )
 
     def _probe_rights(self) -> list[Problem]:
         """Do, on scratch tables, each kind of statement an apply runs (a rebuild's EXCHANGE and DROP, the view,
@@ -157,8 +179,10 @@ class ClickHouseClient:
         name = f"_dbmazz_check_{secrets.token_hex(4)}"
         table, other, view = self.q(name), self.q(name + "_w"), self.q(name + "_current")
         steps = [
-            ("create a ReplacingMergeTree table", f"CREATE TABLE {table} (k UInt64, v UInt64) "
-                                                  "ENGINE = ReplacingMergeTree(v) ORDER BY k"),
+            (
+                "create a ReplacingMergeTree table",
+                f"CREATE TABLE {table} (k UInt64, v UInt64) ENGINE = ReplacingMergeTree(v) ORDER BY k",
+            ),
             ("add a column", f"ALTER TABLE {table} ADD COLUMN c Nullable(String)"),
             ("insert", f"INSERT INTO {table} (k, v, c) VALUES (1, 1, 'x')"),
             ("read", f"SELECT count() FROM {table}"),
@@ -173,18 +197,32 @@ class ClickHouseClient:
             try:
                 self.command(sql, settings=_SYNC)
             except DbmazzError as exc:
-                problems.append(Problem("clickhouse_rights", f"expected user {self.config.username} to be allowed "
-                                        f"to {what} in {self.config.database}, the server refused: {exc.message}",
-                                        self.grants()))
+                problems.append(
+                    Problem(
+                        "clickhouse_rights",
+                        f"expected user {self.config.username} to be allowed "
+                        f"to {what} in {self.config.database}, the server refused: {exc.message}",
+                        self.grants(),
+                    )
+                )
                 break
-        for drop in (f"DROP VIEW IF EXISTS {view} SYNC", f"DROP TABLE IF EXISTS {other} SYNC",
-                     f"DROP TABLE IF EXISTS {table} SYNC"):
+        for drop in (
+            f"DROP VIEW IF EXISTS {view} SYNC",
+            f"DROP TABLE IF EXISTS {other} SYNC",
+            f"DROP TABLE IF EXISTS {table} SYNC",
+        ):
             try:
                 self.command(drop)
             except DbmazzError as exc:  # the scratch tables stay: say so, with the rights that are missing
-                problems.append(Problem("clickhouse_rights", f"expected user {self.config.username} to be allowed "
-                                        f"to drop tables and views in {self.config.database} (left {name}*: drop "
-                                        f"them), the server refused: {exc.message}", self.grants()))
+                problems.append(
+                    Problem(
+                        "clickhouse_rights",
+                        f"expected user {self.config.username} to be allowed "
+                        f"to drop tables and views in {self.config.database} (left {name}*: drop "
+                        f"them), the server refused: {exc.message}",
+                        self.grants(),
+                    )
+                )
                 break
         return problems
 
@@ -198,44 +236,66 @@ class ClickHouseClient:
         cfg, code, text = self.config, self._code(exc), _first_line(redact(str(exc)))[:300]
         where = cfg.describe()
         if code == _AUTH:
-            return ConfigError(f"clickhouse sink: the server at {cfg.host}:{cfg.port} refused user {cfg.username} "
-                               "(wrong password or unknown user)",
-                               hint="check the user and password in the sink url (the 'password' key)")
+            return ConfigError(
+                f"clickhouse sink: the server at {cfg.host}:{cfg.port} refused user {cfg.username} "
+                "(wrong password or unknown user)",
+                hint="check the user and password in the sink url (the 'password' key)",
+            )
         if code == _UNKNOWN_DATABASE:
-            return ConfigError(f"clickhouse sink: expected the database {cfg.database!r} on {cfg.host}:{cfg.port}, "
-                               "found none", hint=f"CREATE DATABASE {self.q(cfg.database)}")
-        if code is None and caused_by(exc, ssl.SSLError):  # verification failed, or the port does not speak TLS
-            return ConfigError(f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
-                               hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
-                                    "is a name the certificate carries, and that the port serves HTTPS (8443)")
+            return ConfigError(
+                f"clickhouse sink: expected the database {cfg.database!r} on {cfg.host}:{cfg.port}, "
+                "found none",
+                hint=f"CREATE DATABASE {self.q(cfg.database)}",
+            )
+        if code is None and caused_by(
+            exc, ssl.SSLError
+        ):  # verification failed, or the port does not speak TLS
+            return ConfigError(
+                f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
+                hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
+                "is a name the certificate carries, and that the port serves HTTPS (8443)",
+            )
         if code is None and _unreachable(exc):
-            return TransientError(f"clickhouse sink: cannot reach {where} over HTTP{'S' if cfg.secure else ''} "
-                                  f"({type(exc).__name__}: {text})",
-                                  hint="check host and port (the HTTP interface, 8123 by default) and that the "
-                                       "server is running; a retry succeeds once it is reachable")
+            return TransientError(
+                f"clickhouse sink: cannot reach {where} over HTTP{'S' if cfg.secure else ''} "
+                f"({type(exc).__name__}: {text})",
+                hint="check host and port (the HTTP interface, 8123 by default) and that the "
+                "server is running; a retry succeeds once it is reachable",
+            )
         return ConfigError(f"clickhouse sink: cannot connect to {where}: {text}")
 
     def _error(self, exc: Exception, sql: str) -> DbmazzError:
         code, text = self._code(exc), redact(str(exc))
         statement = redact(sql.split("(")[0].strip()[:80])
         if code in _DENIED:
-            return ConfigError(f"clickhouse sink: user {self.config.username} may not run {statement} "
-                               f"({_DENIED[code]}): {_first_line(text)[:200]}",
-                               hint=self.grants() if code == _MISSING_GRANT else
-                               "give the user a profile with readonly = 0 and allow_ddl = 1, and " + self.grants())
+            return ConfigError(
+                f"clickhouse sink: user {self.config.username} may not run {statement} "
+                f"({_DENIED[code]}): {_first_line(text)[:200]}",
+                hint=self.grants()
+                if code == _MISSING_GRANT
+                else "give the user a profile with readonly = 0 and allow_ddl = 1, and " + self.grants(),
+            )
         if code in (_AUTH, _UNKNOWN_DATABASE):
             return self._config_error(exc)
-        if code is None and caused_by(exc, ssl.SSLError):  # verification failed, or the port does not speak TLS
-            return ConfigError(f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
-                               hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
-                                    "is a name the certificate carries, and that the port serves HTTPS (8443)")
+        if code is None and caused_by(
+            exc, ssl.SSLError
+        ):  # verification failed, or the port does not speak TLS
+            return ConfigError(
+                f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
+                hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
+                "is a name the certificate carries, and that the port serves HTTPS (8443)",
+            )
         if code is None and _unreachable(exc):
-            return TransientError(f"clickhouse sink: lost the connection to {self.config.describe()} during "
-                                  f"{statement} ({type(exc).__name__}: {_first_line(text)[:200]})",
-                                  hint="re-run the batch; applying it again is idempotent")
+            return TransientError(
+                f"clickhouse sink: lost the connection to {self.config.describe()} during "
+                f"{statement} ({type(exc).__name__}: {_first_line(text)[:200]})",
+                hint="re-run the batch; applying it again is idempotent",
+            )
         if code is None:
-            return SinkError(f"clickhouse sink: {statement} failed in the driver ({type(exc).__name__}: "
-                             f"{_first_line(text)[:300]})")
+            return SinkError(
+                f"clickhouse sink: {statement} failed in the driver ({type(exc).__name__}: "
+                f"{_first_line(text)[:300]})"
+            )
         return SinkError(f"clickhouse sink: {statement} failed: {text[:500]}")
 
 
@@ -247,5 +307,7 @@ def _external_data(tables: Mapping[str, tuple[pa.Table, str]]) -> Any:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        external.add_file(file_name=name, data=sink.getvalue().to_pybytes(), fmt="ArrowStream", structure=structure)
+        external.add_file(
+            file_name=name, data=sink.getvalue().to_pybytes(), fmt="ArrowStream", structure=structure
+        )
     return external

@@ -42,13 +42,15 @@ class TableState:
 
 
 def state_row(state: TableState) -> pa.Table:
-    return pa.table({
-        "table_name": [state.table],
-        "target": [state.target],
-        "schema_json": [json.dumps(state.schema.to_dict())],
-        "truncated_version": pa.array([state.truncated_version], pa.uint64()),
-        "revision": pa.array([time.time_ns()], pa.uint64()),
-    })
+    return pa.table(
+        {
+            "table_name": [state.table],
+            "target": [state.target],
+            "schema_json": [json.dumps(state.schema.to_dict())],
+            "truncated_version": pa.array([state.truncated_version], pa.uint64()),
+            "revision": pa.array([time.time_ns()], pa.uint64()),
+        }
+    )
 
 
 def parse_state(table: str, target: str, schema_json: str, truncated_version: int) -> TableState:
@@ -56,10 +58,12 @@ def parse_state(table: str, target: str, schema_json: str, truncated_version: in
 
 
 def applied_row(pipeline: str, batch_id: str, table: str, rows_written: int, high_water: int) -> pa.Table:
-    return pa.table({
-        "pipeline": [pipeline],
-        "batch_id": [batch_id],
-        "table_name": [table],
-        "rows_written": pa.array([rows_written], pa.uint64()),
-        "high_water_version": pa.array([high_water], pa.uint64()),
-    })
+    return pa.table(
+        {
+            "pipeline": [pipeline],
+            "batch_id": [batch_id],
+            "table_name": [table],
+            "rows_written": pa.array([rows_written], pa.uint64()),
+            "high_water_version": pa.array([high_water], pa.uint64()),
+        }
+    )

@@ -42,8 +42,9 @@ def prepare_rows(rows: pa.Table, schema: TableSchema) -> pa.Table:
     return pa.table(columns, schema=rows.schema)
 
 
-def fill_unknown(rows: pa.Table, schema: TableSchema, current_rows: CurrentRows,
-                 kept: tuple[str, ...] = ()) -> tuple[pa.Table, int]:
+def fill_unknown(
+    rows: pa.Table, schema: TableSchema, current_rows: CurrentRows, kept: tuple[str, ...] = ()
+) -> tuple[pa.Table, int]:
     """Give unknown values (unchanged TOAST) the sink's current value; returns rows and values left NULL.
 
     ``kept``: columns the sink holds but the rows' schema dropped; every upsert keeps their value
@@ -78,8 +79,9 @@ def fill_unknown(rows: pa.Table, schema: TableSchema, current_rows: CurrentRows,
         if use.any():
             take = np.arange(rows.num_rows, dtype=np.int64)
             take[needs[use]] = rows.num_rows + np.flatnonzero(use)
-            merged = pa.chunked_array([*_chunks(columns[name]), *_chunks(current.column(name))],
-                                      type=rows.schema.field(name).type)
+            merged = pa.chunked_array(
+                [*_chunks(columns[name]), *_chunks(current.column(name))], type=rows.schema.field(name).type
+            )
             columns[name] = merged.take(pa.array(take))
     settled = np.zeros(rows.num_rows, dtype=bool)
     settled[needs] = True
@@ -87,8 +89,9 @@ def fill_unknown(rows: pa.Table, schema: TableSchema, current_rows: CurrentRows,
     return pa.table(columns, schema=rows.schema), missing
 
 
-def _current_of(affected: pa.Table, key: list[str], names: list[str], current_rows: CurrentRows,
-                schema: pa.Schema) -> tuple[np.ndarray, pa.Table]:
+def _current_of(
+    affected: pa.Table, key: list[str], names: list[str], current_rows: CurrentRows, schema: pa.Schema
+) -> tuple[np.ndarray, pa.Table]:
     """Per affected row: whether the sink has its key, and the sink's values of ``names`` (aligned).
 
     Only keys and row numbers go through the join (Arrow joins carry no nested payload); the
@@ -99,7 +102,9 @@ def _current_of(affected: pa.Table, key: list[str], names: list[str], current_ro
     current = pa.table({n: current.column(n).cast(schema.field(n).type) for n in [*key, *names]})
     mine = affected.append_column(_ROW, pa.array(np.arange(affected.num_rows, dtype=np.int64)))
     theirs = current.select(key).append_column(_THEIRS, pa.array(np.arange(current.num_rows, dtype=np.int64)))
-    matched = mine.join(theirs, keys=key, join_type="left outer", use_threads=False).sort_by(_ROW).column(_THEIRS)
+    matched = (
+        mine.join(theirs, keys=key, join_type="left outer", use_threads=False).sort_by(_ROW).column(_THEIRS)
+    )
     return pc.is_valid(matched).to_numpy(zero_copy_only=False), current.select(names).take(matched)
 
 

@@ -14,10 +14,30 @@ from ..toolkit.url import flag, parse_url
 __all__ = ["ClickHouseConfig"]
 
 _KEYS = {
-    "url", "type", "host", "port", "username", "user", "password", "database", "secure", "pipeline",
-    "part_rows", "dedup_window", "connect_timeout", "out_of_range", "ca_cert", "verify",
+    "url",
+    "type",
+    "host",
+    "port",
+    "username",
+    "user",
+    "password",
+    "database",
+    "secure",
+    "pipeline",
+    "part_rows",
+    "dedup_window",
+    "connect_timeout",
+    "out_of_range",
+    "ca_cert",
+    "verify",
 }
-_SCHEMES = {"clickhouse": False, "clickhouse+http": False, "http": False, "clickhouse+https": True, "https": True}
+_SCHEMES = {
+    "clickhouse": False,
+    "clickhouse+http": False,
+    "http": False,
+    "clickhouse+https": True,
+    "https": True,
+}
 
 
 @dataclass(frozen=True)
@@ -53,13 +73,23 @@ class ClickHouseConfig:
     def from_mapping(cls, config: Mapping[str, Any]) -> ClickHouseConfig:
         unknown = sorted(set(config) - _KEYS)
         if unknown:
-            raise ConfigError(f"clickhouse sink: unknown option(s) {', '.join(unknown)}; "
-                              f"expected {', '.join(sorted(_KEYS))}")
+            raise ConfigError(
+                f"clickhouse sink: unknown option(s) {', '.join(unknown)}; "
+                f"expected {', '.join(sorted(_KEYS))}"
+            )
         values: dict[str, Any] = {}
         if config.get("url"):
             values.update(_parse_url(str(config["url"])))
-        for key in ("host", "port", "password", "database", "pipeline", "part_rows", "dedup_window",
-                    "connect_timeout"):
+        for key in (
+            "host",
+            "port",
+            "password",
+            "database",
+            "pipeline",
+            "part_rows",
+            "dedup_window",
+            "connect_timeout",
+        ):
             if config.get(key) is not None:
                 values[key] = config[key]
         if config.get("username") or config.get("user"):
@@ -71,13 +101,22 @@ class ClickHouseConfig:
         if config.get("verify") is not None:
             values["verify"] = flag(config["verify"])
         if values.get("ca_cert") and not os.path.isfile(values["ca_cert"]):
-            raise ConfigError(f"clickhouse sink: ca_cert {values['ca_cert']} is not a readable file",
-                              hint="give ca_cert the path of the PEM file of the CA that signed the server's certificate")
+            raise ConfigError(
+                f"clickhouse sink: ca_cert {values['ca_cert']} is not a readable file",
+                hint="give ca_cert the path of the PEM file of the CA that signed the server's certificate",
+            )
         if not values.get("host"):
-            raise ConfigError("clickhouse sink: expected 'url' (clickhouse://user:password@host:8123/database) "
-                              "or 'host', got neither")
+            raise ConfigError(
+                "clickhouse sink: expected 'url' (clickhouse://user:password@host:8123/database) "
+                "or 'host', got neither"
+            )
         try:
-            for key, kind in (("port", int), ("part_rows", int), ("dedup_window", int), ("connect_timeout", float)):
+            for key, kind in (
+                ("port", int),
+                ("part_rows", int),
+                ("dedup_window", int),
+                ("connect_timeout", float),
+            ):
                 if key in values:
                     values[key] = kind(values[key])
         except ValueError as exc:
@@ -90,8 +129,9 @@ class ClickHouseConfig:
 
 
 def _parse_url(url: str) -> dict[str, Any]:
-    parts = parse_url(url, who="clickhouse sink", schemes=_SCHEMES,
-                      example="clickhouse://user:password@host:8123/database")
+    parts = parse_url(
+        url, who="clickhouse sink", schemes=_SCHEMES, example="clickhouse://user:password@host:8123/database"
+    )
     values: dict[str, Any] = {"host": parts.host, "secure": _SCHEMES[parts.scheme]}
     values["port"] = parts.port or (8443 if values["secure"] else 8123)
     if parts.user:

@@ -48,8 +48,15 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
 
     name = "clickhouse"
     types = ClickHouseTypes
-    DETAILS = ("stale", "unknown_values_missing", "upserted", "tombstones", "truncates", "columns_added",
-               "columns_widened")
+    DETAILS = (
+        "stale",
+        "unknown_values_missing",
+        "upserted",
+        "tombstones",
+        "truncates",
+        "columns_added",
+        "columns_widened",
+    )
 
     def __init__(self, config: ClickHouseConfig) -> None:
         ClickHouseClient.__init__(self, config)
@@ -60,9 +67,14 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         return cls(ClickHouseConfig.from_mapping(config))
 
     def capabilities(self) -> SinkCapabilities:
-        return SinkCapabilities(LoadingModel.STREAMING, supports_upsert=True, supports_delete=True,
-                                supports_schema_evolution=True, supports_transactions=False,
-                                max_batch_rows=None)
+        return SinkCapabilities(
+            LoadingModel.STREAMING,
+            supports_upsert=True,
+            supports_delete=True,
+            supports_schema_evolution=True,
+            supports_transactions=False,
+            max_batch_rows=None,
+        )
 
     def connect(self) -> None:
         self.open()
@@ -80,7 +92,8 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
     def load_state(self, table: str) -> TableState | None:
         rows = self.query_rows(
             f"SELECT target, schema_json, truncated_version FROM {TABLES} FINAL WHERE table_name = %(t)s",
-            {"t": table})
+            {"t": table},
+        )
         return parse_state(table, *rows[0]) if rows else None
 
     def save_state(self, state: TableState) -> None:
@@ -101,15 +114,18 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         return state
 
     def _create_target(self, target: str, schema: TableSchema) -> None:
-        cols = [f"{self.q(c.name)} {self.types.native(c.type, c.name not in schema.primary_key)}"
-                for c in schema.columns]
+        cols = [
+            f"{self.q(c.name)} {self.types.native(c.type, c.name not in schema.primary_key)}"
+            for c in schema.columns
+        ]
         self.command(
             f"CREATE TABLE IF NOT EXISTS {self.q(target)} ({', '.join(cols)}, "
             f"{self.q(VERSION_COLUMN)} UInt64, {self.q(COMMIT_TS_COLUMN)} DateTime64(6, 'UTC'), "
             f"{self.q(DELETED_COLUMN)} UInt8) "
             f"ENGINE = ReplacingMergeTree({self.q(VERSION_COLUMN)}, {self.q(DELETED_COLUMN)}) "
             f"ORDER BY ({', '.join(self.q(k) for k in schema.primary_key)}) "
-            f"SETTINGS non_replicated_deduplication_window = {int(self.config.dedup_window)}")
+            f"SETTINGS non_replicated_deduplication_window = {int(self.config.dedup_window)}"
+        )
 
     def _rebuild(self, state: TableState, schema: TableSchema) -> None:
         """Copy the table into a new one of ``schema`` and swap them (a sorting-key column cannot be altered).
@@ -118,34 +134,45 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         work = state.target + "__dbmazz_rebuild"
         self.command(f"DROP TABLE IF EXISTS {self.q(work)} SYNC")
         self._create_target(work, schema)
-        cols = ", ".join(self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN,
-                                             DELETED_COLUMN])
+        cols = ", ".join(
+            self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN, DELETED_COLUMN]
+        )
         self.command(f"INSERT INTO {self.q(work)} ({cols}) SELECT {cols} FROM {self.q(state.target)}")
         self.command(f"EXCHANGE TABLES {self.q(state.target)} AND {self.q(work)}")
         self.command(f"DROP TABLE {self.q(work)} SYNC")
 
     def _create_view(self, state: TableState) -> None:
         cols = ", ".join(self.q(c) for c in [*state.schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN])
-        self.command(f"CREATE OR REPLACE VIEW {self.q(state.target + '_current')} AS SELECT {cols} "
-                     f"FROM {self.q(state.target)} FINAL WHERE {self.q(DELETED_COLUMN)} = 0")
+        self.command(
+            f"CREATE OR REPLACE VIEW {self.q(state.target + '_current')} AS SELECT {cols} "
+            f"FROM {self.q(state.target)} FINAL WHERE {self.q(DELETED_COLUMN)} = 0"
+        )
 
     # ---- the apply's hooks
     def is_applied(self, ref: BatchRef, table: str) -> bool:
-        return bool(self.query_rows(
-            f"SELECT 1 FROM {APPLIED} FINAL WHERE pipeline = %(p)s AND batch_id = %(b)s AND table_name = %(t)s",
-            {"p": ref.pipeline, "b": ref.batch_id, "t": table}))
+        return bool(
+            self.query_rows(
+                f"SELECT 1 FROM {APPLIED} FINAL WHERE pipeline = %(p)s AND batch_id = %(b)s AND table_name = %(t)s",
+                {"p": ref.pipeline, "b": ref.batch_id, "t": table},
+            )
+        )
 
     def applied_and_high_water(self, ref: BatchRef, table: str) -> tuple[bool, int | None]:
         """Both in one query (one round trip per batch fewer)."""
         rows = self.query_rows(
             f"SELECT maxOrNull(high_water_version), countIf(pipeline = %(p)s AND batch_id = %(b)s) "
-            f"FROM {APPLIED} FINAL WHERE table_name = %(t)s", {"p": ref.pipeline, "b": ref.batch_id, "t": table})
+            f"FROM {APPLIED} FINAL WHERE table_name = %(t)s",
+            {"p": ref.pipeline, "b": ref.batch_id, "t": table},
+        )
         high, applied = rows[0] if rows else (None, 0)
         return bool(applied), None if high is None else int(high)
 
     def record_applied(self, ctx: ApplyContext, rows_written: int, high_water: int | None) -> None:
-        self.insert(APPLIED, applied_row(ctx.ref.pipeline, ctx.ref.batch_id, ctx.table, rows_written,
-                                         high_water or 0), token=None)
+        self.insert(
+            APPLIED,
+            applied_row(ctx.ref.pipeline, ctx.ref.batch_id, ctx.table, rows_written, high_water or 0),
+            token=None,
+        )
 
     def alter_columns(self, state: TableState, plan: ColumnPlan) -> None:
         """Each statement is idempotent (a re-run after a crash repeats it); the view follows the new columns."""
@@ -153,13 +180,18 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         if any(new.name in state.schema.primary_key for _, new in plan.widened):
             self._rebuild(state, plan.schema)  # a widened key column; the statements below are then no-ops
         for col in plan.added:
-            self.command(f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
-                         f"{self.types.native(col.type)}", settings=_LWD)
+            self.command(
+                f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {self.q(col.name)} "
+                f"{self.types.native(col.type)}",
+                settings=_LWD,
+            )
         for _, new in plan.widened:
             if new.name in state.schema.primary_key:
                 continue  # rebuilt above
-            self.command(f"ALTER TABLE {target} MODIFY COLUMN {self.q(new.name)} {self.types.native(new.type)}",
-                         settings=_LWD)
+            self.command(
+                f"ALTER TABLE {target} MODIFY COLUMN {self.q(new.name)} {self.types.native(new.type)}",
+                settings=_LWD,
+            )
         self._create_view(dataclasses.replace(state, schema=plan.schema))
 
     def truncate_rows(self, state: TableState, version: int) -> None:
@@ -168,8 +200,10 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         Rows at exactly ``version`` stay: they were written after the truncate by the same
         transaction (rows before it are dropped by the plan), so a re-apply keeps them.
         """
-        self.command(f"DELETE FROM {self.q(state.target)} WHERE {self.q(VERSION_COLUMN)} < {int(version)}",
-                     settings=_LWD)
+        self.command(
+            f"DELETE FROM {self.q(state.target)} WHERE {self.q(VERSION_COLUMN)} < {int(version)}",
+            settings=_LWD,
+        )
 
     def write_rows(self, state: TableState, step: RowsStep, rows: pa.Table, ctx: ApplyContext) -> int:
         """Write one step's (guarded) rows: unknown values filled from the sink, then idempotent inserts."""
@@ -181,7 +215,9 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         schema, kept = _with_kept_columns(step.schema, state.schema)
         rows = conform(rows, schema) if kept else rows
         rows = prepare_rows(rows, step.schema)
-        rows, missing = fill_unknown(rows, schema, lambda k, c, keys: self._current_rows(state, k, c, keys), kept)
+        rows, missing = fill_unknown(
+            rows, schema, lambda k, c, keys: self._current_rows(state, k, c, keys), kept
+        )
         details["unknown_values_missing"] += missing
         block = to_block(rows, schema)
         tombstones = int(pa.compute.sum(block.column(DELETED_COLUMN)).as_py() or 0)
@@ -189,12 +225,16 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         details["upserted"] += block.num_rows - tombstones
         part_rows = self.config.part_rows
         for part, offset in enumerate(range(0, block.num_rows, part_rows)):
-            self.insert(state.target, block.slice(offset, part_rows),
-                        token=f"{ctx.ref.pipeline}/{ctx.ref.batch_id}/{state.table}/{ctx.index}/{part}")
+            self.insert(
+                state.target,
+                block.slice(offset, part_rows),
+                token=f"{ctx.ref.pipeline}/{ctx.ref.batch_id}/{state.table}/{ctx.index}/{part}",
+            )
         return rows.num_rows
 
     def _current_rows(self, state: TableState, key: list[str], names: list[str], keys: pa.Table) -> pa.Table:
         """The sink's live values of ``names`` for ``keys`` (sent as external data, never as Python values)."""
+
         def value(c: str) -> str:
             return self.types.read_expr(self.q(c), state.schema.column(c).type)
 
@@ -203,7 +243,8 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
             f"SELECT {', '.join(f'{value(c)} AS {self.q(c)}' for c in [*key, *names])} "
             f"FROM {self.q(state.target)} FINAL WHERE ({', '.join(value(k) for k in key)}) IN "
             f"(SELECT {', '.join(self.q(k) for k in key)} FROM _dbmazz_keys) AND {self.q(DELETED_COLUMN)} = 0",
-            tables={"_dbmazz_keys": (keys, structure)})
+            tables={"_dbmazz_keys": (keys, structure)},
+        )
 
     def _key_structure(self, state: TableState, column: str) -> str:
         logical = state.schema.column(column).type
@@ -227,9 +268,11 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
         deleted, version = self.q(DELETED_COLUMN), self.q(VERSION_COLUMN)
         self.command(f"DROP TABLE IF EXISTS {work} SYNC")
         # not FINAL: it hides tombstones. The winner is the highest version; at a tie a live row counts as winning
-        self.command(f"CREATE TABLE {work} ENGINE = ReplacingMergeTree ORDER BY ({key}) AS SELECT {key} FROM {target} "
-                     f"GROUP BY {key} HAVING max({version}) < {below} "
-                     f"AND argMax({deleted}, ({version}, 1 - {deleted})) = 1")
+        self.command(
+            f"CREATE TABLE {work} ENGINE = ReplacingMergeTree ORDER BY ({key}) AS SELECT {key} FROM {target} "
+            f"GROUP BY {key} HAVING max({version}) < {below} "
+            f"AND argMax({deleted}, ({version}, 1 - {deleted})) = 1"
+        )
         forgotten = int(self.query_rows(f"SELECT count() FROM {work}")[0][0])
         if forgotten:
             older = f"{version} < {below} AND ({key}) IN (SELECT {key} FROM {work})"
@@ -240,24 +283,28 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
 
     # ---- reading
     def high_water_version(self, table: str) -> int | None:
-        rows = self.query_rows(f"SELECT maxOrNull(high_water_version) FROM {APPLIED} FINAL WHERE table_name = %(t)s",
-                               {"t": table})
+        rows = self.query_rows(
+            f"SELECT maxOrNull(high_water_version) FROM {APPLIED} FINAL WHERE table_name = %(t)s",
+            {"t": table},
+        )
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def row_count(self, table: str) -> int:
         state = self.table_state(table)
         if state is None:
             return 0
-        rows = self.query_rows(f"SELECT count() FROM {self.q(state.target)} FINAL "
-                               f"WHERE {self.q(DELETED_COLUMN)} = 0")
+        rows = self.query_rows(
+            f"SELECT count() FROM {self.q(state.target)} FINAL WHERE {self.q(DELETED_COLUMN)} = 0"
+        )
         return int(rows[0][0])
 
 
-def _with_kept_columns(rows_schema: TableSchema, sink_schema: TableSchema) -> tuple[TableSchema, tuple[str, ...]]:
+def _with_kept_columns(
+    rows_schema: TableSchema, sink_schema: TableSchema
+) -> tuple[TableSchema, tuple[str, ...]]:
     """The rows' schema plus the columns the sink keeps after the source dropped them."""
     kept = tuple(c for c in sink_schema.column_names if c not in rows_schema.column_index)
     if not kept:
         return rows_schema, ()
     columns = rows_schema.columns + tuple(sink_schema.column(c) for c in kept)
     return TableSchema(rows_schema.schema, rows_schema.name, columns, rows_schema.primary_key), kept
-

@@ -91,7 +91,10 @@ class ClickHouseTypes(TypeMapper):
     }
     # The range the server accepts for Date32 (days since the epoch) and prints correctly for DateTime64(6)
     MIN_DAY, MAX_DAY = -719_528, 2_932_896  # 0000-01-01, 9999-12-31
-    MIN_US, MAX_US = -62_167_219_200_000_000, 253_402_300_799_999_999  # 0000-01-01 00:00, 9999-12-31 23:59:59.999999
+    MIN_US, MAX_US = (
+        -62_167_219_200_000_000,
+        253_402_300_799_999_999,
+    )  # 0000-01-01 00:00, 9999-12-31 23:59:59.999999
     DATE_RANGE = "0000-01-01..9999-12-31"
     TIMESTAMP_RANGE = "0000-01-01 00:00:00..9999-12-31 23:59:59.999999"
     MAX_DECIMAL_PRECISION = None  # up to 76 digits (Decimal256 beyond 38); sources bring no wider ones
@@ -99,12 +102,21 @@ class ClickHouseTypes(TypeMapper):
     VERSION = "UInt64"
     # The values of each kind ClickHouse cannot hold (for the sink's ``out_of_range`` policy)
     RULES = {
-        Kind.DATE: temporal_rule(Kind.DATE, MIN_DAY, MAX_DAY,
-                                 f"a date within {DATE_RANGE} (the ClickHouse Date32 range)"),
-        Kind.TIMESTAMP: temporal_rule(Kind.TIMESTAMP, MIN_US, MAX_US,
-                                      f"a timestamp within {TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)"),
-        Kind.TIMESTAMPTZ: temporal_rule(Kind.TIMESTAMPTZ, MIN_US, MAX_US,
-                                        f"a timestamp within {TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)"),
+        Kind.DATE: temporal_rule(
+            Kind.DATE, MIN_DAY, MAX_DAY, f"a date within {DATE_RANGE} (the ClickHouse Date32 range)"
+        ),
+        Kind.TIMESTAMP: temporal_rule(
+            Kind.TIMESTAMP,
+            MIN_US,
+            MAX_US,
+            f"a timestamp within {TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)",
+        ),
+        Kind.TIMESTAMPTZ: temporal_rule(
+            Kind.TIMESTAMPTZ,
+            MIN_US,
+            MAX_US,
+            f"a timestamp within {TIMESTAMP_RANGE} (the ClickHouse DateTime64 range)",
+        ),
     }
 
     @classmethod
@@ -126,12 +138,12 @@ class ClickHouseTypes(TypeMapper):
         """Back from a ClickHouse type (as ``system.columns`` shows it) to the logical type it holds."""
         native = native.strip()
         if native.startswith("LowCardinality("):
-            inner = cls.logical(native[len("LowCardinality("):-1])
+            inner = cls.logical(native[len("LowCardinality(") : -1])
             return LogicalType.enum() if inner.kind is Kind.STRING else inner
         if native.startswith("Nullable("):
-            return cls.logical(native[len("Nullable("):-1])
+            return cls.logical(native[len("Nullable(") : -1])
         if native.startswith("Array("):
-            return LogicalType.array(cls.logical(native[len("Array("):-1]))
+            return LogicalType.array(cls.logical(native[len("Array(") : -1]))
         if match := re.match(r"^Decimal(?:\d+)?\((\d+),\s*(\d+)\)$", native):
             return LogicalType.decimal(int(match.group(1)), int(match.group(2)))
         return cls.LOGICAL[native]
@@ -163,26 +175,32 @@ class ClickHouseTypes(TypeMapper):
             assert logical.element is not None
             if logical.element.kind not in (Kind.DATE, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
                 return array
-            return pa.chunked_array([_map_list(chunk, logical.element) for chunk in array.chunks], type=array.type)
+            return pa.chunked_array(
+                [_map_list(chunk, logical.element) for chunk in array.chunks], type=array.type
+            )
         if kind is Kind.DATE:
-            return _infinities_to_limits(array, pa.int32(), (DATE_NEG_INFINITY, DATE_POS_INFINITY),
-                                         (cls.MIN_DAY, cls.MAX_DAY))
+            return _infinities_to_limits(
+                array, pa.int32(), (DATE_NEG_INFINITY, DATE_POS_INFINITY), (cls.MIN_DAY, cls.MAX_DAY)
+            )
         if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
-            return _infinities_to_limits(array, pa.int64(), (TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY),
-                                         (cls.MIN_US, cls.MAX_US))
+            return _infinities_to_limits(
+                array, pa.int64(), (TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY), (cls.MIN_US, cls.MAX_US)
+            )
         return array
 
 
 def _map_list(chunk: pa.Array, element: LogicalType) -> pa.Array:
-    values = ClickHouseTypes.prepare(pa.chunked_array([pc.list_flatten(chunk)], type=chunk.type.value_type),
-                                     element).combine_chunks()
+    values = ClickHouseTypes.prepare(
+        pa.chunked_array([pc.list_flatten(chunk)], type=chunk.type.value_type), element
+    ).combine_chunks()
     lengths = pc.list_value_length(chunk).fill_null(0).to_numpy(zero_copy_only=False)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, values, type=chunk.type, mask=chunk.is_null())
 
 
-def _infinities_to_limits(array: pa.ChunkedArray, physical: pa.DataType, infinities: tuple[int, int],
-                          limits: tuple[int, int]) -> pa.ChunkedArray:
+def _infinities_to_limits(
+    array: pa.ChunkedArray, physical: pa.DataType, infinities: tuple[int, int], limits: tuple[int, int]
+) -> pa.ChunkedArray:
     """The +-infinity encodings become the range limits; every other value stays as it is."""
     if len(array) == 0 or array.null_count == len(array):
         return array

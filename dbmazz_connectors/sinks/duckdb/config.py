@@ -12,8 +12,20 @@ from ..toolkit.url import parse_url
 
 __all__ = ["DuckDbConfig"]
 
-_KEYS = {"url", "path", "schema", "pipeline", "type", "threads", "memory_limit", "checkpoint_threshold",
-         "row_group_size", "lock_wait_seconds", "out_of_range", "primary_key"}
+_KEYS = {
+    "url",
+    "path",
+    "schema",
+    "pipeline",
+    "type",
+    "threads",
+    "memory_limit",
+    "checkpoint_threshold",
+    "row_group_size",
+    "lock_wait_seconds",
+    "out_of_range",
+    "primary_key",
+}
 
 
 @dataclass(frozen=True)
@@ -50,24 +62,34 @@ class DuckDbConfig:
     def from_mapping(cls, config: Mapping[str, Any]) -> DuckDbConfig:
         unknown = sorted(set(config) - _KEYS)
         if unknown:
-            raise ConfigError(f"duckdb sink: unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(_KEYS))}")
+            raise ConfigError(
+                f"duckdb sink: unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(_KEYS))}"
+            )
         path = config.get("path")
         url = config.get("url")
         if url and not path:
-            parts = parse_url(str(url), who="duckdb sink", schemes={"duckdb"},
-                              example="duckdb:///path/to/file.duckdb")
+            parts = parse_url(
+                str(url), who="duckdb sink", schemes={"duckdb"}, example="duckdb:///path/to/file.duckdb"
+            )
             path = (parts.netloc + parts.path) if parts.netloc else parts.path
             path = path[1:] if path.startswith("/:memory:") else path
             path = "/" + path.lstrip("/") if path.startswith("//") else path  # duckdb:////abs/path
         if not path:
-            raise ConfigError("duckdb sink: expected 'url' (duckdb:///path/file.duckdb) or 'path', got neither")
-        return cls(path=str(path), pipeline=str(config.get("pipeline", "main")), schema=config.get("schema"),
-                   threads=config.get("threads"), memory_limit=config.get("memory_limit"),
-                   checkpoint_threshold=config.get("checkpoint_threshold", "1GB"),
-                   row_group_size=config.get("row_group_size"),
-                   lock_wait_seconds=float(config.get("lock_wait_seconds", 10.0)),
-                   out_of_range=OutOfRange.parse(config.get("out_of_range", "refuse"), "duckdb"),
-                   primary_key=_flag(config.get("primary_key", False), "primary_key"))
+            raise ConfigError(
+                "duckdb sink: expected 'url' (duckdb:///path/file.duckdb) or 'path', got neither"
+            )
+        return cls(
+            path=str(path),
+            pipeline=str(config.get("pipeline", "main")),
+            schema=config.get("schema"),
+            threads=config.get("threads"),
+            memory_limit=config.get("memory_limit"),
+            checkpoint_threshold=config.get("checkpoint_threshold", "1GB"),
+            row_group_size=config.get("row_group_size"),
+            lock_wait_seconds=float(config.get("lock_wait_seconds", 10.0)),
+            out_of_range=OutOfRange.parse(config.get("out_of_range", "refuse"), "duckdb"),
+            primary_key=_flag(config.get("primary_key", False), "primary_key"),
+        )
 
 
 def _flag(value: Any, key: str) -> bool:

@@ -74,8 +74,10 @@ class DuckDbSink(SqlSink):
         if path != ":memory:":
             folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):
-                raise ConfigError(f"duckdb sink: expected the folder {folder} to exist, it does not",
-                                  hint=f"mkdir -p {shlex.quote(folder)}")
+                raise ConfigError(
+                    f"duckdb sink: expected the folder {folder} to exist, it does not",
+                    hint=f"mkdir -p {shlex.quote(folder)}",
+                )
         self.con = self._open_waiting(duckdb, path)
         self._catalog = self.con.execute("SELECT current_database()").fetchone()[0]
         if self.config.threads:
@@ -107,8 +109,10 @@ class DuckDbSink(SqlSink):
                         f"duckdb sink: {path} stayed locked by another process for {self.config.lock_wait_seconds:g}s",
                         hint="close other connections to the file (readers can open it read-only between applies)",
                     ) from None
-                raise ConfigError(f"duckdb sink: cannot open {path}: {exc}",
-                                  hint="check the file permissions and that no other process writes the file") from None
+                raise ConfigError(
+                    f"duckdb sink: cannot open {path}: {exc}",
+                    hint="check the file permissions and that no other process writes the file",
+                ) from None
 
     def _open(self, duckdb: Any, path: str) -> Any:
         """Open the file; with a row group size set, through ATTACH (the only place DuckDB takes it)."""
@@ -117,7 +121,9 @@ class DuckDbSink(SqlSink):
         con = duckdb.connect()
         literal = "'" + path.replace("'", "''") + "'"
         try:
-            con.execute(f"ATTACH {literal} AS {_quote(_CATALOG)} (ROW_GROUP_SIZE {int(self.config.row_group_size)})")
+            con.execute(
+                f"ATTACH {literal} AS {_quote(_CATALOG)} (ROW_GROUP_SIZE {int(self.config.row_group_size)})"
+            )
             con.execute(f"USE {_quote(_CATALOG)}")
         except Exception:
             con.close()
@@ -170,16 +176,20 @@ class DuckDbSink(SqlSink):
         with _LOCKS_GUARD:
             lock = _LOCKS.setdefault((os.path.realpath(path), self.target_key(table)), threading.Lock())
         if not lock.acquire(timeout=self.config.lock_wait_seconds):
-            raise TransientError(f"duckdb sink: another connection of this process kept writing {table} for "
-                                 f"{self.config.lock_wait_seconds:g}s", hint="apply one batch of a table at a time; "
-                                 "retrying this one is safe")
+            raise TransientError(
+                f"duckdb sink: another connection of this process kept writing {table} for "
+                f"{self.config.lock_wait_seconds:g}s",
+                hint="apply one batch of a table at a time; retrying this one is safe",
+            )
         self._held.append(lock)
 
     def _release(self) -> None:
         while self._held:
             self._held.pop().release()
 
-    def _upsert(self, state: TableState, staged: str, names: list[str], where: str, params: Sequence = ()) -> int:
+    def _upsert(
+        self, state: TableState, staged: str, names: list[str], where: str, params: Sequence = ()
+    ) -> int:
         """UPDATE the keys the table holds, then INSERT the others: ``ON CONFLICT`` needs the key index,
         which a table has only with ``primary_key: true`` (works either way)."""
         key = state.schema.primary_key
@@ -187,13 +197,15 @@ class DuckDbSink(SqlSink):
         on_key = " AND ".join(f"x.{_quote(k)} = w.{_quote(k)}" for k in key)
         rows = f"w.{_quote(OP_COLUMN)} <> {OP_DELETE} AND w.{where}"
         sets = ", ".join(f"{_quote(c)} = w.{_quote(c)}" for c in cols if c not in key)
-        updated = self.execute(f"UPDATE {self.target(state)} x SET {sets} FROM {staged} w WHERE {on_key} AND {rows}",
-                               params)
+        updated = self.execute(
+            f"UPDATE {self.target(state)} x SET {sets} FROM {staged} w WHERE {on_key} AND {rows}", params
+        )
         collist = ", ".join(_quote(c) for c in cols)
         inserted = self.execute(
             f"INSERT INTO {self.target(state)} ({collist}) SELECT {', '.join('w.' + _quote(c) for c in cols)} "
             f"FROM {staged} w WHERE {rows} AND NOT EXISTS (SELECT 1 FROM {self.target(state)} x WHERE {on_key})",
-            params)
+            params,
+        )
         return updated + inserted
 
     def _require(self) -> Any:
@@ -236,7 +248,8 @@ class DuckDbSink(SqlSink):
         taken = self.fetchall(
             f"SELECT table_name FROM {self.q(META_SCHEMA, 'tables')} WHERE lower(target_schema) = lower(%s) "
             "AND lower(target_name) = lower(%s) AND table_name <> %s",
-            (state.target_schema, state.target_name, self.target_key(state.table)))
+            (state.target_schema, state.target_name, self.target_key(state.table)),
+        )
         if taken:
             digest = hashlib.sha1(state.table.encode()).hexdigest()[:8]
             state = dataclasses.replace(state, target_name=f"{state.target_name}_{digest}")
@@ -248,30 +261,54 @@ class DuckDbSink(SqlSink):
         keyed = [(old, new) for old, new in plan.widened if new.name in state.schema.primary_key]
         if not keyed:
             return super().alter_columns(state, plan)
-        super().alter_columns(state, ColumnPlan(plan.schema, plan.added, tuple(w for w in plan.widened
-                                                                                 if w not in keyed)))
+        super().alter_columns(
+            state, ColumnPlan(plan.schema, plan.added, tuple(w for w in plan.widened if w not in keyed))
+        )
         schema = plan.schema
-        keyed_target = bool(self.fetchall(  # a table created with primary_key: true keeps its key index
-            "SELECT 1 FROM duckdb_constraints() WHERE database_name = current_database() AND schema_name = %s "
-            "AND table_name = %s AND constraint_type = 'PRIMARY KEY'", (state.target_schema, state.target_name)))
-        self._rebuild(state.target_schema, state.target_name, schema,
-                      [(c.name, self.types.native(c.type), c.name in schema.primary_key) for c in schema.columns]
-                      + [(VERSION_COLUMN, self.types.VERSION, True), (COMMIT_TS_COLUMN, "TIMESTAMPTZ", True)],
-                      keyed_target)
-        self._rebuild(META_SCHEMA, state.tombstones, schema,
-                      [(k, self.types.native(schema.column(k).type), True) for k in schema.primary_key]
-                      + [(VERSION_COLUMN, self.types.VERSION, True)], True)
+        keyed_target = bool(
+            self.fetchall(  # a table created with primary_key: true keeps its key index
+                "SELECT 1 FROM duckdb_constraints() WHERE database_name = current_database() AND schema_name = %s "
+                "AND table_name = %s AND constraint_type = 'PRIMARY KEY'",
+                (state.target_schema, state.target_name),
+            )
+        )
+        self._rebuild(
+            state.target_schema,
+            state.target_name,
+            schema,
+            [(c.name, self.types.native(c.type), c.name in schema.primary_key) for c in schema.columns]
+            + [(VERSION_COLUMN, self.types.VERSION, True), (COMMIT_TS_COLUMN, "TIMESTAMPTZ", True)],
+            keyed_target,
+        )
+        self._rebuild(
+            META_SCHEMA,
+            state.tombstones,
+            schema,
+            [(k, self.types.native(schema.column(k).type), True) for k in schema.primary_key]
+            + [(VERSION_COLUMN, self.types.VERSION, True)],
+            True,
+        )
         return None
 
-    def _rebuild(self, schema_name: str, name: str, schema: TableSchema, columns: list[tuple[str, str, bool]],
-                 primary_key: bool) -> None:
+    def _rebuild(
+        self,
+        schema_name: str,
+        name: str,
+        schema: TableSchema,
+        columns: list[tuple[str, str, bool]],
+        primary_key: bool,
+    ) -> None:
         """Copy the table ``schema_name.name`` into a new one with ``columns`` (name, native type, not null)."""
         work = name + "__dbmazz_rebuild"
-        defs = ", ".join(f"{_quote(c)} {native}{' NOT NULL' if not_null else ''}" for c, native, not_null in columns)
+        defs = ", ".join(
+            f"{_quote(c)} {native}{' NOT NULL' if not_null else ''}" for c, native, not_null in columns
+        )
         names = ", ".join(_quote(c) for c, _, _ in columns)
         key = f", PRIMARY KEY ({', '.join(_quote(k) for k in schema.primary_key)})" if primary_key else ""
         self.execute(f"CREATE TABLE {self.q(schema_name, work)} ({defs}{key})")
-        self.execute(f"INSERT INTO {self.q(schema_name, work)} ({names}) SELECT {names} FROM {self.q(schema_name, name)}")
+        self.execute(
+            f"INSERT INTO {self.q(schema_name, work)} ({names}) SELECT {names} FROM {self.q(schema_name, name)}"
+        )
         self.execute(f"DROP TABLE {self.q(schema_name, name)}")
         self.execute(f"ALTER TABLE {self.q(schema_name, work)} RENAME TO {_quote(name)}")
 
@@ -280,31 +317,45 @@ class DuckDbSink(SqlSink):
         con = self._require()
         con.register(_STAGE, self._prepare(rows, schema))
         try:
-            on_key = " AND ".join(f"x.{_quote(k)} = {DuckDbTypes.select_expr('w.' + _quote(k), schema.column(k).type)}"
-                                  for k in schema.primary_key)
+            on_key = " AND ".join(
+                f"x.{_quote(k)} = {DuckDbTypes.select_expr('w.' + _quote(k), schema.column(k).type)}"
+                for k in schema.primary_key
+            )
             if self.fetchall(f"SELECT 1 FROM {self.target(state)} x JOIN {_STAGE} w ON {on_key} LIMIT 1"):
                 return False
             names = [*schema.column_names, VERSION_COLUMN, COMMIT_TS_COLUMN]
             exprs = [DuckDbTypes.select_expr(_quote(c.name), c.type) for c in schema.columns]
             exprs += [_quote(VERSION_COLUMN), _quote(COMMIT_TS_COLUMN)]
             try:
-                con.execute(f"INSERT INTO {self.target(state)} ({', '.join(_quote(n) for n in names)}) "
-                            f"SELECT {', '.join(exprs)} FROM {_STAGE}")
+                con.execute(
+                    f"INSERT INTO {self.target(state)} ({', '.join(_quote(n) for n in names)}) "
+                    f"SELECT {', '.join(exprs)} FROM {_STAGE}"
+                )
             except Exception as exc:
-                raise self._conversion_error(schema, state.table, exc) or self.translate_error(exc, state.table) from None
+                raise self._conversion_error(schema, state.table, exc) or self.translate_error(
+                    exc, state.table
+                ) from None
             return True
         finally:
             con.unregister(_STAGE)
 
     @staticmethod
     def _prepare(rows: pa.Table, schema: TableSchema) -> pa.Table:
-        return pa.table({name: DuckDbTypes.prepare(rows.column(name), schema.column(name).type)
-                         if name in schema.column_index else rows.column(name) for name in rows.column_names})
+        return pa.table(
+            {
+                name: DuckDbTypes.prepare(rows.column(name), schema.column(name).type)
+                if name in schema.column_index
+                else rows.column(name)
+                for name in rows.column_names
+            }
+        )
 
     def stage(self, rows: pa.Table, schema: TableSchema, table: str) -> str:
         """Register the Arrow rows and copy them, converted to native values, into a temp table."""
         con = self._require()
-        exprs = [f"{DuckDbTypes.select_expr(_quote(c.name), c.type)} AS {_quote(c.name)}" for c in schema.columns]
+        exprs = [
+            f"{DuckDbTypes.select_expr(_quote(c.name), c.type)} AS {_quote(c.name)}" for c in schema.columns
+        ]
         exprs += [_quote(n) for n in (OP_COLUMN, VERSION_COLUMN, COMMIT_TS_COLUMN, UNKNOWN_KEY)]
         con.register(_STAGE, self._prepare(rows, schema))
         try:
@@ -325,8 +376,11 @@ class DuckDbSink(SqlSink):
             try:
                 self.con.execute(f"SELECT {expr} FROM {_STAGE}").fetchall()
             except Exception as col_exc:  # noqa: BLE001
-                return UnrepresentableValueError(table, col.name, f"duckdb refused it as {DuckDbTypes.native(col.type)}: "
-                                                 f"{str(col_exc).splitlines()[0]}")
+                return UnrepresentableValueError(
+                    table,
+                    col.name,
+                    f"duckdb refused it as {DuckDbTypes.native(col.type)}: {str(col_exc).splitlines()[0]}",
+                )
         return None
 
     def translate_error(self, exc: Exception, table: str) -> DbmazzError:

@@ -111,13 +111,17 @@ class DuckDbTypes(TypeMapper):
     def select_expr(cls, column: str, logical: LogicalType) -> str:
         """SQL turning the registered Arrow column ``column`` (quoted) into the native value."""
         if logical.kind is Kind.INTERVAL:
-            return (f"CASE WHEN {column} IS NULL THEN NULL ELSE to_months({column}.months) + "
-                    f"to_days({column}.days) + to_microseconds({column}.micros) END")
+            return (
+                f"CASE WHEN {column} IS NULL THEN NULL ELSE to_months({column}.months) + "
+                f"to_days({column}.days) + to_microseconds({column}.micros) END"
+            )
         native = cls.native(logical)
         if native in ("JSON", "UUID") or native.startswith(("JSON", "UUID")):
             return f"CAST({column} AS {native})"
-        if logical.kind is Kind.ARRAY and logical.element is not None and logical.element.kind in (
-            Kind.JSON, Kind.UUID, Kind.INTERVAL
+        if (
+            logical.kind is Kind.ARRAY
+            and logical.element is not None
+            and logical.element.kind in (Kind.JSON, Kind.UUID, Kind.INTERVAL)
         ):
             return f"CAST({column} AS {native})"
         return column

@@ -62,7 +62,9 @@ class PostgresSink(SqlSink):
         except psycopg.OperationalError as exc:
             raise self._connect_error(exc) from None
         self.conn.execute("SET TIME ZONE 'UTC'")
-        self.conn.execute("SET jit = off")  # JIT compiles each merge statement anew: ~0.2 s each, never repaid
+        self.conn.execute(
+            "SET jit = off"
+        )  # JIT compiles each merge statement anew: ~0.2 s each, never repaid
         # staged batches live in temp tables: keep a 100k-change batch in memory (the default is 8MB)
         self.conn.execute(f"SET temp_buffers = '{int(self.config.temp_buffers_mb)}MB'")
         try:
@@ -77,17 +79,25 @@ class PostgresSink(SqlSink):
     def _connect_error(self, exc: Exception) -> DbmazzError:
         text = redact(" ".join(str(exc).split()) or type(exc).__name__).removeprefix("connection failed: ")
         if "password authentication failed" in text or "no password supplied" in text:
-            return ConfigError(f"postgres sink: the server refused the login of {self.where}: {text}",
-                               hint="check the user and password (the password is not shown here)")
+            return ConfigError(
+                f"postgres sink: the server refused the login of {self.where}: {text}",
+                hint="check the user and password (the password is not shown here)",
+            )
         if "does not exist" in text:
-            return ConfigError(f"postgres sink: {text} on {self.config.host}:{self.config.port}",
-                               hint=f"create it first (CREATE DATABASE {self.config.dbname})")
+            return ConfigError(
+                f"postgres sink: {text} on {self.config.host}:{self.config.port}",
+                hint=f"create it first (CREATE DATABASE {self.config.dbname})",
+            )
         if "no encryption" in text or "certificate" in text or "does not support SSL" in text:
-            return ConfigError(f"postgres sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
-                               hint="check sslmode and sslrootcert (the CA that signed the server's certificate), "
-                                    "and that the url's host is a name the certificate carries (verify-full)")
-        return TransientError(f"postgres sink: cannot reach {self.config.host}:{self.config.port}: {text}",
-                              hint="check host and port, and that the server is running and accepts TCP")
+            return ConfigError(
+                f"postgres sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
+                hint="check sslmode and sslrootcert (the CA that signed the server's certificate), "
+                "and that the url's host is a name the certificate carries (verify-full)",
+            )
+        return TransientError(
+            f"postgres sink: cannot reach {self.config.host}:{self.config.port}: {text}",
+            hint="check host and port, and that the server is running and accepts TCP",
+        )
 
     def disconnect(self) -> None:
         if self.conn is not None:
@@ -106,24 +116,45 @@ class PostgresSink(SqlSink):
                 self.connect()
         except DbmazzError as exc:
             return [Problem("postgres.connect", exc.message, exc.hint)]
-        schemas = {META_SCHEMA} | ({self.schema_override} if self.schema_override else {t.partition(".")[0]
-                                                                                         for t in tables})
+        schemas = {META_SCHEMA} | (
+            {self.schema_override} if self.schema_override else {t.partition(".")[0] for t in tables}
+        )
         problems = []
         user = self.q(self.config.user)
         if not tables and not self.schema_override:
-            schemas.add("")  # target schemas unknown: they may have to be created, which needs CREATE on the database
+            schemas.add(
+                ""
+            )  # target schemas unknown: they may have to be created, which needs CREATE on the database
         for schema in sorted(schemas):
-            exists, may_create = (False, False) if not schema else self.fetchall(
-                "SELECT count(*) > 0, coalesce(bool_and(has_schema_privilege(oid, 'CREATE') AND "
-                "has_schema_privilege(oid, 'USAGE')), false) FROM pg_namespace WHERE nspname = %s", (schema,))[0]
+            exists, may_create = (
+                (False, False)
+                if not schema
+                else self.fetchall(
+                    "SELECT count(*) > 0, coalesce(bool_and(has_schema_privilege(oid, 'CREATE') AND "
+                    "has_schema_privilege(oid, 'USAGE')), false) FROM pg_namespace WHERE nspname = %s",
+                    (schema,),
+                )[0]
+            )
             if exists and not may_create:
-                problems.append(Problem("postgres.privileges", f"{self.config.user} may not create tables in "
-                                        f"schema {schema}", f"GRANT USAGE, CREATE ON SCHEMA {self.q(schema)} TO {user}"))
-            elif not exists and not self.fetchall("SELECT has_database_privilege(current_database(), 'CREATE')")[0][0]:
+                problems.append(
+                    Problem(
+                        "postgres.privileges",
+                        f"{self.config.user} may not create tables in schema {schema}",
+                        f"GRANT USAGE, CREATE ON SCHEMA {self.q(schema)} TO {user}",
+                    )
+                )
+            elif (
+                not exists
+                and not self.fetchall("SELECT has_database_privilege(current_database(), 'CREATE')")[0][0]
+            ):
                 what = f"schema {schema}" if schema else "schemas"
-                problems.append(Problem("postgres.privileges", f"{self.config.user} may not create {what} "
-                                        f"in database {self.config.dbname}",
-                                        f"GRANT CREATE ON DATABASE {self.q(self.config.dbname)} TO {user}"))
+                problems.append(
+                    Problem(
+                        "postgres.privileges",
+                        f"{self.config.user} may not create {what} in database {self.config.dbname}",
+                        f"GRANT CREATE ON DATABASE {self.q(self.config.dbname)} TO {user}",
+                    )
+                )
         return problems
 
     def capabilities(self) -> SinkCapabilities:
@@ -167,8 +198,10 @@ class PostgresSink(SqlSink):
 
     def lock_table_state(self, table: str) -> None:
         # the metadata row is keyed by the target (``schema`` override applied), as load_state reads it
-        self.fetchall(f"SELECT 1 FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s FOR UPDATE",
-                      (self.target_key(table),))
+        self.fetchall(
+            f"SELECT 1 FROM {self.q(META_SCHEMA, 'tables')} WHERE table_name = %s FOR UPDATE",
+            (self.target_key(table),),
+        )
 
     def prune_table(self, state: TableState, below_version: int) -> int:
         """Forget the table's tombstones below ``below_version``; after a large prune, give the files back.
@@ -191,8 +224,11 @@ class PostgresSink(SqlSink):
             self.execute("SET lock_timeout = '5s'")
             self.execute(f"VACUUM FULL {tomb}")
         except Exception as exc:  # noqa: BLE001 - giving the space back is best effort; nothing is lost without it
-            log.warning("postgres sink: VACUUM FULL of the tombstones of %s skipped: %s", state.table,
-                        redact(" ".join(str(exc).split())))
+            log.warning(
+                "postgres sink: VACUUM FULL of the tombstones of %s skipped: %s",
+                state.table,
+                redact(" ".join(str(exc).split())),
+            )
         finally:
             self.execute("RESET lock_timeout")
         return forgotten
@@ -212,8 +248,11 @@ class PostgresSink(SqlSink):
         columns = ", ".join(self.q(n) for n in staged)
         self.execute("SAVEPOINT dbmazz_direct")
         try:
-            copy_csv(self._require(), f"COPY {self.target(state)} ({columns}) FROM STDIN (FORMAT csv)",
-                     pa.table({n: s.array for n, s in staged.items()}))
+            copy_csv(
+                self._require(),
+                f"COPY {self.target(state)} ({columns}) FROM STDIN (FORMAT csv)",
+                pa.table({n: s.array for n, s in staged.items()}),
+            )
         except psycopg.errors.UniqueViolation:
             self.execute("ROLLBACK TO SAVEPOINT dbmazz_direct")
             return False
@@ -222,11 +261,13 @@ class PostgresSink(SqlSink):
 
     def _staged_columns(self, rows: pa.Table, schema: TableSchema, table: str) -> dict[str, StagedColumn]:
         staged: dict[str, StagedColumn] = {
-            c.name: PostgresTypes.stage(rows.column(c.name), c.type, table, c.name) for c in schema.columns}
+            c.name: PostgresTypes.stage(rows.column(c.name), c.type, table, c.name) for c in schema.columns
+        }
         staged[OP_COLUMN] = StagedColumn(rows.column(OP_COLUMN), "smallint")
         staged[VERSION_COLUMN] = StagedColumn(rows.column(VERSION_COLUMN), PostgresTypes.VERSION)
-        staged[COMMIT_TS_COLUMN] = PostgresTypes.stage(rows.column(COMMIT_TS_COLUMN),
-                                                      _TIMESTAMPTZ, table, COMMIT_TS_COLUMN)
+        staged[COMMIT_TS_COLUMN] = PostgresTypes.stage(
+            rows.column(COMMIT_TS_COLUMN), _TIMESTAMPTZ, table, COMMIT_TS_COLUMN
+        )
         staged[UNKNOWN_KEY] = StagedColumn(rows.column(UNKNOWN_KEY), "text")
         return staged
 
@@ -247,16 +288,20 @@ class PostgresSink(SqlSink):
 
         text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         if isinstance(exc, errors.InsufficientPrivilege):
-            return ConfigError(f"postgres sink: {self.config.user} lacks a privilege writing {table}: {text}",
-                               hint=f"GRANT CREATE ON DATABASE {self.config.dbname} TO {self.config.user}; "
-                               "and CREATE on the target schema (or create the schemas and tables as their owner)")
+            return ConfigError(
+                f"postgres sink: {self.config.user} lacks a privilege writing {table}: {text}",
+                hint=f"GRANT CREATE ON DATABASE {self.config.dbname} TO {self.config.user}; "
+                "and CREATE on the target schema (or create the schemas and tables as their owner)",
+            )
         if isinstance(exc, psycopg.DataError):
             context = getattr(exc.diag, "context", None) or ""
             match = _CONTEXT_COLUMN.search(context)
             return UnrepresentableValueError(table, match.group(1) if match else "?", text)
         if isinstance(exc, psycopg.OperationalError | errors.AdminShutdown):
-            return TransientError(f"postgres sink: connection to {self.config.host}:{self.config.port} lost "
-                                  f"writing {table}: {text}")
+            return TransientError(
+                f"postgres sink: connection to {self.config.host}:{self.config.port} lost "
+                f"writing {table}: {text}"
+            )
         return SinkError(f"postgres sink: writing {table} failed: {text}")
 
 

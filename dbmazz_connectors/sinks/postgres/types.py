@@ -117,15 +117,31 @@ class PostgresTypes(TypeMapper):
     UNBOUNDED_DECIMAL = "numeric"
     # The values PostgreSQL cannot hold (for the sink's ``out_of_range`` policy)
     RULES = {
-        Kind.DATE: temporal_rule(Kind.DATE, _PG_MIN_DATE, _PG_MAX_DATE,
-                                 "a date within 4714-11-24 BC..5874897-12-31 (the PostgreSQL range)"),
-        **{kind: temporal_rule(kind, _PG_MIN_TS_US, TIMESTAMP_POS_INFINITY,
-                               "a timestamp from 4714-11-24 BC on (the PostgreSQL range)")
-           for kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ)},
-        **dict.fromkeys((Kind.STRING, Kind.ENUM), text_rule(
-            "a text without NUL (\\x00) characters, which PostgreSQL text cannot hold", "\x00")),
-        Kind.JSON: text_rule("a JSON text without NUL characters or \\u0000 escapes, which jsonb cannot hold",
-                             _JSON_NUL, regex=True, replacement="\\1\\2"),
+        Kind.DATE: temporal_rule(
+            Kind.DATE,
+            _PG_MIN_DATE,
+            _PG_MAX_DATE,
+            "a date within 4714-11-24 BC..5874897-12-31 (the PostgreSQL range)",
+        ),
+        **{
+            kind: temporal_rule(
+                kind,
+                _PG_MIN_TS_US,
+                TIMESTAMP_POS_INFINITY,
+                "a timestamp from 4714-11-24 BC on (the PostgreSQL range)",
+            )
+            for kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ)
+        },
+        **dict.fromkeys(
+            (Kind.STRING, Kind.ENUM),
+            text_rule("a text without NUL (\\x00) characters, which PostgreSQL text cannot hold", "\x00"),
+        ),
+        Kind.JSON: text_rule(
+            "a JSON text without NUL characters or \\u0000 escapes, which jsonb cannot hold",
+            _JSON_NUL,
+            regex=True,
+            replacement="\\1\\2",
+        ),
     }
 
     @classmethod
@@ -194,13 +210,25 @@ def _time_text(array):
     if not micros.size or micros.max() < _DAY_US:
         return array
     seconds, fraction = np.divmod(micros, 1_000_000)
-    text = pc.binary_join_element_wise(_padded(seconds // 3600, 2), ":", _padded(seconds // 60 % 60, 2), ":",
-                                       _padded(seconds % 60, 2), ".", _padded(fraction, 6), "")
+    text = pc.binary_join_element_wise(
+        _padded(seconds // 3600, 2),
+        ":",
+        _padded(seconds // 60 % 60, 2),
+        ":",
+        _padded(seconds % 60, 2),
+        ".",
+        _padded(fraction, 6),
+        "",
+    )
     return pc.if_else(pc.is_null(array), pa.scalar(None, pa.string()), text) if array.null_count else text
 
 
-def _civil_text(days: np.ndarray, clock: tuple[np.ndarray, str] | None, infinities: tuple[int, int],
-                raw: np.ndarray | None = None) -> pa.Array:
+def _civil_text(
+    days: np.ndarray,
+    clock: tuple[np.ndarray, str] | None,
+    infinities: tuple[int, int],
+    raw: np.ndarray | None = None,
+) -> pa.Array:
     """``YYYY-MM-DD[ HH:MM:SS.ffffff[+00]][ BC]`` for each day (and time of day), 'infinity' at the encodings."""
     year, month, day = civil_from_days(days)
     bc = year <= 0
@@ -208,8 +236,17 @@ def _civil_text(days: np.ndarray, clock: tuple[np.ndarray, str] | None, infiniti
     if clock is not None:
         micros, zone = clock
         seconds, fraction = np.divmod(micros, 1_000_000)
-        parts += [" ", _padded(seconds // 3600, 2), ":", _padded(seconds // 60 % 60, 2), ":",
-                  _padded(seconds % 60, 2), ".", _padded(fraction, 6), zone]
+        parts += [
+            " ",
+            _padded(seconds // 3600, 2),
+            ":",
+            _padded(seconds // 60 % 60, 2),
+            ":",
+            _padded(seconds % 60, 2),
+            ".",
+            _padded(fraction, 6),
+            zone,
+        ]
     parts.append(pa.array(np.where(bc, " BC", "")))
     text = pc.binary_join_element_wise(*parts, "")
     raw = days if raw is None else raw
@@ -228,9 +265,9 @@ def _hex(array) -> pa.Array:
     """bytea's text form (``\\x0a1b``), built column-wise from the Arrow buffers."""
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     array = pc.cast(array, pa.large_binary()) if not pa.types.is_large_binary(array.type) else array
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset: array.offset + len(array) + 1]
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] else np.zeros(0, np.uint8)
-    body = _HEX[data[offsets[0]: offsets[-1]]].view(np.uint8)
+    body = _HEX[data[offsets[0] : offsets[-1]]].view(np.uint8)
     lengths = np.diff(offsets) * 2 + 2
     out_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     out = np.empty(out_offsets[-1], dtype=np.uint8)
@@ -239,8 +276,12 @@ def _hex(array) -> pa.Array:
     mask = np.ones(out.size, dtype=bool)
     mask[starts], mask[starts + 1] = False, False
     out[mask] = body
-    text = pa.LargeStringArray.from_buffers(len(array), pa.py_buffer(out_offsets.tobytes()), pa.py_buffer(out.tobytes()))
-    return pc.if_else(pc.is_null(array), pa.scalar(None, pa.large_string()), text) if array.null_count else text
+    text = pa.LargeStringArray.from_buffers(
+        len(array), pa.py_buffer(out_offsets.tobytes()), pa.py_buffer(out.tobytes())
+    )
+    return (
+        pc.if_else(pc.is_null(array), pa.scalar(None, pa.large_string()), text) if array.null_count else text
+    )
 
 
 def _interval_text(array) -> pa.Array:
@@ -258,7 +299,8 @@ def _array_literal(array, logical: LogicalType, table: str, column: str) -> pa.A
     element = PostgresTypes.stage(values, logical.element, table, column)
     text = pc.cast(element.array, pa.string())
     quoted = pc.binary_join_element_wise(
-        '"', pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"'), '"', "")
+        '"', pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), '"', '\\"'), '"', ""
+    )
     items = pc.fill_null(quoted, "NULL")
     lists = pa.ListArray.from_arrays(array.offsets, items, mask=pc.is_null(array))
     return pc.binary_join_element_wise("{", pc.binary_join(lists, ","), "}", "")

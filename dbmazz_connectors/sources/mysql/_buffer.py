@@ -70,8 +70,13 @@ class TableBuffer:
         """Decode and clear the buffer; every buffered transaction must have its version."""
         layout, n = self.layout, len(self.starts)
         starts = np.frombuffer(self.starts, np.int64) if n else np.zeros(0, np.int64)
-        columns = decode_images(layout.columns, bytes(self.buf) + PAD, starts, layout.schema.qualified_name,
-                                list(layout.arrow_types))
+        columns = decode_images(
+            layout.columns,
+            bytes(self.buf) + PAD,
+            starts,
+            layout.schema.qualified_name,
+            list(layout.arrow_types),
+        )
         roles, versions, commit_ts = self._per_image(n)
         self.buf, self.starts, self.runs = bytearray(), array("q"), []
         emit, ops = _emit_plan(columns, roles, layout.key_indexes)

@@ -16,15 +16,25 @@ _IDENT = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
 _NAME = rf"({_IDENT}(?:\s*\.\s*{_IDENT})?)"
 _COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*\n|#[^\n]*\n", re.S)
 _TRUNCATE = re.compile(rf"^TRUNCATE\s+(?:TABLE\s+)?{_NAME}", re.I)
-_ALTER = re.compile(rf"^ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE\s+(?:IF\s+EXISTS\s+)?{_NAME}(.*)$", re.I | re.S)
+_ALTER = re.compile(
+    rf"^ALTER\s+(?:ONLINE\s+)?(?:IGNORE\s+)?TABLE\s+(?:IF\s+EXISTS\s+)?{_NAME}(.*)$", re.I | re.S
+)
 _DROP = re.compile(r"^DROP\s+(TEMPORARY\s+)?TABLE\s+(?:IF\s+EXISTS\s+)?(.*)$", re.I | re.S)
 _REPLACE = re.compile(rf"^CREATE\s+OR\s+REPLACE\s+(TEMPORARY\s+)?TABLE\s+{_NAME}", re.I)
 _RENAME = re.compile(r"^RENAME\s+TABLES?\s+(.*)$", re.I | re.S)
-_ALTER_RENAME_TABLE = re.compile(rf"(?:^|,)\s*RENAME\s+(?:TO\s+|AS\s+)?(?!COLUMN\b|INDEX\b|KEY\b){_NAME}", re.I)
-_OTHER_TABLE = re.compile(rf"\b(?:EXCHANGE\s+PARTITION\s+{_IDENT}\s+WITH\s+TABLE|CONVERT\s+PARTITION\s+{_IDENT}\s+"
-                          rf"TO\s+TABLE|CONVERT\s+TABLE)\s+{_NAME}", re.I)
-_ROWS_WITHOUT_EVENTS = re.compile(r"\b(?:(?:DISCARD|IMPORT)\s+(?:PARTITION\s+.*?\s+)?TABLESPACE|"
-                                  r"(?:DROP|TRUNCATE)\s+PARTITION)\b", re.I | re.S)
+_ALTER_RENAME_TABLE = re.compile(
+    rf"(?:^|,)\s*RENAME\s+(?:TO\s+|AS\s+)?(?!COLUMN\b|INDEX\b|KEY\b){_NAME}", re.I
+)
+_OTHER_TABLE = re.compile(
+    rf"\b(?:EXCHANGE\s+PARTITION\s+{_IDENT}\s+WITH\s+TABLE|CONVERT\s+PARTITION\s+{_IDENT}\s+"
+    rf"TO\s+TABLE|CONVERT\s+TABLE)\s+{_NAME}",
+    re.I,
+)
+_ROWS_WITHOUT_EVENTS = re.compile(
+    r"\b(?:(?:DISCARD|IMPORT)\s+(?:PARTITION\s+.*?\s+)?TABLESPACE|"
+    r"(?:DROP|TRUNCATE)\s+PARTITION)\b",
+    re.I | re.S,
+)
 _DML = re.compile(r"^(?:INSERT|UPDATE|DELETE|REPLACE|LOAD\s+DATA)\b", re.I)
 _NAME_LIST = re.compile(_NAME)
 
@@ -77,7 +87,9 @@ def parse_ddl(query: str, default_db: str) -> list[DdlTarget]:
     if match := _DROP.match(text):
         if match.group(1):
             return []
-        return [DdlTarget("drop", _qualify(m.group(1), default_db)) for m in _NAME_LIST.finditer(match.group(2))]
+        return [
+            DdlTarget("drop", _qualify(m.group(1), default_db)) for m in _NAME_LIST.finditer(match.group(2))
+        ]
     if match := _REPLACE.match(text):
         return [] if match.group(1) else [DdlTarget("replace", _qualify(match.group(2), default_db))]
     if match := _RENAME.match(text):

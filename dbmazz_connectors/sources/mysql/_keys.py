@@ -51,8 +51,13 @@ def qualified(schema: TableSchema) -> str:
 def _codec(source_type: str | None) -> str | None:
     """How a key column's bound round-trips (see the module table), or None when it cannot."""
     base = (source_type or "").split("(")[0].split(" ")[0].lower()
-    for name, group in (("int", _INTEGER), ("decimal", ("decimal",)), ("string", _STRING), ("binary", _BINARY),
-                        ("temporal", _TEMPORAL)):
+    for name, group in (
+        ("int", _INTEGER),
+        ("decimal", ("decimal",)),
+        ("string", _STRING),
+        ("binary", _BINARY),
+        ("temporal", _TEMPORAL),
+    ):
         if base in group:
             return name
     return None
@@ -110,21 +115,26 @@ def key_predicate(schema: TableSchema, key_range: KeyRange, literal: Literal) ->
     keys = schema.primary_key
     codecs = key_codecs(schema)
     if codecs is None:
-        raise ConfigError(f"a key range of {schema.qualified_name} cannot be read: its key type has no exact bound",
-                          hint="snapshot the whole table (key ranges need integer, decimal, string, binary or "
-                               "temporal key columns)")
+        raise ConfigError(
+            f"a key range of {schema.qualified_name} cannot be read: its key type has no exact bound",
+            hint="snapshot the whole table (key ranges need integer, decimal, string, binary or "
+            "temporal key columns)",
+        )
     parts = []
     for bound, last_op, op in ((key_range.lower, ">=", ">"), (key_range.upper, "<", "<")):
         if bound is not None:
             if len(bound) != len(keys):
-                raise SourceError(f"expected a key bound of {len(keys)} values for key {list(keys)}, got {list(bound)}")
+                raise SourceError(
+                    f"expected a key bound of {len(keys)} values for key {list(keys)}, got {list(bound)}"
+                )
             values = [literal(to_param(c, v)) for c, v in zip(codecs, bound, strict=True)]
             parts.append(_compare(keys, values, last_op, op))
     return " AND ".join(parts)
 
 
-def plan_key_ranges(conn: pymysql.Connection, schema: TableSchema, chunk_rows: int,
-                    key_range: KeyRange = FULL_RANGE) -> list[KeyRange]:
+def plan_key_ranges(
+    conn: pymysql.Connection, schema: TableSchema, chunk_rows: int, key_range: KeyRange = FULL_RANGE
+) -> list[KeyRange]:
     """Walk the primary key in steps of ``chunk_rows`` keys (keyset: ``... LIMIT 1 OFFSET chunk_rows``).
 
     ``conn`` must decode nothing (``conv={}``: values as text, binary as bytes) and use the
@@ -140,8 +150,10 @@ def plan_key_ranges(conn: pymysql.Connection, schema: TableSchema, chunk_rows: i
     with conn.cursor() as cur:
         while True:
             where = key_predicate(schema, KeyRange(lower, key_range.upper), conn.escape)
-            cur.execute(f"SELECT {order} FROM {qualified(schema)} WHERE {where} ORDER BY {order} "
-                        f"LIMIT 1 OFFSET {int(chunk_rows)}")
+            cur.execute(
+                f"SELECT {order} FROM {qualified(schema)} WHERE {where} ORDER BY {order} "
+                f"LIMIT 1 OFFSET {int(chunk_rows)}"
+            )
             row = cur.fetchone()
             if row is None:
                 break

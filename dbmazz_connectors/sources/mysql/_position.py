@@ -23,8 +23,10 @@ def binlog_end(conn: pymysql.Connection, mariadb: bool) -> BinlogPosition:
         except pymysql.err.ProgrammingError:
             continue
     if not row:
-        raise ConfigError("the server reports no binary log position (is log_bin on?)",
-                          hint="start the server with log_bin=mysql-bin and binlog_format=ROW")
+        raise ConfigError(
+            "the server reports no binary log position (is log_bin on?)",
+            hint="start the server with log_bin=mysql-bin and binlog_format=ROW",
+        )
     gtid = None
     if mariadb:
         with conn.cursor() as cur:

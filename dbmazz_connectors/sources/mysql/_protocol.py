@@ -16,8 +16,18 @@ import pymysql
 from ...core.errors import SourceError, TransientError, redact
 from .types import CHARACTER_TYPES, NUMERIC_TYPES, ColumnLayout, T
 
-__all__ = ["E", "Event", "TableMap", "dump_events", "parse_table_map", "read_packed_int", "DumpError",
-           "CompressedEventError", "uncompress", "query_text"]
+__all__ = [
+    "E",
+    "Event",
+    "TableMap",
+    "dump_events",
+    "parse_table_map",
+    "read_packed_int",
+    "DumpError",
+    "CompressedEventError",
+    "uncompress",
+    "query_text",
+]
 
 
 class E:
@@ -39,20 +49,59 @@ class E:
 
 
 # rows event type -> 0 insert, 1 update, 2 delete
-ROWS_EVENTS = {E.WRITE_V1: 0, E.WRITE_V2: 0, E.UPDATE_V1: 1, E.UPDATE_V2: 1, E.DELETE_V1: 2, E.DELETE_V2: 2,
-               E.WRITE_COMPRESSED_V1: 0, E.UPDATE_COMPRESSED_V1: 1, E.DELETE_COMPRESSED_V1: 2,
-               E.WRITE_COMPRESSED_V2: 0, E.UPDATE_COMPRESSED_V2: 1, E.DELETE_COMPRESSED_V2: 2}
+ROWS_EVENTS = {
+    E.WRITE_V1: 0,
+    E.WRITE_V2: 0,
+    E.UPDATE_V1: 1,
+    E.UPDATE_V2: 1,
+    E.DELETE_V1: 2,
+    E.DELETE_V2: 2,
+    E.WRITE_COMPRESSED_V1: 0,
+    E.UPDATE_COMPRESSED_V1: 1,
+    E.DELETE_COMPRESSED_V1: 2,
+    E.WRITE_COMPRESSED_V2: 0,
+    E.UPDATE_COMPRESSED_V2: 1,
+    E.DELETE_COMPRESSED_V2: 2,
+}
 # rows events whose post-header carries MySQL 5.6's extra-data block
-ROWS_V2_EVENTS = frozenset({E.WRITE_V2, E.UPDATE_V2, E.DELETE_V2, E.WRITE_COMPRESSED_V2, E.UPDATE_COMPRESSED_V2,
-                            E.DELETE_COMPRESSED_V2})
+ROWS_V2_EVENTS = frozenset(
+    {
+        E.WRITE_V2,
+        E.UPDATE_V2,
+        E.DELETE_V2,
+        E.WRITE_COMPRESSED_V2,
+        E.UPDATE_COMPRESSED_V2,
+        E.DELETE_COMPRESSED_V2,
+    }
+)
 # events that carry nothing capture needs and may be passed over (positions still advance past them)
-SKIPPED_EVENTS = frozenset({
-    E.STOP, E.INTVAR, E.RAND, E.USER_VAR, E.HEARTBEAT, E.IGNORABLE, E.ROWS_QUERY, E.MYSQL_GTID, E.ANONYMOUS_GTID,
-    E.PREVIOUS_GTIDS, E.TRANSACTION_CONTEXT, E.VIEW_CHANGE, E.XA_PREPARE, E.HEARTBEAT_V2, E.GTID_TAGGED,
-    E.ANNOTATE_ROWS, E.BINLOG_CHECKPOINT, E.GTID_LIST, E.START_ENCRYPTION,
-})
+SKIPPED_EVENTS = frozenset(
+    {
+        E.STOP,
+        E.INTVAR,
+        E.RAND,
+        E.USER_VAR,
+        E.HEARTBEAT,
+        E.IGNORABLE,
+        E.ROWS_QUERY,
+        E.MYSQL_GTID,
+        E.ANONYMOUS_GTID,
+        E.PREVIOUS_GTIDS,
+        E.TRANSACTION_CONTEXT,
+        E.VIEW_CHANGE,
+        E.XA_PREPARE,
+        E.HEARTBEAT_V2,
+        E.GTID_TAGGED,
+        E.ANNOTATE_ROWS,
+        E.BINLOG_CHECKPOINT,
+        E.GTID_LIST,
+        E.START_ENCRYPTION,
+    }
+)
 ARTIFICIAL_FLAG = 0x20
-IGNORABLE_FLAG = 0x80  # LOG_EVENT_IGNORABLE_F: the server says a reader that does not know the event may skip it
+IGNORABLE_FLAG = (
+    0x80  # LOG_EVENT_IGNORABLE_F: the server says a reader that does not know the event may skip it
+)
 _HEADER = struct.Struct("<IBIIIH")
 _COM_BINLOG_DUMP = 0x12
 _DUMP_NON_BLOCK = 0x01
@@ -70,8 +119,11 @@ class CompressedEventError(SourceError):
     """A compressed binlog event (MariaDB log_bin_compress) whose payload cannot be decompressed."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, hint="check the binlog with mariadb-binlog --verbose at that position; if it "
-                         "is damaged, re-snapshot the pipeline's tables from a position after it")
+        super().__init__(
+            message,
+            hint="check the binlog with mariadb-binlog --verbose at that position; if it "
+            "is damaged, re-snapshot the pipeline's tables from a position after it",
+        )
 
 
 def uncompress(buf: bytes | memoryview, what: str) -> bytes:
@@ -84,8 +136,10 @@ def uncompress(buf: bytes | memoryview, what: str) -> bytes:
         raise CompressedEventError(f"{what}: a compressed event without its compression header")
     algorithm, lenlen = buf[0] >> 4 & 0x07, buf[0] & 0x07
     if algorithm != 0 or not 1 <= lenlen <= 4 or len(buf) < 1 + lenlen:
-        raise CompressedEventError(f"{what}: unknown compression (algorithm {algorithm}, length of length {lenlen}); "
-                                   "only zlib is known")
+        raise CompressedEventError(
+            f"{what}: unknown compression (algorithm {algorithm}, length of length {lenlen}); "
+            "only zlib is known"
+        )
     length = int.from_bytes(buf[1 : 1 + lenlen], "big")
     try:
         data = zlib.decompress(buf[1 + lenlen :])
@@ -132,11 +186,15 @@ def read_packed_int(buf: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(buf[pos + 1 : pos + 9], "little"), pos + 9
 
 
-def dump_events(conn: pymysql.Connection, file: str, offset: int, server_id: int, checksum: bool) -> Iterator[Event]:
+def dump_events(
+    conn: pymysql.Connection, file: str, offset: int, server_id: int, checksum: bool
+) -> Iterator[Event]:
     """Stream events from (file, offset) until the end of the server's binlog (non-blocking dump)."""
     conn.query("SET @master_binlog_checksum = @@global.binlog_checksum")
     conn.query("SET @mariadb_slave_capability = 4")
-    conn._execute_command(_COM_BINLOG_DUMP, struct.pack("<IHI", offset, _DUMP_NON_BLOCK, server_id) + file.encode())
+    conn._execute_command(
+        _COM_BINLOG_DUMP, struct.pack("<IHI", offset, _DUMP_NON_BLOCK, server_id) + file.encode()
+    )
     trailer = 4 if checksum else 0
     unpack = _HEADER.unpack_from
     while True:
@@ -147,7 +205,9 @@ def dump_events(conn: pymysql.Connection, file: str, offset: int, server_id: int
             text = redact(str(exc.args[1] if len(exc.args) > 1 else exc))
             if code in (2013, 2006):
                 raise TransientError(f"lost the binlog connection: {text}") from None
-            raise DumpError(f"the server stopped the binlog dump from {file}:{offset}: {text}", code) from None
+            raise DumpError(
+                f"the server stopped the binlog dump from {file}:{offset}: {text}", code
+            ) from None
         if data[0] == 0xFE and len(data) < 9:
             return  # EOF: the end of the binlog (non-blocking dump)
         timestamp, type_code, server, _size, log_pos, flags = unpack(data, 1)
@@ -215,8 +275,15 @@ def parse_table_map(body: bytes) -> tuple[int, TableMap]:
         metas.append(value)
     optional = _parse_optional(body, pos, types)
     columns = tuple(
-        ColumnLayout(types[i], metas[i], bool(nulls >> i & 1), i in optional.unsigned, optional.collations.get(i),
-                     optional.names[i] if optional.names else None, optional.labels.get(i, ()))
+        ColumnLayout(
+            types[i],
+            metas[i],
+            bool(nulls >> i & 1),
+            i in optional.unsigned,
+            optional.collations.get(i),
+            optional.names[i] if optional.names else None,
+            optional.labels.get(i, ()),
+        )
         for i in range(ncols)
     )
     return table_id, TableMap(database, table, columns, optional.primary_key)

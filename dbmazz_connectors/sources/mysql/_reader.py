@@ -53,15 +53,19 @@ class UnknownEventError(SourceError):
             "changes, so the capture stops before it rather than skip it",
             hint="turn off the server feature that writes it (binlog_transaction_compression, "
             "binlog_row_value_options, a newer binlog format) and re-snapshot the pipeline's tables from a position "
-            "after it, or use a dbmazz release that reads it")
+            "after it, or use a dbmazz release that reads it",
+        )
 
 
 class BinlogIncidentError(SourceError):
     """The server logged an INCIDENT event: changes around it may be missing from the binlog (a replica stops too)."""
 
     def __init__(self, message: str, where: str) -> None:
-        super().__init__(f"the server logged an incident at {where}: {message}; changes may be missing from the "
-                         "binlog there", hint="see the server's error log, then re-snapshot the pipeline's tables")
+        super().__init__(
+            f"the server logged an incident at {where}: {message}; changes may be missing from the "
+            "binlog there",
+            hint="see the server's error log, then re-snapshot the pipeline's tables",
+        )
 
 
 class RangeReader:
@@ -72,9 +76,17 @@ class RangeReader:
     commit position first (``find_commit``) so memory stays bounded.
     """
 
-    def __init__(self, connect: Connect, tables: dict[str, TableInfo | None], server_id: int, checksum: bool,
-                 chunk_rows: int, find_commit: Callable[[str, int], tuple[int, int]], mariadb: bool,
-                 resync_floors: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        tables: dict[str, TableInfo | None],
+        server_id: int,
+        checksum: bool,
+        chunk_rows: int,
+        find_commit: Callable[[str, int], tuple[int, int]],
+        mariadb: bool,
+        resync_floors: Mapping[str, int] | None = None,
+    ) -> None:
         self.connect = connect
         # table -> floor version of its latest whole-table re-sync: a DDL the capture cannot follow at or below
         # it is superseded by that re-sync (its sweep removes every older row), so it no longer stops the capture
@@ -140,9 +152,10 @@ class RangeReader:
         elif kind == E.FORMAT_DESCRIPTION or kind in SKIPPED_EVENTS:
             pass
         elif kind in (E.PARTIAL_UPDATE, E.TRANSACTION_PAYLOAD):
-            raise BinlogFormatError(f"the binlog holds a compressed or partial event (type {kind}) dbmazz cannot read",
-                                    hint="SET GLOBAL binlog_transaction_compression = OFF, "
-                                    "binlog_row_value_options = ''")
+            raise BinlogFormatError(
+                f"the binlog holds a compressed or partial event (type {kind}) dbmazz cannot read",
+                hint="SET GLOBAL binlog_transaction_compression = OFF, binlog_row_value_options = ''",
+            )
         elif kind == E.INCIDENT:
             size = event.body[2] if len(event.body) > 2 else 0
             text = bytes(event.body[3 : 3 + size]).decode("utf-8", errors="replace") or "no message"
@@ -167,7 +180,9 @@ class RangeReader:
         if layout is None:
             _, tmap = parse_table_map(body)
             columns, primary_key = resolve_layout(tmap, self.infos[name])
-            layout = Layout.build(schema_from_layout(tmap.database, tmap.table, columns, primary_key), columns)
+            layout = Layout.build(
+                schema_from_layout(tmap.database, tmap.table, columns, primary_key), columns
+            )
             self.layouts[key] = layout
         buffer = self.buffers.get(name)
         if buffer is None or buffer.layout is not layout:
@@ -199,12 +214,16 @@ class RangeReader:
         if ncols != len(buffer.layout.columns) or body[offset : offset + len(full)] != full:
             raise BinlogFormatError(
                 f"a row event of {buffer.layout.schema.qualified_name} does not carry every column",
-                hint="SET GLOBAL binlog_row_image = 'FULL' (and in the server config)")
+                hint="SET GLOBAL binlog_row_image = 'FULL' (and in the server config)",
+            )
         images = offset + len(full)
-        if event.type in E.COMPRESSED_ROWS:  # MariaDB compresses the row images only, after the column bitmaps
+        if (
+            event.type in E.COMPRESSED_ROWS
+        ):  # MariaDB compresses the row images only, after the column bitmaps
             body = bytes(body[:images]) + uncompress(
-                memoryview(body)[images:], f"compressed rows of {buffer.layout.schema.qualified_name} at "
-                f"{self._where(event)}")
+                memoryview(body)[images:],
+                f"compressed rows of {buffer.layout.schema.qualified_name} at {self._where(event)}",
+            )
         buffer.add(kind, body, images, self.txn)
         if self.in_txn and self._full(buffer):
             if self.txn.version is None:
@@ -248,7 +267,8 @@ class RangeReader:
             raise BinlogFormatError(
                 "a change to a replicated table was logged as a statement, not as row images",
                 hint="SET GLOBAL binlog_format = 'ROW' (and binlog_format=ROW in the server config), "
-                "then re-snapshot the tables changed since")
+                "then re-snapshot the tables changed since",
+            )
 
     def _on_ddl(self, event: Event, query: str, database: str) -> None:
         """Follow DDL on a replicated table in order with its rows (README, "Schemas").
@@ -285,8 +305,10 @@ class RangeReader:
             return
         info = self.infos.get(table)
         if info is None:
-            raise SchemaChangeError(f"table {table} was emptied or dropped and no longer exists",
-                                    hint="remove it from the pipeline's tables (and drop it in the sinks)")
+            raise SchemaChangeError(
+                f"table {table} was emptied or dropped and no longer exists",
+                hint="remove it from the pipeline's tables (and drop it in the sinks)",
+            )
         self.out.append(SchemaChange(schema_from_info(info), version, None))
 
     def _flush(self, table: str) -> None:
@@ -318,12 +340,16 @@ _CHANGED = {
 def table_changed(table: str, kind: str, position: BinlogPosition, query: str) -> TableChangedError:
     """The error for a DDL the capture cannot follow: what happened, where, and how to re-sync the table."""
     if kind == "gone":
-        fix = (f"remove {table} from the pipeline's tables (the sinks keep their copy), or re-create it (the "
-               "next capture then follows it from its drop)")
+        fix = (
+            f"remove {table} from the pipeline's tables (the sinks keep their copy), or re-create it (the "
+            "next capture then follows it from its drop)"
+        )
     else:
-        fix = (f"re-sync it: a snapshot of the whole table planned now supersedes everything before it, and the "
-               f"capture then passes {position} (a table renamed away must be renamed back, or the pipeline's "
-               "tables changed, first)")
+        fix = (
+            f"re-sync it: a snapshot of the whole table planned now supersedes everything before it, and the "
+            f"capture then passes {position} (a table renamed away must be renamed back, or the pipeline's "
+            "tables changed, first)"
+        )
     return TableChangedError(table, f"{_CHANGED[kind]} at {position} ({' '.join(query.split())[:200]})", fix)
 
 

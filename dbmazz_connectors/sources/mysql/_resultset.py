@@ -39,7 +39,9 @@ class _Block:
 
 def _lost(conn: pymysql.Connection, detail: str) -> pymysql.err.OperationalError:
     conn._force_close()
-    return pymysql.err.OperationalError(2013, f"Lost connection to MySQL server during a snapshot read ({detail})")
+    return pymysql.err.OperationalError(
+        2013, f"Lost connection to MySQL server during a snapshot read ({detail})"
+    )
 
 
 def _read(conn: pymysql.Connection) -> bytes:
@@ -92,8 +94,13 @@ def _long_row(conn: pymysql.Connection, data: bytearray, block: _Block) -> bytea
     return data[pos:]
 
 
-def fetch_blocks(conn: pymysql.Connection, statement: str, block_rows: int, block_bytes: int,
-                 check_fields: Callable[[list], None] | None = None) -> Iterator[tuple[bytes, np.ndarray]]:
+def fetch_blocks(
+    conn: pymysql.Connection,
+    statement: str,
+    block_rows: int,
+    block_bytes: int,
+    check_fields: Callable[[list], None] | None = None,
+) -> Iterator[tuple[bytes, np.ndarray]]:
     """The rows of ``statement`` as (raw block + PAD, row starts), about ``block_rows`` rows or ``block_bytes`` each.
 
     ``check_fields`` sees the result's column definitions before any row (it raises to refuse

@@ -55,7 +55,9 @@ def make_scanner(columns: tuple[ColumnLayout, ...]) -> Scanner:
         if pending:
             body.append(f"        p += {pending}")
             pending = 0
-        step = str(width) if width is not None else f"{length_prefix(col)} + {_length_expr(length_prefix(col))}"
+        step = (
+            str(width) if width is not None else f"{length_prefix(col)} + {_length_expr(length_prefix(col))}"
+        )
         if col.nullable:
             body.append(f"        if not n{i // 8} & {1 << (i % 8)}:")
             body.append(f"            p += {step}")
@@ -76,8 +78,9 @@ def read_uint_le(arr: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def decode_images(columns: tuple[ColumnLayout, ...], buf: bytes, starts: np.ndarray, table: str,
-                  types: list[pa.DataType]) -> list[pa.Array]:
+def decode_images(
+    columns: tuple[ColumnLayout, ...], buf: bytes, starts: np.ndarray, table: str, types: list[pa.DataType]
+) -> list[pa.Array]:
     """Decode every column of the row images starting at ``starts`` in ``buf`` (which ends with ``PAD``)."""
     arr = np.frombuffer(buf, np.uint8)
     n = len(starts)

@@ -21,12 +21,27 @@ from .types import BINARY_COLLATION, ColumnLayout, T, column_from_layout, labels
 
 __all__ = ["TableInfo", "load_table_info", "schema_from_info", "resolve_layout", "schema_from_layout"]
 
-_INT_CODES = {"tinyint": T.TINY, "smallint": T.SHORT, "mediumint": T.INT24, "int": T.LONG, "bigint": T.LONGLONG}
+_INT_CODES = {
+    "tinyint": T.TINY,
+    "smallint": T.SHORT,
+    "mediumint": T.INT24,
+    "int": T.LONG,
+    "bigint": T.LONGLONG,
+}
 _SIMPLE = {"float": T.FLOAT, "double": T.DOUBLE, "year": T.YEAR, "date": T.DATE, "json": T.JSON}
 _TEMPORAL = {"datetime": T.DATETIME2, "timestamp": T.TIMESTAMP2, "time": T.TIME2}
 _BLOBS = {"tiny": 1, "": 2, "medium": 3, "long": 4}
-_GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
-             "geometrycollection", "geomcollection"}
+_GEOMETRY = {
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "geometrycollection",
+    "geomcollection",
+}
 _JSON_CHECK = re.compile(r"json_valid\(`?([^`)]+)`?\)", re.I)
 
 
@@ -82,14 +97,18 @@ def load_table_info(conn: pymysql.Connection, tables: Iterable[str]) -> dict[str
             cur.execute(
                 "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE,"
                 " DATETIME_PRECISION, COLUMN_KEY FROM information_schema.COLUMNS"
-                " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (database, table))
+                " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
             rows = cur.fetchall()
             if not rows:
                 continue
             json_columns = _json_columns(cur, database, table)
             cur.execute(
                 "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s"
-                " AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION", (database, table))
+                " AND TABLE_NAME = %s AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
             primary_key = tuple(r["COLUMN_NAME"] for r in cur.fetchall())
             columns = tuple(_layout(r, json_columns) for r in rows)
             out[qualified] = TableInfo(database, table, columns, primary_key)
@@ -99,17 +118,23 @@ def load_table_info(conn: pymysql.Connection, tables: Iterable[str]) -> dict[str
 def _json_columns(cur, database: str, table: str) -> set[str]:
     """MariaDB's JSON columns: longtext with a CHECK (json_valid(col)) constraint."""
     try:
-        cur.execute("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
-                    " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (database, table))
+        cur.execute(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
+            " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+            (database, table),
+        )
     except pymysql.err.MySQLError:  # MySQL 8.0 has no TABLE_NAME there; its JSON is a real type
         return set()
     return {m.group(1) for r in cur.fetchall() for m in _JSON_CHECK.finditer(r["CHECK_CLAUSE"])}
 
 
-def schema_from_layout(database: str, table: str, columns: tuple[ColumnLayout, ...],
-                       primary_key: tuple[str, ...]) -> TableSchema:
+def schema_from_layout(
+    database: str, table: str, columns: tuple[ColumnLayout, ...], primary_key: tuple[str, ...]
+) -> TableSchema:
     qualified = f"{database}.{table}"
-    schema = TableSchema(database, table, tuple(column_from_layout(c, qualified) for c in columns), primary_key)
+    schema = TableSchema(
+        database, table, tuple(column_from_layout(c, qualified) for c in columns), primary_key
+    )
     if not primary_key:
         raise MissingPrimaryKeyError(qualified)
     return schema
@@ -119,7 +144,9 @@ def schema_from_info(info: TableInfo) -> TableSchema:
     return schema_from_layout(info.database, info.table, info.columns, info.primary_key)
 
 
-def resolve_layout(tmap: TableMap, info: TableInfo | None) -> tuple[tuple[ColumnLayout, ...], tuple[str, ...]]:
+def resolve_layout(
+    tmap: TableMap, info: TableInfo | None
+) -> tuple[tuple[ColumnLayout, ...], tuple[str, ...]]:
     """The TABLE_MAP's columns with names, labels and JSON-ness filled in, and the primary key.
 
     With ``binlog_row_metadata=FULL`` the binlog names every column, so an old range decodes with
@@ -130,19 +157,28 @@ def resolve_layout(tmap: TableMap, info: TableInfo | None) -> tuple[tuple[Column
     resolved = []
     for i, col in enumerate(tmap.columns):
         if col.name is None:
-            if info is None or len(info.columns) != len(tmap.columns) or not _compatible(col, info.columns[i]):
+            if (
+                info is None
+                or len(info.columns) != len(tmap.columns)
+                or not _compatible(col, info.columns[i])
+            ):
                 raise SchemaChangeError(
                     f"table {tmap.qualified_name} in the binlog has {len(tmap.columns)} column(s) that do not match "
                     "its current definition, and the binlog does not name its columns",
-                    hint="SET GLOBAL binlog_row_metadata = 'FULL' (and in the server config), then re-snapshot")
+                    hint="SET GLOBAL binlog_row_metadata = 'FULL' (and in the server config), then re-snapshot",
+                )
             known = info.columns[i]
         else:
             known = by_name.get(col.name)
             known = known if known is not None and _compatible(col, known) else None
-        resolved.append(dataclasses.replace(
-            col, name=col.name or known.name,
-            labels=col.labels or (known.labels if known else ()),
-            is_json=bool(known and known.is_json and col.type_code == T.BLOB)))
+        resolved.append(
+            dataclasses.replace(
+                col,
+                name=col.name or known.name,
+                labels=col.labels or (known.labels if known else ()),
+                is_json=bool(known and known.is_json and col.type_code == T.BLOB),
+            )
+        )
     names = [c.name for c in resolved]
     if tmap.primary_key is not None:
         primary_key = tuple(names[i] for i in tmap.primary_key)

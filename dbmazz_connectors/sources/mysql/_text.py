@@ -36,9 +36,22 @@ def select_expression(col: ColumnLayout, quoted: str) -> str:
 
 
 # result-set field types (the text protocol's column definitions) each layout is read from
-_FIELD_TYPES = {T.TINY: {1}, T.SHORT: {2}, T.INT24: {9}, T.LONG: {3}, T.LONGLONG: {8}, T.YEAR: {13},
-                T.FLOAT: {5}, T.DOUBLE: {5}, T.NEWDECIMAL: {0, 246}, T.BIT: {16}, T.DATE: {10, 14},
-                T.DATETIME2: {12}, T.TIMESTAMP2: {7}, T.TIME2: {11}}
+_FIELD_TYPES = {
+    T.TINY: {1},
+    T.SHORT: {2},
+    T.INT24: {9},
+    T.LONG: {3},
+    T.LONGLONG: {8},
+    T.YEAR: {13},
+    T.FLOAT: {5},
+    T.DOUBLE: {5},
+    T.NEWDECIMAL: {0, 246},
+    T.BIT: {16},
+    T.DATE: {10, 14},
+    T.DATETIME2: {12},
+    T.TIMESTAMP2: {7},
+    T.TIME2: {11},
+}
 _TEXT_FIELDS = {15, 245, 247, 248, 249, 250, 251, 252, 253, 254, 255}
 _DECIMALS = {T.NEWDECIMAL: lambda meta: meta & 0xFF, T.DATETIME2: int, T.TIMESTAMP2: int, T.TIME2: int}
 
@@ -106,7 +119,9 @@ def _datetime(col, arr, vstart, isnull, arrow_type):
     A zero date is NULL (epoch when NOT NULL) as in CDC; a zero TIMESTAMP is the binlog's 0 seconds.
     """
     year, month, day = _digits(arr, vstart, 4), _digits(arr, vstart + 5, 2), _digits(arr, vstart + 8, 2)
-    seconds = _digits(arr, vstart + 11, 2) * 3600 + _digits(arr, vstart + 14, 2) * 60 + _digits(arr, vstart + 17, 2)
+    seconds = (
+        _digits(arr, vstart + 11, 2) * 3600 + _digits(arr, vstart + 14, 2) * 60 + _digits(arr, vstart + 17, 2)
+    )
     zero = (month == 0) | (day == 0)
     days = _days_from_civil(np.where(zero, 1970, year), np.where(zero, 1, month), np.where(zero, 1, day))
     micros = days * _DAY_US + seconds * _US + _fraction_us(arr, vstart + 20, col.meta)
@@ -131,8 +146,9 @@ def _time(col, arr, vstart, lengths, isnull):
     micros = np.where(negative, -micros, micros)
     zeros = pa.array(np.zeros(len(vstart), np.int32))
     mask = None if isnull is None else pa.array(isnull)
-    return pa.StructArray.from_arrays([zeros, zeros, pa.array(micros, pa.int64())], fields=list(INTERVAL_ARROW),
-                                      mask=mask)
+    return pa.StructArray.from_arrays(
+        [zeros, zeros, pa.array(micros, pa.int64())], fields=list(INTERVAL_ARROW), mask=mask
+    )
 
 
 def _bits(col, arr, vstart, isnull, arrow_type):
@@ -143,8 +159,14 @@ def _bits(col, arr, vstart, isnull, arrow_type):
     return pa.array(values != 0 if pa.types.is_boolean(arrow_type) else values, arrow_type, mask=isnull)
 
 
-def decode_text_column(col: ColumnLayout, arr: np.ndarray, vstart: np.ndarray, lengths: np.ndarray,
-                       isnull: np.ndarray | None, arrow_type: pa.DataType) -> pa.Array:
+def decode_text_column(
+    col: ColumnLayout,
+    arr: np.ndarray,
+    vstart: np.ndarray,
+    lengths: np.ndarray,
+    isnull: np.ndarray | None,
+    arrow_type: pa.DataType,
+) -> pa.Array:
     """One column of text values as the Arrow array the binlog decoder gives for the same values."""
     code = col.type_code
     if code in _INTEGERS or code in (T.NEWDECIMAL, T.DOUBLE):
@@ -167,8 +189,9 @@ def decode_text_column(col: ColumnLayout, arr: np.ndarray, vstart: np.ndarray, l
     return values.cast(pa.large_string()).cast(arrow_type)
 
 
-def decode_text_rows(columns: tuple[ColumnLayout, ...], arrow_types: list[pa.DataType], buf: bytes,
-                     starts: np.ndarray) -> list[pa.Array]:
+def decode_text_rows(
+    columns: tuple[ColumnLayout, ...], arrow_types: list[pa.DataType], buf: bytes, starts: np.ndarray
+) -> list[pa.Array]:
     """Every column of the text rows starting at ``starts`` in ``buf`` (which ends with ``PAD``)."""
     arr = np.frombuffer(buf, np.uint8)
     pos = np.asarray(starts, np.int64)
@@ -178,4 +201,3 @@ def decode_text_rows(columns: tuple[ColumnLayout, ...], arrow_types: list[pa.Dat
         out.append(decode_text_column(col, arr, vstart, lengths, isnull, arrow_type))
         pos = vstart + lengths
     return out
-

@@ -205,10 +205,13 @@ def _fixed_binary(col, arr, vstart, lengths, isnull):
     """BINARY(n): the binlog drops trailing 0x00 bytes; pad back to n as SELECT returns them."""
     width = string_max_length(col)
     k = np.arange(width)
-    matrix = np.where(k < lengths[:, None], arr[np.minimum(vstart[:, None] + k, len(arr) - 1)], 0).astype(np.uint8)
+    matrix = np.where(k < lengths[:, None], arr[np.minimum(vstart[:, None] + k, len(arr) - 1)], 0).astype(
+        np.uint8
+    )
     offsets = (np.arange(len(vstart) + 1, dtype=np.int64) * width).astype(np.int32)
-    return pa.Array.from_buffers(pa.binary(), len(vstart),
-                                 [_validity(isnull), pa.py_buffer(offsets), pa.py_buffer(matrix.tobytes())])
+    return pa.Array.from_buffers(
+        pa.binary(), len(vstart), [_validity(isnull), pa.py_buffer(offsets), pa.py_buffer(matrix.tobytes())]
+    )
 
 
 def _strings(col, arr, vstart, lengths, isnull, arrow_type):
@@ -218,7 +221,9 @@ def _strings(col, arr, vstart, lengths, isnull, arrow_type):
         vstart, lengths = vstart + 4, np.maximum(lengths - 4, 0)
     binary, data = _binary_buffers(arr, vstart, lengths, isnull)
     if col.type_code == T.JSON:
-        return pa.array([None if v is None else mysql_json_to_text(v) for v in binary.to_pylist()], pa.string())
+        return pa.array(
+            [None if v is None else mysql_json_to_text(v) for v in binary.to_pylist()], pa.string()
+        )
     if pa.types.is_binary(arrow_type):
         return binary.cast(pa.binary())
     return _text(col, binary, data)
@@ -237,8 +242,15 @@ def _set(col, arr, vstart, isnull):
     return pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1), mask=isnull))
 
 
-def decode_value_column(col: ColumnLayout, arr: np.ndarray, vstart: np.ndarray, lengths: np.ndarray,
-                        isnull: np.ndarray | None, table: str, arrow_type: pa.DataType) -> pa.Array:
+def decode_value_column(
+    col: ColumnLayout,
+    arr: np.ndarray,
+    vstart: np.ndarray,
+    lengths: np.ndarray,
+    isnull: np.ndarray | None,
+    table: str,
+    arrow_type: pa.DataType,
+) -> pa.Array:
     """One column of ``len(vstart)`` row images as an Arrow array of ``arrow_type``."""
     code = col.type_code
     if code in (T.TINY, T.SHORT, T.INT24, T.LONG, T.LONGLONG):

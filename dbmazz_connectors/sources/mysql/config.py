@@ -15,9 +15,24 @@ from ...core.schema import split_qualified
 
 __all__ = ["MySqlConfig", "default_server_id", "LOOKAHEAD_SERVER_ID_OFFSET", "SNAPSHOT_METHODS", "SSL_MODES"]
 
-_KEYS = {"url", "pipeline", "tables", "server_id", "catch_up_window_seconds", "chunk_rows", "password",
-         "connect_timeout_seconds", "read_block_rows", "read_block_bytes", "snapshot_method", "lock_wait_seconds",
-         "ssl_mode", "ssl_ca", "ssl_cert", "ssl_key"}
+_KEYS = {
+    "url",
+    "pipeline",
+    "tables",
+    "server_id",
+    "catch_up_window_seconds",
+    "chunk_rows",
+    "password",
+    "connect_timeout_seconds",
+    "read_block_rows",
+    "read_block_bytes",
+    "snapshot_method",
+    "lock_wait_seconds",
+    "ssl_mode",
+    "ssl_ca",
+    "ssl_cert",
+    "ssl_key",
+}
 # MySQL client names: DISABLED plain TCP; PREFERRED (the default) TLS when the server offers it, unverified;
 # REQUIRED TLS or no connection (the server not verified); VERIFY_CA the server's certificate signed by ssl_ca;
 # VERIFY_IDENTITY also issued for the url's host
@@ -58,25 +73,37 @@ class MySqlConfig:
 
     def __post_init__(self) -> None:
         if self.snapshot_method not in SNAPSHOT_METHODS:
-            raise ConfigError(f"expected a snapshot_method in {list(SNAPSHOT_METHODS)}, got {self.snapshot_method!r}")
+            raise ConfigError(
+                f"expected a snapshot_method in {list(SNAPSHOT_METHODS)}, got {self.snapshot_method!r}"
+            )
         if self.read_block_rows < 1 or self.read_block_bytes < 1024 or self.lock_wait_seconds < 1:
-            raise ConfigError("expected read_block_rows >= 1, read_block_bytes >= 1024 and lock_wait_seconds >= 1, "
-                              f"got {self.read_block_rows}, {self.read_block_bytes}, {self.lock_wait_seconds}")
+            raise ConfigError(
+                "expected read_block_rows >= 1, read_block_bytes >= 1024 and lock_wait_seconds >= 1, "
+                f"got {self.read_block_rows}, {self.read_block_bytes}, {self.lock_wait_seconds}"
+            )
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> MySqlConfig:
         unknown = set(mapping) - _KEYS
         if unknown:
-            raise ConfigError(f"unknown mysql source option(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}")
+            raise ConfigError(
+                f"unknown mysql source option(s) {sorted(unknown)}; expected some of {sorted(_KEYS)}"
+            )
         url = mapping.get("url")
         if not url:
-            raise ConfigError("expected a mysql source 'url' like mysql://user:password@host:3306/db, got none")
+            raise ConfigError(
+                "expected a mysql source 'url' like mysql://user:password@host:3306/db, got none"
+            )
         try:
             parts = urlsplit(str(url))
             port = parts.port  # parsed here: a bad port is a ValueError
-        except ValueError as exc:  # the message names the bad part only, never the whole url (it may hold a password)
-            raise ConfigError(f"the mysql source url is not valid: {exc}",
-                              hint="expected mysql://user@host:3306/database, the password in password_env") from None
+        except (
+            ValueError
+        ) as exc:  # the message names the bad part only, never the whole url (it may hold a password)
+            raise ConfigError(
+                f"the mysql source url is not valid: {exc}",
+                hint="expected mysql://user@host:3306/database, the password in password_env",
+            ) from None
         if parts.scheme.split("+")[0].lower() not in ("mysql", "mariadb"):
             raise ConfigError(f"expected a mysql:// or mariadb:// url, got scheme {parts.scheme!r}")
         pipeline = str(mapping.get("pipeline") or "dbmazz")
@@ -88,7 +115,9 @@ class MySqlConfig:
                 raise ConfigError(str(exc)) from None
         server_id = int(mapping.get("server_id") or default_server_id(pipeline))
         if not 1 <= server_id < LOOKAHEAD_SERVER_ID_OFFSET:
-            raise ConfigError(f"expected a server_id between 1 and {LOOKAHEAD_SERVER_ID_OFFSET - 1}, got {server_id}")
+            raise ConfigError(
+                f"expected a server_id between 1 and {LOOKAHEAD_SERVER_ID_OFFSET - 1}, got {server_id}"
+            )
         password = mapping.get("password") or (unquote(parts.password) if parts.password else None)
         tls = _tls_options(parts.query, mapping)
         return cls(
@@ -118,8 +147,15 @@ class MySqlConfig:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """pymysql.connect keyword arguments (the password included: never log them)."""
-        kwargs = {"host": self.host, "port": self.port, "user": self.user, "password": self.password or "",
-                  "charset": "utf8mb4", "autocommit": True, "connect_timeout": self.connect_timeout_seconds}
+        kwargs = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password or "",
+            "charset": "utf8mb4",
+            "autocommit": True,
+            "connect_timeout": self.connect_timeout_seconds,
+        }
         context = self.ssl_context()
         if context is not None:
             kwargs["ssl"] = context
@@ -154,14 +190,24 @@ def _tls_options(query: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
     found.update({k: str(mapping[k]) for k in _TLS_KEYS if mapping.get(k) is not None})
     mode = found.get("ssl_mode", "VERIFY_IDENTITY" if found.get("ssl_ca") else "PREFERRED").upper()
     if mode not in SSL_MODES:
-        raise ConfigError(f"expected ssl_mode to be one of {', '.join(SSL_MODES)}, got {found['ssl_mode']!r}",
-                          hint="VERIFY_IDENTITY checks the server's certificate (with ssl_ca) and its host name")
+        raise ConfigError(
+            f"expected ssl_mode to be one of {', '.join(SSL_MODES)}, got {found['ssl_mode']!r}",
+            hint="VERIFY_IDENTITY checks the server's certificate (with ssl_ca) and its host name",
+        )
     if mode in ("VERIFY_CA", "VERIFY_IDENTITY") and not found.get("ssl_ca"):
-        raise ConfigError(f"ssl_mode {mode} needs ssl_ca, the CA certificate the server is verified with",
-                          hint="set ssl_ca: /path/to/ca.pem")
+        raise ConfigError(
+            f"ssl_mode {mode} needs ssl_ca, the CA certificate the server is verified with",
+            hint="set ssl_ca: /path/to/ca.pem",
+        )
     for key in ("ssl_ca", "ssl_cert", "ssl_key"):
         if found.get(key) and not os.path.isfile(found[key]):
-            raise ConfigError(f"{key} {found[key]} is not a readable file",
-                              hint=f"give {key} the path of a PEM file on the machine that runs dbmazz")
-    return {"ssl_mode": mode, "ssl_ca": found.get("ssl_ca"), "ssl_cert": found.get("ssl_cert"),
-            "ssl_key": found.get("ssl_key")}
+            raise ConfigError(
+                f"{key} {found[key]} is not a readable file",
+                hint=f"give {key} the path of a PEM file on the machine that runs dbmazz",
+            )
+    return {
+        "ssl_mode": mode,
+        "ssl_ca": found.get("ssl_ca"),
+        "ssl_cert": found.get("ssl_cert"),
+        "ssl_key": found.get("ssl_key"),
+    }

@@ -38,28 +38,44 @@ def _variables(conn: pymysql.Connection) -> dict[str, str]:
         cur.execute(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image',"
             " 'binlog_row_metadata', 'binlog_expire_logs_seconds', 'expire_logs_days', 'server_id', 'gtid_mode',"
-            " 'gtid_strict_mode', 'log_bin_compress', 'binlog_transaction_compression')")
+            " 'gtid_strict_mode', 'log_bin_compress', 'binlog_transaction_compression')"
+        )
         return {name.lower(): str(value) for name, value in cur.fetchall()}
 
 
 def _binlog_settings(v: dict[str, str]) -> list[Problem]:
     problems = []
     if v.get("log_bin", "OFF").upper() != "ON":
-        problems.append(Problem("log_bin", "expected the binary log on, found log_bin=OFF",
-                                "start the server with log_bin=mysql-bin (needs a restart)"))
+        problems.append(
+            Problem(
+                "log_bin",
+                "expected the binary log on, found log_bin=OFF",
+                "start the server with log_bin=mysql-bin (needs a restart)",
+            )
+        )
     wanted = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
     for name, value in wanted.items():
         found = v.get(name)
         if found is None and name == "binlog_row_metadata":
             continue  # older servers: names come from information_schema (see README)
         if (found or "").upper() != value:
-            problems.append(Problem(name, f"expected {name}={value}, found {found}", _SET.format(name=name, value=f"'{value}'")))
+            problems.append(
+                Problem(
+                    name,
+                    f"expected {name}={value}, found {found}",
+                    _SET.format(name=name, value=f"'{value}'"),
+                )
+            )
     # MariaDB's log_bin_compress is decoded; MySQL 8's transaction payloads are not
     if v.get("binlog_transaction_compression", "OFF").upper() == "ON":
-        problems.append(Problem("binlog_transaction_compression",
-                                "expected binlog_transaction_compression=OFF (MySQL's compressed transaction payloads "
-                                "are not decoded), found ON",
-                                _SET.format(name="binlog_transaction_compression", value="OFF")))
+        problems.append(
+            Problem(
+                "binlog_transaction_compression",
+                "expected binlog_transaction_compression=OFF (MySQL's compressed transaction payloads "
+                "are not decoded), found ON",
+                _SET.format(name="binlog_transaction_compression", value="OFF"),
+            )
+        )
     return problems
 
 
@@ -68,18 +84,28 @@ def _retention(v: dict[str, str], window: int) -> list[Problem]:
     if not seconds:
         seconds = int(float(v.get("expire_logs_days") or 0) * 86_400)
     if seconds and seconds < window:
-        return [Problem("binlog_retention",
-                        f"expected binlogs kept at least the catch-up window ({window}s), found {seconds}s: a "
-                        "pipeline stopped longer than that must re-snapshot",
-                        _SET.format(name="binlog_expire_logs_seconds", value=str(window)))]
+        return [
+            Problem(
+                "binlog_retention",
+                f"expected binlogs kept at least the catch-up window ({window}s), found {seconds}s: a "
+                "pipeline stopped longer than that must re-snapshot",
+                _SET.format(name="binlog_expire_logs_seconds", value=str(window)),
+            )
+        ]
     return []
 
 
 def _server_id(conn: pymysql.Connection, v: dict[str, str], config: MySqlConfig) -> list[Problem]:
     problems = []
     if str(config.server_id) == v.get("server_id"):
-        problems.append(Problem("server_id", f"expected a reader server_id different from the server's own "
-                                f"({v.get('server_id')}), found the same", "set the source option server_id"))
+        problems.append(
+            Problem(
+                "server_id",
+                f"expected a reader server_id different from the server's own "
+                f"({v.get('server_id')}), found the same",
+                "set the source option server_id",
+            )
+        )
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW SLAVE HOSTS")
@@ -87,8 +113,13 @@ def _server_id(conn: pymysql.Connection, v: dict[str, str], config: MySqlConfig)
     except pymysql.err.MySQLError:
         ids = set()  # needs REPLICATION MASTER ADMIN; the reader id is derived from the pipeline name anyway
     if config.server_id in ids:
-        problems.append(Problem("server_id", f"expected a unique reader server_id, found replica {config.server_id} "
-                                "registered", "set the source option server_id to an unused number"))
+        problems.append(
+            Problem(
+                "server_id",
+                f"expected a unique reader server_id, found replica {config.server_id} registered",
+                "set the source option server_id to an unused number",
+            )
+        )
     return problems
 
 
@@ -98,12 +129,20 @@ def _grants(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
         grants = " ".join(r[0] for r in cur.fetchall()).upper()
     if "ALL PRIVILEGES ON *.*" in grants:
         return []
-    needed = {"REPLICATION SLAVE": ("REPLICATION SLAVE",),
-              "REPLICATION CLIENT": ("REPLICATION CLIENT", "BINLOG MONITOR", "SUPER")}
+    needed = {
+        "REPLICATION SLAVE": ("REPLICATION SLAVE",),
+        "REPLICATION CLIENT": ("REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"),
+    }
     who = _account(conn, config)
-    return [Problem("privileges", f"expected the {name} privilege for {config.user}, found none",
-                    f"GRANT {name} ON *.* TO {who}") for name, names in needed.items()
-            if not any(n in grants for n in names)]
+    return [
+        Problem(
+            "privileges",
+            f"expected the {name} privilege for {config.user}, found none",
+            f"GRANT {name} ON *.* TO {who}",
+        )
+        for name, names in needed.items()
+        if not any(n in grants for n in names)
+    ]
 
 
 def _snapshot_grants(conn: pymysql.Connection, config: MySqlConfig, mariadb: bool) -> list[Problem]:
@@ -117,10 +156,17 @@ def _snapshot_grants(conn: pymysql.Connection, config: MySqlConfig, mariadb: boo
     for database in sorted({t.split(".", 1)[0] for t in config.tables}):
         escaped = database.replace("_", "\\_")  # SHOW GRANTS keeps a grant's LIKE escapes (t\_db)
         scopes = ("ON *.*", f"ON {quote(database).upper()}.*", f"ON {quote(escaped).upper()}.*")
-        if not any(("LOCK TABLES" in g or "ALL PRIVILEGES" in g) and any(s in g for s in scopes) for g in grants):
-            problems.append(Problem("privileges", f"expected the LOCK TABLES privilege on {database} for {config.user} "
-                                    "(consistent snapshots on MySQL), found none",
-                                    f"GRANT LOCK TABLES ON {quote(database)}.* TO {_account(conn, config)}"))
+        if not any(
+            ("LOCK TABLES" in g or "ALL PRIVILEGES" in g) and any(s in g for s in scopes) for g in grants
+        ):
+            problems.append(
+                Problem(
+                    "privileges",
+                    f"expected the LOCK TABLES privilege on {database} for {config.user} "
+                    "(consistent snapshots on MySQL), found none",
+                    f"GRANT LOCK TABLES ON {quote(database)}.* TO {_account(conn, config)}",
+                )
+            )
     return problems
 
 
@@ -130,9 +176,14 @@ def _tables(conn: pymysql.Connection, config: MySqlConfig) -> list[Problem]:
     for table in config.tables:
         database = table.split(".", 1)[0]
         if table not in infos:
-            problems.append(Problem("tables", f"expected table {table} to exist and be readable by {config.user}, "
-                                    "found none (create it if it does not exist)",
-                                    f"GRANT SELECT ON {quote(database)}.* TO {_account(conn, config)}"))
+            problems.append(
+                Problem(
+                    "tables",
+                    f"expected table {table} to exist and be readable by {config.user}, "
+                    "found none (create it if it does not exist)",
+                    f"GRANT SELECT ON {quote(database)}.* TO {_account(conn, config)}",
+                )
+            )
             continue
         try:
             schema_from_info(infos[table])
@@ -152,12 +203,17 @@ def _primary_key_fix(conn: pymysql.Connection, table: str) -> str:
             "SELECT s.INDEX_NAME, s.COLUMN_NAME, s.SUB_PART, c.IS_NULLABLE FROM information_schema.STATISTICS s "
             "LEFT JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
             "AND c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0 "
-            "ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX", (database, name))
+            "ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX",
+            (database, name),
+        )
         indexes: dict[str, list] = {}
         for index, column, sub_part, nullable in cur.fetchall():
             indexes.setdefault(index, []).append((column, sub_part, nullable))
-    usable = [[c for c, _, _ in cols] for _, cols in sorted(indexes.items())
-              if all(c is not None and sub is None and nullable == "NO" for c, sub, nullable in cols)]
+    usable = [
+        [c for c, _, _ in cols]
+        for _, cols in sorted(indexes.items())
+        if all(c is not None and sub is None and nullable == "NO" for c, sub, nullable in cols)
+    ]
     if not usable:
         return MissingPrimaryKeyError.remove_hint(table)
     columns = ", ".join(quote(c) for c in min(usable, key=len))
@@ -171,6 +227,11 @@ def run_preflight(conn: pymysql.Connection, config: MySqlConfig, mariadb: bool) 
     problems += _server_id(conn, v, config) + _grants(conn, config) + _tables(conn, config)
     problems += _snapshot_grants(conn, config, mariadb)
     if not mariadb and v.get("gtid_mode", "OFF").upper() not in ("ON", "OFF"):
-        problems.append(Problem("gtid_mode", f"expected gtid_mode ON or OFF, found {v.get('gtid_mode')} (a transition)",
-                                "finish the GTID migration: SET GLOBAL gtid_mode = ON"))
+        problems.append(
+            Problem(
+                "gtid_mode",
+                f"expected gtid_mode ON or OFF, found {v.get('gtid_mode')} (a transition)",
+                "finish the GTID migration: SET GLOBAL gtid_mode = ON",
+            )
+        )
     return problems

@@ -54,10 +54,13 @@ from .position import BinlogPosition
 
 __all__ = ["SnapshotReader", "SnapshotTable", "SESSION_SQL", "translate", "lock_tables_grant", "select_grant"]
 
-SESSION_SQL = ("SET SESSION time_zone = '+00:00', sql_mode = '', net_write_timeout = 3600, "
-               "net_read_timeout = 3600")
-_START = ("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-          "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+SESSION_SQL = (
+    "SET SESSION time_zone = '+00:00', sql_mode = '', net_write_timeout = 3600, net_read_timeout = 3600"
+)
+_START = (
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+)
 _DONE = object()
 # connection lost or killed, server shutting down, lock wait timeout, deadlock, table rebuilt under the snapshot
 _TRANSIENT = frozenset({2003, 2006, 2013, 1053, 1205, 1213, 1317, 1412, 1927})
@@ -75,8 +78,10 @@ class SnapshotTable:
         """Refuse a result whose columns are not the layouts read before (the table was altered meanwhile)."""
         problem = field_mismatch(self.info.columns, fields)
         if problem:
-            raise TransientError(f"the snapshot of {self.schema.qualified_name} found the table altered since its "
-                                 f"layout was read ({problem}); retry the batch")
+            raise TransientError(
+                f"the snapshot of {self.schema.qualified_name} found the table altered since its "
+                f"layout was read ({problem}); retry the batch"
+            )
 
     def statement(self, chunk: SnapshotChunk, literal: Callable) -> str:
         """The SELECT of one chunk (bounds as literals made by ``literal``, the connection's escaping)."""
@@ -90,10 +95,15 @@ def translate(exc: pymysql.err.MySQLError, table: str | None, grant: str) -> Exc
     code = exc.args[0] if exc.args else None
     text = redact(str(exc.args[-1] if exc.args else exc))
     if code == 1146 and table:
-        return TableChangedError(table, "no longer exists in the source",
-                                 "remove it from the pipeline's tables, or re-create it and re-sync it")
+        return TableChangedError(
+            table,
+            "no longer exists in the source",
+            "remove it from the pipeline's tables, or re-create it and re-sync it",
+        )
     if code in _TRANSIENT:
-        return TransientError(f"the snapshot read{f' of {table}' if table else ''} failed and may be retried: {text}")
+        return TransientError(
+            f"the snapshot read{f' of {table}' if table else ''} failed and may be retried: {text}"
+        )
     if code in _DENIED:
         return ConfigError(f"the server refused the snapshot: {text}", hint=grant)
     return SourceError(f"the snapshot read{f' of {table}' if table else ''} failed: {text}")
@@ -102,8 +112,13 @@ def translate(exc: pymysql.err.MySQLError, table: str | None, grant: str) -> Exc
 class SnapshotReader:
     """Reads chunks through up to ``parallelism`` consistent-snapshot transactions (see the module docstring)."""
 
-    def __init__(self, open_conn: Callable[[], pymysql.Connection], tables: dict[str, SnapshotTable],
-                 config: MySqlConfig, mariadb: bool) -> None:
+    def __init__(
+        self,
+        open_conn: Callable[[], pymysql.Connection],
+        tables: dict[str, SnapshotTable],
+        config: MySqlConfig,
+        mariadb: bool,
+    ) -> None:
         self._open = open_conn
         self._tables = tables
         self._config = config
@@ -122,8 +137,15 @@ class SnapshotReader:
         out: queue.Queue = queue.Queue(maxsize=2 * parallelism)
         stop = threading.Event()
         workers = min(parallelism, len(chunks))
-        threads = [threading.Thread(target=self._work, name=f"dbmazz-mysql-snapshot-{i}", daemon=True,
-                                    args=(tables, todo, out, stop)) for i in range(workers)]
+        threads = [
+            threading.Thread(
+                target=self._work,
+                name=f"dbmazz-mysql-snapshot-{i}",
+                daemon=True,
+                args=(tables, todo, out, stop),
+            )
+            for i in range(workers)
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -149,10 +171,14 @@ class SnapshotReader:
                 cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
                 status = {str(name).lower(): value for name, value in cur.fetchall()}
             if "binlog_snapshot_position" not in status:
-                raise ConfigError("this server does not report the binlog position of a consistent snapshot "
-                                  "(binlog_snapshot_file/position are MariaDB's)",
-                                  hint=f"set the source's snapshot_method to lock_tables; {self._lock_hint}")
-            return BinlogPosition(str(status["binlog_snapshot_file"]), int(status["binlog_snapshot_position"]))
+                raise ConfigError(
+                    "this server does not report the binlog position of a consistent snapshot "
+                    "(binlog_snapshot_file/position are MariaDB's)",
+                    hint=f"set the source's snapshot_method to lock_tables; {self._lock_hint}",
+                )
+            return BinlogPosition(
+                str(status["binlog_snapshot_file"]), int(status["binlog_snapshot_position"])
+            )
         locker = self._open()
         try:
             _run(locker, f"SET SESSION lock_wait_timeout = {int(self._config.lock_wait_seconds)}")
@@ -191,21 +217,29 @@ class SnapshotReader:
             if conn is not None:
                 conn.close()
 
-    def _read_chunk(self, conn: pymysql.Connection, chunk: SnapshotChunk, version: int,
-                    commit_ts_us: int) -> Iterator[Rows]:
+    def _read_chunk(
+        self, conn: pymysql.Connection, chunk: SnapshotChunk, version: int, commit_ts_us: int
+    ) -> Iterator[Rows]:
         table = self._tables[chunk.table]
         schema = table.schema
         arrow_types = [c.type.to_arrow() for c in schema.columns]
         try:
-            for buf, starts in fetch_blocks(conn, table.statement(chunk, conn.escape), self._config.read_block_rows,
-                                            self._config.read_block_bytes, table.check_fields):
+            for buf, starts in fetch_blocks(
+                conn,
+                table.statement(chunk, conn.escape),
+                self._config.read_block_rows,
+                self._config.read_block_bytes,
+                table.check_fields,
+            ):
                 columns = decode_text_rows(table.info.columns, arrow_types, buf, starts)
                 yield Rows(schema, _with_meta(schema, columns, len(starts), version, commit_ts_us))
         except pymysql.err.MySQLError as exc:
             raise translate(exc, chunk.table, self._select_hint) from None
 
 
-def _with_meta(schema: TableSchema, columns: list[pa.Array], n: int, version: int, commit_ts_us: int) -> pa.Table:
+def _with_meta(
+    schema: TableSchema, columns: list[pa.Array], n: int, version: int, commit_ts_us: int
+) -> pa.Table:
     """Snapshot rows: inserts at the snapshot's version, committed "now", no unknown columns."""
     meta = [
         pa.array(np.zeros(n, np.int8), pa.int8()),

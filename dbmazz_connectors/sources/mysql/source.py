@@ -75,28 +75,45 @@ class MySqlSource:
             code = exc.args[0] if exc.args else None
             text = redact(str(exc.args[-1]))
             if code in (1045, 1044, 1049):
-                plain = self.config.ssl_mode == "DISABLED"  # MariaDB's require_secure_transport says "Access denied"
-                raise ConfigError(f"mysql refused {where}: {text}", hint="check the url's user, password and "
-                                  "database" + (", and TLS: a server with require_secure_transport = ON refuses a "
-                                                "connection without it (ssl_mode: VERIFY_IDENTITY, ssl_ca)"
-                                                if plain else "")) from None
+                plain = (
+                    self.config.ssl_mode == "DISABLED"
+                )  # MariaDB's require_secure_transport says "Access denied"
+                raise ConfigError(
+                    f"mysql refused {where}: {text}",
+                    hint="check the url's user, password and "
+                    "database"
+                    + (
+                        ", and TLS: a server with require_secure_transport = ON refuses a "
+                        "connection without it (ssl_mode: VERIFY_IDENTITY, ssl_ca)"
+                        if plain
+                        else ""
+                    ),
+                ) from None
             if caused_by(exc, ssl.SSLError):  # the handshake or the certificate's verification failed
-                raise ConfigError(f"cannot connect to mysql at {where} over TLS: {text}",
-                                  hint="check ssl_ca (the CA that signed the server's certificate) and that the host "
-                                  "in the url is a name the certificate carries (ssl_mode VERIFY_IDENTITY)") from None
+                raise ConfigError(
+                    f"cannot connect to mysql at {where} over TLS: {text}",
+                    hint="check ssl_ca (the CA that signed the server's certificate) and that the host "
+                    "in the url is a name the certificate carries (ssl_mode VERIFY_IDENTITY)",
+                ) from None
             if code == 2026 and "doesn't support" in text:  # pymysql >= 2: TLS required, none offered
-                raise ConfigError(f"mysql at {where} does not offer TLS (ssl_mode {self.config.ssl_mode})",
-                                  hint="configure ssl_cert/ssl_key on the server (have_ssl = YES), or set ssl_mode: "
-                                  "PREFERRED to connect in clear") from None
+                raise ConfigError(
+                    f"mysql at {where} does not offer TLS (ssl_mode {self.config.ssl_mode})",
+                    hint="configure ssl_cert/ssl_key on the server (have_ssl = YES), or set ssl_mode: "
+                    "PREFERRED to connect in clear",
+                ) from None
             if code == 3159 or "secure transport" in text:  # require_secure_transport, and no TLS asked for
-                raise ConfigError(f"mysql refused {where}: {text}",
-                                  hint="the server requires TLS: set ssl_mode: VERIFY_IDENTITY and ssl_ca") from None
+                raise ConfigError(
+                    f"mysql refused {where}: {text}",
+                    hint="the server requires TLS: set ssl_mode: VERIFY_IDENTITY and ssl_ca",
+                ) from None
             raise TransientError(f"cannot reach mysql at {where}: {text}") from None
         if self.config.tls_required and not isinstance(getattr(conn, "_sock", None), ssl.SSLSocket):
             conn.close()
-            raise ConfigError(f"mysql at {where} does not offer TLS (ssl_mode {self.config.ssl_mode})",
-                              hint="configure ssl_cert/ssl_key on the server (have_ssl = YES), or set ssl_mode: "
-                              "PREFERRED to connect in clear")
+            raise ConfigError(
+                f"mysql at {where} does not offer TLS (ssl_mode {self.config.ssl_mode})",
+                hint="configure ssl_cert/ssl_key on the server (have_ssl = YES), or set ssl_mode: "
+                "PREFERRED to connect in clear",
+            )
         return conn
 
     def connect(self) -> None:
@@ -128,7 +145,9 @@ class MySqlSource:
                 raise
             self._conn = None  # never reused
             where = f"{self.config.host}:{self.config.port}"
-            raise TransientError(f"lost the connection to mysql at {where}: {redact(str(exc.args[-1]))}") from None
+            raise TransientError(
+                f"lost the connection to mysql at {where}: {redact(str(exc.args[-1]))}"
+            ) from None
 
     def _query_one(self, sql: str) -> tuple:
         with self.conn.cursor() as cur:
@@ -152,8 +171,10 @@ class MySqlSource:
             infos = load_table_info(self.conn, self.config.tables)
         missing = [t for t in self.config.tables if t not in infos]
         if missing:
-            raise ConfigError(f"expected the tables {missing} to exist, found none of that name",
-                              hint="create them or remove them from the pipeline's tables")
+            raise ConfigError(
+                f"expected the tables {missing} to exist, found none of that name",
+                hint="create them or remove them from the pipeline's tables",
+            )
         return {name: schema_from_info(info) for name, info in infos.items()}
 
     def current_position(self) -> BinlogPosition:
@@ -187,8 +208,16 @@ class MySqlSource:
         self._check_not_purged(start)
         infos: dict = dict.fromkeys(self.config.tables)
         infos.update(load_table_info(self.conn, self.config.tables))
-        reader = RangeReader(self._open, infos, self.config.server_id, self._checksum, self.config.chunk_rows,
-                             self._find_commit, self.mariadb, self._resync_floors)
+        reader = RangeReader(
+            self._open,
+            infos,
+            self.config.server_id,
+            self._checksum,
+            self.config.chunk_rows,
+            self._find_commit,
+            self.mariadb,
+            self._resync_floors,
+        )
         try:
             yield from reader.read(start, end)
         except DumpError as exc:
@@ -220,7 +249,9 @@ class MySqlSource:
     def read_snapshot(self, chunks: Sequence[SnapshotChunk], parallelism: int) -> Iterator[Rows]:
         """The chunks' rows as inserts, read in up to ``parallelism`` consistent-snapshot transactions."""
         tables = self._snapshot_tables(sorted({c.table for c in chunks}))
-        yield from SnapshotReader(self._open_text, tables, self.config, self.mariadb).read(chunks, parallelism)
+        yield from SnapshotReader(self._open_text, tables, self.config, self.mariadb).read(
+            chunks, parallelism
+        )
 
     def _open_text(self) -> pymysql.Connection:
         conn = self._open(conv=_TEXT_CONVERSIONS)
@@ -232,14 +263,19 @@ class MySqlSource:
         """Schemas and layouts of tables of this pipeline that a snapshot can read (primary key, InnoDB)."""
         unknown = [t for t in tables if t not in self.config.tables]
         if unknown:
-            raise SourceError(f"expected tables of this pipeline, got {unknown}",
-                              hint=f"the pipeline replicates {', '.join(self.config.tables)}")
+            raise SourceError(
+                f"expected tables of this pipeline, got {unknown}",
+                hint=f"the pipeline replicates {', '.join(self.config.tables)}",
+            )
         infos = load_table_info(self.conn, tables)
         out = {}
         for table in tables:
             if table not in infos:
-                raise TableChangedError(table, "no longer exists in the source",
-                                        "remove it from the pipeline's tables, or re-create it and re-sync it")
+                raise TableChangedError(
+                    table,
+                    "no longer exists in the source",
+                    "remove it from the pipeline's tables, or re-create it and re-sync it",
+                )
             out[table] = SnapshotTable(schema_from_info(infos[table]), infos[table])  # MissingPrimaryKeyError
         self._require_transactional(tables)
         return out
@@ -248,13 +284,18 @@ class MySqlSource:
         with self.conn.cursor() as cur:
             for table in tables:
                 database, name = table.split(".", 1)
-                cur.execute("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                            (database, name))
+                cur.execute(
+                    "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                    (database, name),
+                )
                 row = cur.fetchone()
                 engine = str(row[0] if row else "").lower()
                 if engine not in _TRANSACTIONAL_ENGINES:
-                    raise SourceError(f"a consistent snapshot of {table} needs a transactional table, found engine "
-                                      f"{engine or 'none'}", hint=f"ALTER TABLE {table} ENGINE = InnoDB")
+                    raise SourceError(
+                        f"a consistent snapshot of {table} needs a transactional table, found engine "
+                        f"{engine or 'none'}",
+                        hint=f"ALTER TABLE {table} ENGINE = InnoDB",
+                    )
 
     def _check_not_purged(self, start: BinlogPosition) -> None:
         files = self.binlog_files()
@@ -269,7 +310,9 @@ class MySqlSource:
             for event in dump_events(conn, file, offset, server_id, self._checksum):
                 if event.type == E.ROTATE:
                     file = event.body[8:].decode()
-                elif event.type == E.XID or (event.type in (E.QUERY, E.QUERY_COMPRESSED) and _is_commit(event)):
+                elif event.type == E.XID or (
+                    event.type in (E.QUERY, E.QUERY_COMPRESSED) and _is_commit(event)
+                ):
                     return BinlogPosition(file, event.log_pos).version, event.timestamp * 1_000_000
         finally:
             conn.close()

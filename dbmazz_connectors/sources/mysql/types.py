@@ -61,13 +61,24 @@ NUMERIC_TYPES = frozenset({T.TINY, T.SHORT, T.INT24, T.LONG, T.LONGLONG, T.FLOAT
 CHARACTER_TYPES = frozenset({T.STRING, T.VAR_STRING, T.VARCHAR, T.BLOB})
 _DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 _INT_WIDTH = {T.TINY: 1, T.SHORT: 2, T.INT24: 3, T.LONG: 4, T.LONGLONG: 8}
-_INT_NAMES = {T.TINY: "tinyint", T.SHORT: "smallint", T.INT24: "mediumint", T.LONG: "int", T.LONGLONG: "bigint"}
+_INT_NAMES = {
+    T.TINY: "tinyint",
+    T.SHORT: "smallint",
+    T.INT24: "mediumint",
+    T.LONG: "int",
+    T.LONGLONG: "bigint",
+}
 _INT_LOGICAL = {
-    (T.TINY, False): Kind.INT8, (T.TINY, True): Kind.INT16,
-    (T.SHORT, False): Kind.INT16, (T.SHORT, True): Kind.INT32,
-    (T.INT24, False): Kind.INT32, (T.INT24, True): Kind.INT32,
-    (T.LONG, False): Kind.INT32, (T.LONG, True): Kind.INT64,
-    (T.LONGLONG, False): Kind.INT64, (T.LONGLONG, True): Kind.UINT64,
+    (T.TINY, False): Kind.INT8,
+    (T.TINY, True): Kind.INT16,
+    (T.SHORT, False): Kind.INT16,
+    (T.SHORT, True): Kind.INT32,
+    (T.INT24, False): Kind.INT32,
+    (T.INT24, True): Kind.INT32,
+    (T.LONG, False): Kind.INT32,
+    (T.LONG, True): Kind.INT64,
+    (T.LONGLONG, False): Kind.INT64,
+    (T.LONGLONG, True): Kind.UINT64,
 }
 _BLOB_NAMES = {1: "tiny", 2: "", 3: "medium", 4: "long"}
 
@@ -147,8 +158,16 @@ def native_name(col: ColumnLayout) -> str:
         return _INT_NAMES[code] + (" unsigned" if col.unsigned else "")
     if code == T.NEWDECIMAL:
         return f"decimal({meta >> 8},{meta & 0xFF})"
-    named = {T.FLOAT: "float", T.DOUBLE: "double", T.YEAR: "year", T.DATE: "date", T.ENUM: "enum", T.SET: "set",
-             T.GEOMETRY: "geometry", T.JSON: "json"}
+    named = {
+        T.FLOAT: "float",
+        T.DOUBLE: "double",
+        T.YEAR: "year",
+        T.DATE: "date",
+        T.ENUM: "enum",
+        T.SET: "set",
+        T.GEOMETRY: "geometry",
+        T.JSON: "json",
+    }
     if code in named:
         return named[code]
     if code == T.BIT:
@@ -181,9 +200,18 @@ def logical_type(col: ColumnLayout, table: str) -> LogicalType:
     code, meta = col.type_code, col.meta
     if code in _INT_WIDTH:
         return LogicalType.of(_INT_LOGICAL[(code, col.unsigned)])
-    simple = {T.FLOAT: Kind.FLOAT32, T.DOUBLE: Kind.FLOAT64, T.YEAR: Kind.INT16, T.DATE: Kind.DATE,
-              T.DATETIME2: Kind.TIMESTAMP, T.TIMESTAMP2: Kind.TIMESTAMPTZ, T.TIME2: Kind.INTERVAL,
-              T.GEOMETRY: Kind.BINARY, T.JSON: Kind.JSON, T.SET: Kind.STRING}
+    simple = {
+        T.FLOAT: Kind.FLOAT32,
+        T.DOUBLE: Kind.FLOAT64,
+        T.YEAR: Kind.INT16,
+        T.DATE: Kind.DATE,
+        T.DATETIME2: Kind.TIMESTAMP,
+        T.TIMESTAMP2: Kind.TIMESTAMPTZ,
+        T.TIME2: Kind.INTERVAL,
+        T.GEOMETRY: Kind.BINARY,
+        T.JSON: Kind.JSON,
+        T.SET: Kind.STRING,
+    }
     if code in simple:
         return LogicalType.of(simple[code])
     if code == T.NEWDECIMAL:

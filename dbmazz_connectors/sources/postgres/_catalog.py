@@ -77,7 +77,9 @@ class Catalog:
             if row is None:
                 self._types[oid] = PgType(oid, f"oid {oid}", "?", "?", 0, 0, -1)
             else:
-                self._types[oid] = PgType(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(row[7]))
+                self._types[oid] = PgType(
+                    row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(row[7])
+                )
         return self._types[oid]
 
     def table(self, qualified: str) -> TableInfo | None:
@@ -85,8 +87,17 @@ class Catalog:
         if row is None:
             return None
         oid, owner, replident, names, oids, typmods, pk, generated, kind, defaulted = row
-        return TableInfo(qualified, oid, owner, replident, tuple(zip(names, oids, typmods, strict=True)), tuple(pk),
-                         tuple(generated), kind, tuple(defaulted))
+        return TableInfo(
+            qualified,
+            oid,
+            owner,
+            replident,
+            tuple(zip(names, oids, typmods, strict=True)),
+            tuple(pk),
+            tuple(generated),
+            kind,
+            tuple(defaulted),
+        )
 
     def schema_of(self, info: TableInfo) -> TableSchema:
         """The table's schema now; raises MissingPrimaryKeyError / UnmappableTypeError."""
@@ -94,23 +105,32 @@ class Catalog:
             raise MissingPrimaryKeyError(info.qualified_name)
         return self._schema(info.qualified_name, info.columns, info.primary_key)[0]
 
-    def _schema(self, qualified: str, columns, primary_key: tuple[str, ...]) -> tuple[TableSchema, tuple[int, ...]]:
+    def _schema(
+        self, qualified: str, columns, primary_key: tuple[str, ...]
+    ) -> tuple[TableSchema, tuple[int, ...]]:
         """The schema of the columns that reach the sinks, and their positions among ``columns``."""
         schema, name = split_table(qualified)
         selection = self._selection(qualified)
         excluded_keys = sorted(selection.exclude & set(primary_key))
         if excluded_keys:
-            raise ConfigError(f"columns of {qualified}: primary key column(s) {', '.join(excluded_keys)} "
-                              "cannot be excluded", hint="remove them from 'exclude'")
+            raise ConfigError(
+                f"columns of {qualified}: primary key column(s) {', '.join(excluded_keys)} "
+                "cannot be excluded",
+                hint="remove them from 'exclude'",
+            )
         built, kept = [], []
         for position, (column, oid, typmod) in enumerate(columns):
             if column in selection.exclude:
                 continue
-            built.append(self._column(qualified, column, oid, typmod, primary_key, column in selection.as_text))
+            built.append(
+                self._column(qualified, column, oid, typmod, primary_key, column in selection.as_text)
+            )
             kept.append(position)
         return TableSchema(schema, name, tuple(built), primary_key), tuple(kept)
 
-    def _column(self, qualified: str, column: str, oid: int, typmod: int, primary_key, as_text: bool) -> Column:
+    def _column(
+        self, qualified: str, column: str, oid: int, typmod: int, primary_key, as_text: bool
+    ) -> Column:
         if as_text:
             ltype = LogicalType.of(Kind.STRING)
         else:

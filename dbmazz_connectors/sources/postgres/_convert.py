@@ -62,7 +62,11 @@ def convert_column(values: pa.Array, ltype: LogicalType, table: str, column: str
 def _temporal(text: pa.Array, ltype: LogicalType, table: str, column: str) -> pa.Array:
     target = ltype.to_arrow()
     is_date = ltype.kind is Kind.DATE
-    pos, neg = (DATE_POS_INFINITY, DATE_NEG_INFINITY) if is_date else (TIMESTAMP_POS_INFINITY, TIMESTAMP_NEG_INFINITY)
+    pos, neg = (
+        (DATE_POS_INFINITY, DATE_NEG_INFINITY)
+        if is_date
+        else (TIMESTAMP_POS_INFINITY, TIMESTAMP_NEG_INFINITY)
+    )
     storage = pa.int32() if is_date else pa.int64()
     plus = pc.equal(text, "infinity")
     minus = pc.equal(text, "-infinity")
@@ -72,7 +76,9 @@ def _temporal(text: pa.Array, ltype: LogicalType, table: str, column: str) -> pa
     except pa.ArrowInvalid:
         values = [_parse_temporal(v, is_date) for v in finite.to_pylist()]
         parsed = pa.array(_within(values, pos - 1, table, column) if not is_date else values, storage)
-    if not is_date and pc.max(parsed).as_py() == pos:  # 294247-01-10 04:00:54.775807 is finite, not the encoding
+    if (
+        not is_date and pc.max(parsed).as_py() == pos
+    ):  # 294247-01-10 04:00:54.775807 is finite, not the encoding
         parsed = pc.if_else(pc.equal(parsed, pos), pa.scalar(pos - 1, storage), parsed)
     parsed = pc.if_else(plus, pa.scalar(pos, storage), parsed)
     parsed = pc.if_else(minus, pa.scalar(neg, storage), parsed)
@@ -85,8 +91,13 @@ def _within(micros: list[int | None], highest: int, table: str, column: str) -> 
     late = [m for m in micros if m is not None and m > highest]
     if not late:
         return micros
-    log.warning("%s.%s: %d timestamp(s) after 294247-01-10 04:00:54.775806 (the last one dbmazz carries) were "
-                "written as that instant", table, column, len(late))
+    log.warning(
+        "%s.%s: %d timestamp(s) after 294247-01-10 04:00:54.775806 (the last one dbmazz carries) were "
+        "written as that instant",
+        table,
+        column,
+        len(late),
+    )
     return [highest if m is not None and m > highest else m for m in micros]
 
 
@@ -128,7 +139,9 @@ def _parse_temporal(value: str | None, is_date: bool) -> int | None:
         return days
     micros = days * _US_PER_DAY
     if match[4]:
-        micros += (int(match[4]) * 3600 + int(match[5]) * 60) * 1_000_000 + round(Decimal(match[6]) * 1_000_000)
+        micros += (int(match[4]) * 3600 + int(match[5]) * 60) * 1_000_000 + round(
+            Decimal(match[6]) * 1_000_000
+        )
     if match[7]:
         offset = (int(match[8]) * 3600 + int(match[9] or 0) * 60 + int(match[10] or 0)) * 1_000_000
         micros -= offset if match[7] == "+" else -offset
@@ -161,7 +174,7 @@ _UNESCAPE = re.compile(r"\\(.)")
 
 def _array_items(value: str, table: str, column: str) -> list[str | None]:
     if value.startswith("["):  # explicit bounds, '[0:1]={1,2}'
-        value = value[value.index("=") + 1:]
+        value = value[value.index("=") + 1 :]
     inner = value[1:-1]
     if inner.startswith("{"):
         raise UnrepresentableValueError(table, column, "multi-dimensional arrays are not supported")

@@ -65,8 +65,8 @@ def _error(result) -> CopyFailed:
 def _strip_header(row: memoryview) -> memoryview:
     if bytes(row[: len(COPY_SIGNATURE)]) != COPY_SIGNATURE:
         raise CopyFailed("expected a binary COPY stream from postgres, got something else", None)
-    extension = int.from_bytes(row[len(COPY_SIGNATURE) + 4: _HEADER], "big")
-    return row[_HEADER + extension:]
+    extension = int.from_bytes(row[len(COPY_SIGNATURE) + 4 : _HEADER], "big")
+    return row[_HEADER + extension :]
 
 
 def _next_row(pgconn) -> tuple[int, memoryview | None]:
@@ -167,10 +167,16 @@ def _libpq_functions(pgconn) -> tuple[int, int, int, int] | None:
             socket, pid, version = lib["PQsocket"], lib["PQbackendPID"], lib["PQserverVersion"]
             for fn in (socket, pid, version):
                 fn.argtypes, fn.restype = [ctypes.c_void_p], ctypes.c_int
-            if (socket(ptr), pid(ptr), version(ptr)) != (pgconn.socket, pgconn.backend_pid, pgconn.server_version):
+            if (socket(ptr), pid(ptr), version(ptr)) != (
+                pgconn.socket,
+                pgconn.backend_pid,
+                pgconn.server_version,
+            ):
                 continue
-            return tuple(ctypes.cast(lib[name], ctypes.c_void_p).value
-                         for name in ("PQgetCopyData", "PQfreemem", "PQconsumeInput", "PQsocket"))
+            return tuple(
+                ctypes.cast(lib[name], ctypes.c_void_p).value
+                for name in ("PQgetCopyData", "PQfreemem", "PQconsumeInput", "PQsocket")
+            )
         except (AttributeError, OSError):
             continue
     return None
@@ -188,8 +194,14 @@ def receiver_for(pgconn) -> str:
     return "python" if _native_functions(pgconn) is None else "native"
 
 
-def _receive_native(functions: tuple[int, int, int, int], pgconn, block_rows: int, block_bytes: int,
-                    out: queue.Queue, stop: threading.Event) -> None:
+def _receive_native(
+    functions: tuple[int, int, int, int],
+    pgconn,
+    block_rows: int,
+    block_bytes: int,
+    out: queue.Queue,
+    stop: threading.Event,
+) -> None:
     """As ``_receive``, a block per call of the C loop (which releases the GIL).
 
     The C loop fills one receive buffer, reused for every block of the COPY; each block handed
@@ -211,7 +223,8 @@ def _receive_native(functions: tuple[int, int, int, int], pgconn, block_rows: in
                 used, nrows, lengths[0], pending = len(pending), 1, len(pending), None
             while True:
                 status, used, nrows, header_done, pending = receive(
-                    conn, *functions, buf, used, lengths, nrows, header_done, POLL_MS)
+                    conn, *functions, buf, used, lengths, nrows, header_done, POLL_MS
+                )
                 if status != 2:
                     break
                 if stop.is_set():
@@ -263,8 +276,9 @@ def copy_blocks(pgconn, statement: bytes, block_rows: int, block_bytes: int) -> 
         raise error
     out: queue.Queue = queue.Queue(maxsize=QUEUE_BLOCKS)
     stop = threading.Event()
-    thread = threading.Thread(target=receive, args=(pgconn, block_rows, block_bytes, out, stop),
-                              name="dbmazz-pg-copy", daemon=True)
+    thread = threading.Thread(
+        target=receive, args=(pgconn, block_rows, block_bytes, out, stop), name="dbmazz-pg-copy", daemon=True
+    )
     thread.start()
     try:
         while (item := out.get()) is not _DONE:

@@ -23,7 +23,8 @@ __all__ = ["RelationInfo", "decode_rows", "be_int", "windows", "PG_EPOCH_US", "P
 PADDING = b"\0" * 16
 # _INLINE_MASK[k]: the three inline words of a view keeping the first k bytes (k = 12: all)
 _INLINE_MASK = np.array(
-    [np.frombuffer(bytes([255] * k + [0] * (12 - k)), "<u4") for k in range(13)], np.uint32)  # after the last message, so fixed-width reads never run off the buffer
+    [np.frombuffer(bytes([255] * k + [0] * (12 - k)), "<u4") for k in range(13)], np.uint32
+)  # after the last message, so fixed-width reads never run off the buffer
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 
@@ -81,7 +82,9 @@ def _walk(b: np.ndarray, starts: np.ndarray, ncols: int, table: str) -> _Tuples:
     n = len(starts)
     counts = be_int(b, starts, 2)
     if n and not (counts == ncols).all():
-        raise SourceError(f"pgoutput: expected {ncols} columns in tuples of {table}, found {sorted(set(counts))}")
+        raise SourceError(
+            f"pgoutput: expected {ncols} columns in tuples of {table}, found {sorted(set(counts))}"
+        )
     kinds = np.empty((ncols, n), np.uint8)
     vstarts = np.empty((ncols, n), np.int64)
     vlens = np.empty((ncols, n), np.int64)
@@ -97,8 +100,14 @@ def _walk(b: np.ndarray, starts: np.ndarray, ncols: int, table: str) -> _Tuples:
     return _Tuples(kinds, vstarts, vlens, pos)
 
 
-def _views(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, lengths: np.ndarray, valid: np.ndarray,
-           view_type: pa.DataType) -> pa.Array:
+def _views(
+    b: np.ndarray,
+    data: pa.Buffer,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    valid: np.ndarray,
+    view_type: pa.DataType,
+) -> pa.Array:
     """A string_view/binary_view array over ``data`` without copying the values.
 
     A view is four little-endian uint32 words: length, then either the value inline (<= 12
@@ -109,7 +118,9 @@ def _views(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, lengths: np.ndarr
     views = np.empty((n, 4), np.uint32)
     views[:, 0] = lens
     inline = windows(b, "V12")[starts].view("<u4").reshape(n, 3)
-    np.bitwise_and(inline, _INLINE_MASK.take(np.minimum(lens, 12), axis=0), out=views[:, 1:])  # take: 3x [] here
+    np.bitwise_and(
+        inline, _INLINE_MASK.take(np.minimum(lens, 12), axis=0), out=views[:, 1:]
+    )  # take: 3x [] here
     long = np.flatnonzero(lens > 12)
     if len(long):
         views[long, 2] = 0
@@ -119,7 +130,9 @@ def _views(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, lengths: np.ndarr
     return pa.Array.from_buffers(view_type, n, [validity, pa.py_buffer(views), data], null_count=null_count)
 
 
-def _key_changed(b: np.ndarray, data: pa.Buffer, old: _Tuples, new: _Tuples, keys: tuple[int, ...]) -> np.ndarray:
+def _key_changed(
+    b: np.ndarray, data: pa.Buffer, old: _Tuples, new: _Tuples, keys: tuple[int, ...]
+) -> np.ndarray:
     changed = np.zeros(len(old.ends), bool)
     for k in keys:
         changed |= (old.kinds[k] != new.kinds[k]) | (old.lengths[k] != new.lengths[k])
@@ -131,8 +144,15 @@ def _key_changed(b: np.ndarray, data: pa.Buffer, old: _Tuples, new: _Tuples, key
     return changed
 
 
-def decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, types: np.ndarray, info: RelationInfo,
-                versions: np.ndarray, commit_ts: np.ndarray) -> pa.Table:
+def decode_rows(
+    b: np.ndarray,
+    data: pa.Buffer,
+    starts: np.ndarray,
+    types: np.ndarray,
+    info: RelationInfo,
+    versions: np.ndarray,
+    commit_ts: np.ndarray,
+) -> pa.Table:
     """Decode I/U/D messages (``starts`` = position of each message's type byte) into ChangeBatch rows.
 
     A primary-key update becomes a delete of the old key followed by an insert of the new one; an

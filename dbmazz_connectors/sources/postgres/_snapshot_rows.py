@@ -48,12 +48,26 @@ SLICE_ROWS = 16_384  # rows decoded together (a chunk of the table a block becom
 
 _FIXED, _TEXT, _NUMERIC = "fixed", "text", "numeric"
 _BINARY: dict[Kind, tuple[str, str]] = {  # kind -> (PostgreSQL type, big-endian wire dtype)
-    Kind.INT16: ("int2", ">i2"), Kind.INT32: ("int4", ">i4"), Kind.INT64: ("int8", ">i8"),
-    Kind.FLOAT32: ("float4", ">f4"), Kind.FLOAT64: ("float8", ">f8"), Kind.BOOL: ("bool", "u1"),
-    Kind.DATE: ("date", ">i4"), Kind.TIME: ("time", ">i8"), Kind.TIMESTAMP: ("timestamp", ">i8"),
+    Kind.INT16: ("int2", ">i2"),
+    Kind.INT32: ("int4", ">i4"),
+    Kind.INT64: ("int8", ">i8"),
+    Kind.FLOAT32: ("float4", ">f4"),
+    Kind.FLOAT64: ("float8", ">f8"),
+    Kind.BOOL: ("bool", "u1"),
+    Kind.DATE: ("date", ">i4"),
+    Kind.TIME: ("time", ">i8"),
+    Kind.TIMESTAMP: ("timestamp", ">i8"),
     Kind.TIMESTAMPTZ: ("timestamptz", ">i8"),
 }
-_RAW_TEXT = {"text": 0, "varchar": 0, "bpchar": 0, "name": 0, "json": 0, "citext": 0, "jsonb": 1}  # bytes before it
+_RAW_TEXT = {
+    "text": 0,
+    "varchar": 0,
+    "bpchar": 0,
+    "name": 0,
+    "json": 0,
+    "citext": 0,
+    "jsonb": 1,
+}  # bytes before it
 _TEXT_CAST_STRINGS = (STRING_LIKE - {"inet", "cidr"}) | {"timetz"}
 _MAX_INT64_DIGITS = 18  # numeric(p, s) with p up to this is summed in int64
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
@@ -133,8 +147,14 @@ def copy_layout(schema: TableSchema) -> CopyLayout:
     return CopyLayout(schema, fields, run, np.dtype(head))
 
 
-def decode_copy_block(buf: bytearray, lengths: Sequence[int], layout: CopyLayout, version: int,
-                      commit_ts_us: int, slice_rows: int = SLICE_ROWS) -> pa.Table:
+def decode_copy_block(
+    buf: bytearray,
+    lengths: Sequence[int],
+    layout: CopyLayout,
+    version: int,
+    commit_ts_us: int,
+    slice_rows: int = SLICE_ROWS,
+) -> pa.Table:
     """Rows of a binary COPY of ``SELECT <layout.select_list>`` (one block) as snapshot inserts.
 
     Each row: int16 field count, then per field an int32 length (-1: NULL) and the value. The
@@ -149,12 +169,19 @@ def decode_copy_block(buf: bytearray, lengths: Sequence[int], layout: CopyLayout
     ends = np.cumsum(lengths)
     meta = _meta_columns(min(len(lengths), slice_rows), version, commit_ts_us)
     try:
-        return pa.concat_tables([
-            _decode_rows(b, data, ends[part] - lengths[part], ends[part], layout, meta)
-            for part in (slice(first, first + slice_rows) for first in range(0, max(len(lengths), 1), slice_rows))])
+        return pa.concat_tables(
+            [
+                _decode_rows(b, data, ends[part] - lengths[part], ends[part], layout, meta)
+                for part in (
+                    slice(first, first + slice_rows) for first in range(0, max(len(lengths), 1), slice_rows)
+                )
+            ]
+        )
     except IndexError:  # a length pointing past the block: the rows are not what the SELECT list says
-        raise SourceError(f"snapshot of {layout.schema.qualified_name}: a row's fields do not add up to its length",
-                          hint="report it with the PostgreSQL version and the table's column types") from None
+        raise SourceError(
+            f"snapshot of {layout.schema.qualified_name}: a row's fields do not add up to its length",
+            hint="report it with the PostgreSQL version and the table's column types",
+        ) from None
 
 
 def _meta_columns(n: int, version: int, commit_ts_us: int) -> list[pa.Array]:
@@ -167,13 +194,21 @@ def _meta_columns(n: int, version: int, commit_ts_us: int) -> list[pa.Array]:
     ]
 
 
-def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, ends: np.ndarray, layout: CopyLayout,
-                 meta: list[pa.Array]) -> pa.Table:
+def _decode_rows(
+    b: np.ndarray,
+    data: pa.Buffer,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    layout: CopyLayout,
+    meta: list[pa.Array],
+) -> pa.Table:
     table = layout.schema.qualified_name
     head = _gather(b, layout.head, starts)
     if not (head["count"] == len(layout.fields)).all():
-        raise SourceError(f"snapshot of {table}: expected {len(layout.fields)} columns, "
-                          f"got {sorted(set(head['count'].tolist()))}")
+        raise SourceError(
+            f"snapshot of {table}: expected {len(layout.fields)} columns, "
+            f"got {sorted(set(head['count'].tolist()))}"
+        )
     columns: list[pa.Array | None] = [None] * len(layout.fields)
     pos, size = _read_run(b, head, starts, layout, columns)
     for index in range(layout.run, len(layout.fields)):
@@ -189,25 +224,28 @@ def _decode_rows(b: np.ndarray, data: pa.Buffer, starts: np.ndarray, ends: np.nd
         pos += np.maximum(size, 0)
         size = None
     if not (pos == ends).all():
-        raise SourceError(f"snapshot of {table}: a row's fields do not add up to its length",
-                          hint="report it with the PostgreSQL version and the table's column types")
+        raise SourceError(
+            f"snapshot of {table}: a row's fields do not add up to its length",
+            hint="report it with the PostgreSQL version and the table's column types",
+        )
     columns += [m.slice(0, len(starts)) for m in meta]
     return pa.Table.from_arrays(columns, schema=layout.arrow_schema)
 
 
-def _read_run(b: np.ndarray, head: np.ndarray, starts: np.ndarray, layout: CopyLayout,
-              columns: list) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_run(
+    b: np.ndarray, head: np.ndarray, starts: np.ndarray, layout: CopyLayout, columns: list
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The leading fixed-width columns from ``head``, rows with a NULL among them walked field by field.
 
     Returns where each row's next field starts, and that field's length (None: no field follows).
     """
     table = layout.schema.qualified_name
     regular = np.ones(len(starts), bool)
-    for k, field in enumerate(layout.fields[:layout.run]):
+    for k, field in enumerate(layout.fields[: layout.run]):
         regular &= head[f"size{k}"] == field.width
     irregular = None if regular.all() else np.flatnonzero(~regular)
     walk = None if irregular is None else starts[irregular] + 2
-    for k, field in enumerate(layout.fields[:layout.run]):
+    for k, field in enumerate(layout.fields[: layout.run]):
         size, value = head[f"size{k}"], head[f"value{k}"]
         if irregular is not None:  # a NULL before this field: its length and value are elsewhere
             record = _gather(b, _record(field.wire), walk)
@@ -215,7 +253,7 @@ def _read_run(b: np.ndarray, head: np.ndarray, starts: np.ndarray, layout: CopyL
             size[irregular], value[irregular] = record["size"], record["value"]
             walk += 4 + np.maximum(record["size"], 0)
         columns[k] = _fixed(value, size, size >= 0, field, table)
-    pos = starts + 2 + sum(4 + f.width for f in layout.fields[:layout.run])
+    pos = starts + 2 + sum(4 + f.width for f in layout.fields[: layout.run])
     if layout.run == len(layout.fields):
         if irregular is not None:
             pos[irregular] = walk
@@ -228,8 +266,9 @@ def _read_run(b: np.ndarray, head: np.ndarray, starts: np.ndarray, layout: CopyL
     return pos, size
 
 
-def _read_field(b: np.ndarray, data: pa.Buffer, at: np.ndarray, size: np.ndarray, field: SnapshotField,
-                table: str) -> pa.Array:
+def _read_field(
+    b: np.ndarray, data: pa.Buffer, at: np.ndarray, size: np.ndarray, field: SnapshotField, table: str
+) -> pa.Array:
     """One column from the values at ``at`` (``size`` bytes each, -1: NULL)."""
     valid = size >= 0
     if field.read == _FIXED:
@@ -237,8 +276,10 @@ def _read_field(b: np.ndarray, data: pa.Buffer, at: np.ndarray, size: np.ndarray
     if field.read == _NUMERIC:
         return _numeric(b, at, valid, field, table)
     if field.skip and not (b[at[valid]] == 1).all():
-        raise SourceError(f"snapshot of {table}: unexpected binary format version in column {field.column.name}",
-                          hint="report it with the PostgreSQL version")
+        raise SourceError(
+            f"snapshot of {table}: unexpected binary format version in column {field.column.name}",
+            hint="report it with the PostgreSQL version",
+        )
     if field.column.type.kind is Kind.BINARY:  # bytea's binary form: its bytes
         return _texts(data, at, np.maximum(size, 0), valid, binary=True)
     text = _texts(data, at + field.skip, np.maximum(size - field.skip, 0), valid)
@@ -272,25 +313,39 @@ def _numeric(b: np.ndarray, at: np.ndarray, valid: np.ndarray, field: SnapshotFi
     makes them of a bounded numeric."""
     ltype = field.column.type
     record = _gather(b, _numeric_record(ltype.precision), at)
-    ndigits, weight, sign = record["ndigits"].astype(np.int64), record["weight"].astype(np.int64), record["sign"]
+    ndigits, weight, sign = (
+        record["ndigits"].astype(np.int64),
+        record["weight"].astype(np.int64),
+        record["sign"],
+    )
     finite = valid & ((sign == _NUMERIC_POS) | (sign == _NUMERIC_NEG))
     most = int(ndigits[finite].max()) if finite.any() else 0
     if most > len(record.dtype.names) - 4:
-        raise SourceError(f"snapshot of {table}.{field.column.name}: a numeric({ltype.precision},{ltype.scale}) value has "
-                          f"{most} base-10000 digits", hint="report it with the PostgreSQL version")
+        raise SourceError(
+            f"snapshot of {table}.{field.column.name}: a numeric({ltype.precision},{ltype.scale}) value has "
+            f"{most} base-10000 digits",
+            hint="report it with the PostgreSQL version",
+        )
     unscaled = np.zeros(len(at), np.int64)
     for k in range(most):
         digit = record[f"d{k}"].astype(np.int64)
         exponent = 4 * (weight - k) + (ltype.scale or 0)  # of 10 in the unscaled integer; < 0: past the scale
-        term = np.where(exponent >= 0, digit * _POW10[np.minimum(np.maximum(exponent, 0), 18)],
-                        digit // _POW10[np.minimum(np.maximum(-exponent, 0), 18)])
+        term = np.where(
+            exponent >= 0,
+            digit * _POW10[np.minimum(np.maximum(exponent, 0), 18)],
+            digit // _POW10[np.minimum(np.maximum(-exponent, 0), 18)],
+        )
         unscaled += np.where(finite & (k < ndigits), term, 0)
     np.negative(unscaled, out=unscaled, where=sign == _NUMERIC_NEG)
     words = np.empty((len(at), 2), np.int64)  # decimal128: little-endian two's complement
     words[:, 0], words[:, 1] = unscaled, unscaled >> 63
     validity = None if finite.all() else pa.py_buffer(np.packbits(finite, bitorder="little"))
-    return pa.Array.from_buffers(field.arrow_type, len(at), [validity, pa.py_buffer(words)],
-                                 null_count=int(len(at) - np.count_nonzero(finite)))
+    return pa.Array.from_buffers(
+        field.arrow_type,
+        len(at),
+        [validity, pa.py_buffer(words)],
+        null_count=int(len(at) - np.count_nonzero(finite)),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -298,7 +353,9 @@ def _evens(n: int) -> pa.Array:
     return pa.array(np.arange(0, 2 * n, 2, dtype=np.int32))
 
 
-def _texts(data: pa.Buffer, at: np.ndarray, size: np.ndarray, valid: np.ndarray, binary: bool = False) -> pa.Array:
+def _texts(
+    data: pa.Buffer, at: np.ndarray, size: np.ndarray, valid: np.ndarray, binary: bool = False
+) -> pa.Array:
     """The ``size``-byte texts at ``at`` in ``data`` as a string (or binary) array (one copy; no per-value Python).
 
     The texts are the even values of a string array over the whole block whose odd values are the
@@ -311,22 +368,31 @@ def _texts(data: pa.Buffer, at: np.ndarray, size: np.ndarray, valid: np.ndarray,
     offsets[0:-1:2] = at
     offsets[1::2] = at + size
     offsets[-1] = offsets[-2] if n else 0
-    kind = (pa.binary() if small else pa.large_binary()) if binary else (pa.string() if small else pa.large_string())
+    kind = (
+        (pa.binary() if small else pa.large_binary())
+        if binary
+        else (pa.string() if small else pa.large_string())
+    )
     spans = pa.Array.from_buffers(kind, 2 * n, [None, pa.py_buffer(offsets), data])
     texts = spans.take(_evens(n))
     if valid.all():
         return texts
     validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(texts.type, n, [validity, *texts.buffers()[1:]],
-                                 null_count=int(n - np.count_nonzero(valid)))
+    return pa.Array.from_buffers(
+        texts.type, n, [validity, *texts.buffers()[1:]], null_count=int(n - np.count_nonzero(valid))
+    )
 
 
-def _fixed(raw: np.ndarray, size: np.ndarray, valid: np.ndarray, field: SnapshotField, table: str) -> pa.Array:
+def _fixed(
+    raw: np.ndarray, size: np.ndarray, valid: np.ndarray, field: SnapshotField, table: str
+) -> pa.Array:
     """Fixed-width binary values (garbage where null, masked) as the column's Arrow type."""
     width = raw.dtype.itemsize
     if not ((size == width) | ~valid).all():
-        raise SourceError(f"snapshot of {table}: expected {width}-byte binary values in column "
-                          f"{field.column.name}, got {sorted(set(size[valid].tolist()))} bytes")
+        raise SourceError(
+            f"snapshot of {table}: expected {width}-byte binary values in column "
+            f"{field.column.name}, got {sorted(set(size[valid].tolist()))} bytes"
+        )
     kind = field.column.type.kind
     if kind is Kind.BOOL:
         values = raw != 0
@@ -339,8 +405,11 @@ def _fixed(raw: np.ndarray, size: np.ndarray, valid: np.ndarray, field: Snapshot
         values = raw.astype(np.int64)
         plus, minus = values == _I64_MAX, values == _I64_MIN
         if (valid & ~plus & (values > _I64_MAX - PG_EPOCH_US)).any():
-            raise UnrepresentableValueError(table, field.column.name, "a timestamp after 294246 AD does not fit in "
-                                            "microseconds since 1970")
+            raise UnrepresentableValueError(
+                table,
+                field.column.name,
+                "a timestamp after 294246 AD does not fit in microseconds since 1970",
+            )
         values += PG_EPOCH_US
         values[plus], values[minus] = TIMESTAMP_POS_INFINITY, TIMESTAMP_NEG_INFINITY
     else:

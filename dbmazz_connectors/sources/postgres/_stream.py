@@ -78,7 +78,7 @@ def _now_us() -> int:
 
 
 def _u64(data, pos: int) -> int:
-    return int.from_bytes(data[pos:pos + 8], "big")
+    return int.from_bytes(data[pos : pos + 8], "big")
 
 
 class ReplicationStream:
@@ -89,8 +89,14 @@ class ReplicationStream:
     position sent as flushed (never sent lower: the walsender would move the slot back).
     """
 
-    def __init__(self, conn: psycopg.Connection, start: int, reached: Callable[[int, int], bool],
-                 ahead_bytes: int = 32 * 1024 * 1024, ahead_rows: int = 100_000) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        start: int,
+        reached: Callable[[int, int], bool],
+        ahead_bytes: int = 32 * 1024 * 1024,
+        ahead_rows: int = 100_000,
+    ) -> None:
         self.conn = conn
         self.pgconn = conn.pgconn
         self.backend_pid = self.pgconn.backend_pid
@@ -111,16 +117,27 @@ class ReplicationStream:
         self._keeper = threading.Thread(target=self._keep_alive, name="dbmazz-pg-stream-keeper", daemon=True)
 
     @classmethod
-    def open(cls, conn: psycopg.Connection, slot: str, publication: str, start: int,
-             reached: Callable[[int, int], bool], ahead_bytes: int = 32 * 1024 * 1024,
-             ahead_rows: int = 100_000) -> ReplicationStream:
+    def open(
+        cls,
+        conn: psycopg.Connection,
+        slot: str,
+        publication: str,
+        start: int,
+        reached: Callable[[int, int], bool],
+        ahead_bytes: int = 32 * 1024 * 1024,
+        ahead_rows: int = 100_000,
+    ) -> ReplicationStream:
         """``START_REPLICATION`` on ``conn`` (a replication connection, session settings made) from ``start``."""
         quoted = '"' + publication.replace('"', '""') + '"'
-        command = (f"START_REPLICATION SLOT {slot} LOGICAL {start >> 32:X}/{start & 0xFFFFFFFF:X} "
-                   f"(proto_version '1', publication_names '{quoted.replace(chr(39), chr(39) * 2)}')")
+        command = (
+            f"START_REPLICATION SLOT {slot} LOGICAL {start >> 32:X}/{start & 0xFFFFFFFF:X} "
+            f"(proto_version '1', publication_names '{quoted.replace(chr(39), chr(39) * 2)}')"
+        )
         result = conn.pgconn.exec_(command.encode())
         if result.status != pq.ExecStatus.COPY_BOTH:
-            message = (result.error_message or conn.pgconn.error_message or b"").decode(errors="replace").strip()
+            message = (
+                (result.error_message or conn.pgconn.error_message or b"").decode(errors="replace").strip()
+            )
             code = result.error_field(pq.DiagnosticField.SQLSTATE)
             sqlstate = code.decode() if code else None
             raise (SlotInUse if sqlstate == "55006" else CopyFailed)(message, sqlstate)
@@ -166,12 +183,17 @@ class ReplicationStream:
                     pass
                 message = (result.error_message if result is not None else b"") or pgconn.error_message or b""
                 code = result.error_field(pq.DiagnosticField.SQLSTATE) if result is not None else None
-                raise CopyFailed("the server ended the replication stream" + (
-                    f": {message.decode(errors='replace').strip()}" if message else " (shutting down?)"),
-                    code.decode() if code else None)
+                raise CopyFailed(
+                    "the server ended the replication stream"
+                    + (f": {message.decode(errors='replace').strip()}" if message else " (shutting down?)"),
+                    code.decode() if code else None,
+                )
             if nbytes < -1:
-                raise CopyFailed((pgconn.error_message or b"").decode(errors="replace").strip()
-                                 or "the replication stream failed", None)
+                raise CopyFailed(
+                    (pgconn.error_message or b"").decode(errors="replace").strip()
+                    or "the replication stream failed",
+                    None,
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -213,8 +235,14 @@ class ReplicationStream:
     def _status_message(self, flush: int, reply: bool) -> bytes:
         write = max(self.received, flush).to_bytes(8, "big")
         flushed = flush.to_bytes(8, "big")
-        return (b"r" + write + flushed + flushed + _now_us().to_bytes(8, "big", signed=True)
-                + (b"\x01" if reply else b"\x00"))
+        return (
+            b"r"
+            + write
+            + flushed
+            + flushed
+            + _now_us().to_bytes(8, "big", signed=True)
+            + (b"\x01" if reply else b"\x00")
+        )
 
     def _send(self, message: bytes) -> None:
         self.pgconn.put_copy_data(message)
@@ -256,7 +284,7 @@ class ReplicationStream:
         """(Holding the lock, no read under way.) Buffer the messages that arrived, answer keepalives."""
         pgconn = self.pgconn
         pgconn.consume_input()
-        buffered = sum(len(m) for m in self._ahead[self._head:])
+        buffered = sum(len(m) for m in self._ahead[self._head :])
         reply = False
         while buffered < self._ahead_bytes and len(self._ahead) - self._head < self._ahead_rows:
             nbytes, data = pgconn.get_copy_data(1)

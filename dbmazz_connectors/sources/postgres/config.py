@@ -27,7 +27,9 @@ class _Columns(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     exclude: list[str] = Field(default_factory=list, description="columns not replicated")
-    as_text: list[str] = Field(default_factory=list, description="columns replicated as their text form (a string)")
+    as_text: list[str] = Field(
+        default_factory=list, description="columns replicated as their text form (a string)"
+    )
 
 
 class _Input(BaseModel):
@@ -42,22 +44,33 @@ class _Input(BaseModel):
     slot: str | None = Field(None, description="replication slot name; default dbmazz_<pipeline>")
     publication: str | None = Field(None, description="publication name; default dbmazz_<pipeline>")
     replica_identity_full: bool | list[str] = Field(
-        False, description="tables that setup() switches to REPLICA IDENTITY FULL (true: all)")
+        False, description="tables that setup() switches to REPLICA IDENTITY FULL (true: all)"
+    )
     columns: dict[str, _Columns] = Field(
-        default_factory=dict, description='per table: {"exclude": [...], "as_text": [...]}')
+        default_factory=dict, description='per table: {"exclude": [...], "as_text": [...]}'
+    )
     read_block_rows: int = Field(100_000, ge=1_000, description="messages received per block (bounds memory)")
-    read_block_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024, le=1024**3,
-                                  description="bytes of messages decoded together (bounds memory)")
+    read_block_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=1024**3,
+        description="bytes of messages decoded together (bounds memory)",
+    )
     decode_threads: int = Field(2, ge=1, le=16, description="threads decoding row chunks in parallel")
     connect_timeout: int = Field(10, ge=1, description="seconds")
-    flush_wait_seconds: float = Field(2.0, ge=0, description="how long a read waits for the WAL to be flushed")
+    flush_wait_seconds: float = Field(
+        2.0, ge=0, description="how long a read waits for the WAL to be flushed"
+    )
     capture_mode: Literal["peek", "stream"] = Field(
-        "peek", description="peek: each read decodes the slot from its restart_lsn (pg_logical_slot_peek_binary_changes); "
+        "peek",
+        description="peek: each read decodes the slot from its restart_lsn (pg_logical_slot_peek_binary_changes); "
         "stream: one START_REPLICATION stream kept open across the reads of a long-lived source, so a transaction "
-        "held open does not make every read decode again the WAL since it began")
+        "held open does not make every read decode again the WAL since it began",
+    )
     sslmode: str | None = Field(None, description="libpq sslmode: disable .. verify-full (default prefer)")
-    sslrootcert: str | None = Field(None, description="CA certificate file the server is verified with ('system': "
-                                    "the system's CAs)")
+    sslrootcert: str | None = Field(
+        None, description="CA certificate file the server is verified with ('system': the system's CAs)"
+    )
     sslcert: str | None = Field(None, description="client certificate file (certificate authentication)")
     sslkey: str | None = Field(None, description="client private key file")
 
@@ -92,14 +105,18 @@ NO_SELECTION = ColumnSelection()
 def _selections(raw: _Input) -> dict[str, ColumnSelection]:
     unknown = sorted(set(raw.columns) - set(raw.tables))
     if unknown:
-        raise ConfigError(f"columns names tables that are not replicated: {', '.join(unknown)}",
-                          hint="list the table under 'tables' or remove it from 'columns'")
+        raise ConfigError(
+            f"columns names tables that are not replicated: {', '.join(unknown)}",
+            hint="list the table under 'tables' or remove it from 'columns'",
+        )
     selections = {}
     for table, choice in raw.columns.items():
         both = sorted(set(choice.exclude) & set(choice.as_text))
         if both:
-            raise ConfigError(f"columns of {table}: {', '.join(both)} both excluded and as_text",
-                              hint="keep each column in one list")
+            raise ConfigError(
+                f"columns of {table}: {', '.join(both)} both excluded and as_text",
+                hint="keep each column in one list",
+            )
         selections[table] = ColumnSelection(frozenset(choice.exclude), frozenset(choice.as_text))
     return selections
 
@@ -125,7 +142,9 @@ class PostgresSourceConfig:
     connect_timeout: int = 10
     flush_wait_seconds: float = 2.0
     capture_mode: str = "peek"  # "peek" or "stream" (README, "Capture modes")
-    tls: Mapping[str, str] = field(default_factory=dict, hash=False)  # libpq sslmode/sslrootcert/sslcert/sslkey
+    tls: Mapping[str, str] = field(
+        default_factory=dict, hash=False
+    )  # libpq sslmode/sslrootcert/sslcert/sslkey
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> PostgresSourceConfig:
@@ -139,8 +158,10 @@ class PostgresSourceConfig:
         default_name = f"dbmazz_{raw.pipeline}".lower()
         slot = raw.slot or default_name
         if not _SLOT_NAME.match(slot):
-            raise ConfigError(f"expected a slot name of lowercase letters, digits and underscores (<= 63), got {slot!r}",
-                              hint="set 'slot' explicitly")
+            raise ConfigError(
+                f"expected a slot name of lowercase letters, digits and underscores (<= 63), got {slot!r}",
+                hint="set 'slot' explicitly",
+            )
         full = raw.replica_identity_full
         if full is True:
             full_tables = tuple(raw.tables)
@@ -148,13 +169,17 @@ class PostgresSourceConfig:
             full_tables = tuple(full or ())
             unknown = sorted(set(full_tables) - set(raw.tables))
             if unknown:
-                raise ConfigError(f"replica_identity_full names tables that are not replicated: {', '.join(unknown)}")
+                raise ConfigError(
+                    f"replica_identity_full names tables that are not replicated: {', '.join(unknown)}"
+                )
         return cls(
             host=parts.hostname or "localhost",
             port=parts.port or 5432,
             dbname=unquote(parts.path.lstrip("/")) or "postgres",
             user=unquote(parts.username or "postgres"),
-            password=raw.password if raw.password is not None else (unquote(parts.password) if parts.password else None),
+            password=raw.password
+            if raw.password is not None
+            else (unquote(parts.password) if parts.password else None),
             pipeline=raw.pipeline,
             tables=tuple(raw.tables),
             slot=slot,
@@ -176,8 +201,14 @@ class PostgresSourceConfig:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` (the password kept out of any conninfo string)."""
-        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
-                                  "connect_timeout": self.connect_timeout, "application_name": f"dbmazz_{self.pipeline}"}
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "user": self.user,
+            "connect_timeout": self.connect_timeout,
+            "application_name": f"dbmazz_{self.pipeline}",
+        }
         if self.password is not None:
             kwargs["password"] = self.password
         kwargs.update(self.tls)
@@ -192,14 +223,20 @@ def tls_options(url: str, explicit: Mapping[str, str | None]) -> dict[str, str]:
     found.update({k: str(v) for k, v in explicit.items() if v is not None})
     mode = found.get("sslmode")
     if mode is not None and mode not in SSL_MODES:
-        raise ConfigError(f"expected sslmode to be one of {', '.join(SSL_MODES)}, got {mode!r}",
-                          hint="verify-full checks the server's certificate and host name (with sslrootcert)")
+        raise ConfigError(
+            f"expected sslmode to be one of {', '.join(SSL_MODES)}, got {mode!r}",
+            hint="verify-full checks the server's certificate and host name (with sslrootcert)",
+        )
     for key in ("sslrootcert", "sslcert", "sslkey"):
         path = found.get(key)
         if path and not (key == "sslrootcert" and path == "system") and not os.path.isfile(path):
-            raise ConfigError(f"{key} {path} is not a readable file",
-                              hint=f"give {key} the path of a PEM file on the machine that runs dbmazz")
+            raise ConfigError(
+                f"{key} {path} is not a readable file",
+                hint=f"give {key} the path of a PEM file on the machine that runs dbmazz",
+            )
     if mode in ("verify-ca", "verify-full") and "sslrootcert" not in found:
-        raise ConfigError(f"sslmode={mode} needs sslrootcert, the CA certificate the server is verified with",
-                          hint="set sslrootcert: /path/to/ca.pem (or 'system' for the system's CAs)")
+        raise ConfigError(
+            f"sslmode={mode} needs sslrootcert, the CA certificate the server is verified with",
+            hint="set sslrootcert: /path/to/ca.pem (or 'system' for the system's CAs)",
+        )
     return found

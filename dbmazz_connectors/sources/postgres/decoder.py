@@ -103,8 +103,14 @@ class PgOutputDecoder:
     first time this range needs it, as a peek resolves the Relation message it starts with.
     """
 
-    def __init__(self, start: Lsn, end: Lsn, resolve: Callable[[RelationMessage], RelationInfo | None],
-                 executor: Executor | None = None, relations: dict[int, RelationMessage] | None = None) -> None:
+    def __init__(
+        self,
+        start: Lsn,
+        end: Lsn,
+        resolve: Callable[[RelationMessage], RelationInfo | None],
+        executor: Executor | None = None,
+        relations: dict[int, RelationMessage] | None = None,
+    ) -> None:
         self.start = start.value
         self._executor = executor
         self.end = end.value
@@ -137,15 +143,23 @@ class PgOutputDecoder:
         breaks = np.flatnonzero((types == _R) | (types == _T))
         segment_start = 0
         for i in [*breaks.tolist(), len(types)]:
-            yield from self._rows(b, buf, starts[segment_start:i], types[segment_start:i],
-                                  txn_lsn[segment_start:i], txn_ts[segment_start:i])
+            yield from self._rows(
+                b,
+                buf,
+                starts[segment_start:i],
+                types[segment_start:i],
+                txn_lsn[segment_start:i],
+                txn_ts[segment_start:i],
+            )
             if i < len(types):
                 yield from self._control(buf, int(starts[i]), int(types[i]), int(txn_lsn[i]), int(txn_ts[i]))
             segment_start = i + 1
         if len(commits):
             self._last_end = max(self._last_end, int(be_int(b, starts[commits[-1:]] + 10, 8, False)[0]))
 
-    def _transactions(self, b: np.ndarray, starts: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _transactions(
+        self, b: np.ndarray, starts: np.ndarray, types: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Each message's transaction commit LSN and timestamp (from the Begin before it)."""
         begins = np.flatnonzero(types == _B)
         lsns = np.concatenate([[self._txn_lsn], be_int(b, starts[begins] + 1, 8, False).astype(np.int64)])
@@ -164,12 +178,14 @@ class PgOutputDecoder:
         for relid in np.unique(relids).tolist():
             info = self._info(relid)
             if info is False:
-                raise SourceError(f"pgoutput: a change of relation {relid} arrived before its Relation message")
+                raise SourceError(
+                    f"pgoutput: a change of relation {relid} arrived before its Relation message"
+                )
             if info is None:  # not a configured table
                 continue
             which = np.flatnonzero(relids == relid)
             for low in range(0, len(which), DECODE_ROWS):
-                sel = which[low:low + DECODE_ROWS]
+                sel = which[low : low + DECODE_ROWS]
                 args = (b, data, starts[sel], types[sel], info, txn_lsn[sel], txn_ts[sel])
                 if self._executor is None:
                     yield Rows(info.schema, decode_rows(*args))

@@ -33,7 +33,9 @@ def run_setup(conn, config: PostgresSourceConfig, catalog: Catalog) -> None:
         if info.kind == "p":
             todo += [name for name, ident, owned in partitions(conn, info) if ident != "f" and owned]
         for name in todo:
-            conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(*split_table(name))))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(*split_table(name)))
+            )
     _publication(conn, config)
     if slot_state(conn, config.slot) is None:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (config.slot,))
@@ -46,8 +48,11 @@ def _publication(conn, config: PostgresSourceConfig) -> None:
         tables = sql.SQL(", ").join(sql.Identifier(*split_table(t)) for t in config.tables)
         # publish_via_partition_root: a partitioned table's changes arrive as its root's, partitions attached
         # later included (without it the publication lists the partitions, which the role need not own)
-        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)")
-                     .format(pub, tables))
+        conn.execute(
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)").format(
+                pub, tables
+            )
+        )
         return
     published = published_tables(conn, config.publication)
     missing = [t for t in config.tables if t not in published]

@@ -50,14 +50,17 @@ def key_predicate(key: Sequence[str], key_range: KeyRange) -> sql.Composable:
     for bound, op in ((key_range.lower, ">="), (key_range.upper, "<")):
         if bound is not None:
             if len(bound) != len(key):
-                raise SourceError(f"expected a key bound of {len(key)} values for key {list(key)}, got {list(bound)}")
+                raise SourceError(
+                    f"expected a key bound of {len(key)} values for key {list(key)}, got {list(bound)}"
+                )
             values = sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(str(v)) for v in bound))
             parts.append(sql.SQL("{} {} {}").format(row, sql.SQL(op), values))
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")
 
 
-def plan_chunks(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int,
-                key_range: KeyRange = FULL_RANGE) -> list[KeyRange]:
+def plan_chunks(
+    conn: psycopg.Connection, schema: TableSchema, chunk_rows: int, key_range: KeyRange = FULL_RANGE
+) -> list[KeyRange]:
     """Consecutive ranges of about ``chunk_rows`` keys covering ``key_range``; bounds are the keys' text forms.
 
     A single integer key whose values are dense (at most twice as many values as rows) is split
@@ -69,8 +72,9 @@ def plan_chunks(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int,
     return ranges if ranges is not None else _walk_key(conn, schema, chunk_rows, key_range)
 
 
-def _split_integer_key(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int,
-                       key_range: KeyRange) -> list[KeyRange] | None:
+def _split_integer_key(
+    conn: psycopg.Connection, schema: TableSchema, chunk_rows: int, key_range: KeyRange
+) -> list[KeyRange] | None:
     """Equal-width ranges between the key's min and max (two index probes), or None where the key is sparse.
 
     The row count is the planner's estimate (statistics scaled to the table's current size): a
@@ -79,36 +83,48 @@ def _split_integer_key(conn: psycopg.Connection, schema: TableSchema, chunk_rows
     key = sql.Identifier(schema.primary_key[0])
     table = sql.Identifier(*split_table(schema.qualified_name))
     where = key_predicate(schema.primary_key, key_range)
-    low, high = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {} WHERE {}").format(key, key, table, where)).fetchone()
+    low, high = conn.execute(
+        sql.SQL("SELECT min({}), max({}) FROM {} WHERE {}").format(key, key, table, where)
+    ).fetchone()
     if low is None:
         return [key_range]
-    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(table, where)).fetchone()[0]
+    plan = conn.execute(
+        sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(table, where)
+    ).fetchone()[0]
     rows = max(int(plan[0]["Plan"]["Plan Rows"]), 1)
     span = high - low + 1
     if span > 2 * rows:
         return None
     count = -(-rows // chunk_rows)
     width = -(-span // count)
-    edges = [key_range.lower, *((str(low + i * width),) for i in range(1, count) if low + i * width <= high),
-             key_range.upper]
+    edges = [
+        key_range.lower,
+        *((str(low + i * width),) for i in range(1, count) if low + i * width <= high),
+        key_range.upper,
+    ]
     return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
-def _walk_key(conn: psycopg.Connection, schema: TableSchema, chunk_rows: int, key_range: KeyRange) -> list[KeyRange]:
+def _walk_key(
+    conn: psycopg.Connection, schema: TableSchema, chunk_rows: int, key_range: KeyRange
+) -> list[KeyRange]:
     """Walk the primary-key index in steps of ``chunk_rows`` keys."""
     key = schema.primary_key
     table = sql.Identifier(*split_table(schema.qualified_name))
     columns = sql.SQL(", ").join(sql.Identifier(k) for k in key)
     bound = [sql.Identifier(f"_bound_{i}") for i in range(len(key))]
     # the key as it is inside (its index order, no text per skipped key), as text outside
-    inner = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(k), b) for k, b in zip(key, bound, strict=True))
+    inner = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(sql.Identifier(k), b) for k, b in zip(key, bound, strict=True)
+    )
     outer = sql.SQL(", ").join(sql.SQL("{}::text").format(b) for b in bound)
     bounds: list[tuple[str, ...]] = []
     lower = key_range.lower
     while True:
         where = key_predicate(key, KeyRange(lower, key_range.upper))
-        query = sql.SQL("SELECT {} FROM (SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1) AS step").format(
-            outer, inner, table, where, columns, sql.Literal(chunk_rows))
+        query = sql.SQL(
+            "SELECT {} FROM (SELECT {} FROM {} WHERE {} ORDER BY {} OFFSET {} LIMIT 1) AS step"
+        ).format(outer, inner, table, where, columns, sql.Literal(chunk_rows))
         row = conn.execute(query).fetchone()
         if row is None:
             break
@@ -124,8 +140,15 @@ _INTEGER_KEYS = frozenset({Kind.INT16, Kind.INT32, Kind.INT64})
 class SnapshotReader:
     """Reads chunks of one source through one exported snapshot, ``parallelism`` connections at once."""
 
-    def __init__(self, open_conn, session_sql: str, schemas: dict[str, TableSchema], block_rows: int,
-                 block_bytes: int, replication_kwargs: dict) -> None:
+    def __init__(
+        self,
+        open_conn,
+        session_sql: str,
+        schemas: dict[str, TableSchema],
+        block_rows: int,
+        block_bytes: int,
+        replication_kwargs: dict,
+    ) -> None:
         self._open = open_conn
         self._session = session_sql
         self._schemas = schemas
@@ -137,13 +160,16 @@ class SnapshotReader:
         """A temporary logical slot on a replication connection: its consistent point and exported snapshot."""
         conn = psycopg.connect(**self._replication_kwargs, replication="database", autocommit=True)
         name = f"dbmazz_snap_{uuid.uuid4().hex[:12]}"
-        result = conn.pgconn.exec_(f"CREATE_REPLICATION_SLOT {name} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT".encode())
+        result = conn.pgconn.exec_(
+            f"CREATE_REPLICATION_SLOT {name} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT".encode()
+        )
         if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
             message = (result.error_message or b"").decode(errors="replace").strip()
             conn.close()
-            raise SourceError(f"postgres refused a temporary slot for the snapshot: {message}",
-                              hint="the source role needs REPLICATION and a free replication slot "
-                                   "(max_replication_slots)")
+            raise SourceError(
+                f"postgres refused a temporary slot for the snapshot: {message}",
+                hint="the source role needs REPLICATION and a free replication slot (max_replication_slots)",
+            )
         consistent_point = Lsn.parse(result.get_value(0, 1).decode())
         snapshot_name = result.get_value(0, 2).decode()
         return conn, consistent_point, snapshot_name
@@ -161,9 +187,15 @@ class SnapshotReader:
         stop = threading.Event()
         workers = min(parallelism, len(chunks))
         imported = threading.Barrier(workers + 1)
-        threads = [threading.Thread(target=self._work, name=f"dbmazz-pg-snapshot-{i}", daemon=True,
-                                    args=(snapshot_name, todo, out, stop, imported, version, commit_ts_us))
-                   for i in range(workers)]
+        threads = [
+            threading.Thread(
+                target=self._work,
+                name=f"dbmazz-pg-snapshot-{i}",
+                daemon=True,
+                args=(snapshot_name, todo, out, stop, imported, version, commit_ts_us),
+            )
+            for i in range(workers)
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -187,8 +219,16 @@ class SnapshotReader:
             for thread in threads:
                 thread.join(timeout=10)
 
-    def _work(self, snapshot_name: str, todo: queue.Queue, out: queue.Queue, stop: threading.Event,
-              imported: threading.Barrier, version: int, commit_ts_us: int) -> None:
+    def _work(
+        self,
+        snapshot_name: str,
+        todo: queue.Queue,
+        out: queue.Queue,
+        stop: threading.Event,
+        imported: threading.Barrier,
+        version: int,
+        commit_ts_us: int,
+    ) -> None:
         conn = None
         try:
             conn = self._open()
@@ -213,12 +253,16 @@ class SnapshotReader:
             if conn is not None:
                 conn.close()
 
-    def _read_chunk(self, conn, schema: TableSchema, chunk: SnapshotChunk, version: int,
-                    commit_ts_us: int) -> Iterator[Rows]:
+    def _read_chunk(
+        self, conn, schema: TableSchema, chunk: SnapshotChunk, version: int, commit_ts_us: int
+    ) -> Iterator[Rows]:
         table = sql.Identifier(*split_table(schema.qualified_name))
         layout = copy_layout(schema)
-        statement = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)").format(
-            layout.select_list, table, key_predicate(schema.primary_key, chunk.key_range)).as_bytes(conn)
+        statement = (
+            sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)")
+            .format(layout.select_list, table, key_predicate(schema.primary_key, chunk.key_range))
+            .as_bytes(conn)
+        )
         decoded, rows = [], 0
         for buf, lengths in copy_blocks(conn.pgconn, statement, self._block_rows, self._block_bytes):
             decoded.append(decode_copy_block(buf, lengths, layout, version, commit_ts_us))

@@ -48,8 +48,10 @@ SLOT_WAIT_SECONDS = 15.0
 # How long an acknowledgement through the stream may take to show in pg_replication_slots.
 ACK_WAIT_SECONDS = 10.0
 
-_SESSION = ("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
-            "SET extra_float_digits = 3; SET bytea_output = 'hex'")
+_SESSION = (
+    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
+    "SET extra_float_digits = 3; SET bytea_output = 'hex'"
+)
 
 
 class PostgresSource:
@@ -88,17 +90,26 @@ class PostgresSource:
         except psycopg.OperationalError as exc:
             text = redact(str(exc).strip())
             if "password authentication failed" in text or "does not exist" in text:
-                raise ConfigError(f"cannot connect to postgres as {self.config.user}: {text}",
-                                  hint="check the url, user, password and database") from None
+                raise ConfigError(
+                    f"cannot connect to postgres as {self.config.user}: {text}",
+                    hint="check the url, user, password and database",
+                ) from None
             if _NEEDS_TLS.search(text):
-                raise ConfigError(f"postgres at {self.config.host}:{self.config.port} refused a connection without "
-                                  f"TLS: {text}", hint="set sslmode: verify-full and sslrootcert: /path/to/ca.pem "
-                                  "in the source (or in the url's query)") from None
+                raise ConfigError(
+                    f"postgres at {self.config.host}:{self.config.port} refused a connection without "
+                    f"TLS: {text}",
+                    hint="set sslmode: verify-full and sslrootcert: /path/to/ca.pem "
+                    "in the source (or in the url's query)",
+                ) from None
             if _TLS_FAILURE.search(text):
-                raise ConfigError(f"cannot connect to postgres at {self.config.host}:{self.config.port} over TLS: {text}",
-                                  hint="check sslrootcert (the CA that signed the server's certificate) and that the "
-                                  "host in the url is a name the certificate carries (sslmode=verify-full)") from None
-            raise TransientError(f"cannot connect to postgres at {self.config.host}:{self.config.port}: {text}") from None
+                raise ConfigError(
+                    f"cannot connect to postgres at {self.config.host}:{self.config.port} over TLS: {text}",
+                    hint="check sslrootcert (the CA that signed the server's certificate) and that the "
+                    "host in the url is a name the certificate carries (sslmode=verify-full)",
+                ) from None
+            raise TransientError(
+                f"cannot connect to postgres at {self.config.host}:{self.config.port}: {text}"
+            ) from None
 
     def connect(self) -> None:
         if self._conn is None:
@@ -161,8 +172,10 @@ class PostgresSource:
         with self._errors():
             state = slot_state(self.conn, self.config.slot)
         if state is None:
-            raise SourceError(f"expected replication slot {self.config.slot!r} to exist, found none",
-                              hint="run setup (dbmazz check shows what is missing)")
+            raise SourceError(
+                f"expected replication slot {self.config.slot!r} to exist, found none",
+                hint="run setup (dbmazz check shows what is missing)",
+            )
         if state[2] == "lost":
             raise SlotInvalidatedError(self.config.slot, "wal_status = lost")
         return Lsn.parse(state[3])
@@ -184,7 +197,9 @@ class PostgresSource:
             except TransientError:
                 self._close_replication()  # the stream is gone: the slot is free for the SQL function below
         with self._errors():
-            self.conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.config.slot, str(position)))
+            self.conn.execute(
+                "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.config.slot, str(position))
+            )
 
     def pending_changes(self, start: Lsn, end: Lsn) -> bool:
         """A bounded look: does the slot hold a change of the published tables up to ``end``?
@@ -196,8 +211,9 @@ class PostgresSource:
         self._live_slot()
         if self.config.capture_mode == "stream":
             with self._errors():
-                return self._stream_at(start).has_changes(end.value, self.config.read_block_bytes,
-                                                          self.config.read_block_rows)
+                return self._stream_at(start).has_changes(
+                    end.value, self.config.read_block_bytes, self.config.read_block_rows
+                )
         upto = self._flushed_upto(end)
         if upto < end:
             return True  # WAL up to ``end`` is not flushed yet: nothing can be said about it
@@ -220,7 +236,9 @@ class PostgresSource:
         deadline = time.monotonic() + self.config.flush_wait_seconds
         while True:
             with self._errors():
-                flushed = Lsn.parse(self.conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])
+                flushed = Lsn.parse(
+                    self.conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0]
+                )
             if flushed >= end or time.monotonic() >= deadline:
                 return min(flushed, end)
             time.sleep(0.02)
@@ -239,7 +257,9 @@ class PostgresSource:
         upto = self._flushed_upto(end)
         wanted = frozenset(self.config.tables)
         with ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="dbmazz-pg-decode") as pool:
-            decoder = PgOutputDecoder(start, end, lambda message: self.catalog.relation(message, wanted), pool)
+            decoder = PgOutputDecoder(
+                start, end, lambda message: self.catalog.relation(message, wanted), pool
+            )
             if upto > start:
                 yield from in_order(self._decode(decoder, upto), depth=self.config.decode_threads * DEPTH)
         yield decoder.finish(upto)
@@ -253,14 +273,20 @@ class PostgresSource:
     def _decode(self, decoder: PgOutputDecoder, upto: Lsn) -> Iterator[ChangeEvent]:
         c = self.config
         conn = self._stream_conn()
-        statement = sql.SQL(
-            "COPY (SELECT data FROM pg_logical_slot_peek_binary_changes({}, {}::pg_lsn, NULL, 'proto_version', '1', "
-            "'publication_names', {})) TO STDOUT (FORMAT binary)"
-        ).format(sql.Literal(c.slot), sql.Literal(str(upto)), sql.Literal(c.publication)).as_bytes(conn)
+        statement = (
+            sql.SQL(
+                "COPY (SELECT data FROM pg_logical_slot_peek_binary_changes({}, {}::pg_lsn, NULL, 'proto_version', '1', "
+                "'publication_names', {})) TO STDOUT (FORMAT binary)"
+            )
+            .format(sql.Literal(c.slot), sql.Literal(str(upto)), sql.Literal(c.publication))
+            .as_bytes(conn)
+        )
         finished = False
         try:
             with self._errors():
-                for buf, lengths in copy_blocks(conn.pgconn, statement, c.read_block_rows, c.read_block_bytes):
+                for buf, lengths in copy_blocks(
+                    conn.pgconn, statement, c.read_block_rows, c.read_block_bytes
+                ):
                     yield from decoder.feed(buf, lengths)
             finished = True
         finally:
@@ -282,10 +308,17 @@ class PostgresSource:
         finished = False
         try:
             with ThreadPoolExecutor(c.decode_threads, thread_name_prefix="dbmazz-pg-decode") as pool:
-                decoder = PgOutputDecoder(start, end, lambda message: self.catalog.relation(message, wanted), pool,
-                                          relations=stream.relations)
+                decoder = PgOutputDecoder(
+                    start,
+                    end,
+                    lambda message: self.catalog.relation(message, wanted),
+                    pool,
+                    relations=stream.relations,
+                )
                 with self._errors():
-                    yield from in_order(self._stream_events(stream, decoder, end), depth=c.decode_threads * DEPTH)
+                    yield from in_order(
+                        self._stream_events(stream, decoder, end), depth=c.decode_threads * DEPTH
+                    )
             heartbeat = decoder.finish()
             stream.position = max(stream.position, heartbeat.position.value)
             finished = True
@@ -294,8 +327,12 @@ class PostgresSource:
                 self._close_replication()
         yield heartbeat
 
-    def _stream_events(self, stream: ReplicationStream, decoder: PgOutputDecoder, end: Lsn) -> Iterator[ChangeEvent]:
-        for buf, lengths in stream.blocks(end.value, self.config.read_block_rows, self.config.read_block_bytes):
+    def _stream_events(
+        self, stream: ReplicationStream, decoder: PgOutputDecoder, end: Lsn
+    ) -> Iterator[ChangeEvent]:
+        for buf, lengths in stream.blocks(
+            end.value, self.config.read_block_rows, self.config.read_block_bytes
+        ):
             yield from decoder.feed(buf, lengths)
 
     def _stream_at(self, start: Lsn) -> ReplicationStream:
@@ -312,7 +349,8 @@ class PostgresSource:
     def _start_replication(self, confirmed: Lsn) -> ReplicationStream:
         block_size, segment_size = self.conn.execute(
             "SELECT current_setting('wal_block_size')::int, "
-            "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')").fetchone()
+            "(SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
+        ).fetchone()
         deadline = time.monotonic() + SLOT_WAIT_SECONDS
         while True:
             conn = self._open(replication="database")
@@ -320,15 +358,23 @@ class PostgresSource:
                 result = conn.pgconn.exec_(_SESSION.encode())
                 if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
                     raise CopyFailed((result.error_message or b"").decode(errors="replace").strip(), None)
-                return ReplicationStream.open(conn, self.config.slot, self.config.publication, confirmed.value,
-                                              gap_after(block_size, segment_size), self.config.read_block_bytes,
-                                              self.config.read_block_rows)
+                return ReplicationStream.open(
+                    conn,
+                    self.config.slot,
+                    self.config.publication,
+                    confirmed.value,
+                    gap_after(block_size, segment_size),
+                    self.config.read_block_bytes,
+                    self.config.read_block_rows,
+                )
             except SlotInUse as exc:
                 conn.close()
                 if time.monotonic() >= deadline:
-                    raise TransientError(f"postgres: {redact(exc.message).splitlines()[0]}",
-                                         hint="another capture of this pipeline holds the slot; run one at a time "
-                                              "(a capture that just stopped frees it within seconds)") from None
+                    raise TransientError(
+                        f"postgres: {redact(exc.message).splitlines()[0]}",
+                        hint="another capture of this pipeline holds the slot; run one at a time "
+                        "(a capture that just stopped frees it within seconds)",
+                    ) from None
                 time.sleep(0.1)
             except BaseException:
                 conn.close()
@@ -344,8 +390,10 @@ class PostgresSource:
             if state and state[3] and Lsn.parse(state[3]) >= position:
                 return
             if time.monotonic() >= deadline:
-                raise TransientError(f"postgres did not confirm {position} on slot {self.config.slot!r} within "
-                                     f"{ACK_WAIT_SECONDS:.0f} s of the acknowledgement")
+                raise TransientError(
+                    f"postgres did not confirm {position} on slot {self.config.slot!r} within "
+                    f"{ACK_WAIT_SECONDS:.0f} s of the acknowledgement"
+                )
             if time.monotonic() - asked > 0.5:
                 stream.acknowledge(position.value)
                 asked = time.monotonic()
@@ -362,8 +410,9 @@ class PostgresSource:
         deadline = time.monotonic() + SLOT_WAIT_SECONDS
         try:
             while time.monotonic() < deadline:
-                row = self._conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                                         (self.config.slot,)).fetchone()
+                row = self._conn.execute(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.config.slot,)
+                ).fetchone()
                 if row is None or row[0] != stream.backend_pid:
                     return
                 time.sleep(0.01)
@@ -390,33 +439,53 @@ class PostgresSource:
             excluded = self.config.selection(qualified).exclude
             defaulted = [c for c in info.defaulted if c not in excluded]
             identities[qualified] = f"oid {info.oid}" + (
-                f"; columns with a default: {', '.join(defaulted)}" if defaulted else "")
+                f"; columns with a default: {', '.join(defaulted)}" if defaulted else ""
+            )
         return identities
 
     def _check_published(self) -> None:
         """Every configured table must be in the publication: a table dropped and re-created (or removed from
         the publication) is not, and its changes would silently not be decoded."""
         with self._errors():
-            published = {r[0] for r in self.conn.execute(
-                "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
-                (self.config.publication,))}
-            via_root = self.conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = %s",
-                                         (self.config.publication,)).fetchone()
+            published = {
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s",
+                    (self.config.publication,),
+                )
+            }
+            via_root = self.conn.execute(
+                "SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (self.config.publication,)
+            ).fetchone()
         for table in self.config.tables:
-            if via_root == (False,) and getattr(self.catalog.table(table), "kind", "") == "p":  # as partitions'
-                fix = sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(
-                    sql.Identifier(self.config.publication)).as_string(self.conn)
-                raise SourceError(f"expected publication {self.config.publication} to publish partitioned table "
-                                  f"{table} via its root, it publishes its partitions (their changes are not the "
-                                  "root's)", hint=f"as the publication's owner: {fix}; then re-sync the table (changes "
-                                  "made meanwhile were published as the partitions')")
+            if (
+                via_root == (False,) and getattr(self.catalog.table(table), "kind", "") == "p"
+            ):  # as partitions'
+                fix = (
+                    sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)")
+                    .format(sql.Identifier(self.config.publication))
+                    .as_string(self.conn)
+                )
+                raise SourceError(
+                    f"expected publication {self.config.publication} to publish partitioned table "
+                    f"{table} via its root, it publishes its partitions (their changes are not the "
+                    "root's)",
+                    hint=f"as the publication's owner: {fix}; then re-sync the table (changes "
+                    "made meanwhile were published as the partitions')",
+                )
             if table not in published:
                 schema, name = table.split(".", 1)
-                add = sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                    sql.Identifier(self.config.publication), sql.Identifier(schema, name)).as_string(self.conn)
+                add = (
+                    sql.SQL("ALTER PUBLICATION {} ADD TABLE {}")
+                    .format(sql.Identifier(self.config.publication), sql.Identifier(schema, name))
+                    .as_string(self.conn)
+                )
                 raise TableChangedError(
-                    table, f"is not in publication {self.config.publication} (dropped and re-created, or removed "
-                    "from it)", f"run setup again (it runs: {add}), then re-sync the table")
+                    table,
+                    f"is not in publication {self.config.publication} (dropped and re-created, or removed "
+                    "from it)",
+                    f"run setup again (it runs: {add}), then re-sync the table",
+                )
 
     # snapshots (docs/architecture.md, "Snapshots")
     def snapshot_floor(self) -> Lsn:
@@ -426,8 +495,10 @@ class PostgresSource:
     def plan_chunks(self, table: str, chunk_rows: int, key_range: KeyRange = FULL_RANGE) -> list[KeyRange]:
         schema = self.table_schemas()[table] if table in self.config.tables else None
         if schema is None:
-            raise SourceError(f"expected a table of this pipeline, got {table}",
-                              hint=f"the pipeline replicates {', '.join(self.config.tables)}")
+            raise SourceError(
+                f"expected a table of this pipeline, got {table}",
+                hint=f"the pipeline replicates {', '.join(self.config.tables)}",
+            )
         schema.require_primary_key()
         with self._errors():
             return plan_chunks(self.conn, schema, chunk_rows, key_range)
@@ -437,8 +508,14 @@ class PostgresSource:
         schemas = self.table_schemas()
         for table in {c.table for c in chunks}:
             schemas[table].require_primary_key()
-        reader = SnapshotReader(lambda: self._open(), _SESSION, schemas, self.config.read_block_rows,
-                                self.config.read_block_bytes, self.config.connect_kwargs())
+        reader = SnapshotReader(
+            lambda: self._open(),
+            _SESSION,
+            schemas,
+            self.config.read_block_rows,
+            self.config.read_block_bytes,
+            self.config.connect_kwargs(),
+        )
         with self._errors():
             yield from reader.read(chunks, parallelism)
 
@@ -481,8 +558,12 @@ class _translate_errors:  # noqa: N801 - used as a context manager, reads like a
         if sqlstate == _NOT_IN_PREREQUISITE_STATE and self.slot_lost():
             raise SlotInvalidatedError(self.slot, text.splitlines()[0]) from None
         if isinstance(exc, pg_errors.UndefinedObject) or sqlstate == "42704":
-            raise SourceError(f"postgres: {text}", hint="run setup (dbmazz check shows what is missing)") from None
-        lost_link = sqlstate is None and isinstance(exc, psycopg.OperationalError | CopyFailed)  # no server error
+            raise SourceError(
+                f"postgres: {text}", hint="run setup (dbmazz check shows what is missing)"
+            ) from None
+        lost_link = sqlstate is None and isinstance(
+            exc, psycopg.OperationalError | CopyFailed
+        )  # no server error
         if lost_link or (sqlstate or "").startswith(("08", "57P0")):  # connection exceptions, shutdowns
             raise TransientError(f"postgres connection failed while capturing: {text}") from None
         if sqlstate is not None and _transient(sqlstate):

@@ -66,8 +66,20 @@ NATIVE_TYPES: dict[str, LogicalType] = {
 
 # Carried as PostgreSQL's text form.
 STRING_LIKE = frozenset(
-    {"money", "inet", "cidr", "macaddr", "macaddr8", "xml", "bit", "varbit", "tsvector", "tsquery", "pg_lsn",
-     "citext"}
+    {
+        "money",
+        "inet",
+        "cidr",
+        "macaddr",
+        "macaddr8",
+        "xml",
+        "bit",
+        "varbit",
+        "tsvector",
+        "tsquery",
+        "pg_lsn",
+        "citext",
+    }
 )
 
 _MAX_DECIMAL_PRECISION = 76

@@ -25,10 +25,16 @@ def _write(log, batch_id="b1"):
     writer = log.writer("p", batch_id, Lsn(100))
     writer.add(Rows(ORDERS, rows(ORDERS, [(OP_INSERT, 200, {"id": 1, "qty": 1, "note": "a"})])))
     writer.add(Truncate(ORDERS.qualified_name, 300, 300_000))
-    wider = TableSchema("public", "orders", ORDERS.columns + (Column("extra", LogicalType.of("bool")),), ("id",))
+    wider = TableSchema(
+        "public", "orders", ORDERS.columns + (Column("extra", LogicalType.of("bool")),), ("id",)
+    )
     writer.add(SchemaChange(wider, 300, "ALTER TABLE orders ADD extra bool"))
-    writer.add(Rows(wider, rows(wider, [(OP_INSERT, 300, {"id": 2, "qty": 2, "extra": True}),
-                                        (OP_DELETE, 300, {"id": 2})])))
+    writer.add(
+        Rows(
+            wider,
+            rows(wider, [(OP_INSERT, 300, {"id": 2, "qty": 2, "extra": True}), (OP_DELETE, 300, {"id": 2})]),
+        )
+    )
     writer.add(Heartbeat(Lsn(400)))
     return writer.commit(), wider
 
@@ -85,10 +91,20 @@ def test_snapshot_rows_written_on_parallel_lanes_all_read_back(tmp_path):
     """Snapshot chunks written side by side from threads (one part per lane) read back complete, no row twice."""
     from concurrent.futures import ThreadPoolExecutor
 
-    log = ChangeLog(str(tmp_path), part_rows=250)  # small parts: lanes roll over to new parts while others write
+    log = ChangeLog(
+        str(tmp_path), part_rows=250
+    )  # small parts: lanes roll over to new parts while others write
     writer = log.writer("p", "snap-1", Lsn(100), kind="snapshot")
-    chunks = [Rows(ORDERS, rows(ORDERS, [(OP_INSERT, 99, {"id": i, "qty": i % 7, "note": f"n{i}"})
-                                         for i in range(low, low + 100)])) for low in range(0, 2000, 100)]
+    chunks = [
+        Rows(
+            ORDERS,
+            rows(
+                ORDERS,
+                [(OP_INSERT, 99, {"id": i, "qty": i % 7, "note": f"n{i}"}) for i in range(low, low + 100)],
+            ),
+        )
+        for low in range(0, 2000, 100)
+    ]
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda lane: [writer.add_unordered(c, lane) for c in chunks[lane::3]], range(3)))
     writer.add(Heartbeat(Lsn(100)))

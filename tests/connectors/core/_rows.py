@@ -19,8 +19,12 @@ ORDERS = TableSchema(
 def rows(schema: TableSchema, changes: list[tuple]) -> pa.Table:
     """``changes``: (op, version, {col: value}, unknown_columns_or_None)."""
     cols: dict[str, list] = {c.name: [] for c in schema.columns}
-    meta: dict[str, list] = {"_dbmazz_op": [], "_dbmazz_version": [], "_dbmazz_commit_ts": [],
-                             "_dbmazz_unknown_columns": []}
+    meta: dict[str, list] = {
+        "_dbmazz_op": [],
+        "_dbmazz_version": [],
+        "_dbmazz_commit_ts": [],
+        "_dbmazz_unknown_columns": [],
+    }
     for op, version, values, *unknown in changes:
         for name in cols:
             cols[name].append(values.get(name))

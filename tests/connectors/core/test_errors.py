@@ -28,12 +28,20 @@ def _all_error_classes() -> list[type[DbmazzError]]:
 def _example(cls: type[DbmazzError]) -> DbmazzError:
     """An instance built from the constructor's own parameters (distinct strings, ints where annotated)."""
     if cls is PreflightError:
-        return cls([Problem("slots", "expected a free slot, found none", "ALTER SYSTEM SET max_replication_slots = 12")])
+        return cls(
+            [
+                Problem(
+                    "slots", "expected a free slot, found none", "ALTER SYSTEM SET max_replication_slots = 12"
+                )
+            ]
+        )
     kwargs = {}
     for name, param in inspect.signature(cls.__init__).parameters.items():
         if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        kwargs[name] = 7 if "int" in str(param.annotation) and "str" not in str(param.annotation) else f"<{name}>"
+        kwargs[name] = (
+            7 if "int" in str(param.annotation) and "str" not in str(param.annotation) else f"<{name}>"
+        )
         if name == "known":
             kwargs[name] = ["a", "b"]
     return cls(**kwargs)

@@ -39,8 +39,20 @@ def test_binlog_position_orders_by_file_sequence_then_offset():
 
 @pytest.mark.parametrize(
     "text",
-    ["bool", "int64", "uint64", "decimal(12,2)", "decimal(60,10)", "decimal", "array<array<int32>>",
-     "enum('a','it''s')".replace("''", "\\'"), "timestamptz", "interval", "json", "uuid"],
+    [
+        "bool",
+        "int64",
+        "uint64",
+        "decimal(12,2)",
+        "decimal(60,10)",
+        "decimal",
+        "array<array<int32>>",
+        "enum('a','it''s')".replace("''", "\\'"),
+        "timestamptz",
+        "interval",
+        "json",
+        "uuid",
+    ],
 )
 def test_logical_type_text_round_trip(text):
     assert str(LogicalType.parse(text)) == text

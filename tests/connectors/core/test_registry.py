@@ -9,7 +9,11 @@ from dbmazz_connectors.core.registry import SINKS, SOURCES, sink_class, source_c
 
 
 def _protocol_methods(protocol) -> set[str]:
-    return {name for name, value in vars(protocol).items() if inspect.isfunction(value) and not name.startswith("_")}
+    return {
+        name
+        for name, value in vars(protocol).items()
+        if inspect.isfunction(value) and not name.startswith("_")
+    }
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
@@ -24,6 +28,8 @@ def test_every_source_satisfies_the_source_protocol(name):
 @pytest.mark.parametrize("name", sorted(SINKS))
 def test_every_sink_satisfies_the_sink_protocol(name):
     cls = sink_class(name)
-    missing = sorted(m for m in _protocol_methods(Sink) | {"row_count"} if not callable(getattr(cls, m, None)))
+    missing = sorted(
+        m for m in _protocol_methods(Sink) | {"row_count"} if not callable(getattr(cls, m, None))
+    )
     assert not missing, f"sink {name} lacks {missing}"
     assert callable(getattr(cls, "from_config", None)), f"sink {name} lacks from_config"

@@ -14,7 +14,11 @@ from dbmazz_connectors.core.errors import ConfigError
 
 
 def _config(tables: list[str], sinks: dict) -> dict:
-    return {"source": {"url": "postgresql://u@127.0.0.1:1/db", "password_env": "X"}, "tables": tables, "sinks": sinks}
+    return {
+        "source": {"url": "postgresql://u@127.0.0.1:1/db", "password_env": "X"},
+        "tables": tables,
+        "sinks": sinks,
+    }
 
 
 def _check(tmp_path, capsys, body: dict) -> str:
@@ -48,21 +52,41 @@ def test_a_dotted_table_name_is_refused_with_a_rename_that_runs(pg_db, mysql_db,
     PipelineConfig(name="p1", **_config(["public.a_b"], {"duckdb": {}}))  # the renamed table is accepted
 
 
-@pytest.mark.parametrize("sinks, where", [
-    ({"clickhouse": {"url": "clickhouse://u@127.0.0.1:8123/db"}}, "ClickHouse puts every table in the database"),
-    ({"pg": {"url": "postgresql://u@127.0.0.1:1/sink", "schema": "replica"}}, "its 'schema: replica' puts every"),
-    ({"duckdb": {"schema": "all"}}, "its 'schema: all' puts every"),
-])
+@pytest.mark.parametrize(
+    "sinks, where",
+    [
+        (
+            {"clickhouse": {"url": "clickhouse://u@127.0.0.1:8123/db"}},
+            "ClickHouse puts every table in the database",
+        ),
+        (
+            {"pg": {"url": "postgresql://u@127.0.0.1:1/sink", "schema": "replica"}},
+            "its 'schema: replica' puts every",
+        ),
+        ({"duckdb": {"schema": "all"}}, "its 'schema: all' puts every"),
+    ],
+)
 def test_two_tables_one_sink_would_merge_are_refused_naming_both(sinks, where):
     with pytest.raises(ConfigError) as caught:
         _validate("p1", _config(["sales.orders", "public.t", "archive.orders"], sinks))
     message = str(caught.value)
-    assert f"would write tables sales.orders and archive.orders into one table orders ({where}" in message, message
+    assert f"would write tables sales.orders and archive.orders into one table orders ({where}" in message, (
+        message
+    )
     assert "fix: replicate archive.orders in a pipeline of its own" in message
 
 
 def test_tables_kept_apart_by_their_sinks_are_accepted():
-    _validate("p1", _config(["sales.orders", "archive.orders"], {"postgres": {"url": "postgresql://u@h/sink"},
-                                                                 "duckdb": {}}))
-    _validate("p1", _config(["public.Orders", "public.orders"], {"duckdb": {"schema": "all"},
-                                                                 "clickhouse": {"url": "clickhouse://u@h/db"}}))
+    _validate(
+        "p1",
+        _config(
+            ["sales.orders", "archive.orders"], {"postgres": {"url": "postgresql://u@h/sink"}, "duckdb": {}}
+        ),
+    )
+    _validate(
+        "p1",
+        _config(
+            ["public.Orders", "public.orders"],
+            {"duckdb": {"schema": "all"}, "clickhouse": {"url": "clickhouse://u@h/db"}},
+        ),
+    )

@@ -23,9 +23,13 @@ def odd_database(mariadb_server):
     name = f"t-{uuid.uuid4().hex[:8]}`x"
     admin = pymysql.connect(**mariadb_server.connect_kwargs())
     with admin.cursor() as cur:
-        cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")  # the documented requirement (the suite's setting)
+        cur.execute(
+            "SET GLOBAL binlog_row_metadata = 'FULL'"
+        )  # the documented requirement (the suite's setting)
         cur.execute(f"CREATE DATABASE `{name.replace('`', '``')}`")
-        cur.execute(f"CREATE TABLE `{name.replace('`', '``')}`.`o``r ders` (id INT PRIMARY KEY, v VARCHAR(20))")
+        cur.execute(
+            f"CREATE TABLE `{name.replace('`', '``')}`.`o``r ders` (id INT PRIMARY KEY, v VARCHAR(20))"
+        )
     yield MySqlDatabase(mariadb_server, name), admin
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE `{name.replace('`', '``')}`")
@@ -45,8 +49,14 @@ def test_printed_fixes_run_as_printed_then_setup_and_capture_work(odd_database, 
         cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
     table = f"{db.name}.o`r ders"
     try:
-        source = MySqlSource.from_config({"url": db.server.url("", user=user, password=password), "pipeline": "odd",
-                                          "tables": [table], "snapshot_method": "lock_tables"})
+        source = MySqlSource.from_config(
+            {
+                "url": db.server.url("", user=user, password=password),
+                "pipeline": "odd",
+                "tables": [table],
+                "snapshot_method": "lock_tables",
+            }
+        )
         source.connect()
         problems = source.preflight()
         fixes = [p.fix for p in problems]
@@ -80,7 +90,9 @@ def test_a_set_fix_runs_as_printed(odd_database):
     with admin.cursor() as cur:
         cur.execute("SELECT @@GLOBAL.binlog_row_metadata")
         current = cur.fetchone()[0]
-        cur.execute(_SET.format(name="binlog_row_metadata", value=f"'{current}'"))  # its current value: harmless
+        cur.execute(
+            _SET.format(name="binlog_row_metadata", value=f"'{current}'")
+        )  # its current value: harmless
         cur.execute("SELECT @@GLOBAL.binlog_row_metadata")
         assert cur.fetchone()[0] == current
 

@@ -35,12 +35,14 @@ def _create_shop(server: ClickHouseServer) -> None:
 def _check(server, tmp_path, monkeypatch, capsys, source_url, capture_role, password) -> tuple[int, str]:
     monkeypatch.setenv("DBMAZZ_TEST_CH_PASSWORD", password)
     sink = {"url": server.url("shop", user=USER, password=""), "password_env": "DBMAZZ_TEST_CH_PASSWORD"}
-    return dbmazz_check(tmp_path, monkeypatch, capsys, source_url, capture_role.password, ["public.t"],
-                        sinks={"ch": sink})
+    return dbmazz_check(
+        tmp_path, monkeypatch, capsys, source_url, capture_role.password, ["public.t"], sinks={"ch": sink}
+    )
 
 
 def test_missing_rights_are_found_fixed_as_printed_then_apply_rebuild_and_prune_work(
-        pg_db, capture_role, changelog, tmp_path, monkeypatch, capsys):
+    pg_db, capture_role, changelog, tmp_path, monkeypatch, capsys
+):
     with pg_db.connect() as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         conn.execute("INSERT INTO t SELECT g, 't' || g FROM generate_series(1, 30) g")
@@ -52,15 +54,20 @@ def test_missing_rights_are_found_fixed_as_printed_then_apply_rebuild_and_prune_
         _create_shop(server)
         code, out = _check(server, tmp_path, monkeypatch, capsys, source_url, capture_role, password)
         # its own bookkeeping tables come first: the missing right is found there, with the statements that fix it
-        assert code != 0 and f"sink ch: [connect] clickhouse sink: user {USER} may not run CREATE TABLE" in out, out
+        assert (
+            code != 0 and f"sink ch: [connect] clickhouse sink: user {USER} may not run CREATE TABLE" in out
+        ), out
         assert "TABLE ENGINE ON Replacing" in out, out
         leftovers = server.client("shop").query("SELECT name FROM system.tables WHERE database = 'shop'")
         assert leftovers.result_rows == [], leftovers.result_rows  # the check cleaned up after itself
     (fix,) = re.findall(r"^ +fix: (.*)$", out, re.M)
     statements = [s.strip() for s in fix.split(";")]
-    assert statements[0].startswith("GRANT SELECT, INSERT, ALTER, CREATE TABLE, CREATE VIEW, DROP TABLE, DROP VIEW "
-                                    "ON `shop`.* TO "), statements
-    granted = [re.sub(r" TO `?\w+`?$", "", s) for s in statements]  # users.xml takes a GRANT without its grantee
+    assert statements[0].startswith(
+        "GRANT SELECT, INSERT, ALTER, CREATE TABLE, CREATE VIEW, DROP TABLE, DROP VIEW ON `shop`.* TO "
+    ), statements
+    granted = [
+        re.sub(r" TO `?\w+`?$", "", s) for s in statements
+    ]  # users.xml takes a GRANT without its grantee
 
     with ClickHouseServer(users={USER: (password, granted)}) as server:
         _create_shop(server)
@@ -69,10 +76,14 @@ def test_missing_rights_are_found_fixed_as_printed_then_apply_rebuild_and_prune_
 
         source = capture_role.source(["public.t"])
         set_up_source(source)
-        run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", ["public.t"], reason="initial load"))
+        run_snapshot(
+            source, changelog, plan_snapshot(source, changelog, "p1", ["public.t"], reason="initial load")
+        )
         with pg_db.connect() as conn:
             conn.execute("UPDATE t SET v = 'changed' WHERE id = 3; DELETE FROM t WHERE id BETWEEN 10 AND 19")
-            conn.execute("ALTER TABLE t ALTER COLUMN id TYPE bigint")  # a widened key: the sink rebuilds the table
+            conn.execute(
+                "ALTER TABLE t ALTER COLUMN id TYPE bigint"
+            )  # a widened key: the sink rebuilds the table
             conn.execute("INSERT INTO t VALUES (5000000000, 'wide')")
         capture(source, changelog)
         source.disconnect()
@@ -86,13 +97,16 @@ def test_missing_rights_are_found_fixed_as_printed_then_apply_rebuild_and_prune_
         assert len(expected) == 21
         assert not differences(expected, clickhouse_rows(sink, "public.t", columns), "clickhouse sink")
         beyond_every_batch = tombstone_horizon(changelog, "p1") or 0
-        assert sink.prune_tombstones("public.t", max(beyond_every_batch, 2**63)) == 10  # a work table made, dropped
+        assert (
+            sink.prune_tombstones("public.t", max(beyond_every_batch, 2**63)) == 10
+        )  # a work table made, dropped
         assert not differences(expected, clickhouse_rows(sink, "public.t", columns), "clickhouse sink")
         sink.disconnect()
 
 
-def test_a_user_who_may_create_but_not_drop_is_refused_naming_what_is_left(pg_db, capture_role, tmp_path,
-                                                                             monkeypatch, capsys):
+def test_a_user_who_may_create_but_not_drop_is_refused_naming_what_is_left(
+    pg_db, capture_role, tmp_path, monkeypatch, capsys
+):
     """Past its bookkeeping tables, the check does each statement an apply runs on scratch tables: without DROP
     TABLE (a rebuild, a prune's work table) it is refused, naming the right, before any batch."""
     with pg_db.connect() as conn:
@@ -100,14 +114,25 @@ def test_a_user_who_may_create_but_not_drop_is_refused_naming_what_is_left(pg_db
     capture_role.grant(["public.t"])
     source_url = pg_db.url_as(capture_role.name, "x").replace(":x@", "@")
     password = secrets.token_hex(10)
-    with ClickHouseServer(users={USER: (password, [*TOO_FEW, "GRANT TABLE ENGINE ON ReplacingMergeTree"])}) as server:
+    with ClickHouseServer(
+        users={USER: (password, [*TOO_FEW, "GRANT TABLE ENGINE ON ReplacingMergeTree"])}
+    ) as server:
         _create_shop(server)
         code, out = _check(server, tmp_path, monkeypatch, capsys, source_url, capture_role, password)
         assert code != 0 and "sink ch: [clickhouse_rights]" in out, out
         assert f"expected user {USER} to be allowed to drop tables and views in shop" in out, out
-        assert "fix: GRANT SELECT, INSERT, ALTER, CREATE TABLE, CREATE VIEW, DROP TABLE, DROP VIEW ON `shop`.*" in out
+        assert (
+            "fix: GRANT SELECT, INSERT, ALTER, CREATE TABLE, CREATE VIEW, DROP TABLE, DROP VIEW ON `shop`.*"
+            in out
+        )
         admin = server.client("shop")
-        names = [name for (name,) in admin.query("SELECT name FROM system.tables WHERE database = 'shop'").result_rows]
+        names = [
+            name
+            for (name,) in admin.query("SELECT name FROM system.tables WHERE database = 'shop'").result_rows
+        ]
         admin.close()
         left = sorted(n for n in names if n.startswith("_dbmazz_check_"))
-        assert left and f"(left {left[0]}" in out, (left, out)  # what could not be dropped is named, to drop by hand
+        assert left and f"(left {left[0]}" in out, (
+            left,
+            out,
+        )  # what could not be dropped is named, to drop by hand

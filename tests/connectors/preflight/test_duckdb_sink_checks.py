@@ -13,7 +13,10 @@ from tests.connectors.sinks._workload import mixed_workload, write_batches
 def test_a_missing_folder_fixed_as_printed_then_apply_works(tmp_path, changelog):
     sink = create_sink({"url": f"duckdb:///{tmp_path}/not yet/there/sink.duckdb", "pipeline": "p"})
     (problem,) = sink.preflight(tables=["public.orders"])
-    assert problem.check == "duckdb.open" and f"expected the folder {tmp_path}/not yet/there to exist" in problem.message
+    assert (
+        problem.check == "duckdb.open"
+        and f"expected the folder {tmp_path}/not yet/there to exist" in problem.message
+    )
     subprocess.run(problem.fix, shell=True, check=True)  # as printed: mkdir -p '<folder>'
     assert sink.preflight(tables=["public.orders"]) == []
     workload = mixed_workload(seed=5)

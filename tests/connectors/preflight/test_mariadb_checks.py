@@ -40,29 +40,51 @@ class Case:
 
 
 CASES = {
-    "binlog_format": Case("binlog_format", "expected binlog_format=ROW, found MIXED",
-                          ["SET GLOBAL binlog_format = 'MIXED'"]),
-    "binlog_row_image": Case("binlog_row_image", "expected binlog_row_image=FULL, found MINIMAL",
-                             ["SET GLOBAL binlog_row_image = 'MINIMAL'"]),
-    "binlog_row_metadata": Case("binlog_row_metadata", "expected binlog_row_metadata=FULL, found MINIMAL",
-                                ["SET GLOBAL binlog_row_metadata = 'MINIMAL'"]),
-    "binlog retention": Case("binlog_retention", "expected binlogs kept at least the catch-up window (86400s), "
-                             "found 3600s", ["SET GLOBAL binlog_expire_logs_seconds = 3600"]),
-    "reader server_id": Case("server_id", "expected a reader server_id different from the server's own",
-                             options={"server_id": "SERVER"}, config_fix={}),
-    "REPLICATION SLAVE": Case("privileges", "expected the REPLICATION SLAVE privilege",
-                              ["REVOKE REPLICATION SLAVE ON *.* FROM {user}"]),
-    "REPLICATION CLIENT": Case("privileges", "expected the REPLICATION CLIENT privilege",
-                               ["REVOKE REPLICATION CLIENT ON *.* FROM {user}"]),
-    "LOCK TABLES (lock_tables snapshots)": Case("privileges", "expected the LOCK TABLES privilege",
-                                                options={"snapshot_method": "lock_tables"}),
+    "binlog_format": Case(
+        "binlog_format", "expected binlog_format=ROW, found MIXED", ["SET GLOBAL binlog_format = 'MIXED'"]
+    ),
+    "binlog_row_image": Case(
+        "binlog_row_image",
+        "expected binlog_row_image=FULL, found MINIMAL",
+        ["SET GLOBAL binlog_row_image = 'MINIMAL'"],
+    ),
+    "binlog_row_metadata": Case(
+        "binlog_row_metadata",
+        "expected binlog_row_metadata=FULL, found MINIMAL",
+        ["SET GLOBAL binlog_row_metadata = 'MINIMAL'"],
+    ),
+    "binlog retention": Case(
+        "binlog_retention",
+        "expected binlogs kept at least the catch-up window (86400s), found 3600s",
+        ["SET GLOBAL binlog_expire_logs_seconds = 3600"],
+    ),
+    "reader server_id": Case(
+        "server_id",
+        "expected a reader server_id different from the server's own",
+        options={"server_id": "SERVER"},
+        config_fix={},
+    ),
+    "REPLICATION SLAVE": Case(
+        "privileges",
+        "expected the REPLICATION SLAVE privilege",
+        ["REVOKE REPLICATION SLAVE ON *.* FROM {user}"],
+    ),
+    "REPLICATION CLIENT": Case(
+        "privileges",
+        "expected the REPLICATION CLIENT privilege",
+        ["REVOKE REPLICATION CLIENT ON *.* FROM {user}"],
+    ),
+    "LOCK TABLES (lock_tables snapshots)": Case(
+        "privileges", "expected the LOCK TABLES privilege", options={"snapshot_method": "lock_tables"}
+    ),
     "table readable": Case("tables", "to exist and be readable", ["REVOKE SELECT ON {db}.* FROM {user}"]),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_a_failing_check_fixed_as_printed_then_the_pipeline_works(name, mysql_db, mysql_capture_login, changelog,
-                                                                  tmp_path, monkeypatch, capsys):
+def test_a_failing_check_fixed_as_printed_then_the_pipeline_works(
+    name, mysql_db, mysql_capture_login, changelog, tmp_path, monkeypatch, capsys
+):
     case = CASES[name]
     login = mysql_capture_login
     admin = mysql_db.connect()
@@ -109,7 +131,9 @@ def _replicate(mysql_db, login, table: str, options: dict, changelog, tmp_path) 
     try:
         set_up_source(source)
         start = source.current_position()
-        run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", [table], reason="initial load"))
+        run_snapshot(
+            source, changelog, plan_snapshot(source, changelog, "p1", [table], reason="initial load")
+        )
         with admin.cursor() as cur:
             cur.execute("UPDATE t SET v = 'changed' WHERE id = 3")
             cur.execute("DELETE FROM t WHERE id = 4")

@@ -30,13 +30,17 @@ from ..schema_evolution._compare import T
 from ._check import dbmazz_check
 
 COLUMNS = {"id": T("int32"), "v": T("string")}
-PLAIN = ("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, v text);"
-         "INSERT INTO t SELECT g, 't' || g FROM generate_series(1, 20) g;"
-         "INSERT INTO u SELECT g, 'u' || g FROM generate_series(1, 20) g")
-PARTITIONED = ("CREATE TABLE parts (id int, at date, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);"
-               "CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
-               "CREATE TABLE parts_b PARTITION OF parts FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
-               "INSERT INTO parts SELECT g, date '2024-01-01' + g * 10, 'p' || g FROM generate_series(1, 60) g")
+PLAIN = (
+    "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, v text);"
+    "INSERT INTO t SELECT g, 't' || g FROM generate_series(1, 20) g;"
+    "INSERT INTO u SELECT g, 'u' || g FROM generate_series(1, 20) g"
+)
+PARTITIONED = (
+    "CREATE TABLE parts (id int, at date, v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);"
+    "CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+    "CREATE TABLE parts_b PARTITION OF parts FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+    "INSERT INTO parts SELECT g, date '2024-01-01' + g * 10, 'p' || g FROM generate_series(1, 60) g"
+)
 
 
 @dataclass
@@ -47,7 +51,9 @@ class Case:
     tables: list[str] = field(default_factory=lambda: ["public.t", "public.u"])
     ddl: str = PLAIN
     options: dict = field(default_factory=dict)  # the source's options (slot, columns, ...)
-    config_fix: Callable[[str, dict, list[str]], tuple[dict, list[str]]] | None = None  # (fix, options, tables)
+    config_fix: Callable[[str, dict, list[str]], tuple[dict, list[str]]] | None = (
+        None  # (fix, options, tables)
+    )
     grant: bool = True  # SELECT and the publication, as docs/operations.md says
 
 
@@ -57,38 +63,79 @@ def _columns_from(fix: str, options: dict, tables: list[str]) -> tuple[dict, lis
 
 
 CASES = {
-    "replication attribute": Case("privilege", "to have the REPLICATION attribute", "ALTER ROLE {role} NOREPLICATION"),
-    "schema usage": Case("privilege", "expected USAGE on schema public", "REVOKE ALL ON SCHEMA public FROM PUBLIC"),
+    "replication attribute": Case(
+        "privilege", "to have the REPLICATION attribute", "ALTER ROLE {role} NOREPLICATION"
+    ),
+    "schema usage": Case(
+        "privilege", "expected USAGE on schema public", "REVOKE ALL ON SCHEMA public FROM PUBLIC"
+    ),
     "table select": Case("privilege", "expected SELECT on public.u", "REVOKE SELECT ON u FROM {role}"),
-    "replica identity nothing": Case("replica_identity", "found NOTHING", "ALTER TABLE u REPLICA IDENTITY NOTHING"),
-    "replica identity full (configured)": Case("replica_identity", "expected REPLICA IDENTITY FULL on public.t",
-                                               options={"replica_identity_full": ["public.t"]}),
+    "replica identity nothing": Case(
+        "replica_identity", "found NOTHING", "ALTER TABLE u REPLICA IDENTITY NOTHING"
+    ),
+    "replica identity full (configured)": Case(
+        "replica_identity",
+        "expected REPLICA IDENTITY FULL on public.t",
+        options={"replica_identity_full": ["public.t"]},
+    ),
     "partition replica identity": Case(
-        "replica_identity", "on every partition of public.parts, found NOTHING on public.parts_b",
+        "replica_identity",
+        "on every partition of public.parts, found NOTHING on public.parts_b",
         "ALTER PUBLICATION dbmazz_p1 SET (publish_via_partition_root = true); "
-        "ALTER TABLE parts_b REPLICA IDENTITY NOTHING", tables=["public.parts"], ddl=PARTITIONED),
+        "ALTER TABLE parts_b REPLICA IDENTITY NOTHING",
+        tables=["public.parts"],
+        ddl=PARTITIONED,
+    ),
     "partition replica identity full (configured)": Case(
-        "replica_identity", "expected REPLICA IDENTITY FULL on every partition of public.parts (configured)",
+        "replica_identity",
+        "expected REPLICA IDENTITY FULL on every partition of public.parts (configured)",
         "ALTER PUBLICATION dbmazz_p1 SET (publish_via_partition_root = true); ALTER TABLE parts REPLICA IDENTITY FULL",
-        tables=["public.parts"], ddl=PARTITIONED, options={"replica_identity_full": True}),
-    "publication via the partition root": Case("publication", "as their root (publish_via_partition_root)",
-                                               tables=["public.parts"], ddl=PARTITIONED),
-    "publication operations": Case("publication", "to publish insert, update, delete and truncate",
-                                   "ALTER PUBLICATION dbmazz_p1 SET (publish = 'insert, update')"),
-    "publication lacks a table": Case("publication", "to contain public.u", "ALTER PUBLICATION dbmazz_p1 DROP TABLE u"),
-    "no publication, role cannot create it": Case("publication", "expected publication dbmazz_p1 to exist",
-                                                  "DROP PUBLICATION dbmazz_p1"),
-    "unmappable column type": Case("type", "cannot map column public.u.p of type point",
-                                   ddl=PLAIN + "; ALTER TABLE u ADD COLUMN p point", config_fix=_columns_from),
-    "columns named but absent": Case("columns", "expected columns nope in public.u",
-                                     options={"columns": {"public.u": {"exclude": ["nope"]}}},
-                                     config_fix=lambda fix, o, t: ({**o, "columns": {}}, t)),
-    "missing table": Case("table", "expected table public.ghost to exist", tables=["public.t", "public.ghost"],
-                          config_fix=lambda fix, o, t: (o, [x for x in t if x != "public.ghost"])),
-    "slot of another plugin": Case("slot", "to be a logical pgoutput slot, found logical test_decoding",
-                                   "SELECT pg_create_logical_replication_slot('dbmazz_p1', 'test_decoding')"),
-    "slot in another database": Case("slot", "expected slot dbmazz_p1 in database",
-                                     config_fix=lambda fix, o, t: ({**o, "slot": "dbmazz_p1_here"}, t)),
+        tables=["public.parts"],
+        ddl=PARTITIONED,
+        options={"replica_identity_full": True},
+    ),
+    "publication via the partition root": Case(
+        "publication", "as their root (publish_via_partition_root)", tables=["public.parts"], ddl=PARTITIONED
+    ),
+    "publication operations": Case(
+        "publication",
+        "to publish insert, update, delete and truncate",
+        "ALTER PUBLICATION dbmazz_p1 SET (publish = 'insert, update')",
+    ),
+    "publication lacks a table": Case(
+        "publication", "to contain public.u", "ALTER PUBLICATION dbmazz_p1 DROP TABLE u"
+    ),
+    "no publication, role cannot create it": Case(
+        "publication", "expected publication dbmazz_p1 to exist", "DROP PUBLICATION dbmazz_p1"
+    ),
+    "unmappable column type": Case(
+        "type",
+        "cannot map column public.u.p of type point",
+        ddl=PLAIN + "; ALTER TABLE u ADD COLUMN p point",
+        config_fix=_columns_from,
+    ),
+    "columns named but absent": Case(
+        "columns",
+        "expected columns nope in public.u",
+        options={"columns": {"public.u": {"exclude": ["nope"]}}},
+        config_fix=lambda fix, o, t: ({**o, "columns": {}}, t),
+    ),
+    "missing table": Case(
+        "table",
+        "expected table public.ghost to exist",
+        tables=["public.t", "public.ghost"],
+        config_fix=lambda fix, o, t: (o, [x for x in t if x != "public.ghost"]),
+    ),
+    "slot of another plugin": Case(
+        "slot",
+        "to be a logical pgoutput slot, found logical test_decoding",
+        "SELECT pg_create_logical_replication_slot('dbmazz_p1', 'test_decoding')",
+    ),
+    "slot in another database": Case(
+        "slot",
+        "expected slot dbmazz_p1 in database",
+        config_fix=lambda fix, o, t: ({**o, "slot": "dbmazz_p1_here"}, t),
+    ),
 }
 
 
@@ -107,9 +154,12 @@ def _replicate(pg_db, source: PostgresSource, changelog, tmp_path, tables: list[
             name = table.split(".")[1]
             conn.execute(f"UPDATE {name} SET v = 'changed' WHERE id = 3")
             conn.execute(f"DELETE FROM {name} WHERE id = 4")
-            conn.execute(f"INSERT INTO {name} (id, {'at, ' if name == 'parts' else ''}v) VALUES "
-                         f"(100, {'DATE 2025-06-01, ' if name == 'parts' else ''}'new')".replace("DATE 2025-06-01",
-                                                                                                 "'2025-06-01'"))
+            conn.execute(
+                f"INSERT INTO {name} (id, {'at, ' if name == 'parts' else ''}v) VALUES "
+                f"(100, {'DATE 2025-06-01, ' if name == 'parts' else ''}'new')".replace(
+                    "DATE 2025-06-01", "'2025-06-01'"
+                )
+            )
     capture(source, changelog)
     sink = create_sink({"url": f"duckdb:///{tmp_path}/sink.duckdb", "pipeline": "p1"})
     sink.connect()
@@ -126,8 +176,9 @@ def _replicate(pg_db, source: PostgresSource, changelog, tmp_path, tables: list[
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_a_failing_check_fixed_as_printed_then_the_pipeline_works(name, pg_db, capture_role, changelog, tmp_path,
-                                                                  monkeypatch, capsys):
+def test_a_failing_check_fixed_as_printed_then_the_pipeline_works(
+    name, pg_db, capture_role, changelog, tmp_path, monkeypatch, capsys
+):
     case = CASES[name]
     role = psycopg.sql.Identifier(capture_role.name)
     with pg_db.connect() as conn:
@@ -143,7 +194,9 @@ def test_a_failing_check_fixed_as_printed_then_the_pipeline_works(name, pg_db, c
             if case.breaks:
                 conn.execute(case.breaks.format(role=role.as_string(conn)))
         url = pg_db.url_as(capture_role.name, "x").replace(":x@", "@")
-        code, out = dbmazz_check(tmp_path, monkeypatch, capsys, url, capture_role.password, case.tables, **case.options)
+        code, out = dbmazz_check(
+            tmp_path, monkeypatch, capsys, url, capture_role.password, case.tables, **case.options
+        )
         assert code == 1 and f"[{case.check}] " in out and case.message in out, out
         source = capture_role.source(case.tables, **case.options)
         problems = source.preflight()
@@ -178,7 +231,9 @@ def test_server_settings_fixed_as_printed_then_the_pipeline_works(tmp_path, monk
     from tests.connectors.sources.postgres._pg import CaptureRole
     from tests.fixtures.servers import PgDatabase
 
-    with PostgresServer(settings={"wal_level": "replica", "max_replication_slots": "1", "max_wal_senders": "0"}) as server:
+    with PostgresServer(
+        settings={"wal_level": "replica", "max_replication_slots": "1", "max_wal_senders": "0"}
+    ) as server:
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE shop")
         db = PgDatabase(server, "shop")
@@ -190,7 +245,9 @@ def test_server_settings_fixed_as_printed_then_the_pipeline_works(tmp_path, monk
         url = db.url_as(role.name, "x").replace(":x@", "@")
         seen = []
         for _ in range(3):  # each fix as printed, then the restart it asks for, until the check is ok
-            code, out = dbmazz_check(tmp_path, monkeypatch, capsys, url, role.password, ["public.t", "public.u"])
+            code, out = dbmazz_check(
+                tmp_path, monkeypatch, capsys, url, role.password, ["public.t", "public.u"]
+            )
             if code == 0:
                 break
             source = role.source(["public.t", "public.u"])

@@ -24,20 +24,30 @@ def _apply_all(changelog, tmp_path, pipeline: str = "p1"):
     return sink
 
 
-def test_postgres_primary_key_fix_runs_as_printed(pg_db, capture_role, changelog, tmp_path, monkeypatch, capsys):
+def test_postgres_primary_key_fix_runs_as_printed(
+    pg_db, capture_role, changelog, tmp_path, monkeypatch, capsys
+):
     keyless, bare = "public.Keyless Orders", "public.bare"
     with pg_db.connect() as conn:
-        conn.execute('CREATE TABLE "Keyless Orders" (code text NOT NULL UNIQUE, region int NOT NULL, v text, '
-                     'n int UNIQUE, UNIQUE (region, code))')  # n: unique but nullable, not a key
+        conn.execute(
+            'CREATE TABLE "Keyless Orders" (code text NOT NULL UNIQUE, region int NOT NULL, v text, '
+            "n int UNIQUE, UNIQUE (region, code))"
+        )  # n: unique but nullable, not a key
         conn.execute("CREATE TABLE bare (a int, b text)")
-        conn.execute('INSERT INTO "Keyless Orders" SELECT \'c\' || g, g % 3, \'v\' || g, g FROM generate_series(1, 20) g')
+        conn.execute(
+            "INSERT INTO \"Keyless Orders\" SELECT 'c' || g, g % 3, 'v' || g, g FROM generate_series(1, 20) g"
+        )
     url = pg_db.url_as(capture_role.name, "x").replace(":x@", "@")
     code, out = dbmazz_check(tmp_path, monkeypatch, capsys, url, capture_role.password, [keyless, bare])
     assert code == 1
-    assert ("[primary_key] expected a primary key on public.Keyless Orders, found none\n    fix: as the table owner: "
-            'ALTER TABLE "public"."Keyless Orders" ADD PRIMARY KEY ("code");') in out, out
-    assert ("[primary_key] expected a primary key on public.bare, found none\n    fix: remove public.bare from the "
-            "pipeline's tables") in out, out
+    assert (
+        "[primary_key] expected a primary key on public.Keyless Orders, found none\n    fix: as the table owner: "
+        'ALTER TABLE "public"."Keyless Orders" ADD PRIMARY KEY ("code");'
+    ) in out, out
+    assert (
+        "[primary_key] expected a primary key on public.bare, found none\n    fix: remove public.bare from the "
+        "pipeline's tables"
+    ) in out, out
     for _ in range(3):  # the owner runs every printed statement, exactly as printed, until none is left
         source = capture_role.source([keyless, bare])
         statements = [p.fix.split(": ", 1)[1] for p in source.preflight() if p.fix.startswith("as ")]
@@ -54,8 +64,8 @@ def test_postgres_primary_key_fix_runs_as_printed(pg_db, capture_role, changelog
     set_up_source(source)
     run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", [keyless], reason="initial load"))
     with pg_db.connect() as conn:
-        conn.execute('UPDATE "Keyless Orders" SET v = \'changed\' WHERE code = \'c3\'')
-        conn.execute('DELETE FROM "Keyless Orders" WHERE code = \'c4\'')
+        conn.execute("UPDATE \"Keyless Orders\" SET v = 'changed' WHERE code = 'c3'")
+        conn.execute("DELETE FROM \"Keyless Orders\" WHERE code = 'c4'")
     pg_capture(source, changelog)
     sink = _apply_all(changelog, tmp_path)
     with pg_db.connect() as conn:
@@ -68,11 +78,15 @@ def test_postgres_primary_key_fix_runs_as_printed(pg_db, capture_role, changelog
 def test_mariadb_primary_key_fix_runs_as_printed(mysql_db, make_source, changelog, tmp_path):
     admin = mysql_db.connect()
     with admin.cursor() as cur:
-        cur.execute("CREATE TABLE `key``less` (code VARCHAR(20) NOT NULL, region INT NOT NULL, v TEXT, n INT, "
-                    "UNIQUE KEY u_pair (region, code), UNIQUE KEY u_code (code), UNIQUE KEY u_n (n), "
-                    "UNIQUE KEY u_prefix (v(10)))")
+        cur.execute(
+            "CREATE TABLE `key``less` (code VARCHAR(20) NOT NULL, region INT NOT NULL, v TEXT, n INT, "
+            "UNIQUE KEY u_pair (region, code), UNIQUE KEY u_code (code), UNIQUE KEY u_n (n), "
+            "UNIQUE KEY u_prefix (v(10)))"
+        )
         cur.execute("CREATE TABLE bare (a INT, b TEXT)")
-        cur.execute("INSERT INTO `key``less` SELECT CONCAT('c', seq), seq % 3, CONCAT('v', seq), seq FROM seq_1_to_20")
+        cur.execute(
+            "INSERT INTO `key``less` SELECT CONCAT('c', seq), seq % 3, CONCAT('v', seq), seq FROM seq_1_to_20"
+        )
     admin.commit()
     source = make_source(["key`less", "bare"])
     found = {p.message: p.fix for p in source.preflight()}
@@ -80,7 +94,8 @@ def test_mariadb_primary_key_fix_runs_as_printed(mysql_db, make_source, changelo
     fix = found[f"expected a primary key on {table}, found none"]
     assert fix == f"ALTER TABLE `{mysql_db.name}`.`key``less` ADD PRIMARY KEY (`code`)", fix
     assert found[f"expected a primary key on {mysql_db.name}.bare, found none"].startswith(
-        f"remove {mysql_db.name}.bare from the pipeline's tables")
+        f"remove {mysql_db.name}.bare from the pipeline's tables"
+    )
     with admin.cursor() as cur:
         cur.execute(fix)  # as printed
     source = make_source(["key`less"])

@@ -30,8 +30,9 @@ def sink_rows(kind: str, sink, table: str, columns: Mapping[str, LogicalType]) -
     return READERS[kind](sink, table, columns)
 
 
-def assert_pg_sink_equals_source(kind: str, sink, pg_conn, table: str, columns: Mapping[str, LogicalType],
-                                 step: str) -> dict:
+def assert_pg_sink_equals_source(
+    kind: str, sink, pg_conn, table: str, columns: Mapping[str, LogicalType], step: str
+) -> dict:
     """The sink's live rows of ``public.<table>`` == the PostgreSQL source's, in ``columns``; the sink rows."""
     expected = pg_rows(pg_conn, f'"public"."{table}"', columns)
     found = sink_rows(kind, sink, f"public.{table}", columns)
@@ -40,8 +41,9 @@ def assert_pg_sink_equals_source(kind: str, sink, pg_conn, table: str, columns: 
     return found
 
 
-def assert_my_sink_equals_source(kind: str, sink, my_conn, database: str, table: str,
-                                 columns: Mapping[str, LogicalType], step: str) -> dict:
+def assert_my_sink_equals_source(
+    kind: str, sink, my_conn, database: str, table: str, columns: Mapping[str, LogicalType], step: str
+) -> dict:
     """The sink's live rows of ``<database>.<table>`` == the MariaDB source's, in ``columns``; the sink rows."""
     my_conn.commit()  # a fresh read view
     expected = mariadb_rows(my_conn, table, columns)

@@ -40,8 +40,12 @@ def test_postgres_schema_changes_reach_the_sink(kind, pg_db, capture_role, chang
         apply_all(changelog, sink)
         return assert_pg_sink_equals_source(kind, sink, admin, "t", columns, what)
 
-    run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", ["public.t"], SETTINGS,
-                                                  reason="initial load"), SETTINGS)
+    run_snapshot(
+        source,
+        changelog,
+        plan_snapshot(source, changelog, "p1", ["public.t"], SETTINGS, reason="initial load"),
+        SETTINGS,
+    )
     admin.execute("UPDATE t SET name = 'changed' WHERE id = 3")
     step("the initial load")
 
@@ -77,8 +81,10 @@ def test_postgres_schema_changes_reach_the_sink(kind, pg_db, capture_role, chang
     assert kept[62]["gone"] is None, "a row inserted after the drop has NULL"
 
     # widenings, the primary key's too
-    admin.execute("ALTER TABLE t ALTER COLUMN small TYPE bigint, ALTER COLUMN name TYPE varchar(100), "
-                  "ALTER COLUMN id TYPE bigint")
+    admin.execute(
+        "ALTER TABLE t ALTER COLUMN small TYPE bigint, ALTER COLUMN name TYPE varchar(100), "
+        "ALTER COLUMN id TYPE bigint"
+    )
     admin.execute("UPDATE t SET small = small + 5000000000, name = repeat('wide', 20) WHERE id <= 2")
     admin.execute("INSERT INTO t (id, small, name) VALUES (9000000000, -9000000000, repeat('x', 100))")
     columns.update(id=T("int64"), small=T("int64"))
@@ -100,8 +106,12 @@ def test_postgres_schema_changes_reach_the_sink(kind, pg_db, capture_role, chang
     assert fix == 'as a superuser: ALTER PUBLICATION "dbmazz_p1" ADD TABLE "public"."t";'
     with psycopg.connect(pg_db.url, autocommit=True) as superuser:
         superuser.execute(fix.split(": ", 1)[1])  # exactly as printed
-    run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", ["public.t"], SETTINGS,
-                                                  reason="re-sync"), SETTINGS)
+    run_snapshot(
+        source,
+        changelog,
+        plan_snapshot(source, changelog, "p1", ["public.t"], SETTINGS, reason="re-sync"),
+        SETTINGS,
+    )
     admin.execute("UPDATE t SET price = 1.25 WHERE id = 31")
     columns = {"id": T("int64"), "name": T("string"), "price": T("decimal(10,2)"), "small": T("int64")}
     step("a drop and re-create with another shape, and its re-sync")

@@ -86,7 +86,9 @@ ORDERS = TableSchema(
     ),
     ("id",),
 )
-ORDERS_WIDER = TableSchema("public", "orders", ORDERS.columns + (Column("discount", LogicalType.of("int64")),), ("id",))
+ORDERS_WIDER = TableSchema(
+    "public", "orders", ORDERS.columns + (Column("discount", LogicalType.of("int64")),), ("id",)
+)
 
 _EPOCH_US = 1_700_000_000_000_000
 _STATUSES = ("new", "paid", "shipped", "returned")
@@ -98,7 +100,9 @@ def _commit_ts_us(version: int) -> int:
 
 def rows_table(schema: TableSchema, changes: Sequence[tuple[int, int, dict, list[str] | None]]) -> pa.Table:
     """Arrow rows of ``schema.arrow_schema()`` from ``(op, version, values, unknown_columns)``."""
-    data: dict[str, list] = {c.name: [values.get(c.name) for _, _, values, _ in changes] for c in schema.columns}
+    data: dict[str, list] = {
+        c.name: [values.get(c.name) for _, _, values, _ in changes] for c in schema.columns
+    }
     data["_dbmazz_op"] = [op for op, _, _, _ in changes]
     data["_dbmazz_version"] = [version for _, version, _, _ in changes]
     data["_dbmazz_commit_ts"] = [_commit_ts_us(version) for _, version, _, _ in changes]
@@ -162,7 +166,9 @@ class _Source:
             "id": key,
             "qty": self.rng.randint(1, 500),
             "price": Decimal(self.rng.randint(0, 10_000_000)) / 100,
-            "note": self.rng.choice(["", "gift", "x" * self.rng.randint(1, 300), None, "ünïcödé 'quoted' \"d\""]),
+            "note": self.rng.choice(
+                ["", "gift", "x" * self.rng.randint(1, 300), None, "ünïcödé 'quoted' \"d\""]
+            ),
             "status": self.rng.choice(_STATUSES),
             "updated_at": datetime.fromtimestamp(_commit_ts_us(self.version) / 1e6, UTC)
             + timedelta(microseconds=self.rng.randint(0, 999)),
@@ -199,7 +205,10 @@ class _Source:
         values = self.rows.pop(old)
         new_key = self._new_key()
         self.rows[new_key] = {**values, "id": new_key, "qty": (values["qty"] or 0) + 1}
-        return [(OP_DELETE, self.version, {"id": old}, None), (OP_INSERT, self.version, dict(self.rows[new_key]), None)]
+        return [
+            (OP_DELETE, self.version, {"id": old}, None),
+            (OP_INSERT, self.version, dict(self.rows[new_key]), None),
+        ]
 
     def _new_key(self) -> int:
         self.next_id += self.rng.randint(1, 3)
@@ -221,7 +230,9 @@ class _Source:
         self.events.append(SchemaChange(ORDERS_WIDER, self.version, "ALTER TABLE orders ADD discount bigint"))
 
     def snapshot(self, batch_id: str) -> WorkloadBatch:
-        data = rows_table(self.schema, [(OP_INSERT, self.version, dict(v), None) for _, v in sorted(self.rows.items())])
+        data = rows_table(
+            self.schema, [(OP_INSERT, self.version, dict(v), None) for _, v in sorted(self.rows.items())]
+        )
         return WorkloadBatch(batch_id, self.schema, [Rows(self.schema, data)], self.version)
 
     def expected(self) -> list[tuple]:
@@ -292,8 +303,9 @@ def write_batches(changelog: ChangeLog, pipeline: str, batches: Iterable[Workloa
     return ids
 
 
-def assert_sink_equals(actual: Iterable[Sequence], expected: Sequence[Sequence], *, key_len: int = 1,
-                       show: int = 10) -> None:
+def assert_sink_equals(
+    actual: Iterable[Sequence], expected: Sequence[Sequence], *, key_len: int = 1, show: int = 10
+) -> None:
     """Compare rows (tuples in the same column order) by key; fail with the first ``show`` differences."""
     got = {tuple(r[:key_len]): tuple(r) for r in actual}
     want = {tuple(r[:key_len]): tuple(r) for r in expected}
@@ -302,13 +314,17 @@ def assert_sink_equals(actual: Iterable[Sequence], expected: Sequence[Sequence],
     differ = sorted(k for k in set(want) & set(got) if got[k] != want[k])
     if not (missing or extra or differ):
         return
-    lines = [f"sink differs from source: {len(missing)} missing, {len(extra)} extra, {len(differ)} different "
-             f"(source {len(want)} rows, sink {len(got)} rows)"]
+    lines = [
+        f"sink differs from source: {len(missing)} missing, {len(extra)} extra, {len(differ)} different "
+        f"(source {len(want)} rows, sink {len(got)} rows)"
+    ]
     lines += [f"  missing {want[k]}" for k in missing[:show]]
     lines += [f"  extra   {got[k]}" for k in extra[:show]]
     for k in differ[:show]:
         cols = [i for i, (a, b) in enumerate(zip(got[k], want[k], strict=False)) if a != b]
-        lines.append(f"  key {k}: columns {cols}: sink {[got[k][i] for i in cols]} source {[want[k][i] for i in cols]}")
+        lines.append(
+            f"  key {k}: columns {cols}: sink {[got[k][i] for i in cols]} source {[want[k][i] for i in cols]}"
+        )
     raise AssertionError("\n".join(lines))
 
 

@@ -22,8 +22,14 @@ def test_the_workload_holds_every_kind_of_change():
     wl = mixed_workload(seed=3)
     kinds = {type(e).__name__ for b in wl.batches for e in b.events}
     assert kinds == {"Rows", "Truncate", "SchemaChange"}
-    unknown = [u for b in wl.batches for e in b.events if type(e).__name__ == "Rows"
-               for u in e.data.column("_dbmazz_unknown_columns").to_pylist() if u]
+    unknown = [
+        u
+        for b in wl.batches
+        for e in b.events
+        if type(e).__name__ == "Rows"
+        for u in e.data.column("_dbmazz_unknown_columns").to_pylist()
+        if u
+    ]
     assert unknown and all(u == ["note"] for u in unknown)
 
 

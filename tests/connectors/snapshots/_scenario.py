@@ -64,9 +64,13 @@ def seed_tables(dialect: Dialect) -> None:
         cur = conn.cursor()
         for statement in SEED_ROWS:
             cur.execute(statement)
-        cur.executemany("INSERT INTO items VALUES (%s, %s, %s, %s)",
-                        [(k, k, f"item {k}", Decimal(k) / 4) for k in range(1, KEYS + 1)])
-        cur.executemany("INSERT INTO pairs VALUES (%s, %s, %s)", [(f"k{k % 23}", k, k) for k in range(1, 600)])
+        cur.executemany(
+            "INSERT INTO items VALUES (%s, %s, %s, %s)",
+            [(k, k, f"item {k}", Decimal(k) / 4) for k in range(1, KEYS + 1)],
+        )
+        cur.executemany(
+            "INSERT INTO pairs VALUES (%s, %s, %s)", [(f"k{k % 23}", k, k) for k in range(1, 600)]
+        )
         conn.commit()
     finally:
         conn.close()
@@ -110,8 +114,9 @@ def source_rows(dialect: Dialect, table: str, columns: Sequence[str]) -> list[tu
         conn.close()
 
 
-def capture_with_snapshot(source, changelog: ChangeLog, dialect: Dialect, seed: int, checkpoint,
-                          settings: SnapshotSettings) -> list[str]:
+def capture_with_snapshot(
+    source, changelog: ChangeLog, dialect: Dialect, seed: int, checkpoint, settings: SnapshotSettings
+) -> list[str]:
     """Snapshot both tables while the writer runs, CDC batches captured between snapshot batches."""
     stop, done = threading.Event(), [0]
     thread = threading.Thread(target=writer, args=(dialect, seed, stop, done))
@@ -146,5 +151,6 @@ def apply_shuffled(changelog: ChangeLog, sink, batch_ids: list[str], seed: int) 
 def assert_tables_equal(dialect: Dialect, read_sink: Callable[[str, Sequence[str]], list[tuple]]) -> None:
     """``read_sink(qualified_source_table, columns)`` reads the sink's live rows of that table."""
     for table, columns, key_len in ((dialect.tables[0], ITEMS, 1), (dialect.tables[1], PAIRS, 2)):
-        assert_sink_equals(read_sink(table, columns), source_rows(dialect, table.split(".")[1], columns),
-                           key_len=key_len)
+        assert_sink_equals(
+            read_sink(table, columns), source_rows(dialect, table.split(".")[1], columns), key_len=key_len
+        )

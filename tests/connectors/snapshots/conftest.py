@@ -36,7 +36,10 @@ def sinks(tmp_path, ch_db, pg_db):
     made = {
         "duckdb": (create_sink({"url": f"duckdb:///{tmp_path}/sink.duckdb", "pipeline": "p"}), _duckdb_rows),
         "clickhouse": (create_sink({"url": ch_db.url, "pipeline": "p"}), _clickhouse_rows),
-        "postgres": (create_sink({"url": pg_db.sink_url, "pipeline": "p", "schema": "replica"}), _postgres_rows),
+        "postgres": (
+            create_sink({"url": pg_db.sink_url, "pipeline": "p", "schema": "replica"}),
+            _postgres_rows,
+        ),
     }
     for sink, _ in made.values():
         sink.connect()
@@ -51,8 +54,9 @@ def pg_scenario(pg_db, capture_role):  # noqa: F811 - the fixture imported above
     dialect = Dialect(connect=lambda: psycopg.connect(pg_db.url), schema="public", **POSTGRES)
     seed_tables(dialect)
     capture_role.grant(dialect.tables, publication="dbmazz_p")
-    source = capture_role.source(dialect.tables, pipeline="p", read_block_rows=1000, read_block_bytes=1024 * 1024)
+    source = capture_role.source(
+        dialect.tables, pipeline="p", read_block_rows=1000, read_block_bytes=1024 * 1024
+    )
     source.setup()
     yield dialect, source
     source.disconnect()
-

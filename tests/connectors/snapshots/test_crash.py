@@ -49,23 +49,39 @@ print("not killed")
 """
 
 
-def test_a_killed_snapshot_resumes_from_its_first_unfinished_batch(pg_db, capture_role, pg_scenario, changelog,
-                                                                     sinks):
+def test_a_killed_snapshot_resumes_from_its_first_unfinished_batch(
+    pg_db, capture_role, pg_scenario, changelog, sinks
+):
     dialect, source = pg_scenario
     checkpoint = source.checkpoint_position()
     plan = plan_snapshot(source, changelog, "p", dialect.tables, SETTINGS)
-    config = {"url": capture_role.db.url_as(capture_role.name, capture_role.password), "pipeline": "p",
-              "tables": dialect.tables, "read_block_rows": 1000}
-    spec = {"config": config, "changelog": changelog.root, "snapshot": plan.snapshot_id,
-            "settings": {"chunk_rows": 200, "chunks_per_batch": 2, "parallelism": 2}}
-    child = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    config = {
+        "url": capture_role.db.url_as(capture_role.name, capture_role.password),
+        "pipeline": "p",
+        "tables": dialect.tables,
+        "read_block_rows": 1000,
+    }
+    spec = {
+        "config": config,
+        "changelog": changelog.root,
+        "snapshot": plan.snapshot_id,
+        "settings": {"chunk_rows": 200, "chunks_per_batch": 2, "parallelism": 2},
+    }
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     ids = plan.batch_ids()
     done = [changelog.manifest("p", b) for b in ids]
     assert [m is not None for m in done[:3]] == [True, True, False]  # killed in the third batch
     assert os.listdir(changelog.part_dir("p", "public.items", ids[2])) or os.listdir(
-        changelog.part_dir("p", "public.pairs", ids[2])), "the killed batch should have left a part behind"
+        changelog.part_dir("p", "public.pairs", ids[2])
+    ), "the killed batch should have left a part behind"
     with pg_db.connect() as conn:  # changes between the crash and the resume
         conn.execute("UPDATE items SET n = n + 100 WHERE id % 9 = 0")
         conn.execute("DELETE FROM items WHERE id % 13 = 0")
@@ -107,7 +123,8 @@ print("not killed")
 
 @pytest.mark.parametrize("kind", ["duckdb", "clickhouse", "postgres"])
 def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_again(
-        kind, tmp_path, pg_db, ch_db, pg_scenario, changelog):
+    kind, tmp_path, pg_db, ch_db, pg_scenario, changelog
+):
     """A snapshot batch applies a segment at a time (bounded memory); SIGKILL half-way, then a re-run: sink == source."""
     dialect, source = pg_scenario
     checkpoint = source.checkpoint_position()
@@ -115,11 +132,21 @@ def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_
     plan = plan_snapshot(source, changelog, "p", dialect.tables, settings)
     run_snapshot(source, changelog, plan, settings)
     ids = plan.batch_ids()
-    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.sink_url}[kind]
+    url = {
+        "duckdb": f"duckdb:///{tmp_path}/crash.duckdb",
+        "clickhouse": ch_db.url,
+        "postgres": pg_db.sink_url,
+    }[kind]
     config = {"url": url, "pipeline": "p", **({"schema": "replica"} if kind == "postgres" else {})}
     spec = {"changelog": changelog.root, "segment_rows": 100, "sink": config, "batches": ids}
-    child = subprocess.run([sys.executable, "-c", APPLY_CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True,
-                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", APPLY_CHILD, json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     first = sorted(changelog.manifest("p", ids[0]).tables)[0]
     segments = ChangeLog(changelog.root, segment_rows=100).segments("p", ids[0], first)
@@ -137,7 +164,9 @@ def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_
         assert 0 < resumed[first].rows_written == total - sum(segment.rows for segment in segments[:3])
         for batch_id in [*ids, cdc.batch_id]:
             apply_batch(changelog, sink, "p", batch_id)
-        assert all(sink.is_applied(BatchRef("p", b), t) for b in ids for t in changelog.manifest("p", b).tables)
+        assert all(
+            sink.is_applied(BatchRef("p", b), t) for b in ids for t in changelog.manifest("p", b).tables
+        )
         read = {"duckdb": _duckdb_rows, "clickhouse": _clickhouse_rows, "postgres": _postgres_rows}[kind]
         assert_tables_equal(dialect, lambda table, columns: read(sink, table, columns))
     finally:
@@ -146,7 +175,8 @@ def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_
 
 @pytest.mark.parametrize("kind", ["duckdb", "clickhouse", "postgres"])
 def test_a_change_batch_applied_in_segments_and_killed_half_way_converges_on_re_run(
-        kind, tmp_path, pg_db, ch_db, pg_scenario, changelog):
+    kind, tmp_path, pg_db, ch_db, pg_scenario, changelog
+):
     """A large CDC batch applies a segment at a time, in order (keys change in several segments); SIGKILL
     after the third segment, then a re-run: sink == source, and the batch equals one applied whole."""
     dialect, source = pg_scenario
@@ -158,13 +188,19 @@ def test_a_change_batch_applied_in_segments_and_killed_half_way_converges_on_re_
         for round_ in range(4):
             conn.execute("UPDATE items SET n = n + 1, label = label || %s", (f"-{round_}",))
             conn.execute("DELETE FROM items WHERE id %% 17 = %s", (round_,))
-            conn.execute("INSERT INTO items SELECT id, 0, 'back', 1 FROM generate_series(1, 1200) id "
-                         "ON CONFLICT (id) DO NOTHING")
+            conn.execute(
+                "INSERT INTO items SELECT id, 0, 'back', 1 FROM generate_series(1, 1200) id "
+                "ON CONFLICT (id) DO NOTHING"
+            )
             conn.execute("UPDATE pairs SET v = v + 1 WHERE b %% 3 = %s", (round_ % 3,))
     cdc = capture_range(source, changelog, "p", checkpoint, source.current_position())
     segments = ChangeLog(changelog.root, segment_rows=100).segments("p", cdc.batch_id, "public.items")
     assert len(segments) > 4, "the batch should span several segments"
-    url = {"duckdb": f"duckdb:///{tmp_path}/crash.duckdb", "clickhouse": ch_db.url, "postgres": pg_db.sink_url}[kind]
+    url = {
+        "duckdb": f"duckdb:///{tmp_path}/crash.duckdb",
+        "clickhouse": ch_db.url,
+        "postgres": pg_db.sink_url,
+    }[kind]
     config = {"url": url, "pipeline": "p", **({"schema": "replica"} if kind == "postgres" else {})}
     sink = create_sink(config)
     sink.connect()
@@ -172,8 +208,14 @@ def test_a_change_batch_applied_in_segments_and_killed_half_way_converges_on_re_
         apply_batch(changelog, sink, "p", batch_id)
     sink.disconnect()
     spec = {"changelog": changelog.root, "segment_rows": 100, "sink": config, "batches": [cdc.batch_id]}
-    child = subprocess.run([sys.executable, "-c", APPLY_CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True,
-                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", APPLY_CHILD, json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     sink.connect()
     try:

@@ -33,7 +33,9 @@ def test_invalidated_slot_then_restart_with_a_resync(tmp_path):
         sink = create_sink({"url": f"duckdb:///{tmp_path}/sink.duckdb", "pipeline": "p"})
         sink.connect()
         settings = SnapshotSettings(chunk_rows=500, chunks_per_batch=4, parallelism=2)
-        first = restart_after_lost_log(source, log, "p", dialect.tables, settings)  # also the plain first start
+        first = restart_after_lost_log(
+            source, log, "p", dialect.tables, settings
+        )  # also the plain first start
         for manifest in run_snapshot(source, log, first, settings):
             apply_batch(log, sink, "p", manifest.batch_id)
         checkpoint = log.checkpoint("p")
@@ -41,8 +43,10 @@ def test_invalidated_slot_then_restart_with_a_resync(tmp_path):
             conn.execute("CREATE TABLE filler (id int PRIMARY KEY, pad text)")
             conn.execute("DELETE FROM items WHERE id % 4 = 0")  # lost with the WAL: only a re-sync brings it
             for round_ in range(40):
-                conn.execute("INSERT INTO filler SELECT g, repeat('x', 500) FROM generate_series(%s::int, %s::int) g",
-                             (round_ * 10_000, round_ * 10_000 + 9_999))
+                conn.execute(
+                    "INSERT INTO filler SELECT g, repeat('x', 500) FROM generate_series(%s::int, %s::int) g",
+                    (round_ * 10_000, round_ * 10_000 + 9_999),
+                )
                 conn.execute("SELECT pg_switch_wal()")
                 conn.execute("CHECKPOINT")
                 if conn.execute("SELECT wal_status FROM pg_replication_slots").fetchone()[0] == "lost":

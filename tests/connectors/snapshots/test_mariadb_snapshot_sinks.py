@@ -24,8 +24,11 @@ from ._scenario import (
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_snapshot_with_writer_converges_in_every_sink(mysql_db, make_source, changelog, sinks, seed):
-    dialect = Dialect(connect=lambda: pymysql.connect(**mysql_db.server.connect_kwargs(mysql_db.name)),
-                      schema=mysql_db.name, **MARIADB)
+    dialect = Dialect(
+        connect=lambda: pymysql.connect(**mysql_db.server.connect_kwargs(mysql_db.name)),
+        schema=mysql_db.name,
+        **MARIADB,
+    )
     seed_tables(dialect)
     source = make_source(dialect.tables, read_block_rows=1000)
     start = source.current_position()

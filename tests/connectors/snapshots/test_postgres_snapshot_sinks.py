@@ -22,7 +22,9 @@ from ._scenario import (
 def test_snapshot_with_writer_converges_in_every_sink(pg_scenario, changelog, sinks, seed):
     dialect, source = pg_scenario
     settings = SnapshotSettings(chunk_rows=250, chunks_per_batch=2, parallelism=2)
-    batch_ids = capture_with_snapshot(source, changelog, dialect, seed, source.checkpoint_position(), settings)
+    batch_ids = capture_with_snapshot(
+        source, changelog, dialect, seed, source.checkpoint_position(), settings
+    )
     assert any(b.endswith("-sweep") for b in batch_ids) and len(batch_ids) > 6
     for n, (sink, read) in enumerate(sinks.values()):
         apply_shuffled(changelog, sink, batch_ids, seed * 10 + n)

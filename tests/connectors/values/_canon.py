@@ -100,15 +100,19 @@ def _physical(logical: LogicalType) -> pa.DataType | None:
     return None
 
 
-_DUCKDB_INTERVAL = ("CASE WHEN {c} IS NULL THEN NULL ELSE [datepart('year', {c}) * 12 + datepart('month', {c}), "
-                    "datepart('day', {c}), datepart('hour', {c}) * 3600000000 + datepart('minute', {c}) * 60000000 "
-                    "+ datepart('microseconds', {c})] END AS {c}")  # Arrow's interval (ns) cannot hold every one
+_DUCKDB_INTERVAL = (
+    "CASE WHEN {c} IS NULL THEN NULL ELSE [datepart('year', {c}) * 12 + datepart('month', {c}), "
+    "datepart('day', {c}), datepart('hour', {c}) * 3600000000 + datepart('minute', {c}) * 60000000 "
+    "+ datepart('microseconds', {c})] END AS {c}"
+)  # Arrow's interval (ns) cannot hold every one
 
 
 def duckdb_rows(sink, table: str, columns: Columns) -> dict:
     target = sink.target(sink.table_state(table))
-    cols = ", ".join(_DUCKDB_INTERVAL.format(c=sink.q(c)) if lt.kind is Kind.INTERVAL else sink.q(c)
-                     for c, lt in columns.items())
+    cols = ", ".join(
+        _DUCKDB_INTERVAL.format(c=sink.q(c)) if lt.kind is Kind.INTERVAL else sink.q(c)
+        for c, lt in columns.items()
+    )
     return _arrow_rows(sink.con.sql(f"SELECT {cols} FROM {target}").to_arrow_table(), columns)
 
 
@@ -119,14 +123,23 @@ def clickhouse_rows(sink, table: str, columns: Columns) -> dict:
 
 
 # ---- PostgreSQL (source and sink): temporal values turned into integers by the server itself
-_DATE = ("CASE WHEN {c} = 'infinity' THEN " f"{DATE_POS_INFINITY} WHEN {{c}} = '-infinity' THEN {DATE_NEG_INFINITY} "
-         "ELSE {c} - date '1970-01-01' END")
-_TS = ("CASE WHEN {c} = 'infinity' THEN " f"{TIMESTAMP_POS_INFINITY} WHEN {{c}} = '-infinity' THEN "
-       f"{TIMESTAMP_NEG_INFINITY} " "ELSE (extract(epoch from {c}) * 1000000)::numeric(40,0) END")
+_DATE = (
+    "CASE WHEN {c} = 'infinity' THEN "
+    f"{DATE_POS_INFINITY} WHEN {{c}} = '-infinity' THEN {DATE_NEG_INFINITY} "
+    "ELSE {c} - date '1970-01-01' END"
+)
+_TS = (
+    "CASE WHEN {c} = 'infinity' THEN "
+    f"{TIMESTAMP_POS_INFINITY} WHEN {{c}} = '-infinity' THEN "
+    f"{TIMESTAMP_NEG_INFINITY} "
+    "ELSE (extract(epoch from {c}) * 1000000)::numeric(40,0) END"
+)
 _TIME = "(extract(epoch from {c}) * 1000000)::bigint"
-_INTERVAL = ("ARRAY[(extract(year from {c}) * 12 + extract(month from {c}))::bigint, extract(day from {c})::bigint, "
-             "(extract(hour from {c}) * 3600000000 + extract(minute from {c}) * 60000000 "
-             "+ extract(microseconds from {c}))::bigint]")
+_INTERVAL = (
+    "ARRAY[(extract(year from {c}) * 12 + extract(month from {c}))::bigint, extract(day from {c})::bigint, "
+    "(extract(hour from {c}) * 3600000000 + extract(minute from {c}) * 60000000 "
+    "+ extract(microseconds from {c}))::bigint]"
+)
 
 
 def _pg_expr(column: str, logical: LogicalType) -> str:
@@ -136,10 +149,19 @@ def _pg_expr(column: str, logical: LogicalType) -> str:
         inner = _pg_expr("x", logical.element)
         if inner == "x":
             return column
-        return (f"CASE WHEN {column} IS NULL THEN NULL ELSE "
-                f"ARRAY(SELECT {inner} FROM unnest({column}) WITH ORDINALITY u(x, o) ORDER BY o) END")
-    template = {Kind.DATE: _DATE, Kind.TIMESTAMP: _TS, Kind.TIMESTAMPTZ: _TS, Kind.TIME: _TIME,
-                Kind.INTERVAL: _INTERVAL, Kind.JSON: "{c}::text", Kind.DECIMAL: "{c}::text"}.get(kind)
+        return (
+            f"CASE WHEN {column} IS NULL THEN NULL ELSE "
+            f"ARRAY(SELECT {inner} FROM unnest({column}) WITH ORDINALITY u(x, o) ORDER BY o) END"
+        )
+    template = {
+        Kind.DATE: _DATE,
+        Kind.TIMESTAMP: _TS,
+        Kind.TIMESTAMPTZ: _TS,
+        Kind.TIME: _TIME,
+        Kind.INTERVAL: _INTERVAL,
+        Kind.JSON: "{c}::text",
+        Kind.DECIMAL: "{c}::text",
+    }.get(kind)
     return column if template is None else template.format(c=column)
 
 

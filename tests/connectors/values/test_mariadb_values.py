@@ -16,12 +16,22 @@ from ._canon import canon, clickhouse_rows, differences, duckdb_rows, mariadb_ro
 
 T = LogicalType.parse
 COLUMNS = {  # column: (MariaDB type, logical type)
-    "id": ("INT", T("int32")), "d": ("DATE", T("date")), "dt": ("DATETIME(6)", T("timestamp")),
-    "ts": ("TIMESTAMP(6) NULL", T("timestamptz")), "dec65": ("DECIMAL(65,30)", T("decimal(65,30)")),
-    "ub": ("BIGINT UNSIGNED", T("uint64")), "sb": ("BIGINT", T("int64")), "f": ("FLOAT", T("float32")),
-    "db": ("DOUBLE", T("float64")), "t": ("TEXT", T("string")), "vb": ("VARBINARY(64)", T("binary")),
-    "j": ("JSON", T("json")), "e": ("ENUM('a','b')", T("enum")), "y": ("YEAR", T("int16")),
-    "tm": ("TIME(6)", T("interval")), "lt": ("LONGTEXT", T("string")),
+    "id": ("INT", T("int32")),
+    "d": ("DATE", T("date")),
+    "dt": ("DATETIME(6)", T("timestamp")),
+    "ts": ("TIMESTAMP(6) NULL", T("timestamptz")),
+    "dec65": ("DECIMAL(65,30)", T("decimal(65,30)")),
+    "ub": ("BIGINT UNSIGNED", T("uint64")),
+    "sb": ("BIGINT", T("int64")),
+    "f": ("FLOAT", T("float32")),
+    "db": ("DOUBLE", T("float64")),
+    "t": ("TEXT", T("string")),
+    "vb": ("VARBINARY(64)", T("binary")),
+    "j": ("JSON", T("json")),
+    "e": ("ENUM('a','b')", T("enum")),
+    "y": ("YEAR", T("int16")),
+    "tm": ("TIME(6)", T("interval")),
+    "lt": ("LONGTEXT", T("string")),
 }
 _DEC = "9" * 35 + "." + "9" * 30
 ROWS = [  # id, d, dt, ts, dec65, ub, sb, f, db, t, vb, j, e, y, tm, lt
@@ -48,8 +58,10 @@ def test_mariadb_edge_values_reach_every_sink(mysql_db, make_source, changelog, 
     admin = mysql_db.connect()
     with admin.cursor() as cur:
         cur.execute("SET SESSION sql_mode = ''")  # zero dates, as applications with legacy modes write them
-        cur.execute(f"CREATE TABLE my_edge ({', '.join(f'`{c}` {t}' for c, (t, _) in COLUMNS.items())}, "
-                    "PRIMARY KEY (id)) DEFAULT CHARSET utf8mb4")
+        cur.execute(
+            f"CREATE TABLE my_edge ({', '.join(f'`{c}` {t}' for c, (t, _) in COLUMNS.items())}, "
+            "PRIMARY KEY (id)) DEFAULT CHARSET utf8mb4"
+        )
     admin.commit()
     source = make_source(["my_edge"])
     start = source.current_position()
@@ -70,7 +82,9 @@ def test_mariadb_edge_values_reach_every_sink(mysql_db, make_source, changelog, 
     table = f"{mysql_db.name}.my_edge"
     expected = mariadb_rows(admin, "my_edge", _types())
     admin.close()
-    assert expected[3]["d"] is None and expected[1]["d"] == -354_285, "a zero date is NULL; 1000-01-01 is a date"
+    assert expected[3]["d"] is None and expected[1]["d"] == -354_285, (
+        "a zero date is NULL; 1000-01-01 is a date"
+    )
 
     for name in ("duckdb", "clickhouse"):  # ClickHouse holds 0001-01-01..9999-12-31: MariaDB's dates all fit
         sink = make_sink(name)
@@ -86,8 +100,12 @@ def test_mariadb_edge_values_reach_every_sink(mysql_db, make_source, changelog, 
     assert "found 'a\\x00b ünï 😀'" in str(info.value) and "fix: set out_of_range" in str(info.value)
     for policy in ("clamp", "null"):
         sink = make_sink("postgres", policy)
-        counted = sum(apply_batch(changelog, sink, "p1", b)[table].details[f"values_{policy}ed" if policy == "null"
-                                                                          else "values_clamped"] for b in batches)
+        counted = sum(
+            apply_batch(changelog, sink, "p1", b)[table].details[
+                f"values_{policy}ed" if policy == "null" else "values_clamped"
+            ]
+            for b in batches
+        )
         assert counted == 2 * NUL_VALUES, f"{policy}: both batches carry row 2's values"
         want = {k: dict(v) for k, v in expected.items()}
         want[2]["t"] = "ab ünï 😀" if policy == "clamp" else None

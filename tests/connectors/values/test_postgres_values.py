@@ -32,30 +32,49 @@ from ._canon import clickhouse_rows, differences, duckdb_rows, pg_rows, postgres
 
 T = LogicalType.parse
 TABLES = ["public.edge", "public.far", "public.far_full", "public.nul_json"]
+
+
 def body(row: str) -> str:
     """~160 kB of unicode ending in the row's id: TOASTed out of line (STORAGE EXTERNAL)."""
     return f"repeat('ü😀x', 40000) || '{row.split(',')[0]}'"
 
+
 EDGE = {  # column: (PostgreSQL type, logical type)
-    "id": ("int", T("int32")), "n": ("int", T("int32")), "d": ("date", T("date")),
-    "ts": ("timestamp", T("timestamp")), "tstz": ("timestamptz", T("timestamptz")), "num": ("numeric", T("decimal")),
-    "num_b": ("numeric(12,4)", T("decimal(12,4)")), "f8": ("float8", T("float64")), "f4": ("float4", T("float32")),
-    "i8": ("bigint", T("int64")), "t": ("text", T("string")), "ta": ("text[]", T("array<string>")),
-    "ia": ("int[]", T("array<int32>")), "da": ("date[]", T("array<date>")),
-    "tsa": ("timestamptz[]", T("array<timestamptz>")), "j": ("jsonb", T("json")), "u": ("uuid", T("uuid")),
-    "b": ("bytea", T("binary")), "iv": ("interval", T("interval")), "tm": ("time", T("time")), "bo": ("bool", T("bool")),
+    "id": ("int", T("int32")),
+    "n": ("int", T("int32")),
+    "d": ("date", T("date")),
+    "ts": ("timestamp", T("timestamp")),
+    "tstz": ("timestamptz", T("timestamptz")),
+    "num": ("numeric", T("decimal")),
+    "num_b": ("numeric(12,4)", T("decimal(12,4)")),
+    "f8": ("float8", T("float64")),
+    "f4": ("float4", T("float32")),
+    "i8": ("bigint", T("int64")),
+    "t": ("text", T("string")),
+    "ta": ("text[]", T("array<string>")),
+    "ia": ("int[]", T("array<int32>")),
+    "da": ("date[]", T("array<date>")),
+    "tsa": ("timestamptz[]", T("array<timestamptz>")),
+    "j": ("jsonb", T("json")),
+    "u": ("uuid", T("uuid")),
+    "b": ("bytea", T("binary")),
+    "iv": ("interval", T("interval")),
+    "tm": ("time", T("time")),
+    "bo": ("bool", T("bool")),
 }
 _HUGE = "('-' || repeat('9', 1000) || '.' || repeat('1', 1000))::numeric"
 _TINY = "('0.' || repeat('0', 16382) || '1')::numeric"
 _UNICODE = "E'ünïcödé 😀 שָׁלוֹם \\u200b \"q\" \\\\ back, comma\\nnewline\\ttab'"
 EDGE_ROWS = [  # id, n, d, ts, tstz, num, num_b, f8, f4, i8, t, ta, ia, da, tsa, j, u, b, iv, tm, bo
-    "1, 0, '0001-01-01 BC', '0001-01-01 00:00:00 BC', '0001-01-01 00:00:00+00 BC', " + _HUGE + ", -99999999.9999, "
+    "1, 0, '0001-01-01 BC', '0001-01-01 00:00:00 BC', '0001-01-01 00:00:00+00 BC', "
+    + _HUGE
+    + ", -99999999.9999, "
     "'-Infinity', '-Infinity', -9223372036854775808, '', '{}', '{}', '{}', '{}', '[]', "
     "'00000000-0000-0000-0000-000000000000', '\\x', '-178000000 years -2147483647 days -2562047788 hours', "
     "'00:00:00', false",
     "2, 0, '9999-12-31', '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59.999999+00', " + _TINY + ", "
     "99999999.9999, 'Infinity', 'Infinity', 9223372036854775807, " + _UNICODE + ", "
-    "'{NULL,\"\",NULL,\" a,b \",\"{x}\",\"NULL\"}', '{NULL,2147483647,-2147483648}', "
+    '\'{NULL,"",NULL," a,b ","{x}","NULL"}\', \'{NULL,2147483647,-2147483648}\', '
     "'{infinity,-infinity,NULL,0001-01-01 BC}', '{infinity,NULL,\"9999-12-31 23:59:59.999999+00\"}', "
     "'{\"ü\": [1, 1.5e300, null, \"😀\"], \"\": {}}', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '\\x00ff00', "
     "'178000000 years 2147483647 days 2562047788 hours', '24:00:00', true",
@@ -69,9 +88,15 @@ EDGE_ROWS = [  # id, n, d, ts, tstz, num, num_b, f8, f4, i8, t, ta, ia, da, tsa,
     "'{\"a\": 1}', '12345678-1234-5678-1234-567812345678', '\\xdeadbeef', '1 mon 2 days 00:00:03', '12:00', false",
 ]
 
-FAR = {"id": ("int", T("int32")), "n": ("int", T("int32")), "d": ("date", T("date")),
-       "ts": ("timestamp", T("timestamp")), "tstz": ("timestamptz", T("timestamptz")),
-       "da": ("date[]", T("array<date>")), "tsa": ("timestamptz[]", T("array<timestamptz>"))}
+FAR = {
+    "id": ("int", T("int32")),
+    "n": ("int", T("int32")),
+    "d": ("date", T("date")),
+    "ts": ("timestamp", T("timestamp")),
+    "tstz": ("timestamptz", T("timestamptz")),
+    "da": ("date[]", T("array<date>")),
+    "tsa": ("timestamptz[]", T("array<timestamptz>")),
+}
 FAR_ROWS = [  # id, n, d, ts, tstz, da, tsa
     "1, 0, '4714-11-24 BC', '4714-11-24 00:00:00 BC', '4714-11-24 00:00:00+00 BC', '{4714-11-24 BC,2024-01-01}', "
     "'{\"2024-01-01 00:00:00+00\"}'",
@@ -81,17 +106,26 @@ FAR_ROWS = [  # id, n, d, ts, tstz, da, tsa
     "4, 0, '0044-03-15 BC', '0044-03-15 12:00:00 BC', '0044-03-15 12:00:00+00 BC', NULL, NULL",
     "5, 0, '2024-01-01', '294276-12-31 23:59:59.999999', '294276-12-31 23:59:59.999999+00', NULL, NULL",
 ]
-FAR_OUTSIDE = 14  # values outside ClickHouse's range in FAR_ROWS (3 in rows 1, 2, 4, 2 in row 5, 1+1+1 in arrays)
+FAR_OUTSIDE = (
+    14  # values outside ClickHouse's range in FAR_ROWS (3 in rows 1, 2, 4, 2 in row 5, 1+1+1 in arrays)
+)
 LAST_US = TIMESTAMP_POS_INFINITY - 1  # the last instant dbmazz carries: PostgreSQL's later ones become it
 
 NUL_JSON = {"id": ("int", T("int32")), "js": ("json", T("json"))}
-NUL_JSON_ROWS = ["1, '\"\\u0000\"'", "2, '{\"a\": \"x\\u0000y\\u0000\"}'", "3, '{\"a\": \"\\\\u0000\"}'", "4, 'null'"]
+NUL_JSON_ROWS = [
+    "1, '\"\\u0000\"'",
+    '2, \'{"a": "x\\u0000y\\u0000"}\'',
+    '3, \'{"a": "\\\\u0000"}\'',
+    "4, 'null'",
+]
 
 
 def _create(conn, table: str, columns: dict, *, toast: bool = True) -> None:
     body = ", body text" if toast else ""
-    conn.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, (t, _) in columns.items())}{body}, "
-                 "PRIMARY KEY (id))")
+    conn.execute(
+        f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, (t, _) in columns.items())}{body}, "
+        "PRIMARY KEY (id))"
+    )
     if toast:
         conn.execute(f"ALTER TABLE {table} ALTER COLUMN body SET STORAGE EXTERNAL")
 
@@ -152,13 +186,15 @@ READERS = {"duckdb": duckdb_rows, "postgres": postgres_sink_rows, "clickhouse": 
 def _apply(changelog, sink, batch_id: str, table: str):
     """Apply one table of a batch (the others may fail on their own); a batch without the table changes nothing."""
     if table not in changelog.manifest("p1", batch_id).tables:
-        return WriteResult(table, 0, False, None, {"values_clamped": 0, "values_nulled": 0,
-                                                   "unknown_values_missing": 0})
+        return WriteResult(
+            table, 0, False, None, {"values_clamped": 0, "values_nulled": 0, "unknown_values_missing": 0}
+        )
     return apply_batch(changelog, sink, "p1", batch_id, tables=[table])[table]
 
 
-def test_edge_values_round_trip_through_every_sink_with_unknown_toast_updates(pg_db, capture_role, changelog,
-                                                                              make_sink):
+def test_edge_values_round_trip_through_every_sink_with_unknown_toast_updates(
+    pg_db, capture_role, changelog, make_sink
+):
     with pg_db.connect() as conn:
         _create(conn, "edge", EDGE)
         _create(conn, "far", FAR)
@@ -168,7 +204,9 @@ def test_edge_values_round_trip_through_every_sink_with_unknown_toast_updates(pg
     capture_role.grant(TABLES)
     source = capture_role.source(TABLES)
     source.setup()
-    with pg_db.connect() as conn:  # batch 1: inserts, and an unknown-TOAST update of a row inserted in the batch
+    with (
+        pg_db.connect() as conn
+    ):  # batch 1: inserts, and an unknown-TOAST update of a row inserted in the batch
         for table, columns, rows in (("edge", EDGE, EDGE_ROWS), ("far", FAR, FAR_ROWS)):
             for row in rows:
                 conn.execute(f"INSERT INTO {table} ({', '.join(columns)}, body) VALUES ({row}, {body(row)})")
@@ -177,7 +215,9 @@ def test_edge_values_round_trip_through_every_sink_with_unknown_toast_updates(pg
             conn.execute(f"INSERT INTO nul_json VALUES ({row})")
         conn.execute("UPDATE edge SET n = n + 1 WHERE id = 1")
     batches = [capture(source, changelog).batch_id]
-    with pg_db.connect() as conn:  # batch 2: every row updated with body unchanged (unknown); far_full 1: BC, deleted
+    with (
+        pg_db.connect() as conn
+    ):  # batch 2: every row updated with body unchanged (unknown); far_full 1: BC, deleted
         conn.execute("UPDATE edge SET n = n + 1")
         conn.execute("UPDATE far SET n = n + 1")
         conn.execute("UPDATE far_full SET d = '0044-03-15 BC' WHERE id = 1")
@@ -203,7 +243,11 @@ def test_edge_values_round_trip_through_every_sink_with_unknown_toast_updates(pg
     edge_types, far_types = {**_types(EDGE), "body": T("string")}, {**_types(FAR), "body": T("string")}
     assert len(edge) == 6 and edge[2]["n"] == 2 and len(edge[2]["body"]) > 100_000
 
-    sinks = {"duckdb": make_sink("duckdb"), "postgres": make_sink("postgres"), "clickhouse": make_sink("clickhouse")}
+    sinks = {
+        "duckdb": make_sink("duckdb"),
+        "postgres": make_sink("postgres"),
+        "clickhouse": make_sink("clickhouse"),
+    }
     for name, sink in sinks.items():
         for table in ("public.edge", "public.far_full"):
             for batch_id in batches:
@@ -249,9 +293,12 @@ def _nul_json_follows_the_postgres_policy(changelog, batches, make_sink, sinks, 
         for batch_id in batches:
             _apply(changelog, sinks[name], batch_id, "public.nul_json")
         assert differences(nul_json, READERS[name](sinks[name], "public.nul_json", columns), name) == []
-    with pytest.raises(UnrepresentableValueError, match=r"a value of public.nul_json.js cannot be written: postgres: "
-                                                        r"expected a JSON text without NUL .* found '\"\\\\u0000\"' "
-                                                        r"\(and 1 more\); fix: set out_of_range"):
+    with pytest.raises(
+        UnrepresentableValueError,
+        match=r"a value of public.nul_json.js cannot be written: postgres: "
+        r"expected a JSON text without NUL .* found '\"\\\\u0000\"' "
+        r"\(and 1 more\); fix: set out_of_range",
+    ):
         _apply(changelog, sinks["postgres"], batches[0], "public.nul_json")
     expected = {
         "clamp": {1: '""', 2: '{"a": "xy"}', 3: nul_json[3]["js"], 4: "null"},

@@ -41,7 +41,9 @@ def test_a_server_that_stops_between_batches_fails_the_next_one_as_transient(cap
         sink = create_sink({"url": server.url("stops"), "pipeline": "p"})
         sink.connect()
         sink.write_batch(type_batch(["c_int64"]), BatchRef("p", "b1"))
-    with pytest.raises(TransientError, match=r"clickhouse sink: lost the connection to dbmazz@127.0.0.1:\d+/stops"):
+    with pytest.raises(
+        TransientError, match=r"clickhouse sink: lost the connection to dbmazz@127.0.0.1:\d+/stops"
+    ):
         sink.write_batch(type_batch(["c_int64"]), BatchRef("p", "b2"))
     assert _driver_noise(caplog) == []
     sink.disconnect()
@@ -65,8 +67,14 @@ def test_no_ddl_privilege_is_reported_by_preflight_and_connect(ch_db):
     sink = create_sink({"url": ch_db.url_as(server.noddl_user, server.noddl_password), "pipeline": "p"})
     problems = sink.preflight()
     assert [p.check for p in problems] == ["clickhouse_ddl"]
-    assert "expected user dbmazz_noddl to be allowed DDL, found readonly = 0, allow_ddl = 0" in problems[0].message
-    with pytest.raises(ConfigError, match=r"user dbmazz_noddl may not run CREATE TABLE.*fix: give the user a profile with readonly = 0 and allow_ddl = 1"):
+    assert (
+        "expected user dbmazz_noddl to be allowed DDL, found readonly = 0, allow_ddl = 0"
+        in problems[0].message
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"user dbmazz_noddl may not run CREATE TABLE.*fix: give the user a profile with readonly = 0 and allow_ddl = 1",
+    ):
         sink.connect()
     assert server.noddl_password not in str(problems[0])
 
@@ -75,20 +83,32 @@ def test_a_good_config_passes_preflight(ch_db):
     assert create_sink({"url": ch_db.url}).preflight() == []
 
 
-@pytest.mark.parametrize("config,message", [
-    ({"url": "postgresql://x/y", "type": "clickhouse"}, "expected a url like clickhouse://"),
-    ({"type": "clickhouse"}, "expected 'url'"),
-    ({"url": "clickhouse://h/db", "databse": "x"}, "unknown option"),
-    ({"url": "clickhouse://h:notaport/db"}, "expected a numeric port"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"url": "postgresql://x/y", "type": "clickhouse"}, "expected a url like clickhouse://"),
+        ({"type": "clickhouse"}, "expected 'url'"),
+        ({"url": "clickhouse://h/db", "databse": "x"}, "unknown option"),
+        ({"url": "clickhouse://h:notaport/db"}, "expected a numeric port"),
+    ],
+)
 def test_bad_options_are_refused_before_connecting(config, message):
     with pytest.raises(ConfigError, match=message):
         create_sink(config)
 
 
 def test_url_and_keys_are_parsed():
-    sink = create_sink({"url": f"clickhouse+https://u%40x:{SECRET}@ch.example:9440/analytics", "part_rows": "5000"})
+    sink = create_sink(
+        {"url": f"clickhouse+https://u%40x:{SECRET}@ch.example:9440/analytics", "part_rows": "5000"}
+    )
     cfg = sink.config
     assert (cfg.host, cfg.port, cfg.username, cfg.password, cfg.database, cfg.secure, cfg.part_rows) == (
-        "ch.example", 9440, "u@x", SECRET, "analytics", True, 5000)
+        "ch.example",
+        9440,
+        "u@x",
+        SECRET,
+        "analytics",
+        True,
+        5000,
+    )
     assert SECRET not in repr(cfg)

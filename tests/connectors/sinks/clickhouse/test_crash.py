@@ -20,8 +20,14 @@ def test_sigkill_between_truncate_and_its_inserts_converges_on_reapply(ch_db, ch
     wl = mixed_workload(seed=32)
     ids = write_batches(changelog, "p", wl.batches)
     config = {"url": ch_db.url, "pipeline": "p"}
-    run_killed(config, "tests.connectors.sinks.conformance._kill:clickhouse_hooks", changelog, ids, ids[3],
-               "DELETE FROM")
+    run_killed(
+        config,
+        "tests.connectors.sinks.conformance._kill:clickhouse_hooks",
+        changelog,
+        ids,
+        ids[3],
+        "DELETE FROM",
+    )
     sink = create_sink(config)
     sink.connect()
     assert sink.row_count("public.orders") == 0

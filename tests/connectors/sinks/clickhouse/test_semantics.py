@@ -40,8 +40,15 @@ def test_a_widened_sorting_key_rebuilds_the_table(sink):
     base = _scenarios.BASE
     wide_key = _scenarios._with(base, id="int64")
     narrow = _scenarios._with(base, id="int32")
-    _scenarios._apply(sink, "b1", narrow, _scenarios.Rows(narrow, rows_table(narrow, [(OP_INSERT, 10, {"id": 1}, None)])))
-    _scenarios._apply(sink, "b2", narrow, SchemaChange(wide_key, 20),
-                      _scenarios.Rows(wide_key, rows_table(wide_key, [(OP_INSERT, 20, {"id": 2**40}, None)])))
+    _scenarios._apply(
+        sink, "b1", narrow, _scenarios.Rows(narrow, rows_table(narrow, [(OP_INSERT, 10, {"id": 1}, None)]))
+    )
+    _scenarios._apply(
+        sink,
+        "b2",
+        narrow,
+        SchemaChange(wide_key, 20),
+        _scenarios.Rows(wide_key, rows_table(wide_key, [(OP_INSERT, 20, {"id": 2**40}, None)])),
+    )
     assert sink.fetchall("SELECT id FROM public.items ORDER BY id") == [(1,), (2**40,)]
     assert sink.fetchall("SELECT toTypeName(id) FROM items LIMIT 1") == [("Int64",)]

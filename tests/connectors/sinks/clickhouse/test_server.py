@@ -25,16 +25,19 @@ def test_a_wrong_password_is_refused(clickhouse_server):
     import clickhouse_connect
 
     with pytest.raises(Exception, match="Authentication failed"):
-        clickhouse_connect.get_client(host="127.0.0.1", port=clickhouse_server.port, username="dbmazz",
-                                      password="wrong")
+        clickhouse_connect.get_client(
+            host="127.0.0.1", port=clickhouse_server.port, username="dbmazz", password="wrong"
+        )
     client = clickhouse_server.client()
     assert client.query("SELECT currentUser()").result_rows == [("dbmazz",)]
 
 
 def test_a_repeated_insert_with_the_same_token_adds_nothing(ch_db):
     client = ch_db.client()
-    client.command("CREATE TABLE t (k Int64) ENGINE = MergeTree ORDER BY k "
-                   "SETTINGS non_replicated_deduplication_window = 100")
+    client.command(
+        "CREATE TABLE t (k Int64) ENGINE = MergeTree ORDER BY k "
+        "SETTINGS non_replicated_deduplication_window = 100"
+    )
     rows = pa.table({"k": pa.array(range(1000), pa.int64())})
     for _ in range(2):
         client.insert_arrow("t", rows, settings={"insert_deduplication_token": "batch-1"})
@@ -43,9 +46,14 @@ def test_a_repeated_insert_with_the_same_token_adds_nothing(ch_db):
 
 
 def test_the_server_dies_with_the_process_that_started_it():
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT], stdout=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-                                os.path.dirname(os.path.abspath(__file__)))))))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(
+            os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        ),
+    )
     info = json.loads(proc.stdout.readline())
     assert port_open(info["port"])
     os.kill(proc.pid, signal.SIGKILL)

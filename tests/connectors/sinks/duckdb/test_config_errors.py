@@ -19,11 +19,14 @@ def test_a_file_that_is_not_a_duckdb_database_is_refused(tmp_path):
         create_sink({"type": "duckdb", "path": str(path)}).connect()
 
 
-@pytest.mark.parametrize("config,message", [
-    ({"url": "postgresql://x/y", "type": "duckdb"}, "expected a url like duckdb:///path"),
-    ({"type": "duckdb"}, "expected 'url'"),
-    ({"url": "duckdb:///x.duckdb", "schemaa": "s"}, "unknown option"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"url": "postgresql://x/y", "type": "duckdb"}, "expected a url like duckdb:///path"),
+        ({"type": "duckdb"}, "expected 'url'"),
+        ({"url": "duckdb:///x.duckdb", "schemaa": "s"}, "unknown option"),
+    ],
+)
 def test_bad_options_are_refused_before_opening_anything(config, message):
     with pytest.raises(ConfigError, match=message):
         create_sink(config)

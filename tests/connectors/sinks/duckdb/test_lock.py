@@ -9,8 +9,10 @@ from dbmazz_connectors.core import TransientError, create_sink
 
 
 def _hold(path, seconds: float) -> subprocess.Popen:
-    code = (f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('locked', flush=True); "
-            f"time.sleep({seconds}); c.close()")
+    code = (
+        f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('locked', flush=True); "
+        f"time.sleep({seconds}); c.close()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc

@@ -17,10 +17,16 @@ EXPECTED = {
     "c_uint64": ("UBIGINT", ["18446744073709551615", "0", None, "9223372036854775808"]),
     "c_float32": ("FLOAT", ["nan", "inf", "-inf", "0.5"]),
     "c_float64": ("DOUBLE", ["nan", "inf", "-inf", "1e+308"]),
-    "c_dec38": ("DECIMAL(38,10)", ["9" * 28 + "." + "9" * 10, "-" + "9" * 28 + "." + "9" * 10, None, "0.0000000001"]),
+    "c_dec38": (
+        "DECIMAL(38,10)",
+        ["9" * 28 + "." + "9" * 10, "-" + "9" * 28 + "." + "9" * 10, None, "0.0000000001"],
+    ),
     # beyond DuckDB's 38 digits: exact text
     "c_dec50": ("VARCHAR", ["1" * 45 + ".12345", "-" + "9" * 45 + ".99999", None, "0.00000"]),
-    "c_numeric": ("VARCHAR", ["NaN", "Infinity", "-Infinity", "1234567890123456789012345678901234567890.0123456789"]),
+    "c_numeric": (
+        "VARCHAR",
+        ["NaN", "Infinity", "-Infinity", "1234567890123456789012345678901234567890.0123456789"],
+    ),
     "c_string": ("VARCHAR", ["", "ünïcödé 'q' \"dq\" \\ back", "line\nbreak,comma", None]),
     "c_json": ("JSON", ['{"a": [1, 2.5, null], "b": "x"}', "[]", None, '"text"']),
     "c_uuid": ("UUID", [UUID, "00000000-0000-0000-0000-000000000000", None, UUID]),
@@ -30,9 +36,15 @@ EXPECTED = {
     "c_date_far": ("DATE", ["0001-01-01", "9999-12-31", None, "2024-02-29"]),
     "c_time": ("TIME", ["00:00:00", "23:59:59.999999", None, "12:00:00.000001"]),
     "c_ts": ("TIMESTAMP", ["infinity", "-infinity", None, "1970-01-01 00:00:00"]),
-    "c_ts_range": ("TIMESTAMP", ["0001-01-01 00:00:00", "9999-12-31 23:59:59.999999", None, "1970-01-01 00:00:00.000001"]),
+    "c_ts_range": (
+        "TIMESTAMP",
+        ["0001-01-01 00:00:00", "9999-12-31 23:59:59.999999", None, "1970-01-01 00:00:00.000001"],
+    ),
     "c_tstz": ("TIMESTAMP WITH TIME ZONE", ["infinity", "-infinity", None, "2023-11-14 22:13:20.123456+00"]),
-    "c_interval": ("INTERVAL", ["1 year 2 months -3 days 00:00:04.000001", "00:00:00", None, "-1 month 40 days -48:00:00"]),
+    "c_interval": (
+        "INTERVAL",
+        ["1 year 2 months -3 days 00:00:04.000001", "00:00:00", None, "-1 month 40 days -48:00:00"],
+    ),
     "c_int_array": ("BIGINT[]", ["[1, NULL, 3]", "[]", None, "[9223372036854775807]"]),
     "c_text_array": ("VARCHAR[]", ["['a\"b', 'c\\\\d', NULL]", "['']", None, "['x,y', '{z}']"]),
 }
@@ -56,9 +68,14 @@ def test_each_type_round_trips_its_edge_values(sink, column):
     batch = type_batch([column])
     sink.write_batch(batch, BatchRef("p", "b1"))
     native, values = EXPECTED[column]
-    assert DuckDbTypes.native(TYPE_CASES[column][0]) == native.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ")
-    described = dict(sink.fetchall("SELECT column_name, data_type FROM information_schema.columns "
-                                   "WHERE table_name = 'types'"))
+    assert DuckDbTypes.native(TYPE_CASES[column][0]) == native.replace(
+        "TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"
+    )
+    described = dict(
+        sink.fetchall(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'types'"
+        )
+    )
     assert described[column] == native
     got = [r[0] for r in sink.fetchall(f'SELECT CAST("{column}" AS VARCHAR) FROM public.types ORDER BY id')]
     assert got == values
@@ -76,7 +93,11 @@ def test_a_value_duckdb_refuses_names_the_column_and_writes_nothing(sink, column
     batch = type_batch([column])
     rows = batch.events[0].data
     rows = rows.set_column(rows.column_names.index(column), column, pa.array([bad, None, None, None]))
-    with pytest.raises(UnrepresentableValueError, match=rf"a value of public.types.{column} cannot be written"):
-        sink.write_batch(ChangeBatch(batch.table, batch.schema, [Rows(batch.schema, rows)]), BatchRef("p", "b1"))
+    with pytest.raises(
+        UnrepresentableValueError, match=rf"a value of public.types.{column} cannot be written"
+    ):
+        sink.write_batch(
+            ChangeBatch(batch.table, batch.schema, [Rows(batch.schema, rows)]), BatchRef("p", "b1")
+        )
     assert sink.fetchall("SELECT count(*) FROM public.types") == [(0,)]
     assert sink.high_water_version("public.types") is None

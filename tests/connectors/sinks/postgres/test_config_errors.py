@@ -22,7 +22,9 @@ def _connect_error(config, secret=SECRET) -> DbmazzError:
 
 def test_unreachable_host_names_host_and_port(pg_server):
     port = free_port()
-    error = _connect_error({"url": f"postgresql://postgres:{SECRET}@127.0.0.1:{port}/postgres", "connect_timeout": 3})
+    error = _connect_error(
+        {"url": f"postgresql://postgres:{SECRET}@127.0.0.1:{port}/postgres", "connect_timeout": 3}
+    )
     assert f"cannot reach 127.0.0.1:{port}" in str(error) and "check host and port" in str(error)
     assert error.transient
 
@@ -30,7 +32,9 @@ def test_unreachable_host_names_host_and_port(pg_server):
 def test_wrong_password_says_the_login_was_refused(pg_db):
     error = _connect_error({"url": pg_db.url_as("postgres", SECRET)})
     assert isinstance(error, ConfigError) and not error.transient
-    assert "refused the login of postgres@127.0.0.1" in str(error) and "password authentication failed" in str(error)
+    assert "refused the login of postgres@127.0.0.1" in str(
+        error
+    ) and "password authentication failed" in str(error)
 
 
 @pytest.fixture
@@ -53,7 +57,9 @@ def test_role_without_create_privilege_gets_the_grant_to_run(pg_db, role_without
 
 def test_missing_database_is_named(pg_db):
     role, password = pg_db.sink_role  # the sink's least-privilege role, into a database that does not exist
-    error = _connect_error({"url": pg_db.server.url("nope_db", user=role, password=password)}, secret=password)
+    error = _connect_error(
+        {"url": pg_db.server.url("nope_db", user=role, password=password)}, secret=password
+    )
     assert isinstance(error, ConfigError)
     assert 'database "nope_db" does not exist' in str(error) and "CREATE DATABASE nope_db" in str(error)
 
@@ -79,11 +85,14 @@ def test_create_on_the_database_is_not_enough_for_public_on_postgres_15(pg_db, r
 
     with pg_db.connect() as conn:
         conn.execute(f'GRANT CREATE ON DATABASE "{pg_db.name}" TO {role_without_ddl}')
-        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL 15's default, whatever the server
+        conn.execute(
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+        )  # PostgreSQL 15's default, whatever the server
     sink = create_sink({"url": pg_db.url_as(role_without_ddl, SECRET), "pipeline": "p"})
     problems = sink.preflight(tables=["public.orders"])
     assert [(p.check, p.fix) for p in problems] == [
-        ("postgres.privileges", f'GRANT USAGE, CREATE ON SCHEMA "public" TO "{role_without_ddl}"')]
+        ("postgres.privileges", f'GRANT USAGE, CREATE ON SCHEMA "public" TO "{role_without_ddl}"')
+    ]
     workload = mixed_workload(seed=3)
     batch_ids = write_batches(changelog, "p", workload.batches)
     with pytest.raises(DbmazzError, match="public"):
@@ -97,8 +106,9 @@ def test_create_on_the_database_is_not_enough_for_public_on_postgres_15(pg_db, r
     sink.disconnect()
 
 
-def test_dbmazz_check_names_the_schema_grant_for_the_pipeline_tables(pg_db, pg_capture_login, role_without_ddl,
-                                                                      tmp_path, capsys, monkeypatch):
+def test_dbmazz_check_names_the_schema_grant_for_the_pipeline_tables(
+    pg_db, pg_capture_login, role_without_ddl, tmp_path, capsys, monkeypatch
+):
     from dbmazz_connectors.cli import main as cli_main
 
     with pg_db.connect() as conn:
@@ -108,16 +118,19 @@ def test_dbmazz_check_names_the_schema_grant_for_the_pipeline_tables(pg_db, pg_c
     pg_capture_login.grant(["public.orders"])
     monkeypatch.setenv("SINK_PASSWORD", SECRET)
     config = tmp_path / "pipelines.yaml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 pipelines:
   p1:
-    source: {{url: "{pg_db.url_as(pg_capture_login.name, '').replace(':@', '@')}"}}
+    source: {{url: "{pg_db.url_as(pg_capture_login.name, "").replace(":@", "@")}"}}
     tables: [public.orders]
-    sinks: {{pg: {{url: "{pg_db.url_as(role_without_ddl, '').replace(':@', '@')}", password_env: SINK_PASSWORD}}}}
-""", encoding="utf-8")
+    sinks: {{pg: {{url: "{pg_db.url_as(role_without_ddl, "").replace(":@", "@")}", password_env: SINK_PASSWORD}}}}
+""",
+        encoding="utf-8",
+    )
     monkeypatch.setenv("PGPASSWORD", pg_capture_login.password)  # the source's (the sink's is SINK_PASSWORD)
     cli_main(["check", str(config)])
     out = capsys.readouterr().out
-    assert f'sink pg: [postgres.privileges] {role_without_ddl} may not create tables in schema public' in out
+    assert f"sink pg: [postgres.privileges] {role_without_ddl} may not create tables in schema public" in out
     assert f'fix: GRANT USAGE, CREATE ON SCHEMA "public" TO "{role_without_ddl}"' in out
     assert SECRET not in out

@@ -14,8 +14,13 @@ from tests.fixtures.servers import MySqlDatabase
 _EXACT = Context(prec=100)
 
 
-def capture(source: MySqlSource, changelog: ChangeLog, start: BinlogPosition, end: BinlogPosition | None = None,
-            pipeline: str = "p1"):
+def capture(
+    source: MySqlSource,
+    changelog: ChangeLog,
+    start: BinlogPosition,
+    end: BinlogPosition | None = None,
+    pipeline: str = "p1",
+):
     return capture_range(source, changelog, pipeline, start, end or source.current_position())
 
 
@@ -56,8 +61,9 @@ def folded_rows(changelog: ChangeLog, table: str, key: str = "id", pipeline: str
     return [{n: normal(v) for n, v in row.items()} for row in data.to_pylist()]
 
 
-def assert_folded_equals_source(db: MySqlDatabase, changelog: ChangeLog, table: str, key: str = "id",
-                                pipeline: str = "p1") -> None:
+def assert_folded_equals_source(
+    db: MySqlDatabase, changelog: ChangeLog, table: str, key: str = "id", pipeline: str = "p1"
+) -> None:
     expected = source_rows(db, table, key)
     actual = folded_rows(changelog, f"{db.name}.{table}", key, pipeline)
     assert len(actual) == len(expected), f"{table}: {len(actual)} rows folded, {len(expected)} in the source"

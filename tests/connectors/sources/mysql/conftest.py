@@ -41,7 +41,8 @@ def make_source(mysql_db, full_row_metadata) -> Iterator[Callable[..., MySqlSour
     def make(tables: list[str], **options) -> MySqlSource:
         qualified = [t if "." in t else f"{mysql_db.name}.{t}" for t in tables]
         source = MySqlSource.from_config(
-            {"url": mysql_db.url_as(user, password), "pipeline": "test", "tables": qualified, **options})
+            {"url": mysql_db.url_as(user, password), "pipeline": "test", "tables": qualified, **options}
+        )
         source.connect()
         sources.append(source)
         return source

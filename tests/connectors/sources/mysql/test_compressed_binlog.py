@@ -41,12 +41,20 @@ def shop(compressed_server) -> Iterator[tuple[MySqlDatabase, pymysql.Connection,
         cur.execute("DROP DATABASE IF EXISTS shop")
         cur.execute("CREATE DATABASE shop")
         cur.execute("USE shop")  # seq_1_to_N (the SEQUENCE engine) needs a current database
-        cur.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY, customer INT NOT NULL, amount DECIMAL(12,2),"
-                    " note MEDIUMTEXT, payload BLOB, doc JSON, created DATETIME(6), status VARCHAR(16))")
+        cur.execute(
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY, customer INT NOT NULL, amount DECIMAL(12,2),"
+            " note MEDIUMTEXT, payload BLOB, doc JSON, created DATETIME(6), status VARCHAR(16))"
+        )
         cur.execute("CREATE TABLE shop.tiny (id TINYINT PRIMARY KEY, v CHAR(1))")  # rows under the threshold
     user, password = create_replication_user(admin, "shop")
-    source = MySqlSource.from_config({"url": compressed_server.url("shop", user, password), "pipeline": "p1",
-                                      "tables": ["shop.orders", "shop.tiny"], "chunk_rows": 300})
+    source = MySqlSource.from_config(
+        {
+            "url": compressed_server.url("shop", user, password),
+            "pipeline": "p1",
+            "tables": ["shop.orders", "shop.tiny"],
+            "chunk_rows": 300,
+        }
+    )
     source.connect()
     yield db, admin, source
     source.disconnect()
@@ -65,8 +73,10 @@ def _event_types(conn, start: BinlogPosition) -> collections.Counter:
     with conn.cursor() as cur:
         cur.execute("SHOW BINARY LOGS")
         files = [row[0] for row in cur.fetchall()]
-        for name in files[files.index(start.file):]:
-            cur.execute(f"SHOW BINLOG EVENTS IN '{name}'" + (f" FROM {start.offset}" if name == start.file else ""))
+        for name in files[files.index(start.file) :]:
+            cur.execute(
+                f"SHOW BINLOG EVENTS IN '{name}'" + (f" FROM {start.offset}" if name == start.file else "")
+            )
             counts.update(row[2] for row in cur.fetchall())
     return counts
 
@@ -103,8 +113,12 @@ def test_compressed_events_fold_to_the_source(shop, changelog):
         assert_folded_equals_source(db, changelog, table, key)
     types = _event_types(admin, start)
     compressed = {name: n for name, n in types.items() if "compressed" in name.lower()}
-    assert {"Write_rows_compressed_v1", "Update_rows_compressed_v1", "Delete_rows_compressed_v1",
-            "Query_compressed"} <= set(compressed), f"the server did not compress the workload's events: {types}"
+    assert {
+        "Write_rows_compressed_v1",
+        "Update_rows_compressed_v1",
+        "Delete_rows_compressed_v1",
+        "Query_compressed",
+    } <= set(compressed), f"the server did not compress the workload's events: {types}"
 
 
 def test_compressed_events_in_several_ranges_and_a_transaction_larger_than_a_chunk(shop, tmp_path):
@@ -161,4 +175,6 @@ def test_an_unknown_row_event_stops_the_capture_before_it(shop, changelog):
     message = str(caught.value)
     assert "type 172" in message and f"{before.file}:" in message and "rather than skip it" in message
     assert caught.value.hint and "re-snapshot" in caught.value.hint
-    assert [r["id"] for r in folded_rows(changelog, "shop.tiny")] == [10], "nothing of the failed range committed"
+    assert [r["id"] for r in folded_rows(changelog, "shop.tiny")] == [10], (
+        "nothing of the failed range committed"
+    )

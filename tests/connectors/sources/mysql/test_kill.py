@@ -31,10 +31,19 @@ def test_capture_killed_mid_range_then_rerun(mysql_db, make_source, tmp_path):
         cur.execute("DELETE FROM t WHERE id % 10 = 0")
     end = source.current_position()
     root = str(tmp_path / "changelog")
-    args = {"source": {"url": source_url(source), "tables": list(source.config.tables), "chunk_rows": 2_000},
-            "changelog": root, "part_rows": 2_000, "start": start.to_dict(), "end": end.to_dict()}
-    child = subprocess.Popen([sys.executable, "-m", "tests.connectors.sources.mysql._capture_child"], cwd=ROOT,
-                             stdin=subprocess.PIPE, text=True)
+    args = {
+        "source": {"url": source_url(source), "tables": list(source.config.tables), "chunk_rows": 2_000},
+        "changelog": root,
+        "part_rows": 2_000,
+        "start": start.to_dict(),
+        "end": end.to_dict(),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.connectors.sources.mysql._capture_child"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
     child.stdin.write(json.dumps(args))
     child.stdin.close()
     table_dir = tmp_path / "changelog" / "p1" / f"{mysql_db.name}.t"
@@ -48,7 +57,11 @@ def test_capture_killed_mid_range_then_rerun(mysql_db, make_source, tmp_path):
     assert changelog.batches("p1") == [], "killed before its manifest: the batch does not exist"
 
     manifest = capture_range(source, changelog, "p1", start, end)  # the re-run reads the same range again
-    assert manifest.tables[f"{mysql_db.name}.t"].ops == {"insert": 120_000, "update": 60_000, "delete": 12_000}
+    assert manifest.tables[f"{mysql_db.name}.t"].ops == {
+        "insert": 120_000,
+        "update": 60_000,
+        "delete": 12_000,
+    }
     assert_folded_equals_source(mysql_db, changelog, "t")
 
 

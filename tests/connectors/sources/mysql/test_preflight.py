@@ -29,9 +29,14 @@ def test_problems_name_their_fix(mysql_db, make_source):
         with conn.cursor() as cur:
             cur.execute("SET GLOBAL binlog_expire_logs_seconds = 0")
     text = "\n".join(f"{check}: {message} -> {fix}" for (check, message), fix in problems.items())
-    assert "expected a primary key on" in text and f"remove {mysql_db.name}.nokey from the pipeline's tables" in text
+    assert (
+        "expected a primary key on" in text
+        and f"remove {mysql_db.name}.nokey from the pipeline's tables" in text
+    )
     assert f"expected table {mysql_db.name}.missing to exist" in text
-    assert "binlog_retention: expected binlogs kept at least the catch-up window (86400s), found 3600s" in text
+    assert (
+        "binlog_retention: expected binlogs kept at least the catch-up window (86400s), found 3600s" in text
+    )
     assert "SET GLOBAL binlog_expire_logs_seconds = 86400" in text
     assert "server_id: expected a reader server_id different from the server's own (1)" in text
 
@@ -43,7 +48,9 @@ def test_user_without_replication_privileges(mysql_db):
         cur.execute("CREATE USER 'plain'@'%' IDENTIFIED BY 'pw-plain'")
         cur.execute(f"GRANT SELECT ON `{mysql_db.name}`.* TO 'plain'@'%'")
     try:
-        source = MySqlSource.from_config({"url": mysql_db.url_as("plain", "pw-plain"), "tables": [f"{mysql_db.name}.t"]})
+        source = MySqlSource.from_config(
+            {"url": mysql_db.url_as("plain", "pw-plain"), "tables": [f"{mysql_db.name}.t"]}
+        )
         source.connect()
         fixes = [p.fix for p in source.preflight() if p.check == "privileges"]
         assert "GRANT REPLICATION SLAVE ON *.* TO 'plain'@'%'" in fixes
@@ -66,7 +73,9 @@ def test_config_rejects_bad_input():
         MySqlSource.from_config({"url": "mysql://u@h/db", "tables": ["orders"]})
     with pytest.raises(ConfigError, match="unknown mysql source option"):
         MySqlSource.from_config({"url": "mysql://u@h/db", "tables": ["a.b"], "slot": "x"})
-    config = MySqlSource.from_config({"url": "mariadb://u:p%40ss@h:3307/db", "pipeline": "shop", "tables": ["a.b"]}).config
+    config = MySqlSource.from_config(
+        {"url": "mariadb://u:p%40ss@h:3307/db", "pipeline": "shop", "tables": ["a.b"]}
+    ).config
     assert (config.host, config.port, config.password) == ("h", 3307, "p@ss")
     assert 1_000_000_000 <= config.server_id < 2_000_000_000 and "p@ss" not in repr(config)
 

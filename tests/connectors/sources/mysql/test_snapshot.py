@@ -42,8 +42,12 @@ def test_snapshot_values_equal_cdc_values_type_by_type(mysql_db, make_source):
     _run(conn, "SET SESSION sql_mode = ''", f"CREATE TABLE types ({COLUMNS})")
     source = make_source(["types"], read_block_rows=2)
     start = source.current_position()
-    _run(conn, "SET SESSION sql_mode = ''", "INSERT INTO types VALUES " + ", ".join(ROWS),
-         "INSERT INTO types (id) VALUES (5), (6)")
+    _run(
+        conn,
+        "SET SESSION sql_mode = ''",
+        "INSERT INTO types VALUES " + ", ".join(ROWS),
+        "INSERT INTO types (id) VALUES (5), (6)",
+    )
     cdc = [e for e in source.read_changes(start, source.current_position()) if isinstance(e, Rows)]
     ranges, snap = _snapshot(source, f"{mysql_db.name}.types", chunk_rows=2)
 
@@ -57,18 +61,28 @@ def test_snapshot_values_equal_cdc_values_type_by_type(mysql_db, make_source):
     kinds = {c.name: c.type.kind for c in snap[0].schema.columns}
     for want, got in zip(source_rows(mysql_db, "types"), actual.to_pylist(), strict=True):
         for name, value in want.items():
-            assert _normal(got[name]) == _expected(name, value, kinds[name]), f"row {want['id']} column {name}"
+            assert _normal(got[name]) == _expected(name, value, kinds[name]), (
+                f"row {want['id']} column {name}"
+            )
 
 
 def test_zero_dates_in_not_null_columns_equal_cdc(mysql_db, make_source):
     conn = mysql_db.connect()
-    _run(conn, "SET SESSION sql_mode = ''", "CREATE TABLE z (id INT PRIMARY KEY, d DATE NOT NULL, t DATETIME(3) NOT NULL,"
-         " s TIMESTAMP(6) NOT NULL DEFAULT 0, tm TIME(1) NOT NULL, e ENUM('a', 'b') NOT NULL)")
+    _run(
+        conn,
+        "SET SESSION sql_mode = ''",
+        "CREATE TABLE z (id INT PRIMARY KEY, d DATE NOT NULL, t DATETIME(3) NOT NULL,"
+        " s TIMESTAMP(6) NOT NULL DEFAULT 0, tm TIME(1) NOT NULL, e ENUM('a', 'b') NOT NULL)",
+    )
     source = make_source(["z"])
     start = source.current_position()
-    _run(conn, "SET SESSION sql_mode = ''", "INSERT INTO z VALUES (1, '0000-00-00', '0000-00-00 00:00:00', 0,"
-         " '-00:00:00.5', 'x'), (2, '2024-00-15', '2024-02-00 10:00:00.5', '2038-01-19 03:14:07.999999', '100:00:00',"
-         " 'b')")
+    _run(
+        conn,
+        "SET SESSION sql_mode = ''",
+        "INSERT INTO z VALUES (1, '0000-00-00', '0000-00-00 00:00:00', 0,"
+        " '-00:00:00.5', 'x'), (2, '2024-00-15', '2024-02-00 10:00:00.5', '2038-01-19 03:14:07.999999', '100:00:00',"
+        " 'b')",
+    )
     cdc = [e for e in source.read_changes(start, source.current_position()) if isinstance(e, Rows)]
     _, snap = _snapshot(source, f"{mysql_db.name}.z", 1)
     assert _data(snap).equals(_data(cdc)), f"{_data(snap).to_pylist()} != {_data(cdc).to_pylist()}"
@@ -99,8 +113,11 @@ def _writer(conn, seed: int, stop: threading.Event, done: list[int]) -> None:
             for _ in range(rng.randint(1, 4)):
                 k, op = rng.randint(1, MAX_KEY), rng.random()
                 if op < 0.3:
-                    cur.execute("INSERT INTO items VALUES (%s, %s, 'new', NOW(6), 1.5) "
-                                "ON DUPLICATE KEY UPDATE n = n + 1", (k, k))
+                    cur.execute(
+                        "INSERT INTO items VALUES (%s, %s, 'new', NOW(6), 1.5) "
+                        "ON DUPLICATE KEY UPDATE n = n + 1",
+                        (k, k),
+                    )
                 elif op < 0.6:
                     cur.execute("UPDATE items SET n = n + 1, label = CONCAT(label, 'u') WHERE id = %s", (k,))
                 elif op < 0.8:
@@ -122,8 +139,9 @@ def _lock_tables_source(mysql_db, make_source, tables: list[str]):
     return source
 
 
-@pytest.mark.parametrize("method, seed", [("binlog_snapshot", s) for s in range(20)] +
-                         [("lock_tables", s) for s in range(4)])
+@pytest.mark.parametrize(
+    "method, seed", [("binlog_snapshot", s) for s in range(20)] + [("lock_tables", s) for s in range(4)]
+)
 def test_snapshot_under_concurrent_writer_converges(mysql_db, make_source, changelog, method, seed):
     conn = mysql_db.connect()
     _run(conn, *DDL)
@@ -157,8 +175,9 @@ def test_snapshot_of_a_key_range_reads_only_that_range(mysql_db, make_source, ch
     _run(conn, *DDL, "INSERT INTO items VALUES (9007199254740993, 1, 'big', NULL, NULL)")
     source = make_source([f"{mysql_db.name}.items"])
     settings = SnapshotSettings(chunk_rows=50, chunks_per_batch=50, parallelism=2)
-    plan = plan_snapshot(source, changelog, "p1", [f"{mysql_db.name}.items"], settings,
-                         key_range=KeyRange((100,), (350,)))
+    plan = plan_snapshot(
+        source, changelog, "p1", [f"{mysql_db.name}.items"], settings, key_range=KeyRange((100,), (350,))
+    )
     assert not plan.sweep and len(plan.batches) == 1 and len(plan.batches[0]) == 5
     assert [c.key_range.lower for c in plan.batches[0]] == [(100,), (150,), (200,), (250,), (300,)]
     manifest = capture_snapshot_batch(source, changelog, "p1", plan.batch_ids()[0], settings)
@@ -182,10 +201,13 @@ def hyphenated_db(mysql_db):
 def test_composite_and_string_keys_are_chunked_exactly(mysql_db, make_source, hyphenated_db):
     conn = mysql_db.connect()
     db = hyphenated_db
-    _run(conn, f"CREATE TABLE `{db}`.`odd``name` (region VARCHAR(20) COLLATE utf8mb4_unicode_ci, day DATE,"
-               " code VARBINARY(8), `the value` DECIMAL(30,10), PRIMARY KEY (region, day, code))",
-         f"INSERT INTO `{db}`.`odd``name` SELECT ELT(1 + seq % 5, 'Nord', 'süd', 'Ost', 'west', 'Zürich ''q'''),"
-         " DATE'2024-01-01' + INTERVAL (seq % 40) DAY, UNHEX(LPAD(HEX(seq), 4, '0')), seq / 7 FROM seq_1_to_1000")
+    _run(
+        conn,
+        f"CREATE TABLE `{db}`.`odd``name` (region VARCHAR(20) COLLATE utf8mb4_unicode_ci, day DATE,"
+        " code VARBINARY(8), `the value` DECIMAL(30,10), PRIMARY KEY (region, day, code))",
+        f"INSERT INTO `{db}`.`odd``name` SELECT ELT(1 + seq % 5, 'Nord', 'süd', 'Ost', 'west', 'Zürich ''q'''),"
+        " DATE'2024-01-01' + INTERVAL (seq % 40) DAY, UNHEX(LPAD(HEX(seq), 4, '0')), seq / 7 FROM seq_1_to_1000",
+    )
     table = f"{db}.odd`name"
     source = make_source([table], read_block_rows=50)
     _run(conn, f"GRANT SELECT ON `{db}`.* TO '{source.config.user}'@'%'")
@@ -201,8 +223,11 @@ def test_composite_and_string_keys_are_chunked_exactly(mysql_db, make_source, hy
 
 def test_a_key_without_exact_bounds_is_read_as_one_chunk(mysql_db, make_source):
     conn = mysql_db.connect()
-    _run(conn, "CREATE TABLE f (x DOUBLE, e ENUM('b', 'a'), PRIMARY KEY (x, e))",
-         "INSERT INTO f SELECT seq / 3, ELT(1 + seq % 2, 'a', 'b') FROM seq_1_to_50")
+    _run(
+        conn,
+        "CREATE TABLE f (x DOUBLE, e ENUM('b', 'a'), PRIMARY KEY (x, e))",
+        "INSERT INTO f SELECT seq / 3, ELT(1 + seq % 2, 'a', 'b') FROM seq_1_to_50",
+    )
     source = make_source(["f"])
     ranges, rows = _snapshot(source, f"{mysql_db.name}.f", chunk_rows=10)
     assert ranges == [FULL_RANGE] and sum(r.data.num_rows for r in rows) == 50
@@ -212,10 +237,13 @@ def test_a_key_without_exact_bounds_is_read_as_one_chunk(mysql_db, make_source):
 
 def test_rows_over_16_mib_and_blocks_bounded_by_bytes(mysql_db, make_source):
     conn = mysql_db.connect()
-    _run(conn, "CREATE TABLE docs (id INT PRIMARY KEY, body LONGTEXT, raw LONGBLOB)",
-         "INSERT INTO docs SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000 * seq), NULL FROM seq_1_to_40",
-         "INSERT INTO docs VALUES (41, REPEAT('x', 17 * 1024 * 1024), REPEAT(x'ff', 16 * 1024 * 1024 - 30)),"
-         " (42, 'after', x'00')")
+    _run(
+        conn,
+        "CREATE TABLE docs (id INT PRIMARY KEY, body LONGTEXT, raw LONGBLOB)",
+        "INSERT INTO docs SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000 * seq), NULL FROM seq_1_to_40",
+        "INSERT INTO docs VALUES (41, REPEAT('x', 17 * 1024 * 1024), REPEAT(x'ff', 16 * 1024 * 1024 - 30)),"
+        " (42, 'after', x'00')",
+    )
     source = make_source(["docs"], read_block_rows=1000, read_block_bytes=64 * 1024)
     _, rows = _snapshot(source, f"{mysql_db.name}.docs", 1000, parallelism=1)
     assert len(rows) >= 10, "blocks are cut by bytes, not only by rows"
@@ -241,14 +269,20 @@ def test_lock_tables_without_the_privilege_says_which_grant(mysql_db, make_sourc
 
 def test_a_connection_killed_mid_read_is_a_transient_error_without_the_password(mysql_db, make_source):
     conn = mysql_db.connect()
-    _run(conn, "CREATE TABLE wide (id INT PRIMARY KEY, body TEXT)",
-         "INSERT INTO wide SELECT seq, REPEAT('w', 10000) FROM seq_1_to_3000")  # 30 MB: more than socket buffers
+    _run(
+        conn,
+        "CREATE TABLE wide (id INT PRIMARY KEY, body TEXT)",
+        "INSERT INTO wide SELECT seq, REPEAT('w', 10000) FROM seq_1_to_3000",
+    )  # 30 MB: more than socket buffers
     source = make_source(["wide"], read_block_rows=10)
     rows = source.read_snapshot([SnapshotChunk(f"{mysql_db.name}.wide", 0, FULL_RANGE)], 1)
     next(rows)  # the worker waits for the consumer, the server for the worker: the query is still running
     with conn.cursor() as cur:
-        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND COMMAND = 'Query'"
-                    " AND INFO LIKE 'SELECT%%'", (source.config.user,))
+        cur.execute(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND COMMAND = 'Query'"
+            " AND INFO LIKE 'SELECT%%'",
+            (source.config.user,),
+        )
         for (thread_id,) in cur.fetchall():
             cur.execute(f"KILL {int(thread_id)}")
     with pytest.raises(TransientError) as caught:

@@ -45,9 +45,14 @@ def test_drop_and_create_without_rows_empties_the_table(mysql_db, changelog, cap
 
 def test_drop_and_create_with_rows_follows_the_new_table(mysql_db, changelog, captured_t):
     conn, source, position = captured_t
-    _run(conn, "DROP TABLE t", "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
-         "INSERT INTO t VALUES (2, 'B'), (4, 'd')", "CREATE OR REPLACE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))"
-         " SELECT 5 AS id, 'e' AS v", "INSERT INTO t VALUES (6, 'f')")
+    _run(
+        conn,
+        "DROP TABLE t",
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
+        "INSERT INTO t VALUES (2, 'B'), (4, 'd')",
+        "CREATE OR REPLACE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)) SELECT 5 AS id, 'e' AS v",
+        "INSERT INTO t VALUES (6, 'f')",
+    )
     capture(source, changelog, position)
     assert [r["id"] for r in folded_rows(changelog, f"{mysql_db.name}.t")] == [5, 6]
     assert_folded_equals_source(mysql_db, changelog, "t")
@@ -55,8 +60,12 @@ def test_drop_and_create_with_rows_follows_the_new_table(mysql_db, changelog, ca
 
 def test_drop_then_resync_converges(mysql_db, changelog, captured_t):
     conn, source, position = captured_t
-    _run(conn, "DROP TABLE t", "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
-         "INSERT INTO t SELECT seq, 'x' FROM seq_10_to_60")
+    _run(
+        conn,
+        "DROP TABLE t",
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
+        "INSERT INTO t SELECT seq, 'x' FROM seq_10_to_60",
+    )
     settings = SnapshotSettings(chunk_rows=20, chunks_per_batch=2, parallelism=2)
     plan = plan_snapshot(source, changelog, "p1", [f"{mysql_db.name}.t"], settings)
     _run(conn, "DELETE FROM t WHERE id < 20", "UPDATE t SET v = 'y' WHERE id > 50")
@@ -65,15 +74,30 @@ def test_drop_then_resync_converges(mysql_db, changelog, captured_t):
     assert_folded_equals_source(mysql_db, changelog, "t")
 
 
-@pytest.mark.parametrize("statements, what", [
-    (["RENAME TABLE t TO t_old"], "was renamed"),
-    (["CREATE TABLE t_new (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO t_new VALUES (9, 'z')",
-      "RENAME TABLE t TO t_old, t_new TO t"], "was renamed"),
-    (["ALTER TABLE t RENAME TO t_old"], "was renamed"),
-    (["CREATE TABLE p (id INT PRIMARY KEY, v VARCHAR(10)) PARTITION BY RANGE (id) (PARTITION p0 VALUES LESS THAN"
-      " (100))", "INSERT INTO p VALUES (50, 'p')", "ALTER TABLE p EXCHANGE PARTITION p0 WITH TABLE t"],
-     "had rows moved in or out without row events"),
-])
+@pytest.mark.parametrize(
+    "statements, what",
+    [
+        (["RENAME TABLE t TO t_old"], "was renamed"),
+        (
+            [
+                "CREATE TABLE t_new (id INT PRIMARY KEY, v VARCHAR(10))",
+                "INSERT INTO t_new VALUES (9, 'z')",
+                "RENAME TABLE t TO t_old, t_new TO t",
+            ],
+            "was renamed",
+        ),
+        (["ALTER TABLE t RENAME TO t_old"], "was renamed"),
+        (
+            [
+                "CREATE TABLE p (id INT PRIMARY KEY, v VARCHAR(10)) PARTITION BY RANGE (id) (PARTITION p0 VALUES LESS THAN"
+                " (100))",
+                "INSERT INTO p VALUES (50, 'p')",
+                "ALTER TABLE p EXCHANGE PARTITION p0 WITH TABLE t",
+            ],
+            "had rows moved in or out without row events",
+        ),
+    ],
+)
 def test_a_change_the_binlog_cannot_follow_stops_capture(mysql_db, changelog, captured_t, statements, what):
     conn, source, position = captured_t
     _run(conn, *statements)
@@ -83,11 +107,16 @@ def test_a_change_the_binlog_cannot_follow_stops_capture(mysql_db, changelog, ca
     assert f"table {mysql_db.name}.t {what} at mysql-bin." in message
     assert "re-sync it: a snapshot of the whole table" in message
     assert caught.value.table == f"{mysql_db.name}.t"
-    _run(conn, "INSERT INTO t_old VALUES (11, 'k')" if what == "was renamed" else "INSERT INTO t VALUES (11, 'k')")
+    _run(
+        conn,
+        "INSERT INTO t_old VALUES (11, 'k')" if what == "was renamed" else "INSERT INTO t VALUES (11, 'k')",
+    )
     if "t_old" in " ".join(statements) and "t_new TO t" not in " ".join(statements):
         _run(conn, "RENAME TABLE t_old TO t")  # renamed away: back under its name first
     settings = SnapshotSettings(chunk_rows=2, chunks_per_batch=2, parallelism=2)
-    run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", [f"{mysql_db.name}.t"], settings), settings)
+    run_snapshot(
+        source, changelog, plan_snapshot(source, changelog, "p1", [f"{mysql_db.name}.t"], settings), settings
+    )
     capture(source, changelog, position)  # the re-sync supersedes the change: capture passes it
     assert_folded_equals_source(mysql_db, changelog, "t")
 

@@ -80,7 +80,9 @@ def test_type_matrix_round_trip(mysql_db, make_source, changelog):
         cur.execute("SET SESSION sql_mode = ''")
         cur.execute("INSERT INTO types VALUES " + ", ".join(ROWS))
         cur.execute("INSERT INTO types (id) VALUES (5), (6)")
-        cur.execute("UPDATE types SET vc = CONCAT(vc, '!'), d4 = d4 / 3, tm6 = '-00:00:00.5' WHERE id IN (1, 2)")
+        cur.execute(
+            "UPDATE types SET vc = CONCAT(vc, '!'), d4 = d4 / 3, tm6 = '-00:00:00.5' WHERE id IN (1, 2)"
+        )
         cur.execute("UPDATE types SET j = '{\"k\": 1}', s = 'y' WHERE id = 4")
         cur.execute("DELETE FROM types WHERE id = 6")
     capture(source, changelog, start)

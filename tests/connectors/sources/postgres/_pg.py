@@ -33,8 +33,13 @@ class CaptureRole:
                 conn.execute(f"ALTER PUBLICATION {publication} OWNER TO {self.name}")
 
     def source(self, tables: list[str], pipeline: str = "p1", **options) -> PostgresSource:
-        config = {"url": self.db.url_as(self.name, self.password), "pipeline": pipeline, "tables": tables,
-                  "capture_mode": self.mode, **options}
+        config = {
+            "url": self.db.url_as(self.name, self.password),
+            "pipeline": pipeline,
+            "tables": tables,
+            "capture_mode": self.mode,
+            **options,
+        }
         source = PostgresSource.from_config(config)
         source.connect()
         return source
@@ -55,8 +60,9 @@ def _normal(value):
     return value
 
 
-def source_rows(db: PgDatabase, table: str, key: str = "id", json_columns: tuple[str, ...] = (),
-                select: str = "*") -> list[dict]:
+def source_rows(
+    db: PgDatabase, table: str, key: str = "id", json_columns: tuple[str, ...] = (), select: str = "*"
+) -> list[dict]:
     """The rows of ``table`` (an SQL name, quoted as needed), ``select`` columns, ordered by ``key``."""
     with db.connect() as conn:
         cur = conn.execute(f"SELECT {select} FROM {table} ORDER BY {key}")
@@ -64,8 +70,13 @@ def source_rows(db: PgDatabase, table: str, key: str = "id", json_columns: tuple
         return [{n: _normal(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
 
-def folded_rows(changelog: ChangeLog, table: str, key: str = "id", json_columns: tuple[str, ...] = (),
-                pipeline: str = "p1") -> list[dict]:
+def folded_rows(
+    changelog: ChangeLog,
+    table: str,
+    key: str = "id",
+    json_columns: tuple[str, ...] = (),
+    pipeline: str = "p1",
+) -> list[dict]:
     schema, state = fold_table(changelog, pipeline, table)
     if state is None:
         return []
@@ -78,9 +89,16 @@ def folded_rows(changelog: ChangeLog, table: str, key: str = "id", json_columns:
     return [{n: _normal(v) for n, v in row.items()} for row in rows]
 
 
-def assert_folded_equals_source(db: PgDatabase, changelog: ChangeLog, table: str, key: str = "id",
-                                json_columns: tuple[str, ...] = (), pipeline: str = "p1",
-                                source_table: str | None = None, select: str = "*") -> int:
+def assert_folded_equals_source(
+    db: PgDatabase,
+    changelog: ChangeLog,
+    table: str,
+    key: str = "id",
+    json_columns: tuple[str, ...] = (),
+    pipeline: str = "p1",
+    source_table: str | None = None,
+    select: str = "*",
+) -> int:
     """Folded change log == source, row by row; ``source_table``: the SQL name when ``table`` needs quoting."""
     expected = source_rows(db, source_table or table, key, select=select)
     found = folded_rows(changelog, table, key, json_columns, pipeline)

@@ -25,8 +25,9 @@ INSERT INTO parts SELECT g, date '2024-01-01' + g * 7, 'x' || g FROM generate_se
 
 
 @pytest.mark.usefixtures("capture_mode")  # in both capture modes
-def test_add_column_with_a_default_stops_capture_until_the_table_is_resynced(pg_db, capture_role, changelog,
-                                                                             tmp_path):
+def test_add_column_with_a_default_stops_capture_until_the_table_is_resynced(
+    pg_db, capture_role, changelog, tmp_path
+):
     with pg_db.connect() as conn:
         conn.execute(DDL)
     capture_role.grant(TABLES)
@@ -41,7 +42,9 @@ def test_add_column_with_a_default_stops_capture_until_the_table_is_resynced(pg_
     assert_folded_equals_source(pg_db, changelog, "public.plain")
 
     with pg_db.connect() as conn:
-        conn.execute("ALTER TABLE filled ADD COLUMN flag int NOT NULL DEFAULT 7; INSERT INTO filled VALUES (99, 'n', 1)")
+        conn.execute(
+            "ALTER TABLE filled ADD COLUMN flag int NOT NULL DEFAULT 7; INSERT INTO filled VALUES (99, 'n', 1)"
+        )
     with pytest.raises(TableChangedError) as caught:
         capture(source, changelog)
     assert caught.value.table == "public.filled"
@@ -58,12 +61,19 @@ def test_add_column_with_a_default_stops_capture_until_the_table_is_resynced(pg_
         conn.execute("ALTER TABLE plain ADD COLUMN token text DEFAULT md5(random()::text)")
     with pytest.raises(TableChangedError) as caught:
         capture(source, changelog)
-    assert caught.value.table == "public.plain" and "columns with a default: id, created, token" in caught.value.message
-    run_snapshot(source, changelog, plan_snapshot(source, changelog, "p1", ["public.plain"], reason="column default"))
+    assert (
+        caught.value.table == "public.plain"
+        and "columns with a default: id, created, token" in caught.value.message
+    )
+    run_snapshot(
+        source, changelog, plan_snapshot(source, changelog, "p1", ["public.plain"], reason="column default")
+    )
     capture(source, changelog)
 
     with pg_db.connect() as conn:  # a partitioned table: its partitions hold the filled rows
-        conn.execute("ALTER TABLE parts ADD COLUMN tag text DEFAULT 'old'; UPDATE parts SET tag = 'new' WHERE id < 5")
+        conn.execute(
+            "ALTER TABLE parts ADD COLUMN tag text DEFAULT 'old'; UPDATE parts SET tag = 'new' WHERE id < 5"
+        )
     with pytest.raises(TableChangedError) as caught:
         capture(source, changelog)
     assert caught.value.table == "public.parts" and "columns with a default: tag" in caught.value.message

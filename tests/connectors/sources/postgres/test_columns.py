@@ -29,9 +29,13 @@ def test_unmappable_column_refuses_the_table_with_the_config_that_fixes_it(pg_db
     assert "places" in problems[0].message and "point" in problems[0].message
     assert '"exclude": ["p"]' in problems[0].fix
     wrong = capture_role.source([TABLE], columns={TABLE: {"exclude": ["id", "nope"]}}).preflight()
-    assert [p.message for p in wrong] == ["expected columns nope in public.places (named under 'columns'), found none"]
+    assert [p.message for p in wrong] == [
+        "expected columns nope in public.places (named under 'columns'), found none"
+    ]
     key = capture_role.source([TABLE], columns={TABLE: {"exclude": ["id"], "as_text": ["p"]}}).preflight()
-    assert [p.message for p in key] == ["columns of public.places: primary key column(s) id cannot be excluded"]
+    assert [p.message for p in key] == [
+        "columns of public.places: primary key column(s) id cannot be excluded"
+    ]
 
 
 def test_excluded_and_text_columns_replicate_as_chosen(pg_db, capture_role, changelog, tmp_path):
@@ -47,10 +51,14 @@ def test_excluded_and_text_columns_replicate_as_chosen(pg_db, capture_role, chan
     ]
     source.setup()
     plan = plan_snapshot(source, changelog, "p1", [TABLE], reason="initial load")
-    with pg_db.connect() as conn:  # an update leaving the TOASTed excluded column unchanged, one changing only it
-        conn.execute("UPDATE places SET total = total + 1, p = point(0.5, 1e-7) WHERE id % 3 = 0; "
-                     "UPDATE places SET secret = 'changed' WHERE id % 4 = 0; DELETE FROM places WHERE id % 10 = 0; "
-                     "INSERT INTO places (id, name, secret, p, total) VALUES (1000, 'new', 'x', NULL, 7)")
+    with (
+        pg_db.connect() as conn
+    ):  # an update leaving the TOASTed excluded column unchanged, one changing only it
+        conn.execute(
+            "UPDATE places SET total = total + 1, p = point(0.5, 1e-7) WHERE id % 3 = 0; "
+            "UPDATE places SET secret = 'changed' WHERE id % 4 = 0; DELETE FROM places WHERE id % 10 = 0; "
+            "INSERT INTO places (id, name, secret, p, total) VALUES (1000, 'new', 'x', NULL, 7)"
+        )
     capture(source, changelog)
     run_snapshot(source, changelog, plan)
     with pg_db.connect() as conn:
@@ -74,8 +82,9 @@ def test_excluded_and_text_columns_replicate_as_chosen(pg_db, capture_role, chan
         sink.disconnect()
 
 
-def test_dbmazz_check_says_ok_and_lists_the_columns_that_do_not_reach_the_sinks(pg_db, capture_role, tmp_path, capsys,
-                                                                                 monkeypatch):
+def test_dbmazz_check_says_ok_and_lists_the_columns_that_do_not_reach_the_sinks(
+    pg_db, capture_role, tmp_path, capsys, monkeypatch
+):
     with pg_db.connect() as conn:
         conn.execute(DDL)
     capture_role.grant([TABLE])

@@ -30,11 +30,16 @@ def test_a_terminated_session_is_a_transient_error(pg_db, capture_role, call):
         source.table_schemas()  # the catalog is warm: only the calls' own queries run below
         with pg_db.connect() as conn:
             conn.execute(f"INSERT INTO {TABLE} VALUES (1, 'a')")
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s "
-                         "AND backend_type = 'client backend'", (capture_role.name,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s "
+                "AND backend_type = 'client backend'",
+                (capture_role.name,),
+            )
         with pytest.raises(TransientError) as caught:
             CALLS[call](source)
-        assert caught.value.message.startswith("postgres connection failed while capturing: "), caught.value.message
+        assert caught.value.message.startswith("postgres connection failed while capturing: "), (
+            caught.value.message
+        )
         assert capture_role.password not in str(caught.value)
     finally:
         source.disconnect()

@@ -55,19 +55,32 @@ print("not killed")
 
 def _workload(pg_db, low: int) -> None:
     with pg_db.connect() as conn:
-        conn.execute("INSERT INTO orders SELECT g, g * 2, 'o' || g FROM generate_series(%s::int, %s::int) g",
-                      (low, low + 4999))
+        conn.execute(
+            "INSERT INTO orders SELECT g, g * 2, 'o' || g FROM generate_series(%s::int, %s::int) g",
+            (low, low + 4999),
+        )
         conn.execute("UPDATE orders SET qty = qty + 1 WHERE id % 3 = 0")
         conn.execute("DELETE FROM orders WHERE id % 5 = 0")
         conn.execute("UPDATE orders SET id = id + 1000000 WHERE id = %s", (low + 1,))
 
 
 def _capture_in_child(capture_role, changelog, start, end, kill: str) -> None:
-    config = {"url": capture_role.db.url_as(capture_role.name, capture_role.password), "pipeline": "p1",
-              "tables": ["public.orders"], "read_block_rows": 1000, "capture_mode": capture_role.mode}
+    config = {
+        "url": capture_role.db.url_as(capture_role.name, capture_role.password),
+        "pipeline": "p1",
+        "tables": ["public.orders"],
+        "read_block_rows": 1000,
+        "capture_mode": capture_role.mode,
+    }
     spec = {"config": config, "changelog": changelog.root, "start": str(start), "end": str(end), "kill": kill}
-    child = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
 
 
@@ -100,12 +113,16 @@ def test_killed_after_staging_before_the_slot_advance(pg_db, capture_role, chang
     changelog.delete_batch("p1", staged.batch_id)
     again = capture_range(source, changelog, "p1", start, end)
     assert again.end == staged.end and again.tables["public.orders"].ops == staged.tables["public.orders"].ops
-    assert [t.equals(u) for t, u in zip(_parts(changelog, again.batch_id), first_parts, strict=True)] == [True]
+    assert [t.equals(u) for t, u in zip(_parts(changelog, again.batch_id), first_parts, strict=True)] == [
+        True
+    ]
     assert source.checkpoint_position() == again.end
     assert_folded_equals_source(pg_db, changelog, "public.orders")
 
 
-def test_killed_after_the_slot_advance_before_the_caller_records_it(pg_db, capture_role, changelog, orders_source):
+def test_killed_after_the_slot_advance_before_the_caller_records_it(
+    pg_db, capture_role, changelog, orders_source
+):
     source = orders_source
     _workload(pg_db, 1)
     start, end = source.checkpoint_position(), source.current_position()

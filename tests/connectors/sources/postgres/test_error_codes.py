@@ -20,12 +20,16 @@ def test_a_prerequisite_error_on_a_healthy_slot_is_not_called_an_invalidated_slo
         source.conn.execute("SELECT pg_create_physical_replication_slot(%s)", (physical,))
         with pytest.raises(SourceError) as caught:
             with source._errors():
-                source.conn.execute("SELECT count(*) FROM pg_logical_slot_peek_changes(%s, NULL, NULL)", (physical,))
+                source.conn.execute(
+                    "SELECT count(*) FROM pg_logical_slot_peek_changes(%s, NULL, NULL)", (physical,)
+                )
         assert not isinstance(caught.value, SlotInvalidatedError), caught.value
         assert "physical replication slot" in str(caught.value)
         assert source.checkpoint_position() is not None  # the pipeline's own slot is fine
     finally:
         source.disconnect()
         with pg_db.connect() as conn:  # a physical slot belongs to no database: the fixture would not drop it
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                         (physical,))
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (physical,),
+            )

@@ -10,7 +10,7 @@ from dbmazz_connectors.snapshots import plan_snapshot, run_snapshot
 from ._pg import assert_folded_equals_source, capture
 
 SCHEMA = 'sales-eu "west"'
-GOOD = [f"{SCHEMA}.Order Items", f"{SCHEMA}.select", f"{SCHEMA}.quote'd \"x\""]
+GOOD = [f"{SCHEMA}.Order Items", f"{SCHEMA}.select", f'{SCHEMA}.quote\'d "x"']
 NO_KEY, UNMAPPED = f"{SCHEMA}.no key", f"{SCHEMA}.geo-t"
 Q = '"sales-eu ""west"""'  # the schema, quoted
 DDL = f'''
@@ -40,7 +40,9 @@ def test_printed_fixes_run_as_printed_and_leave_refused_tables_alone(pg_db, capt
     source = capture_role.source([*GOOD, NO_KEY, UNMAPPED])
     problems = source.preflight()
     checks = Counter(p.check for p in problems)
-    assert checks == {"privilege": 6, "primary_key": 1, "type": 1, "publication": 1}, problems  # USAGE once, SELECT x5
+    assert checks == {"privilege": 6, "primary_key": 1, "type": 1, "publication": 1}, (
+        problems
+    )  # USAGE once, SELECT x5
     (publication,) = [p for p in problems if p.check == "publication"]
     assert "no key" not in publication.fix and "geo-t" not in publication.fix
     with pg_db.connect() as conn:  # the owner (a superuser here) runs every printed statement as printed

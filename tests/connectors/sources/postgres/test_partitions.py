@@ -34,7 +34,9 @@ UPDATE events SET note = 'edited' WHERE id % 5 = 0;
 def _sink_rows(sink, table: str) -> list[dict]:
     names = ["id", "at", "note"]
     cols = ", ".join(sink.q(c) for c in names)
-    rows = sink.con.execute(f"SELECT {cols} FROM {sink.target(sink.table_state(table))} ORDER BY 1, 2").fetchall()
+    rows = sink.con.execute(
+        f"SELECT {cols} FROM {sink.target(sink.table_state(table))} ORDER BY 1, 2"
+    ).fetchall()
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
@@ -46,8 +48,10 @@ def _replicate(pg_db, source, changelog, tmp_path) -> None:
     capture(source, changelog)
     run_snapshot(source, changelog, plan, settings)
     with pg_db.connect() as conn:
-        conn.execute("UPDATE events SET at = at - 366, note = 'back' WHERE id % 13 = 0 AND at >= '2025-01-01' "
-                     "AND at < '2026-01-01'; INSERT INTO events_2027 VALUES (5000, '2027-06-01', 'via leaf')")
+        conn.execute(
+            "UPDATE events SET at = at - 366, note = 'back' WHERE id % 13 = 0 AND at >= '2025-01-01' "
+            "AND at < '2026-01-01'; INSERT INTO events_2027 VALUES (5000, '2027-06-01', 'via leaf')"
+        )
     capture(source, changelog)
     assert_folded_equals_source(pg_db, changelog, TABLE, key="id, at")
     sink = create_sink({"url": f"duckdb:///{tmp_path}/sink.duckdb", "pipeline": "p1"})
@@ -62,11 +66,14 @@ def _replicate(pg_db, source, changelog, tmp_path) -> None:
         sink.disconnect()
 
 
-def test_publication_listing_partitions_is_refused_with_a_fix_then_replicates(pg_db, capture_role, changelog,
-                                                                              tmp_path):
+def test_publication_listing_partitions_is_refused_with_a_fix_then_replicates(
+    pg_db, capture_role, changelog, tmp_path
+):
     with pg_db.connect() as conn:
         conn.execute(DDL)
-    capture_role.grant([TABLE])  # as a superuser would without the option: the publication lists the partitions
+    capture_role.grant(
+        [TABLE]
+    )  # as a superuser would without the option: the publication lists the partitions
     source = capture_role.source([TABLE])
     problems = source.preflight()
     assert [p.check for p in problems] == ["publication"]
@@ -89,11 +96,14 @@ def test_setup_creates_a_publication_via_the_root(pg_db, capture_role, changelog
     assert source.preflight() == []
     source.setup()
     with pg_db.connect() as conn:
-        assert conn.execute("SELECT pubviaroot FROM pg_publication WHERE pubname = 'dbmazz_p1'").fetchone() == (True,)
-        published = conn.execute("SELECT tablename FROM pg_publication_tables WHERE pubname = 'dbmazz_p1'").fetchall()
+        assert conn.execute(
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = 'dbmazz_p1'"
+        ).fetchone() == (True,)
+        published = conn.execute(
+            "SELECT tablename FROM pg_publication_tables WHERE pubname = 'dbmazz_p1'"
+        ).fetchall()
     assert published == [("events",)]
     _replicate(pg_db, source, changelog, tmp_path)
-
 
 
 def test_capture_refuses_a_publication_switched_back_to_partitions(pg_db, capture_role, changelog):
@@ -105,9 +115,13 @@ def test_capture_refuses_a_publication_switched_back_to_partitions(pg_db, captur
     source = capture_role.source([TABLE])
     source.setup()
     with pg_db.connect() as conn:
-        conn.execute("ALTER PUBLICATION dbmazz_p1 SET (publish_via_partition_root = false); "
-                     "UPDATE events SET note = 'lost?' WHERE id < 10")
-    with pytest.raises(SourceError) as caught:  # not silently nothing: the changes would come as the partitions'
+        conn.execute(
+            "ALTER PUBLICATION dbmazz_p1 SET (publish_via_partition_root = false); "
+            "UPDATE events SET note = 'lost?' WHERE id < 10"
+        )
+    with pytest.raises(
+        SourceError
+    ) as caught:  # not silently nothing: the changes would come as the partitions'
         capture(source, changelog)
     assert "publish partitioned table public.events via its root" in caught.value.message
     fix, then = caught.value.hint.split(": ", 1)[1].split("; ")
@@ -122,11 +136,13 @@ def test_capture_refuses_a_publication_switched_back_to_partitions(pg_db, captur
 
 def test_replica_identity_full_is_checked_and_set_per_partition(pg_db, capture_role, changelog):
     with pg_db.connect() as conn:
-        conn.execute("CREATE TABLE docs (id int, at date, body text, n int, PRIMARY KEY (id, at)) "
-                     "PARTITION BY RANGE (at);"
-                     "CREATE TABLE docs_a PARTITION OF docs FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
-                     "CREATE TABLE docs_b PARTITION OF docs FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
-                     "ALTER TABLE docs_b REPLICA IDENTITY NOTHING")
+        conn.execute(
+            "CREATE TABLE docs (id int, at date, body text, n int, PRIMARY KEY (id, at)) "
+            "PARTITION BY RANGE (at);"
+            "CREATE TABLE docs_a PARTITION OF docs FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+            "CREATE TABLE docs_b PARTITION OF docs FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+            "ALTER TABLE docs_b REPLICA IDENTITY NOTHING"
+        )
     capture_role.grant(["public.docs"])
     with pg_db.connect() as conn:
         conn.execute("ALTER PUBLICATION dbmazz_p1 SET (publish_via_partition_root = true)")
@@ -137,17 +153,22 @@ def test_replica_identity_full_is_checked_and_set_per_partition(pg_db, capture_r
         f"expected REPLICA IDENTITY FULL on every partition of public.docs (configured), found otherwise on "
         f"public.docs_a, public.docs_b; role {capture_role.name} does not own them",
         f"expected REPLICA IDENTITY FULL on public.docs (configured), found DEFAULT; role {capture_role.name} does "
-        "not own it"]
+        "not own it",
+    ]
     with pg_db.connect() as conn:  # the owner runs what is printed, in the printed order
         for problem in sorted(problems, key=lambda p: "NOTHING" not in p.message):
             conn.execute(problem.fix.split(": ", 1)[1])
     assert source.preflight() == []
     source.setup()
     with pg_db.connect() as conn:  # TOASTed bodies left unchanged by updates, some moving partitions
-        conn.execute("INSERT INTO docs SELECT g, date '2024-01-01' + g, repeat(md5(g::text), 400), g "
-                     "FROM generate_series(1, 200) g")
+        conn.execute(
+            "INSERT INTO docs SELECT g, date '2024-01-01' + g, repeat(md5(g::text), 400), g "
+            "FROM generate_series(1, 200) g"
+        )
     capture(source, changelog)
     with pg_db.connect() as conn:
-        conn.execute("UPDATE docs SET n = n + 1 WHERE id % 2 = 0; UPDATE docs SET at = at + 200 WHERE id % 5 = 0")
+        conn.execute(
+            "UPDATE docs SET n = n + 1 WHERE id % 2 = 0; UPDATE docs SET at = at + 200 WHERE id % 5 = 0"
+        )
     capture(source, changelog)
     assert assert_folded_equals_source(pg_db, changelog, "public.docs", key="id, at") == 200

@@ -49,12 +49,16 @@ def test_native_and_python_receivers_give_the_same_batch(pg_db, items_source, tm
     source = items_source
     start = source.checkpoint_position()
     with pg_db.connect() as conn:
-        conn.execute("INSERT INTO items SELECT g, g % 13, 'label ' || g, NULL FROM generate_series(1, 20000) g")
+        conn.execute(
+            "INSERT INTO items SELECT g, g % 13, 'label ' || g, NULL FROM generate_series(1, 20000) g"
+        )
         conn.execute("UPDATE items SET qty = qty + 1 WHERE id % 3 = 0")
         conn.execute("DELETE FROM items WHERE id % 7 = 0")
         # one row larger than a whole block (1 MiB): random hex does not compress
-        conn.execute("INSERT INTO items SELECT 0, 0, 'big', string_agg(md5(random()::text || g), '') "
-                     "FROM generate_series(1, 100000) g")
+        conn.execute(
+            "INSERT INTO items SELECT 0, 0, 'big', string_agg(md5(random()::text || g), '') "
+            "FROM generate_series(1, 100000) g"
+        )
     end = source.current_position()
 
     if _reader._copyrecv is None:
@@ -74,7 +78,10 @@ def test_native_and_python_receivers_give_the_same_batch(pg_db, items_source, tm
     assert len(big["big"][0].as_py()) == 3_200_000
     del source.checkpoint  # the real one again
     source.checkpoint(native_manifest.end)
-    assert assert_folded_equals_source(pg_db, ChangeLog(str(tmp_path / "native")), "public.items") == 20001 - 2857
+    assert (
+        assert_folded_equals_source(pg_db, ChangeLog(str(tmp_path / "native")), "public.items")
+        == 20001 - 2857
+    )
 
 
 def test_no_libpq_of_the_connection_means_the_python_receiver(capture_role, monkeypatch):
@@ -86,8 +93,9 @@ def test_no_libpq_of_the_connection_means_the_python_receiver(capture_role, monk
 
 
 @pytest.mark.parametrize("receiver", ["native", "python"])
-def test_connection_killed_mid_copy_is_transient_and_stages_nothing(pg_db, items_source, tmp_path, monkeypatch,
-                                                                    receiver):
+def test_connection_killed_mid_copy_is_transient_and_stages_nothing(
+    pg_db, items_source, tmp_path, monkeypatch, receiver
+):
     """The server ends the session while the range streams: a TransientError, no batch, the slot unmoved;
     the re-run reads the whole range."""
     from dbmazz_connectors.core.errors import TransientError
@@ -100,7 +108,9 @@ def test_connection_killed_mid_copy_is_transient_and_stages_nothing(pg_db, items
     source = items_source
     start = source.checkpoint_position()
     with pg_db.connect() as conn:  # ~40 MB of messages: far more than the socket and queue buffers hold
-        conn.execute("INSERT INTO items SELECT g, g % 13, repeat('x', 100) || g, NULL FROM generate_series(1, 300000) g")
+        conn.execute(
+            "INSERT INTO items SELECT g, g % 13, repeat('x', 100) || g, NULL FROM generate_series(1, 300000) g"
+        )
     end = source.current_position()
     assert _reader.receiver_for(source._stream_conn().pgconn) == receiver
 

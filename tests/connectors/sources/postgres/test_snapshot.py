@@ -39,15 +39,21 @@ def _writer(db, seed: int, stop: threading.Event, done: list[int]) -> None:
                     k = rng.randint(1, 3600)
                     op = rng.random()
                     if op < 0.3:
-                        conn.execute("INSERT INTO items VALUES (%s, %s, 'new', now(), ARRAY[%s]) "
-                                     "ON CONFLICT (id) DO UPDATE SET n = items.n + 1", (k, k, k))
+                        conn.execute(
+                            "INSERT INTO items VALUES (%s, %s, 'new', now(), ARRAY[%s]) "
+                            "ON CONFLICT (id) DO UPDATE SET n = items.n + 1",
+                            (k, k, k),
+                        )
                     elif op < 0.6:
                         conn.execute("UPDATE items SET n = n + 1, label = label || 'u' WHERE id = %s", (k,))
                     elif op < 0.8:
                         conn.execute("DELETE FROM items WHERE id = %s", (k,))
                     elif op < 0.9:
-                        conn.execute("UPDATE items SET id = %s WHERE id = %s AND NOT EXISTS "
-                                     "(SELECT 1 FROM items WHERE id = %s)", (k + 5000, k, k + 5000))
+                        conn.execute(
+                            "UPDATE items SET id = %s WHERE id = %s AND NOT EXISTS "
+                            "(SELECT 1 FROM items WHERE id = %s)",
+                            (k + 5000, k, k + 5000),
+                        )
                     else:
                         conn.execute("UPDATE pairs SET v = v + 1 WHERE a = %s", (f"k{k % 37}",))
                         conn.execute("DELETE FROM pairs WHERE a = %s AND b = %s", (f"k{k % 37}", k))
@@ -88,33 +94,42 @@ def test_snapshot_under_concurrent_writer_converges(pg_db, capture_role, changel
 def test_snapshot_of_a_key_range_reads_only_that_range(pg_db, capture_role, changelog):
     source = _set_up(pg_db, capture_role)
     settings = SnapshotSettings(chunk_rows=100, chunks_per_batch=50, parallelism=2)
-    plan = plan_snapshot(source, changelog, "p1", ["public.items"], settings,
-                         key_range=KeyRange(("1000",), ("1500",)))
+    plan = plan_snapshot(
+        source, changelog, "p1", ["public.items"], settings, key_range=KeyRange(("1000",), ("1500",))
+    )
     assert not plan.sweep and len(plan.batches) == 1 and len(plan.batches[0]) == 5
     manifest = capture_snapshot_batch(source, changelog, "p1", plan.batch_ids()[0], settings)
     assert manifest.tables["public.items"].ops["insert"] == 500
     assert manifest.is_snapshot and changelog.checkpoint("p1") is None
 
 
-
 def test_plan_covers_the_key_in_chunks_of_about_chunk_rows(pg_db, capture_role):
     tables = ["public.items", "public.pairs", "public.sparse"]
     with pg_db.connect() as conn:
         conn.execute(DDL)
-        conn.execute("CREATE TABLE sparse (id bigint PRIMARY KEY); "
-                     "INSERT INTO sparse SELECT g * 1000 FROM generate_series(1, 3000) g; ANALYZE items")
+        conn.execute(
+            "CREATE TABLE sparse (id bigint PRIMARY KEY); "
+            "INSERT INTO sparse SELECT g * 1000 FROM generate_series(1, 3000) g; ANALYZE items"
+        )
     capture_role.grant(tables, publication=None)
     source = capture_role.source(tables)
     counts = {}
     with pg_db.connect() as conn:
         for table in tables:
             key = source.table_schemas()[table].primary_key
-            counts[table] = [conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-                sql.Identifier(*table.split(".")), key_predicate(key, key_range))).fetchone()[0]
-                for key_range in source.plan_chunks(table, 400)]
+            counts[table] = [
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+                        sql.Identifier(*table.split(".")), key_predicate(key, key_range)
+                    )
+                ).fetchone()[0]
+                for key_range in source.plan_chunks(table, 400)
+            ]
     assert counts["public.items"] == [375] * 8  # a dense integer key: split between its min and max
     assert counts["public.pairs"] == [400, 400, 400, 300]  # walked in key order
-    assert counts["public.sparse"] == [400] * 7 + [200]  # walked in key order, not text order ('1000', '10000', ...)
+    assert counts["public.sparse"] == [400] * 7 + [
+        200
+    ]  # walked in key order, not text order ('1000', '10000', ...)
 
 
 # Every supported type (test_types.py's matrix) plus the types whose ``::text`` cast is not their output text
@@ -160,7 +175,9 @@ def _exact(column: pa.ChunkedArray) -> list:
     return [_bits(v) for v in column.to_pylist()]
 
 
-def _snapshot_and_cdc(pg_db, capture_role, changelog, table: str, ddl: str, rows: str, key: str = "id", **options):
+def _snapshot_and_cdc(
+    pg_db, capture_role, changelog, table: str, ddl: str, rows: str, key: str = "id", **options
+):
     """Create ``table``, insert ``rows``, capture them by CDC and by a snapshot; both folded, sorted by ``key``."""
     with pg_db.connect() as conn:
         conn.execute(ddl)
@@ -177,38 +194,58 @@ def _snapshot_and_cdc(pg_db, capture_role, changelog, table: str, ddl: str, rows
     snap_schema, snap = fold_table(changelog, "snap", table)
     assert snap_schema == cdc_schema and snap.num_rows == cdc.num_rows
     for name in cdc_schema.column_names:
-        assert _exact(snap.sort_by(key).column(name)) == _exact(cdc.sort_by(key).column(name)), \
+        assert _exact(snap.sort_by(key).column(name)) == _exact(cdc.sort_by(key).column(name)), (
             f"column {name} differs from CDC"
+        )
     return snap.sort_by(key)
 
 
 def test_snapshot_values_equal_cdc_values_type_by_type(pg_db, capture_role, changelog):
-    snap = _snapshot_and_cdc(pg_db, capture_role, changelog, "public.matrix", MATRIX_DDL + ";" + EXTRA_DDL,
-                             MATRIX_ROWS + ";" + EXTRA_ROWS)
+    snap = _snapshot_and_cdc(
+        pg_db,
+        capture_role,
+        changelog,
+        "public.matrix",
+        MATRIX_DDL + ";" + EXTRA_DDL,
+        MATRIX_ROWS + ";" + EXTRA_ROWS,
+    )
     assert snap.num_rows == 8
     assert snap.column("c_bool").to_pylist()[:3] == [False, True, True]
     assert snap.column("c_char").to_pylist()[0] == "ab   " and snap.column("c_code").to_pylist()[4] == "ab  "
     assert snap.column("c_inet").to_pylist()[4] == "10.1.2.3"
 
 
-@pytest.mark.parametrize(("ddl", "rows"), [
-    ("CREATE TABLE t (id text PRIMARY KEY, j jsonb, v varchar)",  # no fixed-width column
-     "INSERT INTO t VALUES ('a', NULL, 'x'), ('b', '[1]', NULL), ('c', NULL, NULL), ('d', '{}', '')"),
-    ("CREATE TABLE t (id int PRIMARY KEY, a bigint, b float8, c date)",  # fixed-width columns only
-     "INSERT INTO t VALUES (1, NULL, 1.5, '2024-01-01'), (2, 7, NULL, NULL), (3, NULL, NULL, NULL), (4, 1, 2, 'infinity')"),
-    ("CREATE TABLE t (id int PRIMARY KEY, a int, s text, b bool)",  # NULLs before and after the text
-     "INSERT INTO t SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE g END, CASE WHEN g % 5 = 0 THEN NULL ELSE 's' || g END, "
-     "CASE WHEN g % 7 = 0 THEN NULL ELSE g % 2 = 0 END FROM generate_series(1, 40) g"),
-])
+@pytest.mark.parametrize(
+    ("ddl", "rows"),
+    [
+        (
+            "CREATE TABLE t (id text PRIMARY KEY, j jsonb, v varchar)",  # no fixed-width column
+            "INSERT INTO t VALUES ('a', NULL, 'x'), ('b', '[1]', NULL), ('c', NULL, NULL), ('d', '{}', '')",
+        ),
+        (
+            "CREATE TABLE t (id int PRIMARY KEY, a bigint, b float8, c date)",  # fixed-width columns only
+            "INSERT INTO t VALUES (1, NULL, 1.5, '2024-01-01'), (2, 7, NULL, NULL), (3, NULL, NULL, NULL), (4, 1, 2, 'infinity')",
+        ),
+        (
+            "CREATE TABLE t (id int PRIMARY KEY, a int, s text, b bool)",  # NULLs before and after the text
+            "INSERT INTO t SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE g END, CASE WHEN g % 5 = 0 THEN NULL ELSE 's' || g END, "
+            "CASE WHEN g % 7 = 0 THEN NULL ELSE g % 2 = 0 END FROM generate_series(1, 40) g",
+        ),
+    ],
+)
 def test_snapshot_equals_cdc_whatever_the_nulls(pg_db, capture_role, changelog, ddl, rows):
     assert _snapshot_and_cdc(pg_db, capture_role, changelog, "public.t", ddl, rows).num_rows > 0
 
 
 def test_snapshot_equals_cdc_for_columns_carried_as_text_or_excluded(pg_db, capture_role, changelog):
     snap = _snapshot_and_cdc(
-        pg_db, capture_role, changelog, "public.t",
+        pg_db,
+        capture_role,
+        changelog,
+        "public.t",
         "CREATE TABLE t (id int PRIMARY KEY, n int, f bool, j jsonb, b bytea, p point, secret text)",
         "INSERT INTO t VALUES (1, 7, true, '{\"a\": 1}', '\\x00ff', '(1,2)', 's'), (2, NULL, false, NULL, NULL, NULL, NULL)",
-        columns={"public.t": {"as_text": ["n", "f", "j", "b", "p"], "exclude": ["secret"]}})
+        columns={"public.t": {"as_text": ["n", "f", "j", "b", "p"], "exclude": ["secret"]}},
+    )
     assert snap.column_names[:6] == ["id", "n", "f", "j", "b", "p"]
     assert snap.column("f").to_pylist() == ["t", "f"] and snap.column("b").to_pylist() == ["\\x00ff", None]

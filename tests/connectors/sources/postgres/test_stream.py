@@ -26,27 +26,35 @@ TABLES = ["public.orders", "public.other"]
 @pytest.fixture
 def orders(pg_db, capture_role):
     with pg_db.connect() as conn:
-        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text); "
-                     "CREATE TABLE other (id int PRIMARY KEY); CREATE TABLE unpublished (id int PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text); "
+            "CREATE TABLE other (id int PRIMARY KEY); CREATE TABLE unpublished (id int PRIMARY KEY)"
+        )
     capture_role.grant(TABLES)  # publication dbmazz_p1
 
 
 def _stream_source(capture_role, pipeline: str = "p1", **options):
-    source = capture_role.source(TABLES, pipeline=pipeline, publication="dbmazz_p1", capture_mode="stream", **options)
+    source = capture_role.source(
+        TABLES, pipeline=pipeline, publication="dbmazz_p1", capture_mode="stream", **options
+    )
     source.setup()
     return source
 
 
 def _walsender(pg_db, slot: str) -> int | None:
     with pg_db.connect() as conn:
-        return conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()[0]
+        return conn.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()[0]
 
 
 def _workload(pg_db, round_: int) -> None:
     low = round_ * 100_000
     with pg_db.connect() as conn:
-        conn.execute("INSERT INTO orders SELECT g, g %% 7, 'n' || g FROM generate_series(%s::int, %s::int) g",
-                     (low + 1, low + 3000))
+        conn.execute(
+            "INSERT INTO orders SELECT g, g %% 7, 'n' || g FROM generate_series(%s::int, %s::int) g",
+            (low + 1, low + 3000),
+        )
         with conn.transaction():  # several tables and statements in one transaction
             conn.execute("UPDATE orders SET qty = qty + 1 WHERE id %% 3 = 0 AND id > %s", (low,))
             conn.execute("INSERT INTO other VALUES (%s)", (round_,))
@@ -54,8 +62,10 @@ def _workload(pg_db, round_: int) -> None:
         conn.execute("INSERT INTO unpublished VALUES (%s)", (round_,))
         conn.execute("UPDATE orders SET id = id + 50000 WHERE id = %s", (low + 1,))  # a key update
         if round_ == 1:  # one large transaction
-            conn.execute("INSERT INTO orders SELECT g, 1, 'big' FROM generate_series(%s::int, %s::int) g",
-                         (low + 60_000, low + 89_999))
+            conn.execute(
+                "INSERT INTO orders SELECT g, 1, 'big' FROM generate_series(%s::int, %s::int) g",
+                (low + 60_000, low + 89_999),
+            )
 
 
 def _rows(changelog: ChangeLog, batch_id: str, table: str) -> pa.Table | None:
@@ -85,9 +95,14 @@ def test_consecutive_batches_equal_the_peek_modes(pg_db, capture_role, orders, t
             assert stream.checkpoint_position() == by_stream.end, "acknowledged through the stream"
             for table in TABLES:
                 assert by_stream.tables[table].ops == by_peek.tables[table].ops, (round_, table)
-                got, want = _rows(stream_log, by_stream.batch_id, table), _rows(peek_log, by_peek.batch_id, table)
+                got, want = (
+                    _rows(stream_log, by_stream.batch_id, table),
+                    _rows(peek_log, by_peek.batch_id, table),
+                )
                 assert (got is None and want is None) or got.equals(want), (round_, table)
-            inserts = 3001 + (30_000 if round_ == 1 else 0) + (1 if round_ == 2 else 0)  # the held row when committed
+            inserts = (
+                3001 + (30_000 if round_ == 1 else 0) + (1 if round_ == 2 else 0)
+            )  # the held row when committed
             assert by_stream.tables["public.orders"].ops["insert"] == inserts, round_
     finally:
         held.close()
@@ -120,7 +135,10 @@ def test_reread_after_a_failed_batch(pg_db, capture_role, orders, changelog):
     events.close()  # the batch failed half-way
     manifest = capture_range(source, changelog, "p1", start, end)
     assert manifest.end == heartbeat.position and manifest.tables["public.orders"].ops == {
-        "insert": 3001, "update": 1000, "delete": 601}
+        "insert": 3001,
+        "update": 1000,
+        "delete": 601,
+    }
     assert_folded_equals_source(pg_db, changelog, "public.orders")
     _workload(pg_db, 1)  # and the stream goes on from there
     capture(source, changelog)
@@ -129,13 +147,17 @@ def test_reread_after_a_failed_batch(pg_db, capture_role, orders, changelog):
     source.disconnect()
 
 
-def test_pending_changes_and_acknowledgements_while_the_stream_holds_the_slot(pg_db, capture_role, orders, changelog):
+def test_pending_changes_and_acknowledgements_while_the_stream_holds_the_slot(
+    pg_db, capture_role, orders, changelog
+):
     source = _stream_source(capture_role)
     _workload(pg_db, 0)
     capture(source, changelog)
     walsender = _walsender(pg_db, "dbmazz_p1")
     with pg_db.connect() as conn:
-        conn.execute("INSERT INTO unpublished SELECT generate_series(100, 5000)")  # WAL moves, nothing published
+        conn.execute(
+            "INSERT INTO unpublished SELECT generate_series(100, 5000)"
+        )  # WAL moves, nothing published
     start, end = source.checkpoint_position(), source.current_position()
     assert not source.pending_changes(start, end)
     source.checkpoint(end)  # as the sensor acknowledges an idle pipeline
@@ -149,7 +171,9 @@ def test_pending_changes_and_acknowledgements_while_the_stream_holds_the_slot(pg
     source.disconnect()
 
 
-def test_connection_lost_mid_stream_is_transient_then_the_next_run_converges(pg_db, capture_role, orders, changelog):
+def test_connection_lost_mid_stream_is_transient_then_the_next_run_converges(
+    pg_db, capture_role, orders, changelog
+):
     source = _stream_source(capture_role, read_block_rows=1000)
     capture(source, changelog)
     with pg_db.connect() as conn:
@@ -158,7 +182,9 @@ def test_connection_lost_mid_stream_is_transient_then_the_next_run_converges(pg_
     events = source.read_changes(start, end)
     assert isinstance(next(events), Rows)
     with pg_db.connect() as conn:  # the server ends the walsender (as a restart or an administrator would)
-        conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'dbmazz_p1'")
+        conn.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'dbmazz_p1'"
+        )
     with pytest.raises(TransientError, match="postgres connection failed while capturing"):
         for _event in events:
             pass
@@ -169,7 +195,9 @@ def test_connection_lost_mid_stream_is_transient_then_the_next_run_converges(pg_
     source.disconnect()
 
 
-def test_a_slot_held_by_another_stream_is_a_transient_error_that_says_so(pg_db, capture_role, orders, monkeypatch):
+def test_a_slot_held_by_another_stream_is_a_transient_error_that_says_so(
+    pg_db, capture_role, orders, monkeypatch
+):
     first = _stream_source(capture_role)
     second = _stream_source(capture_role)
     start, end = first.checkpoint_position(), first.current_position()
@@ -189,11 +217,18 @@ def test_server_shutdown_while_streaming(tmp_path):
     a new source (a re-run) converges. Its own server: this one is stopped, and killed."""
     with PostgresServer() as server:
         with psycopg.connect(server.url(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text); CREATE TABLE noise (id int)")
+            conn.execute(
+                "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text); CREATE TABLE noise (id int)"
+            )
         password = secrets.token_hex(8)
         create_replication_role(server.url(), "dbmazz_cap", password, "dbmazz_p1", ["public.orders"])
-        config = {"url": server.url(user="dbmazz_cap", password=password), "pipeline": "p1",
-                  "tables": ["public.orders"], "capture_mode": "stream", "read_block_rows": 1000}
+        config = {
+            "url": server.url(user="dbmazz_cap", password=password),
+            "pipeline": "p1",
+            "tables": ["public.orders"],
+            "capture_mode": "stream",
+            "read_block_rows": 1000,
+        }
         changelog = ChangeLog(str(tmp_path / "log"))
 
         def source() -> PostgresSource:
@@ -204,13 +239,17 @@ def test_server_shutdown_while_streaming(tmp_path):
 
         def insert(low: int, high: int) -> None:
             with psycopg.connect(server.url(), autocommit=True) as conn:
-                conn.execute("INSERT INTO orders SELECT g, 1, repeat('x', 100) FROM generate_series(%s::int, %s::int) g",
-                             (low, high))
+                conn.execute(
+                    "INSERT INTO orders SELECT g, 1, repeat('x', 100) FROM generate_series(%s::int, %s::int) g",
+                    (low, high),
+                )
 
         first = source()
         insert(1, 1000)
         last = capture(first, changelog)
-        with psycopg.connect(server.url(), autocommit=True) as conn:  # WAL the walsender decodes past the last ack
+        with psycopg.connect(
+            server.url(), autocommit=True
+        ) as conn:  # WAL the walsender decodes past the last ack
             conn.execute("INSERT INTO noise SELECT generate_series(1, 1000)")
         time.sleep(1)
         began = time.monotonic()
@@ -232,7 +271,9 @@ def test_server_shutdown_while_streaming(tmp_path):
         second.disconnect()
 
         third = source()
-        third.checkpoint(last.end)  # as the pipeline does: the slot may have lost an acknowledgement in the crash
+        third.checkpoint(
+            last.end
+        )  # as the pipeline does: the slot may have lost an acknowledgement in the crash
         capture(third, changelog)
         with psycopg.connect(server.url(), autocommit=True) as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id")]

@@ -67,8 +67,12 @@ EXPECTED: dict[str, list] = {
     "c_int4": [-2147483648, 2147483647, 0, None],
     "c_int8": [-(2**63), 2**63 - 1, 0, None],
     "c_num": [Decimal("-9999999999.99"), Decimal("9999999999.99"), Decimal("0.01"), None],
-    "c_num_wide": [Decimal("-12345678901234567890123456789012345678901234567890.0123456789"),
-                   Decimal("12345678901234567890123456789012345678901234567890.0123456789"), Decimal("0E-10"), None],
+    "c_num_wide": [
+        Decimal("-12345678901234567890123456789012345678901234567890.0123456789"),
+        Decimal("12345678901234567890123456789012345678901234567890.0123456789"),
+        Decimal("0E-10"),
+        None,
+    ],
     "c_num_free": ["NaN", "123456789012345678901234567890.000000000000000001", "Infinity", None],
     "c_bool": [False, True, True, None],
     "c_text": ["héllo wörld 🎉 ∑ \"q\" 's'\nline2", "x", "z", None],
@@ -77,18 +81,34 @@ EXPECTED: dict[str, list] = {
     "c_bytea": [b"\x00\xff\x00\x01", b"", b"\x00", None],
     "c_json": ['{"b": 1,  "a": [1, 2, {"c": null}]}', "[]", "null", None],
     "c_jsonb": ['{"a": [1, "x"], "b": 1}', "{}", '"s"', None],
-    "c_uuid": ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "00000000-0000-0000-0000-000000000000",
-               "ffffffff-ffff-ffff-ffff-ffffffffffff", None],
+    "c_uuid": [
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "00000000-0000-0000-0000-000000000000",
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        None,
+    ],
     # 44 BC is astronomical year -43: 15998 days before 0001-01-01 (proleptic Gregorian, as PostgreSQL)
-    "c_date": [DATE_NEG_INFINITY, DATE_POS_INFINITY, (date(2024, 2, 29) - date(1970, 1, 1)).days,
-               (date(1, 1, 1) - date(1970, 1, 1)).days - 15_998],
+    "c_date": [
+        DATE_NEG_INFINITY,
+        DATE_POS_INFINITY,
+        (date(2024, 2, 29) - date(1970, 1, 1)).days,
+        (date(1, 1, 1) - date(1970, 1, 1)).days - 15_998,
+    ],
     "c_time": [0, 86_400_000_000, 86_399_999_999, None],
     "c_timetz": ["13:45:00+02", "00:00:00-11:30", "23:59:59.999999+14", None],
-    "c_ts": [TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY, _us("2024-02-29T23:59:59.999999+00:00"),
-             253_402_300_800_000_000],  # 10000-01-01, past what Arrow's parser reads
+    "c_ts": [
+        TIMESTAMP_NEG_INFINITY,
+        TIMESTAMP_POS_INFINITY,
+        _us("2024-02-29T23:59:59.999999+00:00"),
+        253_402_300_800_000_000,
+    ],  # 10000-01-01, past what Arrow's parser reads
     "c_tstz": [TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY, _us("2024-06-01T06:30:00+00:00"), None],
-    "c_interval": [{"months": -14, "days": 3, "micros": -14_706_500_000}, {"months": 14, "days": 3,
-                   "micros": 14_706_789_012}, {"months": 0, "days": 0, "micros": 0}, None],
+    "c_interval": [
+        {"months": -14, "days": 3, "micros": -14_706_500_000},
+        {"months": 14, "days": 3, "micros": 14_706_789_012},
+        {"months": 0, "days": 0, "micros": 0},
+        None,
+    ],
     "c_mood": ["sad", "happy", "ok", None],
     "c_ints": [[1, None, 3], [], [-1], None],
     "c_texts": [["a,b", 'c"d', None, "NULL", ""], [], ["é"], None],
@@ -102,16 +122,28 @@ EXPECTED: dict[str, list] = {
 }
 
 TYPES = {
-    "c_int2": LogicalType.of(Kind.INT16), "c_float4": LogicalType.of(Kind.FLOAT32), "c_num": LogicalType.decimal(12, 2),
-    "c_num_wide": LogicalType.decimal(60, 10), "c_num_free": LogicalType.decimal(), "c_jsonb": LogicalType.of(Kind.JSON),
-    "c_timetz": LogicalType.of(Kind.STRING), "c_mood": LogicalType.enum(["sad", "ok", "happy"]),
-    "c_ints": LogicalType.array(LogicalType.of(Kind.INT32)), "c_price": LogicalType.decimal(7, 2),
-    "c_interval": LogicalType.of(Kind.INTERVAL), "c_money": LogicalType.of(Kind.STRING),
+    "c_int2": LogicalType.of(Kind.INT16),
+    "c_float4": LogicalType.of(Kind.FLOAT32),
+    "c_num": LogicalType.decimal(12, 2),
+    "c_num_wide": LogicalType.decimal(60, 10),
+    "c_num_free": LogicalType.decimal(),
+    "c_jsonb": LogicalType.of(Kind.JSON),
+    "c_timetz": LogicalType.of(Kind.STRING),
+    "c_mood": LogicalType.enum(["sad", "ok", "happy"]),
+    "c_ints": LogicalType.array(LogicalType.of(Kind.INT32)),
+    "c_price": LogicalType.decimal(7, 2),
+    "c_interval": LogicalType.of(Kind.INTERVAL),
+    "c_money": LogicalType.of(Kind.STRING),
 }
 
 
-_AS_INTEGERS = {"c_date": pa.int32(), "c_time": pa.int64(), "c_ts": pa.int64(), "c_tstz": pa.int64(),
-                "c_tstzs": pa.list_(pa.int64())}  # +-infinity and 24:00 have no Python datetime
+_AS_INTEGERS = {
+    "c_date": pa.int32(),
+    "c_time": pa.int64(),
+    "c_ts": pa.int64(),
+    "c_tstz": pa.int64(),
+    "c_tstzs": pa.list_(pa.int64()),
+}  # +-infinity and 24:00 have no Python datetime
 
 
 def _values(column: pa.ChunkedArray, name: str) -> list:

@@ -31,7 +31,9 @@ INSERT INTO orders SELECT g, g %% 97, (g %% 100000) / 100.0, 'note ' || g, CASE 
 FROM generate_series(%s::int8, %s::int8) g
 """
 
-RANDOM_TEXT = "(SELECT string_agg(md5(random()::text || g), '') FROM generate_series(1, 160) g)"  # 5 kB of hex
+RANDOM_TEXT = (
+    "(SELECT string_agg(md5(random()::text || g), '') FROM generate_series(1, 160) g)"  # 5 kB of hex
+)
 
 
 def test_workload_in_several_ranges(pg_db, capture_role, changelog):
@@ -54,7 +56,9 @@ def test_workload_in_several_ranges(pg_db, capture_role, changelog):
     first = capture(source, changelog)
     assert first.tables["public.orders"].ops == {"insert": 1000, "update": 10, "delete": 10}
     for table in TABLES:
-        assert_folded_equals_source(pg_db, changelog, table, json_columns=("payload",) if table.endswith("orders") else ())
+        assert_folded_equals_source(
+            pg_db, changelog, table, json_columns=("payload",) if table.endswith("orders") else ()
+        )
 
     with pg_db.connect() as conn:
         conn.execute("UPDATE orders SET amount = amount + 1, note = NULL WHERE id % 7 = 0")
@@ -67,10 +71,14 @@ def test_workload_in_several_ranges(pg_db, capture_role, changelog):
     second = capture(source, changelog)
     orders = table_rows(changelog, second.batch_id, "public.orders")
     moved = orders.filter(pc.is_in(orders.column("id"), pc.cast([5, 100001], "int64")))
-    assert moved.column(OP_COLUMN).to_pylist() == [2, 0], "a key update is a delete of 5 then an insert of 100001"
+    assert moved.column(OP_COLUMN).to_pylist() == [2, 0], (
+        "a key update is a delete of 5 then an insert of 100001"
+    )
     _assert_toast(changelog, second.batch_id)
     for table in TABLES:
-        assert_folded_equals_source(pg_db, changelog, table, json_columns=("payload",) if table.endswith("orders") else ())
+        assert_folded_equals_source(
+            pg_db, changelog, table, json_columns=("payload",) if table.endswith("orders") else ()
+        )
 
     with pg_db.connect() as conn:
         conn.execute("TRUNCATE customers")
@@ -81,7 +89,9 @@ def test_workload_in_several_ranges(pg_db, capture_role, changelog):
     assert isinstance(events[0], Truncate) and events[0].version <= third.end.version
     assert third.tables["public.orders"].ops["insert"] == 200_000
     for table in TABLES:
-        assert_folded_equals_source(pg_db, changelog, table, json_columns=("payload",) if table.endswith("orders") else ())
+        assert_folded_equals_source(
+            pg_db, changelog, table, json_columns=("payload",) if table.endswith("orders") else ()
+        )
     assert source.checkpoint_position() == third.end
     source.disconnect()
 

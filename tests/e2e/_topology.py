@@ -275,7 +275,7 @@ class Topology:
         config.pop("run_launcher")
         config["storage"]["postgres"]["postgres_db"]["port"] = {"env": "DAGSTER_PG_PORT"}
         config["run_coordinator"].setdefault("config", {})["dequeue_interval_seconds"] = 1
-        config["run_monitoring"] = {"enabled": True, "start_timeout_seconds": 60, "poll_interval_seconds": 5}
+        config["run_monitoring"] |= {"start_timeout_seconds": 60, "poll_interval_seconds": 5}
         return config
 
     def _write_config(self) -> None:

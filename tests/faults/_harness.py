@@ -65,7 +65,12 @@ PHASES = ("capture", "apply", "daemon", "server")
 # The production instance's retries (infra/dagster/dagster.yaml), on top of the local instance of `make demo`.
 RUN_RETRIES = {"enabled": True, "max_retries": 2}
 # A run that never got to start (its launcher killed with the daemon) is failed after this long.
-RUN_MONITORING = {"enabled": True, "start_timeout_seconds": 60, "poll_interval_seconds": 5}
+RUN_MONITORING = {
+    "enabled": True,
+    "start_timeout_seconds": 60,
+    "poll_interval_seconds": 5,
+    "free_slots_after_run_end_seconds": 5,
+}
 
 
 class NoRunInPhase(RuntimeError):

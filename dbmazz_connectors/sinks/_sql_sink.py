@@ -46,15 +46,7 @@ __all__ = ["SqlSink", "TableState", "META_SCHEMA", "UNKNOWN_KEY"]
 class SqlSink(RowMerge, SinkBase[TableState]):
     """The toolkit's hooks in SQL; a subclass provides the connection, quoting, staging and type table."""
 
-    DETAILS = (
-        "upserted",
-        "deleted",
-        "stale",
-        "unknown_values_missing",
-        "truncates",
-        "columns_added",
-        "columns_widened",
-    )
+    DETAILS = (*SinkBase.DETAILS, "deleted")
 
     def __init__(
         self, pipeline: str, schema: str | None, out_of_range: OutOfRange = OutOfRange.REFUSE

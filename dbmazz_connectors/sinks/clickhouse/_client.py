@@ -247,14 +247,8 @@ class ClickHouseClient:
                 "found none",
                 hint=f"CREATE DATABASE {self.q(cfg.database)}",
             )
-        if code is None and caused_by(
-            exc, ssl.SSLError
-        ):  # verification failed, or the port does not speak TLS
-            return ConfigError(
-                f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
-                hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
-                "is a name the certificate carries, and that the port serves HTTPS (8443)",
-            )
+        if code is None and caused_by(exc, ssl.SSLError):
+            return self._tls_error(text)
         if code is None and _unreachable(exc):
             return TransientError(
                 f"clickhouse sink: cannot reach {where} over HTTP{'S' if cfg.secure else ''} "
@@ -263,6 +257,14 @@ class ClickHouseClient:
                 "server is running; a retry succeeds once it is reachable",
             )
         return ConfigError(f"clickhouse sink: cannot connect to {where}: {text}")
+
+    def _tls_error(self, text: str) -> ConfigError:
+        """Verification failed, or the port does not speak TLS (connecting or mid-statement alike)."""
+        return ConfigError(
+            f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
+            hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
+            "is a name the certificate carries, and that the port serves HTTPS (8443)",
+        )
 
     def _error(self, exc: Exception, sql: str) -> DbmazzError:
         code, text = self._code(exc), redact(str(exc))
@@ -277,14 +279,8 @@ class ClickHouseClient:
             )
         if code in (_AUTH, _UNKNOWN_DATABASE):
             return self._config_error(exc)
-        if code is None and caused_by(
-            exc, ssl.SSLError
-        ):  # verification failed, or the port does not speak TLS
-            return ConfigError(
-                f"clickhouse sink: TLS to {self.config.host}:{self.config.port} failed: {text}",
-                hint="check ca_cert (the CA that signed the server's certificate), that the url's host "
-                "is a name the certificate carries, and that the port serves HTTPS (8443)",
-            )
+        if code is None and caused_by(exc, ssl.SSLError):
+            return self._tls_error(text)
         if code is None and _unreachable(exc):
             return TransientError(
                 f"clickhouse sink: lost the connection to {self.config.describe()} during "

@@ -48,15 +48,7 @@ class ClickHouseSink(ClickHouseClient, SinkBase[TableState]):
 
     name = "clickhouse"
     types = ClickHouseTypes
-    DETAILS = (
-        "stale",
-        "unknown_values_missing",
-        "upserted",
-        "tombstones",
-        "truncates",
-        "columns_added",
-        "columns_widened",
-    )
+    DETAILS = (*SinkBase.DETAILS, "tombstones")
 
     def __init__(self, config: ClickHouseConfig) -> None:
         ClickHouseClient.__init__(self, config)

@@ -204,13 +204,10 @@ def _timestamp_text(array, logical: LogicalType):
     return pc.if_else(pc.is_null(array), pa.scalar(None, pa.string()), text) if array.null_count else text
 
 
-def _time_text(array):
-    """Times as COPY reads them; 24:00:00 (PostgreSQL's last time) is past what Arrow writes as text."""
-    micros = _ints(array, pa.int64())
-    if not micros.size or micros.max() < _DAY_US:
-        return array
+def _clock_parts(micros: np.ndarray) -> list:
+    """``HH``, ``:``, ``MM``, ``:``, ``SS``, ``.``, ``ffffff`` of microseconds since midnight, to join element-wise."""
     seconds, fraction = np.divmod(micros, 1_000_000)
-    text = pc.binary_join_element_wise(
+    return [
         _padded(seconds // 3600, 2),
         ":",
         _padded(seconds // 60 % 60, 2),
@@ -218,8 +215,15 @@ def _time_text(array):
         _padded(seconds % 60, 2),
         ".",
         _padded(fraction, 6),
-        "",
-    )
+    ]
+
+
+def _time_text(array):
+    """Times as COPY reads them; 24:00:00 (PostgreSQL's last time) is past what Arrow writes as text."""
+    micros = _ints(array, pa.int64())
+    if not micros.size or micros.max() < _DAY_US:
+        return array
+    text = pc.binary_join_element_wise(*_clock_parts(micros), "")
     return pc.if_else(pc.is_null(array), pa.scalar(None, pa.string()), text) if array.null_count else text
 
 
@@ -235,18 +239,7 @@ def _civil_text(
     parts = [_padded(np.where(bc, 1 - year, year), 4), "-", _padded(month, 2), "-", _padded(day, 2)]
     if clock is not None:
         micros, zone = clock
-        seconds, fraction = np.divmod(micros, 1_000_000)
-        parts += [
-            " ",
-            _padded(seconds // 3600, 2),
-            ":",
-            _padded(seconds // 60 % 60, 2),
-            ":",
-            _padded(seconds % 60, 2),
-            ".",
-            _padded(fraction, 6),
-            zone,
-        ]
+        parts += [" ", *_clock_parts(micros), zone]
     parts.append(pa.array(np.where(bc, " BC", "")))
     text = pc.binary_join_element_wise(*parts, "")
     raw = days if raw is None else raw

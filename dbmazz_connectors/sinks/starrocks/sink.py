@@ -58,18 +58,7 @@ class StarRocksSink(StarRocksClient, SinkBase[TableState]):
 
     name = "starrocks"
     types = StarRocksTypes
-    DETAILS = (
-        "stale",
-        "unknown_values_missing",
-        "upserted",
-        "tombstones",
-        "truncates",
-        "columns_added",
-        "columns_widened",
-        "loads",
-        "loads_already_done",
-        "partial_loads",
-    )
+    DETAILS = (*SinkBase.DETAILS, "tombstones", "loads", "loads_already_done", "partial_loads")
 
     def __init__(self, config: StarRocksConfig) -> None:
         StarRocksClient.__init__(self, config)

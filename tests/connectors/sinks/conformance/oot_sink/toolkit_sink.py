@@ -72,15 +72,7 @@ class SqliteState:
 class SqliteToolkitSink(SinkBase[SqliteState]):
     name = "sqlite"
     types = SqliteTypes
-    DETAILS = (
-        "upserted",
-        "deleted",
-        "stale",
-        "unknown_values_missing",
-        "truncates",
-        "columns_added",
-        "columns_widened",
-    )
+    DETAILS = (*SinkBase.DETAILS, "deleted")
 
     def __init__(self, path: str, pipeline: str, out_of_range: OutOfRange) -> None:
         super().__init__(out_of_range)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,11 +11,11 @@ from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.core.protocols import BatchRef
 from dbmazz_connectors.engine import apply_batch, capture_range
 from dbmazz_connectors.snapshots import SnapshotSettings, load_plan, plan_snapshot, run_snapshot
+from tests.fixtures.children import run_until_killed
 
 from ._scenario import assert_tables_equal
 from .conftest import _clickhouse_rows, _duckdb_rows, _postgres_rows
 
-ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = SnapshotSettings(chunk_rows=200, chunks_per_batch=2, parallelism=2)
 
 # Runs the snapshot in a fresh process and kills it in the middle of its third batch, after a part was
@@ -67,15 +62,7 @@ def test_a_killed_snapshot_resumes_from_its_first_unfinished_batch(
         "snapshot": plan.snapshot_id,
         "settings": {"chunk_rows": 200, "chunks_per_batch": 2, "parallelism": 2},
     }
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    run_until_killed(CHILD, spec)
     ids = plan.batch_ids()
     done = [changelog.manifest("p", b) for b in ids]
     assert [m is not None for m in done[:3]] == [True, True, False]  # killed in the third batch
@@ -139,15 +126,7 @@ def test_a_snapshot_apply_killed_between_segments_resumes_without_applying_them_
     }[kind]
     config = {"url": url, "pipeline": "p", **({"schema": "replica"} if kind == "postgres" else {})}
     spec = {"changelog": changelog.root, "segment_rows": 100, "sink": config, "batches": ids}
-    child = subprocess.run(
-        [sys.executable, "-c", APPLY_CHILD, json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    run_until_killed(APPLY_CHILD, spec)
     first = sorted(changelog.manifest("p", ids[0]).tables)[0]
     segments = ChangeLog(changelog.root, segment_rows=100).segments("p", ids[0], first)
     assert len(segments) > 3, "the scenario should give the first batch more segments than the kill point"
@@ -208,15 +187,7 @@ def test_a_change_batch_applied_in_segments_and_killed_half_way_converges_on_re_
         apply_batch(changelog, sink, "p", batch_id)
     sink.disconnect()
     spec = {"changelog": changelog.root, "segment_rows": 100, "sink": config, "batches": [cdc.batch_id]}
-    child = subprocess.run(
-        [sys.executable, "-c", APPLY_CHILD, json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    run_until_killed(APPLY_CHILD, spec)
     sink.connect()
     try:
         assert not sink.is_applied(BatchRef("p", cdc.batch_id), "public.items")

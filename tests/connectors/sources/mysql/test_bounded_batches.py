@@ -5,13 +5,8 @@ rotate; a capture SIGKILLed in a capped batch resumes with the same boundaries, 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pyarrow.compute as pc
 
@@ -19,10 +14,10 @@ from dbmazz_connectors.changelog import ChangeLog
 from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.engine import apply_batch, batch_id_for, bounded_end, capture_range
 from dbmazz_connectors.sources.mysql.position import BinlogPosition
+from tests.fixtures.children import run_until_killed
 
 from ._my import assert_folded_equals_source, source_rows
 
-ROOT = Path(__file__).resolve().parents[4]
 CAP = 8 * 1024  # bytes of binlog per batch: the small transactions take 3-6 KB each, the large one ~1 MB
 
 
@@ -158,7 +153,7 @@ from dbmazz_connectors.core.positions import position_from_dict
 from dbmazz_connectors.engine import batch_id_for, bounded_end, capture_range
 from dbmazz_connectors.sources.mysql import MySqlSource
 
-spec = json.loads(sys.stdin.read())
+spec = json.loads(sys.argv[1])
 source = MySqlSource.from_config(spec["config"])
 source.connect()
 log = ChangeLog(spec["changelog"], part_rows=spec["part_rows"])
@@ -207,16 +202,7 @@ def test_a_capture_killed_in_a_capped_batch_resumes_with_the_same_boundaries(mys
         "start": start.to_dict(),
         "current": current.to_dict(),
     }
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD],
-        input=json.dumps(spec),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    run_until_killed(CHILD, spec)
     log = ChangeLog(root, part_rows=500)
     done = log.batches("p1")
     planned = sorted(os.listdir(os.path.join(root, "p1", "_plans")))

@@ -4,13 +4,8 @@ capture SIGKILLed in a capped batch resumes with the same boundaries, nothing lo
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -18,10 +13,10 @@ import pytest
 from dbmazz_connectors.changelog import ChangeLog
 from dbmazz_connectors.core import create_sink
 from dbmazz_connectors.engine import apply_batch, batch_id_for, bounded_end, capture_range
+from tests.fixtures.children import run_until_killed
 
 from ._pg import assert_folded_equals_source, source_rows
 
-ROOT = Path(__file__).resolve().parents[4]
 # bytes of WAL per batch: the small transactions below take ~25 KB each, the large one ~2.5 MB
 CAP = 96 * 1024
 TABLE = "public.orders"
@@ -166,7 +161,7 @@ from dbmazz_connectors.core.positions import position_from_dict
 from dbmazz_connectors.engine import batch_id_for, bounded_end, capture_range
 from dbmazz_connectors.sources.postgres import PostgresSource
 
-spec = json.loads(sys.stdin.read())
+spec = json.loads(sys.argv[1])
 source = PostgresSource.from_config(spec["config"])
 source.connect()
 log = ChangeLog(spec["changelog"], part_rows=spec["part_rows"])
@@ -223,16 +218,7 @@ def test_a_capture_killed_in_a_capped_batch_resumes_with_the_same_boundaries(pg_
         "cap": CAP,
         "current": current.to_dict(),
     }
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD],
-        input=json.dumps(spec),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    run_until_killed(CHILD, spec)
     log = ChangeLog(root, part_rows=500)
     done = log.batches("p2")
     planned = sorted(os.listdir(os.path.join(root, "p2", "_plans")))

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from dbmazz_connectors.engine import batch_id_for, capture_range
+from tests.fixtures.children import run_until_killed
 
 from ._pg import assert_folded_equals_source, capture
-
-ROOT = Path(__file__).resolve().parents[4]
 
 pytestmark = pytest.mark.usefixtures("capture_mode")  # each test in both capture modes (peek, stream)
 
@@ -73,15 +67,7 @@ def _capture_in_child(capture_role, changelog, start, end, kill: str) -> None:
         "capture_mode": capture_role.mode,
     }
     spec = {"config": config, "changelog": changelog.root, "start": str(start), "end": str(end), "kill": kill}
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    run_until_killed(CHILD, spec)
 
 
 def _parts(changelog, batch_id: str) -> list:

@@ -170,19 +170,7 @@ class PostgresServer:
                     "hostnossl all all 0.0.0.0/0 reject\nhostnossl replication all 0.0.0.0/0 reject\n" + hba
                 )
         try:
-            self._run(
-                [
-                    f"{self._bin}/pg_ctl",
-                    "-D",
-                    data,
-                    "-l",
-                    f"{self.base}/server.log",
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            )
+            self._pg_ctl("-w", "-t", "60", "start")
         except subprocess.CalledProcessError as exc:
             log = (
                 open(f"{self.base}/server.log").read()[-3000:]
@@ -202,21 +190,7 @@ class PostgresServer:
             with open(f"{data}/postgresql.auto.conf", "a") as fh:
                 for key, value in settings.items():
                     fh.write(f"{key} = {value}\n")
-        self._run(
-            [
-                f"{self._bin}/pg_ctl",
-                "-D",
-                data,
-                "-l",
-                f"{self.base}/server.log",
-                "-w",
-                "-t",
-                "60",
-                "restart",
-                "-m",
-                "fast",
-            ]
-        )
+        self._pg_ctl("-w", "-t", "60", "restart", "-m", "fast")
 
     def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
         assert self.base and self._bin

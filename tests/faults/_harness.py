@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -974,16 +974,7 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
         )
         with contextlib.suppress(Exception):  # a client cut off by a server kill ends with an error
             trial.client_transactions = client.wait(write_seconds + 60).transactions
-        began = time.monotonic()
-        trial.reexecuted = len(rig.drain())
-        trial.drain_seconds = time.monotonic() - began
-        trial.recovery_seconds = _recovery_seconds(rig, trial.kill)
-        comparison = rig.compare()
-        trial.rows_compared, trial.diffs, trial.examples = (
-            comparison.rows,
-            comparison.diffs,
-            comparison.examples,
-        )
+        _drain_and_compare(rig, trial, _recovery_seconds)
     except NoRunInPhase as exc:
         trial.error = str(exc)
         client.wait(write_seconds + 60)
@@ -999,6 +990,19 @@ def run_trial(rig: FaultRig, number: int, phase: str, write_seconds: int) -> Tri
         f"{trial.rows_compared} rows compared, diffs {trial.diffs}, error {trial.error}"
     )
     return trial
+
+
+def _drain_and_compare(
+    rig: FaultRig, trial: Trial, recovery: Callable[[FaultRig, Kill], float | None]
+) -> None:
+    """The end of a trial once its kill landed: drain the pipeline, time the recovery, compare sinks and source."""
+    assert trial.kill is not None
+    began = time.monotonic()
+    trial.reexecuted = len(rig.drain())
+    trial.drain_seconds = time.monotonic() - began
+    trial.recovery_seconds = recovery(rig, trial.kill)
+    comparison = rig.compare()
+    trial.rows_compared, trial.diffs, trial.examples = comparison.rows, comparison.diffs, comparison.examples
 
 
 def _stream_recovery_seconds(rig: FaultRig, kill: Kill) -> float | None:
@@ -1038,16 +1042,7 @@ def run_stream_trial(rig: FaultRig, number: int, phase: str, write_seconds: int,
             f"  trial {number}: killed {trial.kill.target} ({phase}, hit={trial.kill.hit}, {trial.kill.detail})"
         )
         trial.client_transactions += client.wait(write_seconds + 120).transactions
-        began = time.monotonic()
-        trial.reexecuted = len(rig.drain())
-        trial.drain_seconds = time.monotonic() - began
-        trial.recovery_seconds = _stream_recovery_seconds(rig, trial.kill)
-        comparison = rig.compare()
-        trial.rows_compared, trial.diffs, trial.examples = (
-            comparison.rows,
-            comparison.diffs,
-            comparison.examples,
-        )
+        _drain_and_compare(rig, trial, _stream_recovery_seconds)
     except Exception as exc:  # noqa: BLE001 - recorded, as in run_trial
         trial.error = f"{type(exc).__name__}: {exc}"
     finally:

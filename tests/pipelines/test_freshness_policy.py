@@ -107,22 +107,29 @@ def test_an_idle_current_sink_passes_its_freshness_policy_long_after_its_last_ba
             assert _states(workspace, instance, shop) == {t: FreshnessState.WARN for t in TABLES}
 
 
+def _applied_then_stuck(shop, defs, instance, pg_db):
+    """Start the shop, apply one batch (``old``), then fail the next (``stuck``: the sink is locked while it runs);
+    returns both runs and each table's latest materialization before the failure."""
+    start_shop(shop, defs, instance)
+    churn(pg_db.url, 1)
+    [old] = shop.drive(defs, instance)
+    before = {t: _latest(instance, shop, t) for t in TABLES}
+    lock = hold_duckdb_lock(shop.duckdb_path)  # the sink is stuck: every apply fails while it is held
+    try:
+        churn(pg_db.url, 2)
+        [stuck] = shop.drive(defs, instance)
+        assert not stuck.success
+    finally:
+        lock.kill()
+        lock.wait()
+    return old, stuck, before
+
+
 def test_a_stuck_sink_fails_its_freshness_policy_though_an_old_batch_is_re_run(pg_db, tmp_path, monkeypatch):
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, **WINDOWS)
     defs = shop.definitions()
     with dg.instance_for_test() as instance, _workspace(shop, instance, tmp_path) as workspace:
-        start_shop(shop, defs, instance)
-        churn(pg_db.url, 1)
-        [old] = shop.drive(defs, instance)
-        before = {t: _latest(instance, shop, t) for t in TABLES}
-        lock = hold_duckdb_lock(shop.duckdb_path)  # the sink is stuck: every apply fails from now on
-        try:
-            churn(pg_db.url, 2)
-            [stuck] = shop.drive(defs, instance)
-            assert not stuck.success
-        finally:
-            lock.kill()
-            lock.wait()
+        old, stuck, before = _applied_then_stuck(shop, defs, instance, pg_db)
         later = time.time() + 200
         with freeze_time(later):
             # a re-run of the old, applied batch succeeds (the sink skips what it holds) ...
@@ -253,18 +260,7 @@ def test_a_re_run_killed_before_its_restatement_is_restated_by_the_next_tick(pg_
     shop = make_shop_pipeline(pg_db, tmp_path, monkeypatch, **WINDOWS)
     defs = shop.definitions()
     with dg.instance_for_test() as instance, _workspace(shop, instance, tmp_path) as workspace:
-        start_shop(shop, defs, instance)
-        churn(pg_db.url, 1)
-        [old] = shop.drive(defs, instance)
-        before = {t: _latest(instance, shop, t) for t in TABLES}
-        lock = hold_duckdb_lock(shop.duckdb_path)
-        try:
-            churn(pg_db.url, 2)
-            [stuck] = shop.drive(defs, instance)
-            assert not stuck.success
-        finally:
-            lock.kill()
-            lock.wait()
+        old, stuck, before = _applied_then_stuck(shop, defs, instance, pg_db)
         later = time.time() + 200
         (tmp_path / "killed_replay.py").write_text(KILLED_REPLAY)
         args = [str(tmp_path / "pipeline.json"), instance.root_directory, old.partition, str(later)]

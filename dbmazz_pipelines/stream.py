@@ -59,7 +59,9 @@ DESCRIBE_SECONDS = (
 RETRY_SECONDS = (2.0, 60.0)  # a failing sink table is retried after 2 s, doubling up to 60 s
 PRUNE_EVERY = 120  # retention runs every this many iterations (and when the run ends)
 LEND_POLL_SECONDS = 0.25  # while another run holds the pool lent to it, how often this run looks
-LEND_SECONDS = 20.0  # a lent slot nobody took within this is taken back (the run queue passes every 1-5 s)
+# a lent slot nobody took within this is taken back (the queue passes every 1-5 s, but a loaded machine may take
+# tens of seconds to launch the run: 20 s starved a test's backfill, its run refused for good)
+LEND_SECONDS = 60.0
 STARTING_SECONDS = 5.0  # a run started this recently may not have claimed its slot yet (as the run queue)
 STARTING_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
